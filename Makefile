@@ -1,0 +1,97 @@
+# aitbc — build, test, install.  `make help` lists the targets.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BUILD   ?= build
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+PKGS    := lua5.4 libcurl libsodium sqlite3 libmicrohttpd
+# Debian packages the build, the tests and the linters need.
+DEB_PKGS := build-essential pkg-config ca-certificates liblua5.4-dev lua-cjson-dev \
+            libcurl4-openssl-dev libsodium-dev libsqlite3-dev libmicrohttpd-dev \
+            lua-busted lua-check clang-format
+
+# Lazily expanded: pkg-config runs when a recipe needs it, after `deps`.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS)
+
+C_MODULES := main host interrupt crypto http server db sys
+OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
+LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
+
+.PHONY: all deps test check asan lint format install uninstall clean demo bench reference help
+
+all: $(BUILD)/aitbc
+
+$(BUILD)/embed: runtime/embed.c | $(BUILD)
+	$(CC) -O1 -o $@ $<
+
+$(BUILD)/embedded.c: $(BUILD)/embed $(LUA_FILES)
+	$(BUILD)/embed $@ $(LUA_FILES)
+
+$(BUILD)/%.o: runtime/%.c runtime/aitbc.h | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/embedded.o: $(BUILD)/embedded.c runtime/aitbc.h
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/aitbc: $(OBJS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(CJSON_A) $(PKG_LIBS) -lpthread -lm
+
+$(BUILD):
+	mkdir -p $@
+
+# Installs whichever of DEB_PKGS are missing (needs root, as on CI).
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The README's test command: dependencies, build, every suite, one closing line.
+test: deps
+	$(MAKE) all
+	tests/run $(BUILD)/aitbc
+
+check: all
+	tests/run $(BUILD)/aitbc
+
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" all
+	ASAN_OPTIONS=detect_leaks=1 tests/run build-asan/aitbc
+
+lint:
+	luacheck -q lua tests scenarios scripts bench
+	clang-format --dry-run --Werror runtime/*.c runtime/*.h
+
+format:
+	clang-format -i runtime/*.c runtime/*.h
+
+bench: all
+	bench/startup $(BUILD)/aitbc
+
+reference: all
+	$(BUILD)/aitbc reference > $(BUILD)/REFERENCE.md
+	@echo "wrote $(BUILD)/REFERENCE.md"
+
+install: all
+	install -D -m 0755 $(BUILD)/aitbc $(DESTDIR)$(PREFIX)/bin/aitbc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/aitbc
+
+clean:
+	rm -rf build build-asan
+
+help:
+	@echo "make            build $(BUILD)/aitbc"
+	@echo "make deps       install missing Debian packages"
+	@echo "make test       deps + build + all test suites (ends with 'N passed, N failed')"
+	@echo "make asan       build with ASan/UBSan and run the tests with it"
+	@echo "make lint       luacheck + clang-format check"
+	@echo "make bench      start-up benchmark"
+	@echo "make install    install to \$$(DESTDIR)\$$(PREFIX)/bin (PREFIX=$(PREFIX))"

@@ -1,0 +1,82 @@
+--- Commands are modules `aitbc.commands.<name>`, each declaring itself once
+-- (name, summary, options, arguments, examples, run).  A module is either a
+-- single command or a group with `commands = {...}`.  Discovery lists the
+-- module names without loading them; only what is needed gets loaded.
+local registry = {}
+
+local PREFIX = "aitbc.commands."
+
+local function source_dir_modules(dir)
+  local sys = require "aitbc.native.sys"
+  local names = {}
+  for _, file in ipairs(sys.list_dir(dir .. "/aitbc/commands") or {}) do
+    local name = file:match("^([%w_%-]+)%.lua$")
+    if name then names[#names + 1] = name end
+  end
+  return names
+end
+
+--- Sorted names of every top-level command.
+function registry.names()
+  local names = {}
+  local dir = os.getenv("AITBC_LUA_DIR")
+  if dir and dir ~= "" then
+    names = source_dir_modules(dir)
+  else
+    for mod in pairs(package.preload) do
+      local name = mod:sub(1, #PREFIX) == PREFIX and mod:sub(#PREFIX + 1)
+      if name and not name:find(".", 1, true) then names[#names + 1] = name end
+    end
+  end
+  table.sort(names)
+  for i, n in ipairs(names) do names[i] = n:gsub("(%w)_", "%1-") end
+  return names
+end
+
+local cache = {}
+
+local function normalise(decl, parent)
+  decl.parent = parent
+  decl.path = parent and (parent.path .. " " .. decl.name) or decl.name
+  decl.options = decl.options or {}
+  decl.args = decl.args or {}
+  for _, opt in ipairs(decl.options) do
+    opt.long = opt[1]
+    opt.key = opt.long:sub(3):gsub("-", "_")
+    opt.type = opt.type or (opt.choices and "choice") or "string"
+  end
+  if decl.commands then
+    decl.by_name = {}
+    for _, sub in ipairs(decl.commands) do
+      normalise(sub, decl)
+      decl.by_name[sub.name] = sub
+      for _, alias in ipairs(sub.aliases or {}) do decl.by_name[alias] = sub end
+    end
+  end
+  return decl
+end
+
+--- The declaration of a top-level command, or nil if there is none.
+function registry.get(name)
+  if cache[name] then return cache[name] end
+  if not name:match("^[%w][%w%-]*$") then return nil end
+  local ok, decl = pcall(require, PREFIX .. name:gsub("%-", "_"))
+  if not ok then
+    if tostring(decl):find("module '" .. PREFIX, 1, true) then return nil end
+    error(decl, 0)
+  end
+  cache[name] = normalise(decl)
+  return cache[name]
+end
+
+--- Every declaration, in name order (help, completion, the reference).
+function registry.all()
+  local out = {}
+  for _, name in ipairs(registry.names()) do
+    local decl = registry.get(name)
+    if decl and not decl.hidden then out[#out + 1] = decl end
+  end
+  return out
+end
+
+return registry

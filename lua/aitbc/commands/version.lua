@@ -1,0 +1,19 @@
+--- aitbc version: this binary and the libraries inside it.
+return {
+  name = "version",
+  category = "Tools",
+  summary = "Show the version of aitbc and of its libraries",
+  run = function()
+    local sys = require "aitbc.native.sys"
+    return {
+      version = sys.version,
+      lua = _VERSION,
+      libcurl = require("aitbc.native.http").curl_version,
+      sqlite = require("aitbc.native.db").sqlite_version,
+      libmicrohttpd = require("aitbc.native.server").mhd_version,
+    }, function(d, out)
+      out:print(string.format("aitbc %s (%s, libcurl %s, SQLite %s, libmicrohttpd %s)",
+        d.version, d.lua, d.libcurl, d.sqlite, d.libmicrohttpd))
+    end
+  end,
+}

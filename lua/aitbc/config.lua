@@ -1,0 +1,146 @@
+--- Settings: flag > environment variable > config file > default.
+-- The file is JSON at $AITBC_HOME/config.json (~/.aitbc/config.json);
+-- --config or AITBC_CONFIG names another.  Every known key is declared in
+-- `config.keys`; `config set` refuses others.
+local errors = require "aitbc.errors"
+local json = require "aitbc.json"
+local sys = require "aitbc.sys"
+
+local config = {}
+
+local function check_url(v)
+  if not v:match("^https?://[^/%s]+") then
+    return nil, "must be an http:// or https:// URL, e.g. http://127.0.0.1:8000"
+  end
+  return (v:gsub("/+$", ""))
+end
+
+local function check_timeout(v)
+  local n = tonumber(v)
+  if not n or n <= 0 or n > 86400 then return nil, "must be a number of seconds between 0 and 86400" end
+  return n
+end
+
+local function check_choice(choices)
+  return function(v)
+    for _, c in ipairs(choices) do if v == c then return v end end
+    return nil, "must be one of " .. table.concat(choices, ", ")
+  end
+end
+
+local function check_name(v)
+  if not v:match("^[%w_%-%.]+$") then return nil, "may use letters, digits, '-', '_' and '.' only" end
+  return v
+end
+
+--- name -> {default, env, help, check, secret}
+config.keys = {
+  url = { default = "http://127.0.0.1:8000", env = "AITBC_URL", check = check_url,
+          help = "URL of the AITBC node the CLI talks to" },
+  api_key = { env = "AITBC_API_KEY", secret = true, help = "API key sent as X-Api-Key" },
+  output = { default = "table", env = "AITBC_OUTPUT", check = check_choice { "table", "json", "yaml" },
+             help = "output format: table, json or yaml" },
+  timeout = { default = 30, env = "AITBC_TIMEOUT", check = check_timeout,
+              help = "seconds to wait for the node before giving up" },
+  environment = { default = "default", env = "AITBC_ENVIRONMENT", check = check_name,
+                  help = "active environment name (development, staging, production, ...)" },
+  color = { default = "auto", env = "AITBC_COLOR", check = check_choice { "auto", "always", "never" },
+            help = "colour in tables: auto (terminal only), always or never" },
+}
+
+function config.key_names()
+  local names = {}
+  for k in pairs(config.keys) do names[#names + 1] = k end
+  table.sort(names)
+  return names
+end
+
+function config.home()
+  local home = sys.getenv("AITBC_HOME")
+  if home and home ~= "" then return home end
+  return (sys.getenv("HOME") or ".") .. "/.aitbc"
+end
+
+function config.expand(path)
+  if path:sub(1, 2) == "~/" then return (sys.getenv("HOME") or "") .. path:sub(2) end
+  return path
+end
+
+function config.file_path(flags)
+  local p = flags and flags.config or sys.getenv("AITBC_CONFIG")
+  if p and p ~= "" then return config.expand(p) end
+  return config.home() .. "/config.json"
+end
+
+--- The file's table ({} when it does not exist) | nil, err
+function config.read_file(path)
+  local text = sys.read_file(path)
+  if not text then return {} end
+  if text:match("^%s*$") then return {} end
+  local data, err = json.decode(text)
+  if type(data) ~= "table" then
+    return nil, errors.new("failure", "config file " .. path .. " is not valid: " .. (err or "expected a JSON object"),
+      "fix it by hand, or move it away to start afresh")
+  end
+  return data
+end
+
+function config.write_file(path, data)
+  local dir = path:match("^(.*)/[^/]+$")
+  if dir and dir ~= "" then
+    local ok, err = sys.mkdir(dir, tonumber("700", 8))
+    if not ok then return nil, errors.new("failure", "cannot create " .. dir .. ": " .. err) end
+  end
+  local ok, err = sys.write_file(path, json.encode(data, { pretty = true }) .. "\n", tonumber("600", 8))
+  if not ok then return nil, errors.new("failure", "cannot write " .. path .. ": " .. err) end
+  return true
+end
+
+--- Validates one value for key; returns the normalised value | nil, reason.
+function config.check(key, value)
+  local spec = config.keys[key]
+  if value == nil or not spec.check then return value end
+  return spec.check(tostring(value))
+end
+
+--- Resolves every key.  flags: parsed global options (underscored names).
+-- Returns {values = {}, sources = {}, path = file}; raises a usage error for
+-- an invalid value, naming where it came from.
+function config.resolve(flags)
+  flags = flags or {}
+  local path = config.file_path(flags)
+  local file, err = config.read_file(path)
+  if not file then error(err, 0) end
+  local values, sources = {}, {}
+  for key, spec in pairs(config.keys) do
+    local value, source
+    if flags[key] ~= nil then
+      value, source = flags[key], "flag --" .. key:gsub("_", "-")
+    elseif spec.env and (sys.getenv(spec.env) or "") ~= "" then
+      value, source = sys.getenv(spec.env), "env " .. spec.env
+    elseif file[key] ~= nil then
+      value, source = file[key], "file"
+    else
+      value, source = spec.default, "default"
+    end
+    if value ~= nil then
+      local ok, why = config.check(key, value)
+      if ok == nil then
+        errors.raise("usage", string.format("%s (from %s) %s", key, source, why),
+          source == "file" and ("edit " .. path .. " or run 'aitbc config unset " .. key .. "'") or nil)
+      end
+      value = ok
+    end
+    values[key], sources[key] = value, source
+  end
+  return { values = values, sources = sources, path = path, file = file }
+end
+
+--- A secret shown safely: first and last four characters at most.
+function config.mask(value)
+  if type(value) ~= "string" then return value end
+  if #value < 12 then return string.rep("*", #value > 0 and 8 or 0) end
+  return value:sub(1, 4) .. "…" .. value:sub(-4)
+end
+
+return config

@@ -1,0 +1,105 @@
+--- SQLite: the native binding plus conveniences used across the node.
+--   local db = assert(require("aitbc.db").open(path))
+--   db:run("INSERT INTO t VALUES (?, ?)", 1, "x")  -> changes | nil, err
+--   db:query("SELECT ...", ...)                    -> rows | nil, err
+--   db:first("SELECT ...", ...)                    -> row | false | nil, err
+--   db:transaction(function() ... end)             -> results of fn (rolled back on error)
+local native = require "aitbc.native.db"
+
+local M = { blob = native.blob, sqlite_version = native.sqlite_version }
+
+local Db = {}
+Db.__index = Db
+
+function M.open(path, opts)
+  local handle, err = native.open(path, opts)
+  if not handle then return nil, err end
+  local self = setmetatable({ handle = handle, cache = {}, depth = 0 }, Db)
+  if not (opts and opts.readonly) then
+    local ok, perr = handle:exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+    if not ok then handle:close() return nil, perr end
+  end
+  return self
+end
+
+--- A cached prepared statement for sql.
+function Db:statement(sql)
+  local st = self.cache[sql]
+  if st then return st end
+  local err
+  st, err = self.handle:prepare(sql)
+  if not st then return nil, err end
+  self.cache[sql] = st
+  return st
+end
+
+local function bind(st, ...)
+  if select("#", ...) == 1 and type((...)) == "table" then return st:bind((...)) end
+  return st:bind(...)
+end
+
+function Db:query(sql, ...)
+  local st, err = self:statement(sql)
+  if not st then return nil, err end
+  bind(st, ...)
+  local rows = {}
+  while true do
+    local row, serr = st:step()
+    if row == nil then return nil, serr end
+    if not row then break end
+    rows[#rows + 1] = row
+  end
+  return rows
+end
+
+function Db:first(sql, ...)
+  local st, err = self:statement(sql)
+  if not st then return nil, err end
+  bind(st, ...)
+  local row, serr = st:step()
+  st:reset()
+  if row == nil then return nil, serr end
+  return row
+end
+
+function Db:run(sql, ...)
+  local st, err = self:statement(sql)
+  if not st then return nil, err end
+  bind(st, ...)
+  local row, serr = st:step()
+  if row == nil then return nil, serr end
+  st:reset()
+  return self.handle:changes(), self.handle:last_insert_id()
+end
+
+function Db:exec(sql) return self.handle:exec(sql) end
+function Db:backup(path) return self.handle:backup(path) end
+
+--- Runs fn inside BEGIN IMMEDIATE ... COMMIT; any error rolls back and is
+-- raised again.  Nested calls join the outer transaction.
+function Db:transaction(fn, ...)
+  if self.depth > 0 then return fn(...) end
+  local ok, err = self.handle:exec("BEGIN IMMEDIATE")
+  if not ok then return nil, err end
+  self.depth = 1
+  local results = table.pack(pcall(fn, ...))
+  self.depth = 0
+  if not results[1] then
+    self.handle:exec("ROLLBACK")
+    error(results[2], 0)
+  end
+  ok, err = self.handle:exec("COMMIT")
+  if not ok then
+    self.handle:exec("ROLLBACK")
+    return nil, err
+  end
+  return table.unpack(results, 2, results.n)
+end
+
+function Db:close()
+  for _, st in pairs(self.cache) do st:finalize() end
+  self.cache = {}
+  self.handle:close()
+end
+
+return M

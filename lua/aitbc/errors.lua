@@ -1,0 +1,59 @@
+--- Errors a user can act on, and the process exit codes they map to.
+-- Raise with `errors.raise(kind, message, hint)`; expected failures inside
+-- library code return `nil, err` where err is one of these objects.
+local errors = {}
+
+errors.EXIT = {
+  ok = 0, failure = 1, usage = 2, not_found = 3, auth = 4, network = 5, interrupted = 130,
+}
+
+local Error = {}
+Error.__index = Error
+Error.__tostring = function(e)
+  return e.hint and (e.message .. " (" .. e.hint .. ")") or e.message
+end
+
+--- kind: one of the EXIT keys; code: a stable machine-readable name
+-- (defaults to the kind); extra fields are kept for --output json.
+function errors.new(kind, message, hint, fields)
+  assert(errors.EXIT[kind], "unknown error kind " .. tostring(kind))
+  local e = setmetatable({ kind = kind, code = kind, message = message, hint = hint }, Error)
+  for k, v in pairs(fields or {}) do e[k] = v end
+  return e
+end
+
+function errors.raise(kind, message, hint, fields)
+  error(errors.new(kind, message, hint, fields), 0)
+end
+
+function errors.is(value)
+  return getmetatable(value) == Error
+end
+
+function errors.exit_code(e)
+  return errors.EXIT[e.kind] or 1
+end
+
+--- For --output json: {"error":{"code","message","hint"}}.
+function errors.to_json(e)
+  local out = { code = e.code, message = e.message, hint = e.hint }
+  if e.details then out.details = e.details end
+  return { error = out }
+end
+
+--- Maps a transport failure of aitbc.http (message, kind) to an error.
+function errors.from_http(message, kind, url)
+  if kind == "interrupted" then return errors.new("interrupted", "interrupted") end
+  local hint
+  if kind == "connect" or kind == "resolve" then
+    hint = "is the node running? start one with 'aitbc serve', or point --url / AITBC_URL at a node"
+  elseif kind == "timeout" then
+    hint = "the node did not answer in time; raise --timeout or check the node's health"
+  elseif kind == "tls" then
+    hint = "the TLS certificate could not be verified"
+  end
+  local where = url and (" (" .. url .. ")") or ""
+  return errors.new(kind == "url" and "usage" or "network", message .. where, hint, { code = kind })
+end
+
+return errors

@@ -1,0 +1,39 @@
+/* Shared declarations of the aitbc C host. */
+#ifndef AITBC_H
+#define AITBC_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <signal.h>
+
+#define AITBC_VERSION "0.1.0"
+
+/* host.c: everything a fresh Lua state needs (standard libraries, native
+ * modules, the embedded Lua tree).  Used for the main state and for every
+ * server worker state. */
+void aitbc_host_init(lua_State *L);
+
+/* interrupt.c: SIGINT/SIGTERM become a flag, and in the main state a Lua
+ * error at the next instruction, so `<close>` and pcall cleanup still run. */
+extern volatile sig_atomic_t aitbc_signal_received;
+void aitbc_interrupt_install(lua_State *L);
+int aitbc_interrupted(void);
+
+/* Native modules (one file each). */
+int luaopen_aitbc_native_crypto(lua_State *L);
+int luaopen_aitbc_native_http(lua_State *L);
+int luaopen_aitbc_native_server(lua_State *L);
+int luaopen_aitbc_native_db(lua_State *L);
+int luaopen_aitbc_native_sys(lua_State *L);
+
+/* Embedded Lua sources, generated at build time by embed.c. */
+struct aitbc_embedded_file {
+  const char *module; /* "aitbc.cli" */
+  const char *chunk;  /* "@lua/aitbc/cli.lua" */
+  const unsigned char *data;
+  size_t size;
+};
+extern const struct aitbc_embedded_file aitbc_embedded_files[];
+extern const size_t aitbc_embedded_count;
+
+#endif

@@ -1,0 +1,614 @@
+/* aitbc.native.sys: the operating system for Lua.
+ * Clocks and sleep, environment, terminal, atomic file writes, directories,
+ * file status, processes (spawn/communicate/read/wait/kill), disk space,
+ * and the interrupt flag set by SIGINT/SIGTERM. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "aitbc.h"
+
+#define PROC_MT "aitbc.proc"
+#define GROWBUF_MT "aitbc.growbuf"
+
+extern char **environ;
+
+static int push_errno(lua_State *L, const char *what) {
+  int e = errno;
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", what, strerror(e));
+  lua_pushinteger(L, e);
+  return 3;
+}
+
+/* ---- clocks ---- */
+
+static double clock_seconds(clockid_t id) {
+  struct timespec ts;
+  clock_gettime(id, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int l_time(lua_State *L) {
+  lua_pushnumber(L, clock_seconds(CLOCK_REALTIME));
+  return 1;
+}
+
+static int l_monotonic(lua_State *L) {
+  lua_pushnumber(L, clock_seconds(CLOCK_MONOTONIC));
+  return 1;
+}
+
+/* sleep(seconds) -> true | nil, "interrupted" */
+static int l_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  double until = clock_seconds(CLOCK_MONOTONIC) + (s > 0 ? s : 0);
+  for (;;) {
+    if (aitbc_interrupted()) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "interrupted");
+      return 2;
+    }
+    double left = until - clock_seconds(CLOCK_MONOTONIC);
+    if (left <= 0) break;
+    if (left > 0.05) left = 0.05; /* wake up to notice signals taken by other threads */
+    struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
+    nanosleep(&ts, NULL);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* interrupted() -> signal number or false */
+static int l_interrupted(lua_State *L) {
+  if (aitbc_signal_received)
+    lua_pushinteger(L, aitbc_signal_received);
+  else
+    lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* ---- environment and terminal ---- */
+
+static int l_getenv(lua_State *L) {
+  lua_pushstring(L, getenv(luaL_checkstring(L, 1)));
+  return 1;
+}
+
+static int l_setenv(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  int rc = lua_isnoneornil(L, 2) ? unsetenv(name) : setenv(name, luaL_checkstring(L, 2), 1);
+  if (rc != 0) return push_errno(L, name);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
+  return 1;
+}
+
+static int l_term_size(lua_State *L) {
+  struct winsize ws;
+  int fd = (int)luaL_optinteger(L, 1, 1);
+  if (ioctl(fd, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) return 0;
+  lua_pushinteger(L, ws.ws_col);
+  lua_pushinteger(L, ws.ws_row);
+  return 2;
+}
+
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, getpid());
+  return 1;
+}
+
+static int l_hostname(lua_State *L) {
+  char name[256];
+  if (gethostname(name, sizeof name) != 0) return push_errno(L, "gethostname");
+  name[sizeof name - 1] = '\0';
+  lua_pushstring(L, name);
+  return 1;
+}
+
+static int l_exe_path(lua_State *L) {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n < 0) return push_errno(L, "/proc/self/exe");
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
+/* ---- files ---- */
+
+static int write_all(int fd, const char *p, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static void fsync_parent(const char *path) {
+  char dir[4096];
+  const char *slash = strrchr(path, '/');
+  size_t n = slash ? (size_t)(slash - path) : 0;
+  if (n >= sizeof dir) return;
+  if (n == 0) {
+    strcpy(dir, slash ? "/" : ".");
+  } else {
+    memcpy(dir, path, n);
+    dir[n] = '\0';
+  }
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+}
+
+/* write_file(path, data [, mode=0600]) -> true | nil, err
+ * Written to a temporary file beside it, fsync'd, renamed over: readers see
+ * the old file or the new one, never half of one, even after a crash. */
+static int l_write_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  mode_t mode = (mode_t)luaL_optinteger(L, 3, 0600);
+  char tmp[4096];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp%ld.%ld", path, (long)getpid(), (long)clock()) >= (int)sizeof tmp) {
+    errno = ENAMETOOLONG;
+    return push_errno(L, path);
+  }
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+  if (fd < 0) return push_errno(L, path);
+  if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    int n = push_errno(L, path);
+    close(fd);
+    unlink(tmp);
+    return n;
+  }
+  if (close(fd) != 0 || rename(tmp, path) != 0) {
+    int n = push_errno(L, path);
+    unlink(tmp);
+    return n;
+  }
+  fsync_parent(path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* mkdir(path [, mode=0700]) creating parents; an existing directory is fine. */
+static int l_mkdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
+  char buf[4096];
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof buf) {
+    errno = n ? ENAMETOOLONG : ENOENT;
+    return push_errno(L, path);
+  }
+  memcpy(buf, path, n + 1);
+  for (char *p = buf + 1;; p++) {
+    if (*p == '/' || *p == '\0') {
+      char c = *p;
+      *p = '\0';
+      if (mkdir(buf, mode) != 0 && errno != EEXIST) return push_errno(L, buf);
+      *p = c;
+      if (c == '\0') break;
+    }
+  }
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    errno = ENOTDIR;
+    return push_errno(L, path);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* stat(path) -> {type=, size=, mode=, mtime=} | nil, err */
+static int l_stat(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct stat st;
+  if (stat(path, &st) != 0) return push_errno(L, path);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory" : S_ISREG(st.st_mode) ? "file" : "other");
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, (lua_Integer)st.st_size);
+  lua_setfield(L, -2, "size");
+  lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+  lua_setfield(L, -2, "mode");
+  lua_pushinteger(L, (lua_Integer)st.st_mtime);
+  lua_setfield(L, -2, "mtime");
+  return 1;
+}
+
+static int l_chmod(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  if (chmod(path, (mode_t)luaL_checkinteger(L, 2)) != 0) return push_errno(L, path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* list_dir(path) -> sorted names (without . and ..) | nil, err */
+static int l_list_dir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  DIR *d = opendir(path);
+  if (!d) return push_errno(L, path);
+  lua_newtable(L);
+  int i = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+      lua_pushstring(L, e->d_name);
+      lua_rawseti(L, -2, ++i);
+    }
+  closedir(d);
+  lua_getglobal(L, "table");
+  lua_getfield(L, -1, "sort");
+  lua_pushvalue(L, -3);
+  lua_call(L, 1, 0);
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* disk_usage(path) -> {total=, free=, available=} bytes */
+static int l_disk_usage(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  struct statvfs vfs;
+  if (statvfs(path, &vfs) != 0) return push_errno(L, path);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)(vfs.f_blocks * vfs.f_frsize));
+  lua_setfield(L, -2, "total");
+  lua_pushinteger(L, (lua_Integer)(vfs.f_bfree * vfs.f_frsize));
+  lua_setfield(L, -2, "free");
+  lua_pushinteger(L, (lua_Integer)(vfs.f_bavail * vfs.f_frsize));
+  lua_setfield(L, -2, "available");
+  return 1;
+}
+
+/* ---- processes ---- */
+
+typedef struct {
+  pid_t pid;
+  int in, out, err; /* parent ends of the pipes, -1 when not piped */
+  int done, status;
+} proc_t;
+
+typedef struct {
+  char *data;
+  size_t len, cap;
+} growbuf_t;
+
+static int growbuf_gc(lua_State *L) {
+  growbuf_t *b = lua_touserdata(L, 1);
+  free(b->data);
+  b->data = NULL;
+  return 0;
+}
+
+/* A malloc'd buffer owned by a userdata, so an error cannot leak it. */
+static growbuf_t *growbuf_new(lua_State *L) {
+  growbuf_t *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, GROWBUF_MT)) {
+    lua_pushcfunction(L, growbuf_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+static int growbuf_read(growbuf_t *b, int fd) {
+  if (b->cap - b->len < 16384) {
+    size_t cap = b->cap ? b->cap * 2 : 65536;
+    char *d = realloc(b->data, cap);
+    if (!d) return -1;
+    b->data = d;
+    b->cap = cap;
+  }
+  return (int)read(fd, b->data + b->len, b->cap - b->len);
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+static proc_t *check_proc(lua_State *L) { return luaL_checkudata(L, 1, PROC_MT); }
+
+/* What the child does with one of its standard streams. */
+static int stream_mode(lua_State *L, int opts, const char *key, const char *dflt) {
+  static const char *const modes[] = {"inherit", "pipe", "null", "stdout", NULL};
+  lua_getfield(L, opts, key);
+  int m = luaL_checkoption(L, -1, dflt, modes);
+  lua_pop(L, 1);
+  return m;
+}
+
+static void child_exec(char **argv, char **envp, int fds[3][2], const int modes[3], const char *cwd, int report) {
+  int devnull = open("/dev/null", O_RDWR);
+  for (int i = 0; i < 3; i++) {
+    if (modes[i] == 1)
+      dup2(i == 0 ? fds[i][0] : fds[i][1], i);
+    else if (modes[i] == 2)
+      dup2(devnull, i);
+    else if (modes[i] == 3)
+      dup2(1, i);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  signal(SIGPIPE, SIG_DFL);
+  if (cwd && chdir(cwd) != 0) {
+    int e = errno;
+    (void)!write(report, &e, sizeof e);
+    _exit(127);
+  }
+  execvpe(argv[0], argv, envp);
+  int e = errno;
+  (void)!write(report, &e, sizeof e);
+  _exit(127);
+}
+
+/* The child's environment, built before fork (a forked child of a threaded
+ * process must not allocate): the current one with env={} applied on top.
+ * The strings stay referenced from a table left on the stack. */
+static char **build_env(lua_State *L, int env_idx) {
+  size_t n = 0;
+  while (environ[n]) n++;
+  size_t extra = 0;
+  if (lua_istable(L, env_idx)) {
+    lua_pushnil(L);
+    while (lua_next(L, env_idx)) extra++, lua_pop(L, 1);
+  }
+  char **envp = lua_newuserdatauv(L, sizeof(char *) * (n + extra + 1), 1);
+  lua_newtable(L); /* keeps the "K=V" strings alive */
+  lua_setiuservalue(L, -2, 1);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    const char *eq = strchr(environ[i], '=');
+    int overridden = 0;
+    if (eq && lua_istable(L, env_idx)) {
+      lua_pushlstring(L, environ[i], (size_t)(eq - environ[i]));
+      overridden = lua_gettable(L, env_idx) != LUA_TNIL;
+      lua_pop(L, 1);
+    }
+    if (!overridden) envp[k++] = environ[i];
+  }
+  if (lua_istable(L, env_idx)) {
+    lua_getiuservalue(L, -1, 1);
+    int keep = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, env_idx)) {
+      if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+        lua_pushfstring(L, "%s=%s", luaL_checkstring(L, -2), lua_tostring(L, -1));
+        envp[k++] = (char *)lua_tostring(L, -1);
+        lua_rawseti(L, keep, (lua_Integer)k);
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  envp[k] = NULL;
+  return envp;
+}
+
+/* spawn{argv={...}, env={NAME=value|false}, cwd=, stdin=, stdout=, stderr=}
+ * Streams: "inherit" (default), "pipe", "null"; stderr may also be "stdout".
+ * env entries (false to unset) apply on top of the current environment. */
+static int l_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "argv");
+  luaL_argcheck(L, lua_istable(L, -1) && luaL_len(L, -1) > 0, 1, "argv must be a non-empty list");
+  int argv_idx = lua_gettop(L);
+  lua_Integer argc = luaL_len(L, argv_idx);
+  char **argv = lua_newuserdatauv(L, sizeof(char *) * (size_t)(argc + 1), 0);
+  for (lua_Integer i = 1; i <= argc; i++) {
+    lua_geti(L, argv_idx, i);
+    argv[i - 1] = (char *)luaL_checkstring(L, -1);
+    lua_rawseti(L, argv_idx, i); /* keep the converted string referenced */
+  }
+  argv[argc] = NULL;
+  int modes[3] = {stream_mode(L, 1, "stdin", "inherit"), stream_mode(L, 1, "stdout", "inherit"),
+                  stream_mode(L, 1, "stderr", "inherit")};
+  lua_getfield(L, 1, "cwd");
+  const char *cwd = lua_tostring(L, -1);
+  lua_getfield(L, 1, "env");
+  int env_idx = lua_gettop(L);
+  int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}}, report[2];
+  for (int i = 0; i < 3; i++)
+    if (modes[i] == 1 && pipe2(fds[i], O_CLOEXEC) != 0) return push_errno(L, "pipe");
+  if (pipe2(report, O_CLOEXEC) != 0) return push_errno(L, "pipe");
+  fflush(NULL);
+  char **envp = build_env(L, env_idx);
+  pid_t pid = fork();
+  if (pid < 0) return push_errno(L, "fork");
+  if (pid == 0) child_exec(argv, envp, fds, modes, cwd, report[1]);
+  close(report[1]);
+  int child_errno = 0;
+  ssize_t got = read(report[0], &child_errno, sizeof child_errno);
+  close(report[0]);
+  proc_t *p = lua_newuserdatauv(L, sizeof *p, 0);
+  p->pid = pid;
+  p->done = 0;
+  p->in = modes[0] == 1 ? fds[0][1] : -1;
+  p->out = modes[1] == 1 ? fds[1][0] : -1;
+  p->err = modes[2] == 1 ? fds[2][0] : -1;
+  for (int i = 0; i < 3; i++)
+    if (modes[i] == 1) close(i == 0 ? fds[i][0] : fds[i][1]);
+  luaL_setmetatable(L, PROC_MT);
+  if (got == (ssize_t)sizeof child_errno) {
+    waitpid(pid, &p->status, 0);
+    p->done = 1;
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot run %s: %s", argv[0], strerror(child_errno));
+    return 2;
+  }
+  return 1;
+}
+
+static int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status); }
+
+/* 1 when the child has exited, 0 while it runs, -1 on error. */
+static int proc_wait(proc_t *p, int nohang) {
+  while (!p->done) {
+    pid_t r = waitpid(p->pid, &p->status, nohang ? WNOHANG : 0);
+    if (r == p->pid)
+      p->done = 1;
+    else if (r == 0)
+      return 0;
+    else if (errno != EINTR || aitbc_interrupted())
+      return -1;
+  }
+  return 1;
+}
+
+/* wait([nohang]) -> exit code (128+signal when killed) | nil when still running */
+static int l_wait(lua_State *L) {
+  proc_t *p = check_proc(L);
+  int r = proc_wait(p, lua_toboolean(L, 2));
+  if (r < 0) return push_errno(L, "waitpid");
+  if (r == 0) return 0;
+  lua_pushinteger(L, exit_code(p->status));
+  return 1;
+}
+
+static int l_kill(lua_State *L) {
+  proc_t *p = check_proc(L);
+  int sig = (int)luaL_optinteger(L, 2, SIGTERM);
+  if (p->done) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (kill(p->pid, sig) != 0) return push_errno(L, "kill");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_pid(lua_State *L) {
+  lua_pushinteger(L, check_proc(L)->pid);
+  return 1;
+}
+
+static double remaining(double deadline) { return deadline - clock_seconds(CLOCK_MONOTONIC); }
+
+/* read([timeout]) on the child's stdout -> chunk | nil, "eof" | nil, "timeout" */
+static int l_read(lua_State *L) {
+  proc_t *p = check_proc(L);
+  double timeout = luaL_optnumber(L, 2, -1);
+  luaL_argcheck(L, p->out >= 0, 1, "stdout is not a pipe");
+  struct pollfd pfd = {p->out, POLLIN, 0};
+  int r = poll(&pfd, 1, timeout < 0 ? -1 : (int)(timeout * 1000));
+  if (r == 0 || (r < 0 && errno == EINTR)) {
+    lua_pushnil(L);
+    lua_pushstring(L, r == 0 ? "timeout" : "interrupted");
+    return 2;
+  }
+  char buf[16384];
+  ssize_t n = read(p->out, buf, sizeof buf);
+  if (n <= 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "eof");
+    return 2;
+  }
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
+/* communicate([input [, timeout]]) -> code, stdout, stderr | nil, err
+ * Feeds input to stdin, collects both outputs, waits for the exit.  On
+ * timeout the child is killed. */
+static int l_communicate(lua_State *L) {
+  proc_t *p = check_proc(L);
+  size_t inlen = 0, inoff = 0;
+  const char *input = luaL_optlstring(L, 2, NULL, &inlen);
+  double timeout = luaL_optnumber(L, 3, -1);
+  double deadline = clock_seconds(CLOCK_MONOTONIC) + timeout;
+  growbuf_t *out = growbuf_new(L), *err = growbuf_new(L);
+  if (!input) close_fd(&p->in);
+  while (p->in >= 0 || p->out >= 0 || p->err >= 0) {
+    struct pollfd pfd[3] = {{p->in, POLLOUT, 0}, {p->out, POLLIN, 0}, {p->err, POLLIN, 0}};
+    double left = timeout < 0 ? -1 : remaining(deadline);
+    if (timeout >= 0 && left <= 0) {
+      kill(p->pid, SIGKILL);
+      close_fd(&p->in), close_fd(&p->out), close_fd(&p->err);
+      lua_pushnil(L);
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+    int r = poll(pfd, 3, left < 0 ? 200 : (int)(left * 1000) + 1);
+    if (r < 0 && errno != EINTR) return push_errno(L, "poll");
+    if (aitbc_interrupted()) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "interrupted");
+      return 2;
+    }
+    if (r <= 0) continue;
+    if (pfd[0].revents) {
+      ssize_t n = pfd[0].revents & POLLOUT ? write(p->in, input + inoff, inlen - inoff) : -1;
+      if (n < 0 && errno != EAGAIN) inoff = inlen;
+      if (n > 0) inoff += (size_t)n;
+      if (inoff >= inlen) close_fd(&p->in);
+    }
+    growbuf_t *bufs[2] = {out, err};
+    int *fds[2] = {&p->out, &p->err};
+    for (int i = 0; i < 2; i++)
+      if (pfd[i + 1].revents) {
+        int n = growbuf_read(bufs[i], *fds[i]);
+        if (n > 0)
+          bufs[i]->len += (size_t)n;
+        else if (n == 0 || errno != EINTR)
+          close_fd(fds[i]);
+      }
+  }
+  if (proc_wait(p, 0) < 0) return push_errno(L, "waitpid");
+  lua_pushinteger(L, exit_code(p->status));
+  lua_pushlstring(L, out->data ? out->data : "", out->len);
+  lua_pushlstring(L, err->data ? err->data : "", err->len);
+  return 3;
+}
+
+static int l_proc_gc(lua_State *L) {
+  proc_t *p = check_proc(L);
+  close_fd(&p->in), close_fd(&p->out), close_fd(&p->err);
+  if (!p->done && waitpid(p->pid, &p->status, WNOHANG) == p->pid) p->done = 1;
+  return 0;
+}
+
+int luaopen_aitbc_native_sys(lua_State *L) {
+  static const luaL_Reg proc_methods[] = {{"wait", l_wait}, {"kill", l_kill}, {"pid", l_pid},
+                                          {"read", l_read}, {"communicate", l_communicate}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"time", l_time},           {"monotonic", l_monotonic}, {"sleep", l_sleep},
+      {"interrupted", l_interrupted}, {"getenv", l_getenv},   {"setenv", l_setenv},
+      {"isatty", l_isatty},       {"term_size", l_term_size}, {"getpid", l_getpid},
+      {"hostname", l_hostname},   {"exe_path", l_exe_path},   {"write_file", l_write_file},
+      {"mkdir", l_mkdir},         {"stat", l_stat},           {"chmod", l_chmod},
+      {"list_dir", l_list_dir},   {"disk_usage", l_disk_usage}, {"spawn", l_spawn},
+      {NULL, NULL}};
+  luaL_newmetatable(L, PROC_MT);
+  luaL_newlib(L, proc_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_proc_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_newlib(L, funcs);
+  lua_pushliteral(L, AITBC_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

@@ -185,7 +185,7 @@ function parser.locate(argv, resolve)
   local i, node = 1, nil
   while i <= #argv do
     local tok = argv[i]
-    if tok == "--" then break end
+    if tok == "--" or (node and node.passthrough) then break end
     if tok:sub(1, 1) == "-" and #tok > 1 then
       local span = global_span(tok)
       if not span then

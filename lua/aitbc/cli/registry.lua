@@ -59,7 +59,7 @@ end
 --- The declaration of a top-level command, or nil if there is none.
 function registry.get(name)
   if cache[name] then return cache[name] end
-  if not name:match("^[%w][%w%-]*$") then return nil end
+  if not name:match("^_*%w[%w%-]*$") then return nil end
   local ok, decl = pcall(require, PREFIX .. name:gsub("%-", "_"))
   if not ok then
     if tostring(decl):find("module '" .. PREFIX, 1, true) then return nil end

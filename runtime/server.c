@@ -408,7 +408,8 @@ static int l_stop(lua_State *L) {
   server_t *srv = check_server(L);
   double grace = luaL_optnumber(L, 2, 10);
   if (!srv->daemon) return 0;
-  MHD_quiesce_daemon(srv->daemon);
+  MHD_socket listener = MHD_quiesce_daemon(srv->daemon);
+  if (listener != MHD_INVALID_SOCKET) close(listener); /* ours to close: new connections are refused */
   struct timespec tick = {0, 10 * 1000 * 1000};
   for (double waited = 0; atomic_load(&srv->inflight) > 0 && waited < grace; waited += 0.01) nanosleep(&tick, NULL);
   server_free(srv);

@@ -13,8 +13,8 @@ Error.__tostring = function(e)
   return e.hint and (e.message .. " (" .. e.hint .. ")") or e.message
 end
 
---- kind: one of the EXIT keys; code: a stable machine-readable name
--- (defaults to the kind); extra fields are kept for --output json.
+--- kind: one of the EXIT keys; fields.code: a stable machine-readable name
+-- (defaults to the kind); other fields are kept for --output json.
 function errors.new(kind, message, hint, fields)
   assert(errors.EXIT[kind], "unknown error kind " .. tostring(kind))
   local e = setmetatable({ kind = kind, code = kind, message = message, hint = hint }, Error)
@@ -36,10 +36,17 @@ end
 
 --- For --output json: {"error":{"code","message","hint"}}.
 function errors.to_json(e)
-  local out = { code = e.code, message = e.message, hint = e.hint }
+  local out = { code = e.code, message = e.message, hint = e.hint, field = e.field }
   if e.details then out.details = e.details end
   return { error = out }
 end
+
+local TRANSPORT = {
+  connect = "connection refused or host unreachable",
+  resolve = "host name not found",
+  timeout = "no answer in time",
+  tls = "TLS certificate could not be verified",
+}
 
 --- Maps a transport failure of aitbc.http (message, kind) to an error.
 function errors.from_http(message, kind, url)
@@ -48,12 +55,12 @@ function errors.from_http(message, kind, url)
   if kind == "connect" or kind == "resolve" then
     hint = "is the node running? start one with 'aitbc serve', or point --url / AITBC_URL at a node"
   elseif kind == "timeout" then
-    hint = "the node did not answer in time; raise --timeout or check the node's health"
-  elseif kind == "tls" then
-    hint = "the TLS certificate could not be verified"
+    hint = "raise --timeout, or check the node's health"
   end
-  local where = url and (" (" .. url .. ")") or ""
-  return errors.new(kind == "url" and "usage" or "network", message .. where, hint, { code = kind })
+  local origin = url and url:match("^(%a+://[^/]+)") or url or "the server"
+  local text = TRANSPORT[kind] and ("cannot reach " .. origin .. " (" .. TRANSPORT[kind] .. ")")
+    or (message .. (url and (" (" .. url .. ")") or ""))
+  return errors.new((kind == "url") and "usage" or "network", text, hint, { code = kind, detail = message })
 end
 
 return errors

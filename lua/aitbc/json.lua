@@ -24,14 +24,28 @@ end
 local decoder = cjson.new()
 decoder.decode_max_depth(64)
 
---- decode(text) -> value | nil, err.  Arrays come back marked.
+-- lua-cjson reads every number as a float; whole numbers become integers
+-- again so that counts and amounts stay integers.  (Beyond 2^53 precision
+-- is already lost in cjson: amounts that large travel as strings.)
+local function integers(v)
+  if type(v) == "table" then
+    for k, item in pairs(v) do
+      if type(item) == "number" or type(item) == "table" then v[k] = integers(item) end
+    end
+  elseif math.type(v) == "float" and v == math.floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
+    return math.tointeger(v)
+  end
+  return v
+end
+
+--- decode(text) -> value | nil, err
 function json.decode(text)
   if type(text) ~= "string" then return nil, "expected a JSON string" end
   local value, err = decoder.decode(text)
   if value == nil and err then
     return nil, "invalid JSON: " .. tostring(err):gsub("^Expected", "expected")
   end
-  return value
+  return integers(value)
 end
 
 local escapes = {

@@ -154,7 +154,7 @@ local function dispatch(argv, state)
     end
     opts = split_values(decl, values, globals)
     state.debug = state.debug or globals.debug
-  elseif globals.help then
+  elseif globals.help or rest[1] == "--help" or rest[1] == "-h" then
     io.stdout:write(help.command(decl), "\n")
     return 0
   end

@@ -46,7 +46,7 @@ local function emit(v, indent, out)
       if item == nil then item = v[tonumber(k)] end
       if type(item) == "table" and item ~= json.null and not is_empty(item) then
         out[#out + 1] = pad .. scalar(k) .. ":"
-        emit(item, indent + (json.is_array(item) and 0 or 1), out)
+        emit(item, indent + 1, out)
       elseif type(item) == "table" and item ~= json.null then
         out[#out + 1] = pad .. scalar(k) .. ": " .. (json.is_array(item) and "[]" or "{}")
       else

@@ -1,0 +1,4 @@
+--- HTTP server (libmicrohttpd) with Lua handlers; see runtime/server.c.
+--   local srv = assert(require("aitbc.server").start{port = 0, handler = "my.app"})
+--   srv:port(); srv:stop()
+return require "aitbc.native.server"

@@ -1,0 +1,67 @@
+local db = require "aitbc.db"
+local cli = require "support.cli"
+
+describe("db (SQLite)", function()
+  local dir, conn
+  before_each(function()
+    dir = cli.tempdir()
+    conn = assert(db.open(dir .. "/t.db"))
+    assert(conn:exec("CREATE TABLE t (id INTEGER PRIMARY KEY, amount INTEGER NOT NULL, note TEXT, data BLOB)"))
+  end)
+  after_each(function() conn:close() cli.cleanup() end)
+
+  it("keeps integers exact, text, blobs and NULL", function()
+    local big = (1 << 62) + 7
+    assert.equal(1, conn:run("INSERT INTO t (amount, note, data) VALUES (?, ?, ?)", big, "héllo", db.blob("\0\1\2")))
+    local row = conn:first("SELECT * FROM t")
+    assert.equal(big, row.amount)
+    assert.equal("integer", math.type(row.amount))
+    assert.equal("héllo", row.note)
+    assert.equal("\0\1\2", row.data)
+    conn:run("INSERT INTO t (amount) VALUES (?)", 1)
+    assert.is_nil(conn:first("SELECT note FROM t WHERE amount = 1").note)
+  end)
+
+  it("binds named parameters and reuses prepared statements", function()
+    for i = 1, 50 do conn:run("INSERT INTO t (amount, note) VALUES (:amount, :note)", { amount = i, note = "n" .. i }) end
+    local rows = conn:query("SELECT amount FROM t WHERE amount > ? ORDER BY amount", 45)
+    assert.same({ 46, 47, 48, 49, 50 }, (function() local o = {} for _, r in ipairs(rows) do o[#o + 1] = r.amount end return o end)())
+    assert.is_false(conn:first("SELECT * FROM t WHERE amount = 999"))
+  end)
+
+  it("returns nil, err for SQL errors and constraint violations", function()
+    local ok, err = conn:run("INSERT INTO t (amount) VALUES (NULL)")
+    assert.is_nil(ok)
+    assert.matches("NOT NULL", err)
+    local st, perr = conn:statement("SELEC nonsense")
+    assert.is_nil(st)
+    assert.matches("syntax error", perr)
+  end)
+
+  it("rolls a failed transaction back completely", function()
+    assert.has_error(function()
+      conn:transaction(function()
+        conn:run("INSERT INTO t (amount) VALUES (1)")
+        error("boom")
+      end)
+    end, "boom")
+    assert.equal(0, conn:first("SELECT count(*) AS n FROM t").n)
+    assert.equal(42, conn:transaction(function() conn:run("INSERT INTO t (amount) VALUES (2)") return 42 end))
+    assert.equal(1, conn:first("SELECT count(*) AS n FROM t").n)
+  end)
+
+  it("makes an online backup that opens with the same rows", function()
+    for i = 1, 300 do conn:run("INSERT INTO t (amount, note) VALUES (?, ?)", i, string.rep("x", 100)) end
+    local pages = assert(conn:backup(dir .. "/backup.db"))
+    assert.is_true(pages > 1)
+    local copy = assert(db.open(dir .. "/backup.db", { readonly = true }))
+    assert.equal(300, copy:first("SELECT count(*) AS n FROM t").n)
+    copy:close()
+  end)
+
+  it("reports a file it cannot open", function()
+    local ok, err = db.open("/nonexistent/dir/x.db")
+    assert.is_nil(ok)
+    assert.matches("unable to open", err)
+  end)
+end)

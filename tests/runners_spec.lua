@@ -1,0 +1,118 @@
+-- aitbc run and aitbc scenario run.
+local cli = require "support.cli"
+local sys = require "aitbc.sys"
+
+local function script(dir, name, text)
+  local path = dir .. "/" .. name
+  assert(sys.write_file(path, text, tonumber("644", 8)))
+  return path
+end
+
+describe("aitbc run", function()
+  after_each(cli.cleanup)
+
+  it("gives the script its arguments and the aitbc API, and its exit code", function()
+    local dir = cli.tempdir()
+    local path = script(dir, "s.lua", [[
+      local aitbc = require "aitbc"
+      local a, b = ...
+      print(a, b, arg[0] ~= nil, aitbc.json.encode({ n = #arg }), aitbc.crypto.hex(aitbc.crypto.sha256("")):sub(1, 8))
+      return 7
+    ]])
+    local r = cli.run { "run", path, "one", "--two" }
+    assert.equal(7, r.code)
+    assert.equal('one\t--two\ttrue\t{"n":2}\te3b0c442\n', r.out)
+  end)
+
+  it("reports a missing script (exit 3) and a failing one (exit 1) without a traceback", function()
+    local r = cli.run { "run", "/no/such.lua" }
+    assert.equal(3, r.code)
+    assert.matches("script not found", r.err)
+    local dir = cli.tempdir()
+    local bad = script(dir, "bad.lua", "local x = nil\nreturn x.field\n")
+    r = cli.run { "run", bad }
+    assert.equal(1, r.code)
+    assert.matches("bad.lua:2:", r.err)
+    assert.not_matches("stack traceback", r.err)
+    r = cli.run { "--debug", "run", bad }
+    assert.matches("stack traceback", r.err)
+    local syntax = script(dir, "syntax.lua", "this is not lua")
+    assert.equal(2, cli.run({ "run", syntax }).code)
+  end)
+
+  it("turns Ctrl-C into exit 130 after cleanup runs", function()
+    local dir = cli.tempdir()
+    local path = script(dir, "wait.lua", [[
+      local sys = require "aitbc.sys"
+      local marker <close> = setmetatable({}, { __close = function() io.stderr:write("cleanup ran\n") end })
+      print("ready") io.stdout:flush()
+      for _ = 1, 200 do sys.sleep(0.05) end
+      print("not interrupted")
+    ]])
+    local p = assert(sys.spawn { argv = { cli.bin, "run", path }, stdout = "pipe", stderr = "pipe" })
+    assert.equal("ready\n", p:read(10))
+    p:kill(2)
+    local code, out, err = p:communicate(nil, 10)
+    assert.equal(130, code)
+    assert.equal("", out)
+    assert.matches("cleanup ran", err)
+    assert.matches("interrupted", err)
+  end)
+end)
+
+describe("aitbc scenario run", function()
+  after_each(cli.cleanup)
+
+  local SCENARIO = [[
+    local s = require("aitbc.scenario").new("Fixture")
+    s:step("0.1", "passes", function(t)
+      local r = t:run("aitbc config set timeout 12 && aitbc config get timeout")
+      t:expect_exit(r, 0)
+      t.vars.out = t:expect_match(r.stdout, "\n(%d+)\n$")
+    end)
+    s:step("0.2", "sees state from the step before", function(t)
+      t:expect(t.vars.out == "12", "vars carried over")
+      t:expect(os.getenv("AITBC_HOME") ~= (t:run("echo $AITBC_HOME").stdout:gsub("\n", "")), "own home")
+    end)
+    s:step("0.3", "fails", function(t) t:expect_exit(t:run("aitbc bogus"), 0) end)
+    s:step("0.4", "skips", function(t) t:skip("not today") end)
+    return s
+  ]]
+
+  it("reports each step, exits 1 on a failure, and ends with the counts", function()
+    local dir = cli.tempdir()
+    local path = script(dir, "fixture.lua", SCENARIO)
+    local r = cli.run { "scenario", "run", path, "--junit", dir .. "/junit.xml" }
+    assert.equal(1, r.code, r.err)
+    assert.matches("ok   0%.1 passes", r.out)
+    assert.matches("ok   0%.2 sees state", r.out)
+    assert.matches("FAIL 0%.3 fails", r.out)
+    assert.matches("expected exit code 0, got 2", r.out)
+    assert.matches("skip 0%.4 skips", r.out)
+    assert.matches("2 passed, 1 failed, 1 skipped\n$", r.out)
+    local xml = assert(sys.read_file(dir .. "/junit.xml"))
+    assert.matches('tests="4" failures="1" skipped="1"', xml)
+  end)
+
+  it("speaks TAP and JSON", function()
+    local dir = cli.tempdir()
+    local path = script(dir, "fixture.lua", SCENARIO)
+    local tap = cli.run { "scenario", "run", "--tap", path }
+    assert.matches("^TAP version 13\nok 1 %- 0%.1 passes\n", tap.out)
+    assert.matches("not ok 3 %- 0%.3 fails", tap.out)
+    assert.matches("ok 4 %- 0%.4 skips # SKIP not today", tap.out)
+    assert.matches("\n1%.%.4\n", tap.out)
+    local j = cli.run({ "-o", "json", "scenario", "run", path }).json()
+    assert.equal(2, j.passed)
+    assert.equal(1, j.failed)
+    assert.equal("fail", j.files[1].results[3].status)
+  end)
+
+  it("refuses a file that is not a scenario", function()
+    local dir = cli.tempdir()
+    local r = cli.run { "scenario", "run", script(dir, "x.lua", "return 42") }
+    assert.equal(2, r.code)
+    assert.matches("did not return a scenario", r.err)
+    assert.equal(3, cli.run({ "scenario", "run", dir .. "/none.lua" }).code)
+  end)
+end)

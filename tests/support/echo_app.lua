@@ -1,0 +1,41 @@
+--- Handler for the test HTTP server: echoes requests and produces the
+-- status codes, sizes, delays and streams the HTTP client tests need.
+local json = require "aitbc.json"
+local sys = require "aitbc.sys"
+
+local function reply(status, body, headers)
+  headers = headers or {}
+  headers["Content-Type"] = headers["Content-Type"] or "application/json"
+  return { status = status, headers = headers, body = body }
+end
+
+return function()
+  return function(req)
+    local path = req.path
+    local n = tonumber(path:match("^/%a+/(%d+)$"))
+    if path == "/health" or path == "/v1/health" then
+      return reply(200, json.encode { status = "ok" })
+    elseif path == "/echo" then
+      return reply(200, json.encode { method = req.method, path = req.path, query = req.query,
+        headers = req.headers, body = req.body, remote = req.remote })
+    elseif path:match("^/status/") then
+      return reply(n, json.encode { error = { code = "status_" .. n, message = "status " .. n .. " as asked" } })
+    elseif path:match("^/big/") then
+      return reply(200, string.rep("x", n), { ["Content-Type"] = "text/plain" })
+    elseif path:match("^/slow/") then
+      sys.sleep(n / 1000)
+      return reply(200, json.encode { slept_ms = n })
+    elseif path:match("^/stream/") then
+      local i = 0
+      return { status = 200, headers = { ["Content-Type"] = "application/x-ndjson" }, stream = function()
+        i = i + 1
+        if i > n then return nil end
+        sys.sleep(0.01)
+        return json.encode { i = i } .. "\n"
+      end }
+    elseif path == "/headers" then
+      return reply(200, "{}", { ["X-Custom"] = "yes", ["Retry-After"] = "7" })
+    end
+    return reply(404, json.encode { error = { code = "not_found", message = "no route " .. path } })
+  end
+end

@@ -1,0 +1,83 @@
+local sys = require "aitbc.sys"
+local cli = require "support.cli"
+
+describe("sys", function()
+  after_each(cli.cleanup)
+
+  it("writes files atomically with the requested mode", function()
+    local dir = cli.tempdir()
+    local path = dir .. "/secret.json"
+    assert(sys.write_file(path, "one", tonumber("600", 8)))
+    assert(sys.write_file(path, "two", tonumber("600", 8)))
+    assert.equal("two", sys.read_file(path))
+    assert.equal(tonumber("600", 8), sys.stat(path).mode)
+    assert.same({ "secret.json" }, sys.list_dir(dir)) -- no temporary files left
+    local ok, err = sys.write_file("/nonexistent/x", "y")
+    assert.is_nil(ok)
+    assert.matches("No such file", err)
+  end)
+
+  it("creates nested directories and reports what it cannot", function()
+    local dir = cli.tempdir()
+    assert(sys.mkdir(dir .. "/a/b/c"))
+    assert.equal("directory", sys.stat(dir .. "/a/b/c").type)
+    assert(sys.mkdir(dir .. "/a/b/c")) -- already there: fine
+    assert(sys.write_file(dir .. "/f", "x"))
+    assert.is_nil((sys.mkdir(dir .. "/f/g")))
+  end)
+
+  it("spawns a process, feeds stdin, captures stdout, stderr and the exit code", function()
+    local p = assert(sys.spawn { argv = { "/bin/sh", "-c", "cat; echo oops >&2; exit 3" },
+      stdin = "pipe", stdout = "pipe", stderr = "pipe" })
+    local code, out, err = p:communicate("hello")
+    assert.equal(3, code)
+    assert.equal("hello", out)
+    assert.equal("oops\n", err)
+  end)
+
+  it("passes environment changes to the child only", function()
+    local p = assert(sys.spawn { argv = { "/bin/sh", "-c", "echo $AITBC_T1-${HOME:+home}" },
+      env = { AITBC_T1 = "set", HOME = false }, stdout = "pipe" })
+    local _, out = p:communicate()
+    assert.equal("set-\n", out)
+    assert.is_nil(sys.getenv("AITBC_T1"))
+  end)
+
+  it("kills a child and reports the signal as 128+N; times out a slow one", function()
+    local p = assert(sys.spawn { argv = { "sleep", "30" } })
+    assert.is_nil(p:wait(true))
+    assert.is_true(p:kill(9))
+    assert.equal(137, p:wait())
+    local slow = assert(sys.spawn { argv = { "sleep", "30" }, stdout = "pipe" })
+    local code, why = slow:communicate(nil, 0.2)
+    assert.is_nil(code)
+    assert.equal("timeout", why)
+  end)
+
+  it("says clearly when a program cannot be run", function()
+    local p, err = sys.spawn { argv = { "/no/such/program" } }
+    assert.is_nil(p)
+    assert.matches("cannot run /no/such/program: No such file", err)
+  end)
+
+  it("reads clocks, sleeps, and reads /proc", function()
+    local t0 = sys.monotonic()
+    assert.is_true(sys.sleep(0.01))
+    assert.is_true(sys.monotonic() > t0)
+    assert.is_true(sys.time() > 1.7e9)
+    local cpu = assert(sys.cpu_times())
+    assert.is_true(cpu.total > 0)
+    local mem = assert(sys.memory())
+    assert.is_true(mem.total > mem.available and mem.available > 0)
+    assert.is_table(assert(sys.network()).lo)
+    assert.is_true(assert(sys.disk_usage("/")).total > 0)
+    assert.equal(3, #assert(sys.loadavg()))
+    assert.is_false(sys.interrupted())
+  end)
+
+  it("has no terminal when output is piped", function()
+    local p = assert(sys.spawn { argv = { cli.bin, "run", "/dev/stdin" }, stdin = "pipe", stdout = "pipe" })
+    local _, out = p:communicate([[print(require("aitbc.sys").isatty(1), require("aitbc.sys").term_size(1))]])
+    assert.equal("false\n", out)
+  end)
+end)

@@ -5,6 +5,9 @@ BUILD   ?= build
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 PKGS    := lua5.4 libcurl libsodium sqlite3 libmicrohttpd
+# Linked at build time; libcurl and libmicrohttpd are dlopen'ed on first use
+# (their dependency trees cost more start-up time than everything else).
+LINK_PKGS := lua5.4 libsodium sqlite3
 # Debian packages the build, the tests and the linters need.
 DEB_PKGS := build-essential pkg-config ca-certificates liblua5.4-dev lua-cjson-dev \
             libcurl4-openssl-dev libsodium-dev libsqlite3-dev libmicrohttpd-dev \
@@ -12,10 +15,12 @@ DEB_PKGS := build-essential pkg-config ca-certificates liblua5.4-dev lua-cjson-d
 
 # Lazily expanded: pkg-config runs when a recipe needs it, after `deps`.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
+PKG_LIBS   = $(shell pkg-config --libs $(LINK_PKGS))
+SONAME     = $(shell objdump -p $$($(CC) -print-file-name=$(1)) | awk '/SONAME/ {print $$2}')
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS)
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS) \
+             -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"' -DAITBC_MHD_SONAME='"$(call SONAME,libmicrohttpd.so)"'
 
 C_MODULES := main host interrupt crypto http server db sys
 OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
@@ -38,7 +43,7 @@ $(BUILD)/embedded.o: $(BUILD)/embedded.c runtime/aitbc.h
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/aitbc: $(OBJS)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJS) $(CJSON_A) $(PKG_LIBS) -lpthread -lm
+	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,--as-needed -o $@ $(OBJS) $(CJSON_A) $(PKG_LIBS) -ldl -lpthread -lm
 
 $(BUILD):
 	mkdir -p $@

@@ -106,8 +106,8 @@ static int l_blake2b(lua_State *L) {
   const unsigned char *m = check_bytes(L, 1, &len);
   lua_Integer outlen = luaL_optinteger(L, 2, crypto_generichash_BYTES);
   const unsigned char *key = lua_isnoneornil(L, 3) ? NULL : check_bytes(L, 3, &keylen);
-  luaL_argcheck(L, outlen >= crypto_generichash_BYTES_MIN && outlen <= crypto_generichash_BYTES_MAX,
-                2, "length must be 16..64");
+  luaL_argcheck(L, outlen >= crypto_generichash_BYTES_MIN && outlen <= crypto_generichash_BYTES_MAX, 2,
+                "length must be 16..64");
   luaL_argcheck(L, keylen <= crypto_generichash_KEYBYTES_MAX, 3, "key longer than 64 bytes");
   unsigned char out[crypto_generichash_BYTES_MAX];
   crypto_generichash(out, (size_t)outlen, m, len, key, keylen);
@@ -225,8 +225,8 @@ static int l_argon2id(lua_State *L) {
                 "mem out of range");
   luaL_argcheck(L, len >= 16 && len <= 1024, 3, "len must be 16..1024");
   secret_t *out = secret_new(L, (size_t)len);
-  if (crypto_pwhash(out->data, out->len, (const char *)pw, pwlen, salt, (unsigned long long)ops,
-                    (size_t)mem, crypto_pwhash_ALG_ARGON2ID13) != 0) {
+  if (crypto_pwhash(out->data, out->len, (const char *)pw, pwlen, salt, (unsigned long long)ops, (size_t)mem,
+                    crypto_pwhash_ALG_ARGON2ID13) != 0) {
     lua_pushnil(L);
     lua_pushliteral(L, "argon2id: out of memory");
     return 2;
@@ -312,8 +312,7 @@ static int l_unhex(lua_State *L) {
   luaL_Buffer b;
   unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, len / 2 + 1);
   const char *end;
-  if (len % 2 != 0 || sodium_hex2bin(out, len / 2 + 1, s, len, NULL, &outlen, &end) != 0 ||
-      end != s + len) {
+  if (len % 2 != 0 || sodium_hex2bin(out, len / 2 + 1, s, len, NULL, &outlen, &end) != 0 || end != s + len) {
     lua_pushnil(L);
     lua_pushliteral(L, "invalid hex string");
     return 2;
@@ -357,24 +356,33 @@ static int l_unbase64(lua_State *L) {
 }
 
 int luaopen_aitbc_native_crypto(lua_State *L) {
-  static const luaL_Reg secret_methods[] = {{"wipe", secret_wipe},     {"len", secret_len},
-                                            {"reveal", secret_reveal}, {NULL, NULL}};
+  static const luaL_Reg secret_methods[] = {
+      {"wipe", secret_wipe}, {"len", secret_len}, {"reveal", secret_reveal}, {NULL, NULL}};
   static const luaL_Reg secret_meta[] = {{"__gc", secret_wipe},
                                          {"__close", secret_wipe},
                                          {"__len", secret_len},
                                          {"__tostring", secret_tostring},
                                          {NULL, NULL}};
-  static const luaL_Reg funcs[] = {
-      {"secret", l_secret},         {"random", l_random},
-      {"sha256", l_sha256},         {"sha512", l_sha512},
-      {"blake2b", l_blake2b},       {"hmac_sha256", l_hmac_sha256},
-      {"hmac_sha512", l_hmac_sha512}, {"sign_keypair", l_sign_keypair},
-      {"sign", l_sign},             {"verify", l_verify},
-      {"sign_public_key", l_sign_public_key}, {"argon2id", l_argon2id},
-      {"aead_encrypt", l_aead_encrypt}, {"aead_decrypt", l_aead_decrypt},
-      {"equal", l_equal},           {"hex", l_hex},
-      {"unhex", l_unhex},           {"base64", l_base64},
-      {"unbase64", l_unbase64},     {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"secret", l_secret},
+                                   {"random", l_random},
+                                   {"sha256", l_sha256},
+                                   {"sha512", l_sha512},
+                                   {"blake2b", l_blake2b},
+                                   {"hmac_sha256", l_hmac_sha256},
+                                   {"hmac_sha512", l_hmac_sha512},
+                                   {"sign_keypair", l_sign_keypair},
+                                   {"sign", l_sign},
+                                   {"verify", l_verify},
+                                   {"sign_public_key", l_sign_public_key},
+                                   {"argon2id", l_argon2id},
+                                   {"aead_encrypt", l_aead_encrypt},
+                                   {"aead_decrypt", l_aead_decrypt},
+                                   {"equal", l_equal},
+                                   {"hex", l_hex},
+                                   {"unhex", l_unhex},
+                                   {"base64", l_base64},
+                                   {"unbase64", l_unbase64},
+                                   {NULL, NULL}};
   if (sodium_init() < 0) return luaL_error(L, "libsodium failed to initialise");
   luaL_newmetatable(L, SECRET_MT);
   luaL_setfuncs(L, secret_meta, 0);

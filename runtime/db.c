@@ -179,8 +179,7 @@ static int bind_value(lua_State *L, sqlite3_stmt *st, int pos, int idx) {
       }
     }
     /* fallthrough */
-    default:
-      return luaL_error(L, "cannot bind a %s to parameter %d", luaL_typename(L, idx), pos);
+    default: return luaL_error(L, "cannot bind a %s to parameter %d", luaL_typename(L, idx), pos);
   }
 }
 
@@ -264,9 +263,12 @@ static int l_blob(lua_State *L) {
 }
 
 int luaopen_aitbc_native_db(lua_State *L) {
-  static const luaL_Reg db_methods[] = {{"exec", l_exec},       {"prepare", l_prepare},
-                                        {"changes", l_changes}, {"last_insert_id", l_last_insert_id},
-                                        {"backup", l_backup},   {"close", l_close},
+  static const luaL_Reg db_methods[] = {{"exec", l_exec},
+                                        {"prepare", l_prepare},
+                                        {"changes", l_changes},
+                                        {"last_insert_id", l_last_insert_id},
+                                        {"backup", l_backup},
+                                        {"close", l_close},
                                         {NULL, NULL}};
   static const luaL_Reg stmt_methods[] = {
       {"bind", l_bind}, {"step", l_step}, {"reset", l_reset}, {"finalize", l_finalize}, {NULL, NULL}};

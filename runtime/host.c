@@ -10,10 +10,8 @@ int luaopen_cjson(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
 
 static int load_embedded(lua_State *L) {
-  const struct aitbc_embedded_file *f =
-      &aitbc_embedded_files[lua_tointeger(L, lua_upvalueindex(1))];
-  if (luaL_loadbufferx(L, (const char *)f->data, f->size, f->chunk, "t") != LUA_OK)
-    return lua_error(L);
+  const struct aitbc_embedded_file *f = &aitbc_embedded_files[lua_tointeger(L, lua_upvalueindex(1))];
+  if (luaL_loadbufferx(L, (const char *)f->data, f->size, f->chunk, "t") != LUA_OK) return lua_error(L);
   lua_pushstring(L, f->module);
   lua_pushstring(L, f->chunk + 1);
   lua_call(L, 2, 1);
@@ -40,15 +38,14 @@ static void prepend_source_dir(lua_State *L, const char *dir) {
 }
 
 void aitbc_host_init(lua_State *L) {
-  static const luaL_Reg natives[] = {
-      {"cjson", luaopen_cjson},
-      {"cjson.safe", luaopen_cjson_safe},
-      {"aitbc.native.crypto", luaopen_aitbc_native_crypto},
-      {"aitbc.native.http", luaopen_aitbc_native_http},
-      {"aitbc.native.server", luaopen_aitbc_native_server},
-      {"aitbc.native.db", luaopen_aitbc_native_db},
-      {"aitbc.native.sys", luaopen_aitbc_native_sys},
-      {NULL, NULL}};
+  static const luaL_Reg natives[] = {{"cjson", luaopen_cjson},
+                                     {"cjson.safe", luaopen_cjson_safe},
+                                     {"aitbc.native.crypto", luaopen_aitbc_native_crypto},
+                                     {"aitbc.native.http", luaopen_aitbc_native_http},
+                                     {"aitbc.native.server", luaopen_aitbc_native_server},
+                                     {"aitbc.native.db", luaopen_aitbc_native_db},
+                                     {"aitbc.native.sys", luaopen_aitbc_native_sys},
+                                     {NULL, NULL}};
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   int preload = lua_gettop(L);

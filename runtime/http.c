@@ -7,7 +7,9 @@
  * under pcall so a Lua error never unwinds through libcurl, and is re-raised
  * once the transfer is over.  Kinds: connect, resolve, timeout, tls, url,
  * aborted, interrupted, network. */
+#define CURL_DISABLE_TYPECHECK
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,59 @@
 #include "aitbc.h"
 
 #define TRANSFER_MT "aitbc.http.transfer"
+
+/* libcurl (and the ~30 libraries it pulls in) is loaded on first use, not
+ * at start-up: relocating them was two thirds of `aitbc --help`'s time. */
+#define CURL_FUNCTIONS(X)                                                                                           \
+  X(curl_global_init)                                                                                               \
+  X(curl_version_info)                                                                                              \
+  X(curl_easy_init) X(curl_easy_cleanup) X(curl_easy_setopt) X(curl_easy_perform) X(curl_easy_getinfo)              \
+      X(curl_easy_strerror) X(curl_slist_append) X(curl_slist_free_all) X(curl_multi_init) X(curl_multi_add_handle) \
+          X(curl_multi_remove_handle) X(curl_multi_perform) X(curl_multi_poll) X(curl_multi_info_read)              \
+              X(curl_multi_cleanup)
+
+static struct {
+#define X(name) __typeof__(&name) name;
+  CURL_FUNCTIONS(X)
+#undef X
+} curl;
+static const char *curl_load_error;
+
+static void curl_load(void) {
+  void *lib = dlopen(AITBC_CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    curl_load_error = dlerror();
+    return;
+  }
+#define X(name)                                                  \
+  if (!(curl.name = (__typeof__(curl.name))dlsym(lib, #name))) { \
+    curl_load_error = "missing symbol " #name;                   \
+    return;                                                      \
+  }
+  CURL_FUNCTIONS(X)
+#undef X
+  curl.curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+#define curl_global_init curl.curl_global_init
+#define curl_version_info curl.curl_version_info
+#define curl_easy_init curl.curl_easy_init
+#define curl_easy_cleanup curl.curl_easy_cleanup
+#undef curl_easy_setopt /* curl.h wraps these two in macros */
+#undef curl_easy_getinfo
+#define curl_easy_setopt curl.curl_easy_setopt
+#define curl_easy_perform curl.curl_easy_perform
+#define curl_easy_getinfo curl.curl_easy_getinfo
+#define curl_easy_strerror curl.curl_easy_strerror
+#define curl_slist_append curl.curl_slist_append
+#define curl_slist_free_all curl.curl_slist_free_all
+#define curl_multi_init curl.curl_multi_init
+#define curl_multi_add_handle curl.curl_multi_add_handle
+#define curl_multi_remove_handle curl.curl_multi_remove_handle
+#define curl_multi_perform curl.curl_multi_perform
+#define curl_multi_poll curl.curl_multi_poll
+#define curl_multi_info_read curl.curl_multi_info_read
+#define curl_multi_cleanup curl.curl_multi_cleanup
 
 typedef struct {
   char *data;
@@ -317,12 +372,11 @@ static int l_request_many(lua_State *L) {
   return 1;
 }
 
-static void global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 int luaopen_aitbc_native_http(lua_State *L) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   static const luaL_Reg funcs[] = {{"request", l_request}, {"request_many", l_request_many}, {NULL, NULL}};
-  pthread_once(&once, global_init);
+  pthread_once(&once, curl_load);
+  if (curl_load_error) return luaL_error(L, "cannot load libcurl (%s): %s", AITBC_CURL_SONAME, curl_load_error);
   if (luaL_newmetatable(L, TRANSFER_MT)) {
     lua_pushcfunction(L, transfer_gc);
     lua_setfield(L, -2, "__gc");

@@ -21,8 +21,7 @@ static void on_signal(int sig) {
     return;
   }
   aitbc_signal_received = sig;
-  if (main_state)
-    lua_sethook(main_state, raise_interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  if (main_state) lua_sethook(main_state, raise_interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 void aitbc_interrupt_install(lua_State *L) {

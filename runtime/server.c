@@ -12,6 +12,7 @@
  * response = {status, headers={}, body=string} or {..., stream=function}
  * where stream() returns the next chunk, or nil at the end. */
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -23,6 +24,48 @@
 #include "aitbc.h"
 
 #define SERVER_MT "aitbc.server"
+
+/* libmicrohttpd (and GnuTLS behind it) is loaded on first use, like libcurl. */
+#define MHD_FUNCTIONS(X)                                                                                 \
+  X(MHD_start_daemon)                                                                                    \
+  X(MHD_stop_daemon) X(MHD_quiesce_daemon) X(MHD_get_daemon_info) X(MHD_get_connection_values)           \
+      X(MHD_get_connection_info) X(MHD_create_response_from_buffer) X(MHD_create_response_from_callback) \
+          X(MHD_add_response_header) X(MHD_queue_response) X(MHD_destroy_response) X(MHD_get_version)
+
+static struct {
+#define X(name) __typeof__(&name) name;
+  MHD_FUNCTIONS(X)
+#undef X
+} mhd;
+static const char *mhd_load_error;
+
+static void mhd_load(void) {
+  void *lib = dlopen(AITBC_MHD_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    mhd_load_error = dlerror();
+    return;
+  }
+#define X(name)                                                \
+  if (!(mhd.name = (__typeof__(mhd.name))dlsym(lib, #name))) { \
+    mhd_load_error = "missing symbol " #name;                  \
+    return;                                                    \
+  }
+  MHD_FUNCTIONS(X)
+#undef X
+}
+
+#define MHD_start_daemon mhd.MHD_start_daemon
+#define MHD_stop_daemon mhd.MHD_stop_daemon
+#define MHD_quiesce_daemon mhd.MHD_quiesce_daemon
+#define MHD_get_daemon_info mhd.MHD_get_daemon_info
+#define MHD_get_connection_values mhd.MHD_get_connection_values
+#define MHD_get_connection_info mhd.MHD_get_connection_info
+#define MHD_create_response_from_buffer mhd.MHD_create_response_from_buffer
+#define MHD_create_response_from_callback mhd.MHD_create_response_from_callback
+#define MHD_add_response_header mhd.MHD_add_response_header
+#define MHD_queue_response mhd.MHD_queue_response
+#define MHD_destroy_response mhd.MHD_destroy_response
+#define MHD_get_version mhd.MHD_get_version
 
 typedef struct lstate {
   lua_State *L;
@@ -52,7 +95,8 @@ typedef struct {
 } request_t;
 
 static const char ERR_INTERNAL[] = "{\"error\":{\"code\":\"internal\",\"message\":\"internal server error\"}}";
-static const char ERR_TOO_LARGE[] = "{\"error\":{\"code\":\"payload_too_large\",\"message\":\"request body too large\"}}";
+static const char ERR_TOO_LARGE[] =
+    "{\"error\":{\"code\":\"payload_too_large\",\"message\":\"request body too large\"}}";
 
 /* ---- Lua state pool ---- */
 
@@ -113,7 +157,8 @@ static enum MHD_Result add_pair(void *cls, enum MHD_ValueKind kind, const char *
   (void)kind;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
-  for (const char *c = key; *c; c++) luaL_addchar(&b, (char)(kind == MHD_HEADER_KIND && *c >= 'A' && *c <= 'Z' ? *c + 32 : *c));
+  for (const char *c = key; *c; c++)
+    luaL_addchar(&b, (char)(kind == MHD_HEADER_KIND && *c >= 'A' && *c <= 'Z' ? *c + 32 : *c));
   luaL_pushresult(&b);
   lua_pushstring(L, value ? value : "");
   lua_settable(L, -3);
@@ -367,10 +412,11 @@ static int l_start(lua_State *L) {
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &block, &old);
-  srv->daemon = MHD_start_daemon(
-      MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC, (uint16_t)port, NULL, NULL,
-      on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
+  srv->daemon =
+      MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC,
+                       (uint16_t)port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                       MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+                       MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_END);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (!srv->daemon) {
     server_free(srv);
@@ -423,6 +469,9 @@ static int l_gc(lua_State *L) {
 
 int luaopen_aitbc_native_server(lua_State *L) {
   static const luaL_Reg methods[] = {{"port", l_port}, {"stop", l_stop}, {"stats", l_stats}, {NULL, NULL}};
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, mhd_load);
+  if (mhd_load_error) return luaL_error(L, "cannot load libmicrohttpd (%s): %s", AITBC_MHD_SONAME, mhd_load_error);
   if (luaL_newmetatable(L, SERVER_MT)) {
     lua_pushcfunction(L, l_gc);
     lua_setfield(L, -2, "__gc");

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -287,6 +288,7 @@ typedef struct {
   pid_t pid;
   int in, out, err; /* parent ends of the pipes, -1 when not piped */
   int done, status;
+  struct rusage usage; /* of the finished child: peak RSS, CPU time */
 } proc_t;
 
 typedef struct {
@@ -467,7 +469,7 @@ static int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status
 /* 1 when the child has exited, 0 while it runs, -1 on error. */
 static int proc_wait(proc_t *p, int nohang) {
   while (!p->done) {
-    pid_t r = waitpid(p->pid, &p->status, nohang ? WNOHANG : 0);
+    pid_t r = wait4(p->pid, &p->status, nohang ? WNOHANG : 0, &p->usage);
     if (r == p->pid)
       p->done = 1;
     else if (r == 0)
@@ -485,6 +487,20 @@ static int l_wait(lua_State *L) {
   if (r < 0) return push_errno(L, "waitpid");
   if (r == 0) return 0;
   lua_pushinteger(L, exit_code(p->status));
+  return 1;
+}
+
+/* rusage() of a finished child -> {max_rss = bytes, user = s, system = s} */
+static int l_rusage(lua_State *L) {
+  proc_t *p = check_proc(L);
+  if (!p->done) return 0;
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)p->usage.ru_maxrss * 1024);
+  lua_setfield(L, -2, "max_rss");
+  lua_pushnumber(L, (double)p->usage.ru_utime.tv_sec + (double)p->usage.ru_utime.tv_usec / 1e6);
+  lua_setfield(L, -2, "user");
+  lua_pushnumber(L, (double)p->usage.ru_stime.tv_sec + (double)p->usage.ru_stime.tv_usec / 1e6);
+  lua_setfield(L, -2, "system");
   return 1;
 }
 
@@ -591,16 +607,28 @@ static int l_proc_gc(lua_State *L) {
 }
 
 int luaopen_aitbc_native_sys(lua_State *L) {
-  static const luaL_Reg proc_methods[] = {{"wait", l_wait}, {"kill", l_kill}, {"pid", l_pid},
-                                          {"read", l_read}, {"communicate", l_communicate}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {
-      {"time", l_time},           {"monotonic", l_monotonic}, {"sleep", l_sleep},
-      {"interrupted", l_interrupted}, {"getenv", l_getenv},   {"setenv", l_setenv},
-      {"isatty", l_isatty},       {"term_size", l_term_size}, {"getpid", l_getpid},
-      {"hostname", l_hostname},   {"exe_path", l_exe_path},   {"write_file", l_write_file},
-      {"mkdir", l_mkdir},         {"stat", l_stat},           {"chmod", l_chmod},
-      {"list_dir", l_list_dir},   {"disk_usage", l_disk_usage}, {"spawn", l_spawn},
-      {NULL, NULL}};
+  static const luaL_Reg proc_methods[] = {
+      {"wait", l_wait},     {"kill", l_kill}, {"pid", l_pid}, {"read", l_read}, {"communicate", l_communicate},
+      {"rusage", l_rusage}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"time", l_time},
+                                   {"monotonic", l_monotonic},
+                                   {"sleep", l_sleep},
+                                   {"interrupted", l_interrupted},
+                                   {"getenv", l_getenv},
+                                   {"setenv", l_setenv},
+                                   {"isatty", l_isatty},
+                                   {"term_size", l_term_size},
+                                   {"getpid", l_getpid},
+                                   {"hostname", l_hostname},
+                                   {"exe_path", l_exe_path},
+                                   {"write_file", l_write_file},
+                                   {"mkdir", l_mkdir},
+                                   {"stat", l_stat},
+                                   {"chmod", l_chmod},
+                                   {"list_dir", l_list_dir},
+                                   {"disk_usage", l_disk_usage},
+                                   {"spawn", l_spawn},
+                                   {NULL, NULL}};
   luaL_newmetatable(L, PROC_MT);
   luaL_newlib(L, proc_methods);
   lua_setfield(L, -2, "__index");

@@ -41,7 +41,8 @@ local function server_message(res)
   local body = res.json
   if type(body) == "table" then
     if type(body.error) == "table" then return body.error.message or body.error.code, body.error end
-    if body.detail then return tostring(type(body.detail) == "table" and require("aitbc.json").encode(body.detail) or body.detail) end
+    if type(body.detail) == "table" then return require("aitbc.json").encode(body.detail) end
+    if body.detail then return tostring(body.detail) end
     if type(body.error) == "string" then return body.error end
   end
   local text = (res.body or ""):sub(1, 200)

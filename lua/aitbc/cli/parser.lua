@@ -118,7 +118,9 @@ function parser.parse(tokens, decls, where)
         if inline == nil then
           i = i + 1
           inline = tokens[i]
-          if inline == nil then usage("option " .. name .. " needs a value" .. (d.metavar and (" (" .. d.metavar .. ")") or ""), nil, where) end
+          if inline == nil then
+            usage("option " .. name .. " needs a value" .. (d.metavar and (" (" .. d.metavar .. ")") or ""), nil, where)
+          end
         end
         store(values, d, convert(d, inline, where))
       else

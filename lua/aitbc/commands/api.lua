@@ -30,7 +30,9 @@ return {
     local method, path = ctx.args.method_or_path, ctx.args.path
     if not path then method, path = (ctx.opts.data and "POST" or "GET"), method end
     method = method:upper()
-    if not METHODS[method] then errors.raise("usage", "unknown HTTP method '" .. method .. "'", "use GET, POST, PUT, PATCH, DELETE or HEAD") end
+    if not METHODS[method] then
+      errors.raise("usage", "unknown HTTP method '" .. method .. "'", "use GET, POST, PUT, PATCH, DELETE or HEAD")
+    end
     if path:sub(1, 1) ~= "/" then path = "/" .. path end
     local query, headers = {}, { }
     for _, q in ipairs(ctx.opts.query or {}) do

@@ -46,7 +46,8 @@ local function run(ctx)
         out:print(line)
         if r.status == "fail" then out:print("  # " .. r.message:gsub("\n", "\n  # ")) end
       elseif human then
-        local mark = ({ pass = out:style("ok  ", "green"), fail = out:style("FAIL", "red"), skip = out:style("skip", "yellow") })[r.status]
+        local mark = ({ pass = out:style("ok  ", "green"), fail = out:style("FAIL", "red"),
+                        skip = out:style("skip", "yellow") })[r.status]
         out:print(string.format("  %s %s %s (%d ms)", mark, r.id, r.name, math.floor(r.seconds * 1000 + 0.5)))
         if r.message then out:print("       " .. r.message:gsub("\n", "\n       ")) end
       end

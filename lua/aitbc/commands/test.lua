@@ -15,7 +15,8 @@ return {
     _G.arg = { [0] = "aitbc test", table.unpack(args) }
     local ok, runner = pcall(require, "busted.runner")
     if not ok then
-      require("aitbc.errors").raise("failure", "busted is not installed", "install it with 'make deps' (Debian package lua-busted)")
+      require("aitbc.errors").raise("failure", "busted is not installed",
+        "install it with 'make deps' (Debian package lua-busted)")
     end
     runner { standalone = false, output = "aitbc.testing.output" }
   end,

@@ -1,0 +1,7 @@
+-- luacheck configuration (make lint).
+std = "lua54"
+max_line_length = 130
+files["tests/"] = { std = "+busted", max_line_length = false }
+files["lua/aitbc/commands/run.lua"] = { globals = { "arg" } }
+files["lua/aitbc/commands/test.lua"] = { globals = { "arg" } }
+self = false -- methods keep `self` for a uniform call style

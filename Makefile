@@ -70,7 +70,7 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 tests/run build-asan/aitbc
 
 lint:
-	luacheck -q lua tests scenarios scripts bench
+	luacheck -q lua tests scripts bench $(wildcard scenarios/*.lua)
 	clang-format --dry-run --Werror runtime/*.c runtime/*.h
 
 format:

@@ -20,13 +20,26 @@
 
 /* libcurl (and the ~30 libraries it pulls in) is loaded on first use, not
  * at start-up: relocating them was two thirds of `aitbc --help`'s time. */
-#define CURL_FUNCTIONS(X)                                                                                           \
-  X(curl_global_init)                                                                                               \
-  X(curl_version_info)                                                                                              \
-  X(curl_easy_init) X(curl_easy_cleanup) X(curl_easy_setopt) X(curl_easy_perform) X(curl_easy_getinfo)              \
-      X(curl_easy_strerror) X(curl_slist_append) X(curl_slist_free_all) X(curl_multi_init) X(curl_multi_add_handle) \
-          X(curl_multi_remove_handle) X(curl_multi_perform) X(curl_multi_poll) X(curl_multi_info_read)              \
-              X(curl_multi_cleanup)
+/* clang-format off */
+#define CURL_FUNCTIONS(X) \
+  X(curl_global_init) \
+  X(curl_version_info) \
+  X(curl_easy_init) \
+  X(curl_easy_cleanup) \
+  X(curl_easy_setopt) \
+  X(curl_easy_perform) \
+  X(curl_easy_getinfo) \
+  X(curl_easy_strerror) \
+  X(curl_slist_append) \
+  X(curl_slist_free_all) \
+  X(curl_multi_init) \
+  X(curl_multi_add_handle) \
+  X(curl_multi_remove_handle) \
+  X(curl_multi_perform) \
+  X(curl_multi_poll) \
+  X(curl_multi_info_read) \
+  X(curl_multi_cleanup)
+/* clang-format on */
 
 static struct {
 #define X(name) __typeof__(&name) name;

@@ -26,11 +26,21 @@
 #define SERVER_MT "aitbc.server"
 
 /* libmicrohttpd (and GnuTLS behind it) is loaded on first use, like libcurl. */
-#define MHD_FUNCTIONS(X)                                                                                 \
-  X(MHD_start_daemon)                                                                                    \
-  X(MHD_stop_daemon) X(MHD_quiesce_daemon) X(MHD_get_daemon_info) X(MHD_get_connection_values)           \
-      X(MHD_get_connection_info) X(MHD_create_response_from_buffer) X(MHD_create_response_from_callback) \
-          X(MHD_add_response_header) X(MHD_queue_response) X(MHD_destroy_response) X(MHD_get_version)
+/* clang-format off */
+#define MHD_FUNCTIONS(X) \
+  X(MHD_start_daemon) \
+  X(MHD_stop_daemon) \
+  X(MHD_quiesce_daemon) \
+  X(MHD_get_daemon_info) \
+  X(MHD_get_connection_values) \
+  X(MHD_get_connection_info) \
+  X(MHD_create_response_from_buffer) \
+  X(MHD_create_response_from_callback) \
+  X(MHD_add_response_header) \
+  X(MHD_queue_response) \
+  X(MHD_destroy_response) \
+  X(MHD_get_version)
+/* clang-format on */
 
 static struct {
 #define X(name) __typeof__(&name) name;

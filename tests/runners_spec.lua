@@ -116,3 +116,46 @@ describe("aitbc scenario run", function()
     assert.equal(3, cli.run({ "scenario", "run", dir .. "/none.lua" }).code)
   end)
 end)
+
+describe("example scripts", function()
+  local srv, base
+  setup(function() srv, base = cli.echo_server() end)
+  teardown(function() srv:stop(1) end)
+  after_each(cli.cleanup)
+
+  it("node_health reports a live node and exits 5 for a dead one", function()
+    local r = cli.run { "run", "scripts/node_health.lua", base }
+    assert.equal(0, r.code, r.err)
+    assert.matches('{"status":"ok"}', r.out)
+    r = cli.run { "run", "scripts/node_health.lua", "http://127.0.0.1:" .. cli.closed_port() }
+    assert.equal(5, r.code)
+  end)
+
+  it("parallel_get fetches several URLs at once", function()
+    local r = cli.run { "run", "scripts/parallel_get.lua", base .. "/health", base .. "/big/100" }
+    assert.equal(0, r.code, r.err)
+    assert.matches("/health%s+200", r.out)
+    assert.matches("100 bytes", r.out)
+  end)
+
+  it("config_report prints JSON", function()
+    local r = cli.run { "run", "scripts/config_report.lua", "--json" }
+    assert.equal("default", require("aitbc.json").decode(r.out).url.source)
+  end)
+end)
+
+describe("the installed binary", function()
+  after_each(cli.cleanup)
+
+  it("runs from anywhere with no source tree beside it", function()
+    local dir = cli.tempdir()
+    local copy = dir .. "/aitbc"
+    local cp = assert(sys.spawn { argv = { "cp", cli.bin, copy } })
+    assert.equal(0, cp:wait())
+    local p = assert(sys.spawn { argv = { copy, "--output", "json", "config", "show" }, cwd = dir,
+      env = { AITBC_HOME = dir, AITBC_LUA_DIR = false }, stdout = "pipe", stderr = "pipe" })
+    local code, out, err = p:communicate(nil, 30)
+    assert.equal(0, code, err)
+    assert.equal(dir .. "/config.json", require("aitbc.json").decode(out).config_file)
+  end)
+end)

@@ -1,0 +1,35 @@
+---@meta aitbc.native.db
+-- Type stubs (LuaLS) for runtime/db.c (SQLite).  See lua/aitbc/db.lua for the wrapper.
+local db = {}
+db.sqlite_version = ""
+
+---@class aitbc.db.handle
+local handle = {}
+---@return true|nil, string? err
+function handle:exec(sql) end
+---@return aitbc.db.stmt|nil, string? err
+function handle:prepare(sql) end
+---@return integer
+function handle:changes() end
+---@return integer
+function handle:last_insert_id() end
+---@return integer|nil pages, string? err
+function handle:backup(path) end
+function handle:close() end
+
+---@class aitbc.db.stmt
+local stmt = {}
+---@return aitbc.db.stmt  positional values, or one table of named values
+function stmt:bind(...) end
+---@return table|false|nil row, string? err  false when done
+function stmt:step() end
+function stmt:reset() end
+function stmt:finalize() end
+
+---@param opts? {readonly?: boolean, busy_timeout_ms?: integer}
+---@return aitbc.db.handle|nil, string? err
+function db.open(path, opts) end
+---@return userdata  a string to bind as a BLOB
+function db.blob(s) end
+
+return db

@@ -1,0 +1,31 @@
+---@meta aitbc.native.http
+-- Type stubs (LuaLS) for runtime/http.c (libcurl, loaded on first use).
+local http = {}
+http.curl_version = ""
+
+---@class aitbc.http.request
+---@field url string
+---@field method? string            GET by default
+---@field headers? table<string,string>
+---@field body? string
+---@field timeout? number           seconds for the whole transfer (default 30)
+---@field connect_timeout? number   seconds (default 10)
+---@field insecure? boolean         skip TLS verification (on by default)
+---@field on_data? fun(chunk: string): boolean?  stream the body; return false to stop
+
+---@class aitbc.http.response
+---@field status integer
+---@field headers table<string,string>  lower-case names
+---@field body string|nil              nil when on_data consumed it
+---@field time number                  seconds
+
+---@param req aitbc.http.request
+---@return aitbc.http.response|nil res, string? message, string? kind
+---kind: connect, resolve, timeout, tls, url, aborted, interrupted, network
+function http.request(req) end
+
+---@param reqs aitbc.http.request[]
+---@return (aitbc.http.response|{error: string, kind: string})[]
+function http.request_many(reqs) end
+
+return http

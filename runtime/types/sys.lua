@@ -1,0 +1,61 @@
+---@meta aitbc.native.sys
+-- Type stubs (LuaLS) for runtime/sys.c.  lua/aitbc/sys.lua adds /proc readings.
+local sys = {}
+sys.version = ""
+
+---@return number
+function sys.time() end
+---@return number
+function sys.monotonic() end
+---@return true|nil, string? "interrupted"
+function sys.sleep(seconds) end
+---@return integer|false signal
+function sys.interrupted() end
+---@return string|nil
+function sys.getenv(name) end
+function sys.setenv(name, value) end
+---@return boolean
+function sys.isatty(fd) end
+---@return integer|nil columns, integer? rows
+function sys.term_size(fd) end
+---@return integer
+function sys.getpid() end
+---@return string
+function sys.hostname() end
+---@return string
+function sys.exe_path() end
+---@param mode? integer default 0600
+---@return true|nil, string? err
+function sys.write_file(path, data, mode) end
+---@return true|nil, string? err
+function sys.mkdir(path, mode) end
+---@return {type: string, size: integer, mode: integer, mtime: integer}|nil, string? err
+function sys.stat(path) end
+---@return true|nil, string? err
+function sys.chmod(path, mode) end
+---@return string[]|nil, string? err
+function sys.list_dir(path) end
+---@return {total: integer, free: integer, available: integer}|nil, string? err
+function sys.disk_usage(path) end
+
+---@class aitbc.proc
+local proc = {}
+---@return integer|nil code  128+signal when killed; nil while running (nohang)
+function proc:wait(nohang) end
+---@return boolean
+function proc:kill(signal) end
+---@return integer
+function proc:pid() end
+---@return string|nil chunk, string? "eof"|"timeout"|"interrupted"
+function proc:read(timeout) end
+---@return integer|nil code, string stdout_or_err, string? stderr
+function proc:communicate(input, timeout) end
+---@return {max_rss: integer, user: number, system: number}|nil
+function proc:rusage() end
+
+---@param opts {argv: string[], env?: table<string,string|false>, cwd?: string, stdin?: string, stdout?: string, stderr?: string}
+---streams: "inherit" (default), "pipe", "null"; stderr may be "stdout"
+---@return aitbc.proc|nil, string? err
+function sys.spawn(opts) end
+
+return sys

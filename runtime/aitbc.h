@@ -18,6 +18,8 @@ void aitbc_host_init(lua_State *L);
 extern volatile sig_atomic_t aitbc_signal_received;
 void aitbc_interrupt_install(lua_State *L);
 int aitbc_interrupted(void);
+/* 0: signals only set the flag (a server that shuts down by itself). */
+void aitbc_interrupt_set_raise(int raise_error);
 
 /* Native modules (one file each). */
 int luaopen_aitbc_native_crypto(lua_State *L);
@@ -25,6 +27,7 @@ int luaopen_aitbc_native_http(lua_State *L);
 int luaopen_aitbc_native_server(lua_State *L);
 int luaopen_aitbc_native_db(lua_State *L);
 int luaopen_aitbc_native_sys(lua_State *L);
+int luaopen_aitbc_native_json(lua_State *L);
 
 /* Embedded Lua sources, generated at build time by embed.c. */
 struct aitbc_embedded_file {

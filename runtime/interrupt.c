@@ -7,6 +7,7 @@
 
 volatile sig_atomic_t aitbc_signal_received;
 static lua_State *main_state;
+static volatile sig_atomic_t raise_error = 1;
 
 static void raise_interrupt(lua_State *L, lua_Debug *ar) {
   (void)ar;
@@ -21,7 +22,8 @@ static void on_signal(int sig) {
     return;
   }
   aitbc_signal_received = sig;
-  if (main_state) lua_sethook(main_state, raise_interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  if (main_state && raise_error)
+    lua_sethook(main_state, raise_interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
 
 void aitbc_interrupt_install(lua_State *L) {
@@ -37,3 +39,5 @@ void aitbc_interrupt_install(lua_State *L) {
 }
 
 int aitbc_interrupted(void) { return aitbc_signal_received != 0; }
+
+void aitbc_interrupt_set_raise(int on) { raise_error = on; }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -75,6 +76,144 @@ static int l_interrupted(lua_State *L) {
     lua_pushinteger(L, aitbc_signal_received);
   else
     lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* on_interrupt("error" | "flag"): whether SIGINT/SIGTERM raise a Lua error
+ * in the main state (the default) or only set the flag that
+ * interrupted() reads — for a server that shuts down on its own terms. */
+static int l_on_interrupt(lua_State *L) {
+  static const char *const modes[] = {"error", "flag", NULL};
+  aitbc_interrupt_set_raise(luaL_checkoption(L, 1, NULL, modes) == 0);
+  return 0;
+}
+
+/* ---- shared between threads: named mutexes, a wake-up generation, counters ----
+ * Server workers run in separate Lua states; these are how they coordinate. */
+
+typedef struct named_mutex {
+  char *name;
+  pthread_mutex_t mutex;
+  struct named_mutex *next;
+} named_mutex_t;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static named_mutex_t *mutexes;
+
+/* mutex(name) -> a process-wide mutex, the same one for the same name */
+static int l_mutex(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  pthread_mutex_lock(&registry_lock);
+  named_mutex_t *m = mutexes;
+  while (m && strcmp(m->name, name) != 0) m = m->next;
+  if (!m && (m = calloc(1, sizeof *m)) && (m->name = strdup(name))) {
+    pthread_mutex_init(&m->mutex, NULL);
+    m->next = mutexes;
+    mutexes = m;
+  }
+  pthread_mutex_unlock(&registry_lock);
+  if (!m || !m->name) return luaL_error(L, "out of memory");
+  named_mutex_t **ud = lua_newuserdatauv(L, sizeof *ud, 0);
+  *ud = m;
+  luaL_setmetatable(L, "aitbc.mutex");
+  return 1;
+}
+
+static int l_mutex_lock(lua_State *L) {
+  pthread_mutex_lock(&(*(named_mutex_t **)luaL_checkudata(L, 1, "aitbc.mutex"))->mutex);
+  return 0;
+}
+
+static int l_mutex_unlock(lua_State *L) {
+  pthread_mutex_unlock(&(*(named_mutex_t **)luaL_checkudata(L, 1, "aitbc.mutex"))->mutex);
+  return 0;
+}
+
+static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gen_cond = PTHREAD_COND_INITIALIZER;
+static lua_Integer generation;
+
+/* notify() -> new generation; wakes every wait_generation() */
+static int l_notify(lua_State *L) {
+  pthread_mutex_lock(&gen_lock);
+  lua_Integer g = ++generation;
+  pthread_cond_broadcast(&gen_cond);
+  pthread_mutex_unlock(&gen_lock);
+  lua_pushinteger(L, g);
+  return 1;
+}
+
+static int l_generation(lua_State *L) {
+  pthread_mutex_lock(&gen_lock);
+  lua_pushinteger(L, generation);
+  pthread_mutex_unlock(&gen_lock);
+  return 1;
+}
+
+/* wait_generation(seen, timeout) -> current generation, once it differs
+ * from seen, the timeout passes, or a shutdown signal arrives. */
+static int l_wait_generation(lua_State *L) {
+  lua_Integer seen = luaL_checkinteger(L, 1);
+  double until = clock_seconds(CLOCK_REALTIME) + luaL_checknumber(L, 2);
+  pthread_mutex_lock(&gen_lock);
+  while (generation == seen && !aitbc_interrupted()) {
+    double now = clock_seconds(CLOCK_REALTIME);
+    if (now >= until) break;
+    double wake = now + 0.1 < until ? now + 0.1 : until; /* re-check the signal flag */
+    struct timespec ts = {(time_t)wake, (long)((wake - (double)(time_t)wake) * 1e9)};
+    pthread_cond_timedwait(&gen_cond, &gen_lock, &ts);
+  }
+  lua_Integer g = generation;
+  pthread_mutex_unlock(&gen_lock);
+  lua_pushinteger(L, g);
+  return 1;
+}
+
+#define COUNTER_BUCKETS 1024
+typedef struct counter {
+  char *key;
+  double value;
+  struct counter *next;
+} counter_t;
+static pthread_mutex_t counter_lock = PTHREAD_MUTEX_INITIALIZER;
+static counter_t *counters[COUNTER_BUCKETS];
+static size_t counter_count;
+
+static unsigned hash_key(const char *s, size_t len) {
+  unsigned h = 2166136261u;
+  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+  return h % COUNTER_BUCKETS;
+}
+
+/* counter_add(key, n=1): a process-wide counter (metrics across workers) */
+static int l_counter_add(lua_State *L) {
+  size_t len;
+  const char *key = luaL_checklstring(L, 1, &len);
+  double n = luaL_optnumber(L, 2, 1);
+  unsigned h = hash_key(key, len);
+  pthread_mutex_lock(&counter_lock);
+  counter_t *c = counters[h];
+  while (c && strcmp(c->key, key) != 0) c = c->next;
+  if (!c && counter_count < 100000 && (c = calloc(1, sizeof *c)) && (c->key = strdup(key))) {
+    c->next = counters[h];
+    counters[h] = c;
+    counter_count++;
+  }
+  if (c && c->key) c->value += n;
+  pthread_mutex_unlock(&counter_lock);
+  return 0;
+}
+
+/* counters() -> {key = value} */
+static int l_counters(lua_State *L) {
+  lua_createtable(L, 0, (int)counter_count);
+  pthread_mutex_lock(&counter_lock);
+  for (int i = 0; i < COUNTER_BUCKETS; i++)
+    for (counter_t *c = counters[i]; c; c = c->next) {
+      lua_pushnumber(L, c->value);
+      lua_setfield(L, -2, c->key);
+    }
+  pthread_mutex_unlock(&counter_lock);
   return 1;
 }
 
@@ -342,7 +481,8 @@ static int stream_mode(lua_State *L, int opts, const char *key, const char *dflt
   return m;
 }
 
-static void child_exec(char **argv, char **envp, int fds[3][2], const int modes[3], const char *cwd, int report) {
+static void child_exec(char **argv, char **envp, int fds[3][2], const int modes[3], const char *cwd, int report,
+                       int new_session) {
   int devnull = open("/dev/null", O_RDWR);
   for (int i = 0; i < 3; i++) {
     if (modes[i] == 1)
@@ -356,6 +496,7 @@ static void child_exec(char **argv, char **envp, int fds[3][2], const int modes[
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
   signal(SIGPIPE, SIG_DFL);
+  if (new_session) setsid();
   if (cwd && chdir(cwd) != 0) {
     int e = errno;
     (void)!write(report, &e, sizeof e);
@@ -430,6 +571,8 @@ static int l_spawn(lua_State *L) {
                   stream_mode(L, 1, "stderr", "inherit")};
   lua_getfield(L, 1, "cwd");
   const char *cwd = lua_tostring(L, -1);
+  lua_getfield(L, 1, "setsid");
+  int new_session = lua_toboolean(L, -1);
   lua_getfield(L, 1, "env");
   int env_idx = lua_gettop(L);
   int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}}, report[2];
@@ -440,7 +583,7 @@ static int l_spawn(lua_State *L) {
   char **envp = build_env(L, env_idx);
   pid_t pid = fork();
   if (pid < 0) return push_errno(L, "fork");
-  if (pid == 0) child_exec(argv, envp, fds, modes, cwd, report[1]);
+  if (pid == 0) child_exec(argv, envp, fds, modes, cwd, report[1], new_session);
   close(report[1]);
   int child_errno = 0;
   ssize_t got = read(report[0], &child_errno, sizeof child_errno);
@@ -628,7 +771,19 @@ int luaopen_aitbc_native_sys(lua_State *L) {
                                    {"list_dir", l_list_dir},
                                    {"disk_usage", l_disk_usage},
                                    {"spawn", l_spawn},
+                                   {"on_interrupt", l_on_interrupt},
+                                   {"mutex", l_mutex},
+                                   {"notify", l_notify},
+                                   {"generation", l_generation},
+                                   {"wait_generation", l_wait_generation},
+                                   {"counter_add", l_counter_add},
+                                   {"counters", l_counters},
                                    {NULL, NULL}};
+  static const luaL_Reg mutex_methods[] = {{"lock", l_mutex_lock}, {"unlock", l_mutex_unlock}, {NULL, NULL}};
+  luaL_newmetatable(L, "aitbc.mutex");
+  luaL_newlib(L, mutex_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
   luaL_newmetatable(L, PROC_MT);
   luaL_newlib(L, proc_methods);
   lua_setfield(L, -2, "__index");

@@ -11,12 +11,22 @@ local M = { blob = native.blob, sqlite_version = native.sqlite_version }
 local Db = {}
 Db.__index = Db
 
+--- open(path [, opts]) -> db | nil, err
+-- opts.readonly; opts.synchronous ("FULL" default, or "NORMAL": in WAL mode
+-- a commit then survives a crash of the process but not of the machine);
+-- opts.write_lock: serialise transactions of every connection in this
+-- process with the same lock name (server workers), instead of letting
+-- SQLite's busy handler sleep.
 function M.open(path, opts)
+  opts = opts or {}
   local handle, err = native.open(path, opts)
   if not handle then return nil, err end
   local self = setmetatable({ handle = handle, cache = {}, depth = 0 }, Db)
-  if not (opts and opts.readonly) then
-    local ok, perr = handle:exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+  if opts.write_lock then self.lock = require("aitbc.native.sys").mutex(opts.write_lock) end
+  if not opts.readonly then
+    local sync = opts.synchronous or "FULL"
+    assert(sync == "FULL" or sync == "NORMAL", "synchronous must be FULL or NORMAL")
+    local ok, perr = handle:exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=" .. sync .. "; PRAGMA foreign_keys=ON;")
     if not ok then handle:close() return nil, perr end
   end
   return self
@@ -79,20 +89,22 @@ function Db:backup(path) return self.handle:backup(path) end
 -- raised again.  Nested calls join the outer transaction.
 function Db:transaction(fn, ...)
   if self.depth > 0 then return fn(...) end
+  if self.lock then self.lock:lock() end
   local ok, err = self.handle:exec("BEGIN IMMEDIATE")
-  if not ok then return nil, err end
+  if not ok then
+    if self.lock then self.lock:unlock() end
+    return nil, err
+  end
   self.depth = 1
   local results = table.pack(pcall(fn, ...))
   self.depth = 0
-  if not results[1] then
-    self.handle:exec("ROLLBACK")
-    error(results[2], 0)
+  if results[1] then
+    ok, err = self.handle:exec("COMMIT")
+    if not ok then results = { false, err, n = 2 } end
   end
-  ok, err = self.handle:exec("COMMIT")
-  if not ok then
-    self.handle:exec("ROLLBACK")
-    return nil, err
-  end
+  if not results[1] then self.handle:exec("ROLLBACK") end
+  if self.lock then self.lock:unlock() end
+  if not results[1] then error(results[2], 0) end
   return table.unpack(results, 2, results.n)
 end
 

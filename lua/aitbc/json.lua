@@ -3,10 +3,11 @@
 -- `json.array(t)` marks a table (empty or not) as an array; `json.null`
 -- stands for null.
 local cjson = require "cjson.safe"
+local native = require "aitbc.native.json"
 
 local json = { null = cjson.null }
 
-local ARRAY = { __name = "json.array" }
+local ARRAY = native.array_mt
 
 function json.array(t)
   return setmetatable(t or {}, ARRAY)
@@ -48,82 +49,22 @@ function json.decode(text)
   return integers(value)
 end
 
+--- encode(value [, {pretty=true}]) -> text.  Keys are always sorted, so
+-- the compact form is canonical (no spaces, sorted keys).
+function json.encode(value, opts)
+  return native.encode(value, opts and opts.pretty)
+end
+
 local escapes = {
   ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
   ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t",
 }
-local function quote(s)
+
+--- A Lua string as a JSON string literal.
+function json.quote(s)
   return '"' .. s:gsub('[%c"\\]', function(c)
     return escapes[c] or string.format("\\u%04x", c:byte())
   end) .. '"'
-end
-json.quote = quote
-
-local function number(v)
-  if math.type(v) == "integer" then return tostring(v) end
-  if v ~= v or v == math.huge or v == -math.huge then return "null" end
-  if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return string.format("%d", v) end
-  return string.format("%.14g", v)
-end
-
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do
-    if type(k) ~= "string" and type(k) ~= "number" then
-      error("cannot encode a table key of type " .. type(k), 0)
-    end
-    keys[#keys + 1] = tostring(k)
-  end
-  table.sort(keys)
-  return keys
-end
-
-local function encode(v, indent, depth, out)
-  local tv = type(v)
-  if v == nil or v == cjson.null then
-    out[#out + 1] = "null"
-  elseif tv == "boolean" then
-    out[#out + 1] = tostring(v)
-  elseif tv == "number" then
-    out[#out + 1] = number(v)
-  elseif tv == "string" then
-    out[#out + 1] = quote(v)
-  elseif tv == "table" then
-    if depth > 64 then error("cannot encode: nesting deeper than 64 (a cycle?)", 0) end
-    local pad = indent and ("\n" .. string.rep(indent, depth + 1)) or ""
-    local close = indent and ("\n" .. string.rep(indent, depth)) or ""
-    local sep = indent and ": " or ":"
-    if json.is_array(v) then
-      if #v == 0 then out[#out + 1] = "[]" return end
-      out[#out + 1] = "["
-      for i = 1, #v do
-        out[#out + 1] = (i > 1 and "," or "") .. pad
-        encode(v[i], indent, depth + 1, out)
-      end
-      out[#out + 1] = close .. "]"
-    else
-      local keys = sorted_keys(v)
-      if #keys == 0 then out[#out + 1] = "{}" return end
-      out[#out + 1] = "{"
-      for i, k in ipairs(keys) do
-        local item = v[k]
-        if item == nil then item = v[tonumber(k)] end
-        out[#out + 1] = (i > 1 and "," or "") .. pad .. quote(k) .. sep
-        encode(item, indent, depth + 1, out)
-      end
-      out[#out + 1] = close .. "}"
-    end
-  else
-    error("cannot encode a " .. tv .. " as JSON", 0)
-  end
-end
-
---- encode(value [, {pretty=true}]) -> text.  Keys are always sorted, so
--- the compact form is canonical (no spaces, sorted keys).
-function json.encode(value, opts)
-  local out = {}
-  encode(value, opts and opts.pretty and "  " or nil, 0, out)
-  return table.concat(out)
 end
 
 return json

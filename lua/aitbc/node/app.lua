@@ -1,0 +1,268 @@
+--- The node's HTTP application: routing, authentication, JSON errors,
+-- audit, metrics and logs around the handlers in jobs.lua and admin.lua.
+-- Each server worker state calls factory(config_json) once and then the
+-- returned handle(request) for every request.
+local admin = require "aitbc.node.admin"
+local crypto = require "aitbc.crypto"
+local jobs = require "aitbc.node.jobs"
+local json = require "aitbc.json"
+local log = require "aitbc.node.log"
+local store_mod = require "aitbc.node.store"
+local sys = require "aitbc.sys"
+local util = require "aitbc.node.util"
+
+local PUBLIC, CLIENT, MINER, ADMIN = nil, { client = true, admin = true }, { miner = true }, { admin = true }
+local ANY = { client = true, miner = true, admin = true }
+
+-- method, path pattern, roles allowed (nil: no key needed), handler
+local ROUTES = {
+  { "GET", "/health", PUBLIC, "health" },
+  { "GET", "/v1/health", PUBLIC, "health" },
+  { "GET", "/metrics", PUBLIC, "metrics" },
+  { "GET", "/v1/node", PUBLIC, "node_info" },
+  { "POST", "/v1/jobs", CLIENT, jobs.submit },
+  { "GET", "/v1/jobs", CLIENT, jobs.list },
+  { "GET", "/v1/jobs/{id}", CLIENT, jobs.get },
+  { "GET", "/v1/jobs/{id}/result", CLIENT, jobs.result },
+  { "GET", "/v1/jobs/{id}/receipt", CLIENT, jobs.receipt },
+  { "POST", "/v1/jobs/{id}/cancel", CLIENT, jobs.cancel },
+  { "POST", "/v1/miners/register", MINER, jobs.register },
+  { "POST", "/v1/miners/heartbeat", MINER, jobs.heartbeat },
+  { "POST", "/v1/miners/poll", MINER, jobs.poll },
+  { "GET", "/v1/miners/me", MINER, jobs.me },
+  { "POST", "/v1/miners/{id}/result", MINER, jobs.submit_result },
+  { "POST", "/v1/miners/{id}/fail", MINER, jobs.submit_failure },
+  { "GET", "/v1/auth/whoami", ANY, admin.whoami },
+  { "POST", "/v1/admin/keys", ADMIN, admin.create_key },
+  { "GET", "/v1/admin/keys", ADMIN, admin.list_keys },
+  { "DELETE", "/v1/admin/keys/{id}", ADMIN, admin.revoke_key },
+  { "POST", "/v1/admin/keys/{id}/revoke", ADMIN, admin.revoke_key },
+  { "GET", "/v1/admin/stats", ADMIN, admin.stats },
+  { "GET", "/v1/admin/jobs", ADMIN, admin.jobs },
+  { "GET", "/v1/admin/miners", ADMIN, admin.miners },
+  { "GET", "/v1/admin/audit", ADMIN, admin.audit },
+}
+for _, r in ipairs(ROUTES) do
+  r.name = r[1] .. " " .. r[2]
+  r.pattern = "^" .. r[2]:gsub("{id}", "([%%w_%%-%%.]+)") .. "$"
+end
+
+--- What each role may do (for whoami and `aitbc auth test`).
+local function permissions(role)
+  local out = json.array()
+  for _, r in ipairs(ROUTES) do
+    if r[3] and r[3][role] then out[#out + 1] = r.name end
+  end
+  return out
+end
+
+local BUCKETS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 }
+
+local function match(method, path)
+  local allowed
+  for _, r in ipairs(ROUTES) do
+    local capture = path:match(r.pattern)
+    if capture then
+      if r[1] == method then return r, r[2]:find("{id}", 1, true) and capture or nil end
+      allowed = allowed or {}
+      allowed[#allowed + 1] = r[1]
+    end
+  end
+  return nil, allowed
+end
+
+local function error_body(status, code, message, field, request_id)
+  return { error = { code = code, message = message, field = field, status = status, request_id = request_id },
+    detail = message }
+end
+
+return function(config_text)
+  local config = assert(json.decode(config_text), "node config is not JSON")
+  local store = assert(store_mod.open(config.db_path))
+  local logger = assert(log.open(config.log_path, config.log_level, "coordinator"))
+  local seed = assert(crypto.unhex(assert(sys.read_file(config.node_key_path)):match("^%s*(%x+)")))
+  local public, secret = crypto.sign_keypair(seed)
+  local node_key = { public = public, secret = secret, id = crypto.base64(public, "urlsafe") }
+  local audit_buffer, last_flush = {}, sys.monotonic()
+
+  local function flush_audit()
+    if #audit_buffer > 0 then
+      local rows = audit_buffer
+      audit_buffer = {}
+      local ok, err = pcall(store.audit_append, store, rows)
+      if not ok then logger:error("audit write failed", { error = tostring(err) }) end
+    end
+    logger:flush()
+    last_flush = sys.monotonic()
+  end
+
+  local function authenticate(ctx, route)
+    local key = ctx.headers["x-api-key"]
+    if not key or key == "" then
+      util.fail(401, "missing_api_key", "this endpoint needs an API key in the X-Api-Key header")
+    end
+    local key_id, hash = util.key_identity(key)
+    ctx.audit_key_id = key_id
+    local k = store:key_get(key_id)
+    if not k or not crypto.equal(k.hash, hash) then util.fail(401, "invalid_api_key", "invalid api key") end
+    ctx.audit_role = k.role
+    if k.revoked_at then util.fail(401, "api_key_revoked", "this API key was revoked at " .. util.iso(k.revoked_at)) end
+    if k.expires_at and k.expires_at <= ctx.now then
+      util.fail(401, "api_key_expired", "this API key expired at " .. util.iso(k.expires_at))
+    end
+    if not route[3][k.role] then
+      local roles = {}
+      for role in pairs(route[3]) do roles[#roles + 1] = role end
+      table.sort(roles)
+      util.fail(403, "forbidden", string.format("a %s key may not use %s (needs a %s key)", k.role, route.name,
+        table.concat(roles, " or ")))
+    end
+    ctx.key = k
+  end
+
+  local builtin = {}
+
+  function builtin.health(ctx)
+    local ok = pcall(store.jobs_by_state, store)
+    return ok and 200 or 503, {
+      status = ok and "ok" or "degraded", version = sys.version, env = config.environment,
+      uptime_seconds = math.floor(ctx.now - config.started_at),
+      services = { coordinator = "ok", storage = ok and "ok" or "unavailable" },
+      node_key = node_key.id, chains = {},
+    }
+  end
+
+  function builtin.node_info()
+    return 200, { version = sys.version, node_key = node_key.id, key_alg = "Ed25519",
+      started_at = util.iso(config.started_at), schema_version = store_mod.SCHEMA_VERSION }
+  end
+
+  function builtin.metrics(ctx)
+    local lines = {}
+    local function add(s) lines[#lines + 1] = s end
+    local counters = sys.counters()
+    local names = {}
+    for k in pairs(counters) do names[#names + 1] = k end
+    table.sort(names)
+    add("# HELP aitbc_requests_total HTTP requests by route and status.")
+    add("# TYPE aitbc_requests_total counter")
+    for _, k in ipairs(names) do
+      local route, status = k:match("^req|(.-)|(%d+)$")
+      if route then add(string.format('aitbc_requests_total{route="%s",status="%s"} %d', route, status, counters[k])) end
+    end
+    add("# HELP aitbc_request_duration_seconds Request latency by route.")
+    add("# TYPE aitbc_request_duration_seconds histogram")
+    local routes = {}
+    for _, k in ipairs(names) do
+      local route = k:match("^lat_count|(.*)$")
+      if route then routes[#routes + 1] = route end
+    end
+    for _, route in ipairs(routes) do
+      local cumulative = 0
+      for i, le in ipairs(BUCKETS) do
+        cumulative = cumulative + (counters["lat|" .. route .. "|" .. i] or 0)
+        add(string.format('aitbc_request_duration_seconds_bucket{route="%s",le="%s"} %d', route, le, cumulative))
+      end
+      add(string.format('aitbc_request_duration_seconds_bucket{route="%s",le="+Inf"} %d', route, counters["lat_count|" .. route]))
+      add(string.format('aitbc_request_duration_seconds_sum{route="%s"} %.6f', route, counters["lat_sum|" .. route] or 0))
+      add(string.format('aitbc_request_duration_seconds_count{route="%s"} %d', route, counters["lat_count|" .. route]))
+    end
+    local by_state = store:jobs_by_state()
+    add("# HELP aitbc_jobs Jobs by state.")
+    add("# TYPE aitbc_jobs gauge")
+    for _, s in ipairs { "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED" } do
+      add(string.format('aitbc_jobs{state="%s"} %d', s, by_state[s] or 0))
+    end
+    add("# HELP aitbc_queue_depth Jobs waiting for a miner.")
+    add("# TYPE aitbc_queue_depth gauge")
+    add("aitbc_queue_depth " .. (by_state.QUEUED or 0))
+    add("# HELP aitbc_miners_online Miners heard from within the heartbeat timeout.")
+    add("# TYPE aitbc_miners_online gauge")
+    add("aitbc_miners_online " .. store:miners_online(ctx.now - config.heartbeat_timeout))
+    add("# TYPE aitbc_uptime_seconds gauge")
+    add("aitbc_uptime_seconds " .. math.floor(ctx.now - config.started_at))
+    return 200, table.concat(lines, "\n") .. "\n", "text/plain; version=0.0.4"
+  end
+
+  local function body_object(ctx, optional)
+    if ctx.body_table then return ctx.body_table end
+    local text = ctx.req.body
+    if text == "" then
+      if optional then ctx.body_table = {} return ctx.body_table end
+      util.fail(400, "missing_body", "this endpoint needs a JSON object body")
+    end
+    local value, err = json.decode(text)
+    if value == nil then util.fail(400, "invalid_json", "request body: " .. tostring(err)) end
+    if type(value) ~= "table" or (json.is_array(value) and #value > 0) then
+      util.fail(422, "validation_error", "request body must be a JSON object")
+    end
+    ctx.body_table = value
+    return value
+  end
+
+  local function record(route_name, status, seconds)
+    sys.counter_add("req|" .. route_name .. "|" .. status)
+    local bucket = #BUCKETS + 1
+    for i, le in ipairs(BUCKETS) do if seconds <= le then bucket = i break end end
+    if bucket <= #BUCKETS then sys.counter_add("lat|" .. route_name .. "|" .. bucket) end
+    sys.counter_add("lat_count|" .. route_name)
+    sys.counter_add("lat_sum|" .. route_name, seconds)
+  end
+
+  return function(req)
+    local started = sys.monotonic()
+    local request_id = req.headers["x-request-id"]
+    if not request_id or not request_id:match("^[%w%-_]+$") or #request_id > 64 then request_id = util.new_id(8) end
+    local path = req.path:gsub("^/api/v1/", "/v1/"):gsub("/+$", "")
+    if path == "" then path = "/" end
+    local ctx = {
+      req = req, headers = req.headers, query = req.query, now = sys.time(), request_id = request_id,
+      store = store, log = logger, config = config, node_key = node_key, body_object = body_object,
+      permissions = permissions, flush_audit = flush_audit,
+    }
+    local route, arg = match(req.method, path)
+    local status, body, ctype
+    local ok, err = pcall(function()
+      if not route then
+        if arg then
+          util.fail(405, "method_not_allowed", req.method .. " is not allowed on " .. path .. " (use " .. table.concat(arg, ", ") .. ")")
+        end
+        util.fail(404, "not_found", "no such endpoint: " .. req.method .. " " .. path)
+      end
+      if route[3] then authenticate(ctx, route) end
+      local handler = route[4]
+      if type(handler) == "string" then handler = builtin[handler] end
+      status, body, ctype = handler(ctx, arg)
+    end)
+    if not ok then
+      if util.is_http_error(err) then
+        status, body = err.status, error_body(err.status, err.code, err.message, err.field, request_id)
+      else
+        logger:error("handler failed", { request_id = request_id, route = route and route.name, error = tostring(err),
+          traceback = debug.traceback() })
+        status, body = 500, error_body(500, "internal", "internal server error", nil, request_id)
+      end
+    end
+    local route_name = route and route.name or "unmatched"
+    local elapsed = sys.monotonic() - started
+    record(route_name, status, elapsed)
+    if route and route[3] then
+      audit_buffer[#audit_buffer + 1] = { time = ctx.now, key_id = ctx.audit_key_id, role = ctx.audit_role,
+        method = req.method, route = route_name, path = path, status = status, remote = req.remote, request_id = request_id }
+    end
+    if logger:enabled("info") then
+      logger:info("request", { request_id = request_id, method = req.method, path = path, status = status,
+        ms = math.floor(elapsed * 1e4 + 0.5) / 10, key_id = ctx.audit_key_id, remote = req.remote })
+    end
+    if #audit_buffer >= 256 or sys.monotonic() - last_flush > 0.2 then flush_audit() end
+    local headers = { ["X-Request-ID"] = request_id }
+    if status == 204 or body == nil then return { status = status, headers = headers, body = "" } end
+    if type(body) == "string" then
+      headers["Content-Type"] = ctype or "text/plain"
+      return { status = status, headers = headers, body = body }
+    end
+    headers["Content-Type"] = "application/json"
+    if status == 401 then headers["WWW-Authenticate"] = 'ApiKey header="X-Api-Key"' end
+    return { status = status, headers = headers, body = json.encode(body) }
+  end
+end

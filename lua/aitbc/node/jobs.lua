@@ -1,0 +1,344 @@
+--- Jobs (clients) and miners: the coordinator's work queue.
+local json = require "aitbc.json"
+local money = require "aitbc.money"
+local receipts = require "aitbc.node.receipts"
+local sys = require "aitbc.sys"
+local util = require "aitbc.node.util"
+
+local fail, invalid = util.fail, util.invalid
+
+local M = {}
+
+local STATES = { QUEUED = true, RUNNING = true, COMPLETED = true, FAILED = true, CANCELED = true, EXPIRED = true }
+local MAX_POLL_WAIT = 30
+
+local function decode(text)
+  if text == nil then return nil end
+  return json.decode(text)
+end
+
+--- The wire view of a job (upstream JobView fields plus timings).
+function M.view(job, now)
+  local queue_end = job.started_at or job.finished_at or now
+  return {
+    job_id = job.job_id,
+    state = job.state,
+    status = job.state:lower(),
+    model = job.model,
+    assigned_miner_id = job.miner_id or json.null,
+    requested_at = util.iso(job.requested_at),
+    expires_at = util.iso(job.expires_at),
+    started_at = util.iso(job.started_at),
+    finished_at = util.iso(job.finished_at),
+    ttl_seconds = job.ttl_seconds,
+    attempts = job.attempts,
+    error = job.error or json.null,
+    payment_id = json.null,
+    payment_status = json.null,
+    timings = {
+      queue_ms = math.floor((queue_end - job.requested_at) * 1000 + 0.5),
+      run_ms = job.started_at and math.floor(((job.finished_at or now) - job.started_at) * 1000 + 0.5) or nil,
+    },
+  }
+end
+
+-- ---- constraints and capabilities ----
+
+local function parse_constraints(c)
+  if c == nil then return {} end
+  local out = {}
+  out.min_vram_gb = util.optional_number(c, "min_vram_gb", 0, 4096)
+  out.gpu = util.optional_string(c, "gpu", 200)
+  out.region = util.optional_string(c, "region", 100)
+  out.models = util.optional_string_list(c, "models", 50)
+  if c.max_price ~= nil then
+    local units, err = money.parse(c.max_price)
+    if not units or units < 0 then invalid("constraints.max_price", err or "must not be negative") end
+    out.max_price_units = units
+  end
+  return out
+end
+
+--- A miner's capabilities, normalised: {gpus = {{name, memory_gb, count}}, models = {...}}.
+-- Accepts the older CLI's shape {gpu = {model, memory_gb}} as well.
+local function parse_capabilities(c)
+  c = c or {}
+  local gpus = {}
+  if c.gpus ~= nil then
+    if type(c.gpus) ~= "table" then invalid("capabilities.gpus", "must be a list") end
+    for i, g in ipairs(c.gpus) do
+      if type(g) ~= "table" then invalid("capabilities.gpus[" .. i .. "]", "must be an object") end
+      local name = util.optional_string(g, "name", 200) or util.optional_string(g, "model", 200)
+      if not name then invalid("capabilities.gpus[" .. i .. "].name", "is required") end
+      gpus[#gpus + 1] = {
+        name = name,
+        memory_gb = util.optional_number(g, "memory_gb", 0, 4096),
+        count = util.optional_integer(g, "count", 1, 1024, 1),
+      }
+    end
+  elseif type(c.gpu) == "table" then
+    local name = util.optional_string(c.gpu, "model", 200) or util.optional_string(c.gpu, "name", 200)
+    if name then gpus[1] = { name = name, memory_gb = util.optional_number(c.gpu, "memory_gb", 0, 4096), count = 1 } end
+  end
+  local models = util.optional_string_list(c, "models", 500) or {}
+  return { gpus = json.array(gpus), models = json.array(models), cpu = c.cpu, memory = c.memory }
+end
+
+--- Does this job (row with model, constraints) fit this miner (row)?
+function M.fits(job, miner)
+  local caps = miner.caps
+  local want = job.constraints_table
+  if not want then
+    want = decode(job.constraints) or {}
+    job.constraints_table = want
+  end
+  local models = caps.models
+  if #models > 0 then
+    local needed = { job.model }
+    for _, m in ipairs(want.models or {}) do needed[#needed + 1] = m end
+    for _, need in ipairs(needed) do
+      local found = false
+      for _, have in ipairs(models) do
+        if util.model_name(have) == util.model_name(need) then found = true break end
+      end
+      if not found then return false end
+    end
+  end
+  if want.min_vram_gb or want.gpu then
+    local ok = false
+    for _, g in ipairs(caps.gpus) do
+      if (not want.min_vram_gb or (g.memory_gb or 0) >= want.min_vram_gb)
+        and (not want.gpu or g.name:lower():find(want.gpu:lower(), 1, true)) then ok = true end
+    end
+    if not ok then return false end
+  end
+  if want.region and want.region ~= miner.region then return false end
+  if want.max_price_units and miner.price_units and miner.price_units > want.max_price_units then return false end
+  return true
+end
+
+-- ---- client routes ----
+
+local function own_job(ctx, job_id)
+  local job = ctx.store:job_get(job_id)
+  if not job or (job.client_key_id ~= ctx.key.key_id and ctx.key.role ~= "admin") then
+    fail(404, "job_not_found", "job " .. job_id .. " not found")
+  end
+  if (job.state == "QUEUED" or job.state == "RUNNING") and job.expires_at <= ctx.now then
+    if ctx.store:expire_due(ctx.now) > 0 then sys.notify() end
+    job = ctx.store:job_get(job_id)
+  end
+  return job
+end
+
+function M.submit(ctx)
+  local body = ctx:body_object()
+  local payload = util.optional_object(body, "payload")
+  if not payload then invalid("payload", "is required (an object, e.g. {\"prompt\": \"...\"})") end
+  local model = util.optional_string(body, "model", 200) or util.optional_string(payload, "model", 200)
+  local ttl = util.optional_integer(body, "ttl_seconds", 1, 86400, 900)
+  local constraints = parse_constraints(util.optional_object(body, "constraints"))
+  local encoded = json.encode(payload)
+  if #encoded > 512 * 1024 then invalid("payload", "must be at most 512 KiB of JSON") end
+  local job = {
+    job_id = util.new_job_id(ctx.now), client_key_id = ctx.key.key_id, payload = encoded, model = model,
+    constraints = json.encode(constraints), ttl_seconds = ttl, requested_at = ctx.now, expires_at = ctx.now + ttl,
+  }
+  ctx.store:job_insert(job)
+  sys.notify()
+  job.state, job.attempts = "QUEUED", 0
+  return 201, M.view(job, ctx.now)
+end
+
+function M.get(ctx, job_id)
+  return 200, M.view(own_job(ctx, job_id), ctx.now)
+end
+
+function M.list(ctx)
+  local q = ctx.query
+  local state = q.state and q.state:upper()
+  if state and not STATES[state] then invalid("state", "must be one of QUEUED, RUNNING, COMPLETED, FAILED, CANCELED, EXPIRED") end
+  local limit = tonumber(q.limit or "50")
+  local offset = tonumber(q.offset or "0")
+  if not limit or limit < 1 or limit > 500 or limit % 1 ~= 0 then invalid("limit", "must be a whole number 1..500") end
+  if not offset or offset < 0 or offset % 1 ~= 0 then invalid("offset", "must be a whole number >= 0") end
+  if ctx.store:expire_due(ctx.now) > 0 then sys.notify() end
+  local rows, total = ctx.store:jobs_list {
+    client_key_id = ctx.key.role ~= "admin" and ctx.key.key_id or nil, state = state, model = q.model,
+    limit = math.tointeger(limit), offset = math.tointeger(offset),
+  }
+  local items = json.array()
+  for i, row in ipairs(rows) do items[i] = M.view(row, ctx.now) end
+  return 200, { items = items, total = total, limit = math.tointeger(limit), offset = math.tointeger(offset) }
+end
+
+function M.result(ctx, job_id)
+  local job = own_job(ctx, job_id)
+  if job.state == "QUEUED" or job.state == "RUNNING" then
+    fail(425, "not_ready", "job " .. job_id .. " is " .. job.state .. "; its result is not ready yet")
+  end
+  if job.state ~= "COMPLETED" then
+    fail(409, "job_" .. job.state:lower(), "job " .. job_id .. " ended " .. job.state .. ": " .. tostring(job.error))
+  end
+  return 200, { job_id = job.job_id, state = job.state, result = decode(job.result), receipt = decode(job.receipt),
+    metrics = decode(job.metrics), model = job.model }
+end
+
+function M.receipt(ctx, job_id)
+  local job = own_job(ctx, job_id)
+  if not job.receipt then fail(404, "receipt_not_available", "job " .. job_id .. " has no receipt (" .. job.state .. ")") end
+  return 200, decode(job.receipt)
+end
+
+function M.cancel(ctx, job_id)
+  local job = own_job(ctx, job_id)
+  if not ctx.store:job_cancel(job_id, ctx.now) then
+    fail(409, "not_cancelable", "job " .. job_id .. " is " .. job.state .. " and cannot be canceled")
+  end
+  sys.notify()
+  return 200, M.view(ctx.store:job_get(job_id), ctx.now)
+end
+
+-- ---- miner routes ----
+
+local function with_caps(miner)
+  miner.caps = decode(miner.capabilities) or { gpus = {}, models = {} }
+  return miner
+end
+
+--- The miner making this request: X-Miner-ID (or miner_id) naming one of
+-- this key's miners, or the key's only miner.
+local function current_miner(ctx)
+  local id = ctx.headers["x-miner-id"] or ctx.query.miner_id
+  if id then
+    local m = ctx.store:miner_get(id)
+    if not m then fail(404, "miner_not_registered", "miner " .. id .. " is not registered; POST /v1/miners/register first") end
+    if m.key_id ~= ctx.key.key_id then fail(403, "forbidden", "miner " .. id .. " belongs to another API key") end
+    return with_caps(m)
+  end
+  local mine = ctx.store:miners_of_key(ctx.key.key_id)
+  if #mine == 0 then fail(404, "miner_not_registered", "no miner is registered with this API key; POST /v1/miners/register first") end
+  if #mine > 1 then fail(400, "miner_ambiguous", "several miners use this API key; name one with the X-Miner-ID header") end
+  return with_caps(mine[1])
+end
+
+local function miner_view(m)
+  return {
+    miner_id = m.miner_id, status = m.status, capabilities = m.caps or decode(m.capabilities),
+    concurrency = m.concurrency, region = m.region,
+    price_per_hour = m.price_units and money.format(m.price_units) or nil,
+    payout_address = m.payout_address, registered_at = util.iso(m.registered_at), last_seen = util.iso(m.last_seen),
+    jobs_completed = m.jobs_completed, jobs_failed = m.jobs_failed, inflight = m.inflight,
+  }
+end
+M.miner_view = miner_view
+
+function M.register(ctx)
+  local body = ctx:body_object()
+  local miner_id = util.optional_string(body, "miner_id", 64) or ctx.headers["x-miner-id"] or ctx.query.miner_id
+  if miner_id and not miner_id:match("^[%w][%w_%-%.]*$") then
+    invalid("miner_id", "may use letters, digits, '_', '-' and '.', starting with a letter or digit")
+  end
+  local caps = parse_capabilities(util.optional_object(body, "capabilities"))
+  local price_units
+  if body.price_per_hour ~= nil then
+    local err
+    price_units, err = money.parse(body.price_per_hour)
+    if not price_units or price_units < 0 then invalid("price_per_hour", err or "must not be negative") end
+  end
+  local existing = miner_id and ctx.store:miner_get(miner_id)
+  if existing and existing.key_id ~= ctx.key.key_id then
+    fail(409, "miner_id_taken", "miner id " .. miner_id .. " is registered by another API key")
+  end
+  local m = {
+    miner_id = miner_id or ("miner_" .. util.new_id(6)), key_id = ctx.key.key_id, capabilities = json.encode(caps),
+    concurrency = util.optional_integer(body, "concurrency", 1, 64, 1), region = util.optional_string(body, "region", 100),
+    price_units = price_units, payout_address = util.optional_string(body, "payout_address", 128),
+    now = ctx.now, session_token = util.new_id(16),
+  }
+  ctx.store:miner_upsert(m)
+  local row = with_caps(ctx.store:miner_get(m.miner_id))
+  local view = miner_view(row)
+  view.status, view.session_token = "ok", m.session_token
+  view.miner_status = row.status
+  return existing and 200 or 201, view
+end
+
+function M.heartbeat(ctx)
+  local miner = current_miner(ctx)
+  ctx.store:miner_touch(miner.miner_id, ctx.now)
+  return 200, { status = "ok", miner_id = miner.miner_id }
+end
+
+function M.me(ctx)
+  local miner = current_miner(ctx)
+  for _, m in ipairs(ctx.store:miners_list()) do
+    if m.miner_id == miner.miner_id then miner.inflight = m.inflight end
+  end
+  return 200, miner_view(miner)
+end
+
+local function assigned_view(job)
+  return { job_id = job.job_id, payload = decode(job.payload), model = job.model,
+    constraints = decode(job.constraints), requested_at = util.iso(job.requested_at),
+    expires_at = util.iso(job.expires_at), attempt = job.attempts }
+end
+
+--- Claims one job that fits, waiting up to max_wait_seconds; 204 if none.
+function M.poll(ctx)
+  local body = ctx:body_object(true)
+  local wait = util.optional_number(body, "max_wait_seconds", 0, 3600) or 0
+  wait = math.min(wait, MAX_POLL_WAIT)
+  local miner = current_miner(ctx)
+  if ctx.now - miner.last_seen >= 1 or miner.status ~= "ONLINE" then ctx.store:miner_touch(miner.miner_id, ctx.now) end
+  local deadline = sys.monotonic() + wait
+  local function fits(job) return M.fits(job, miner) end
+  while true do
+    local seen = sys.generation()
+    local job = ctx.store:job_claim(miner, sys.time(), fits)
+    if job then return 200, assigned_view(job) end
+    local left = deadline - sys.monotonic()
+    if left <= 0 or sys.interrupted() then return 204, nil end
+    sys.wait_generation(seen, left)
+  end
+end
+
+local function running_job(ctx, miner, job_id)
+  local job = ctx.store:job_get(job_id)
+  if not job then fail(404, "job_not_found", "job " .. job_id .. " not found") end
+  if job.miner_id ~= miner.miner_id or job.state ~= "RUNNING" then
+    fail(409, "not_assigned", string.format("job %s is %s%s, not running on miner %s", job_id, job.state,
+      job.miner_id and (" on " .. job.miner_id) or "", miner.miner_id))
+  end
+  return job
+end
+
+function M.submit_result(ctx, job_id)
+  local body = ctx:body_object()
+  if body.result == nil then invalid("result", "is required") end
+  local metrics = util.optional_object(body, "metrics") or {}
+  local miner = current_miner(ctx)
+  local job = running_job(ctx, miner, job_id)
+  local receipt = receipts.sign(receipts.build(job, miner, body.result, metrics, ctx.now), ctx.node_key.public,
+    ctx.node_key.secret)
+  local ok = ctx.store:job_finish(job_id, miner.miner_id, { state = "COMPLETED", result = json.encode(body.result),
+    metrics = json.encode(metrics), receipt = json.encode(receipt), finished_at = ctx.now }, "jobs_completed")
+  if not ok then fail(409, "not_assigned", "job " .. job_id .. " stopped running on this miner meanwhile") end
+  return 200, { status = "ok", job_id = job_id, receipt = receipt }
+end
+
+function M.submit_failure(ctx, job_id)
+  local body = ctx:body_object()
+  local code = util.optional_string(body, "error_code", 64) or "FAILED"
+  local message = util.optional_string(body, "error_message", 4000)
+  if not message then invalid("error_message", "is required (why the job failed)") end
+  local metrics = util.optional_object(body, "metrics") or {}
+  local miner = current_miner(ctx)
+  running_job(ctx, miner, job_id)
+  local ok = ctx.store:job_finish(job_id, miner.miner_id, { state = "FAILED", metrics = json.encode(metrics),
+    error = code .. ": " .. message, finished_at = ctx.now }, "jobs_failed")
+  if not ok then fail(409, "not_assigned", "job " .. job_id .. " stopped running on this miner meanwhile") end
+  return 200, { status = "ok", job_id = job_id, state = "FAILED" }
+end
+
+return M

@@ -1,0 +1,74 @@
+--- Receipts: the node's signed proof that a miner completed a job.
+-- The signature is Ed25519 over the canonical JSON (sorted keys, no
+-- spaces) of the receipt without its `signature` field.
+local crypto = require "aitbc.crypto"
+local json = require "aitbc.json"
+local util = require "aitbc.node.util"
+
+local receipts = {}
+
+local function count(t, ...)
+  for _, k in ipairs { ... } do
+    local v = type(t) == "table" and t[k]
+    if math.type(v) == "integer" then return v end
+  end
+  return nil
+end
+
+--- job: the stored row; result, metrics: decoded tables; miner: row.
+function receipts.build(job, miner, result, metrics, now)
+  local duration_ms = math.max(0, math.floor((now - job.started_at) * 1000 + 0.5))
+  local price_units
+  if miner.price_units then price_units = miner.price_units * duration_ms // 3600000 end
+  return {
+    version = "1.0",
+    receipt_id = util.new_id(16),
+    job_id = job.job_id,
+    provider = miner.miner_id,
+    client = job.client_key_id,
+    status = "COMPLETED",
+    model = job.model,
+    requested_at = util.iso(job.requested_at),
+    started_at = math.floor(job.started_at),
+    completed_at = math.floor(now),
+    queue_ms = math.floor((job.started_at - job.requested_at) * 1000 + 0.5),
+    duration_ms = duration_ms,
+    tokens = {
+      prompt = count(metrics, "prompt_eval_count", "prompt_tokens") or count(result, "prompt_eval_count"),
+      completion = count(metrics, "eval_count", "completion_tokens") or count(result, "eval_count"),
+    },
+    result_hash = "sha256:" .. crypto.hex(crypto.sha256(json.encode(result))),
+    units = duration_ms,
+    unit_type = "gpu_ms",
+    price_units = price_units,
+  }
+end
+
+function receipts.sign(receipt, public_key, secret_key)
+  receipt.signature = nil
+  local sig = crypto.sign(json.encode(receipt), secret_key)
+  receipt.signature = {
+    alg = "Ed25519",
+    key_id = crypto.base64(public_key, "urlsafe"),
+    sig = crypto.base64(sig, "urlsafe"),
+  }
+  return receipt
+end
+
+--- verify(receipt, public_key) -> true | nil, reason
+function receipts.verify(receipt, public_key)
+  local s = type(receipt) == "table" and receipt.signature
+  if type(s) ~= "table" or s.alg ~= "Ed25519" then return nil, "receipt has no Ed25519 signature" end
+  local sig = crypto.unbase64(s.sig or "", "urlsafe")
+  if not sig then return nil, "signature is not base64url" end
+  if public_key and s.key_id ~= crypto.base64(public_key, "urlsafe") then
+    return nil, "signed by another key than the node's"
+  end
+  local key = public_key or crypto.unbase64(s.key_id or "", "urlsafe")
+  local copy = {}
+  for k, v in pairs(receipt) do copy[k] = v end
+  copy.signature = nil
+  return crypto.verify(sig, json.encode(copy), key or "")
+end
+
+return receipts

@@ -1,0 +1,139 @@
+--- `aitbc serve`: start-up, the supervisor loop and shutdown of a node.
+local crypto = require "aitbc.crypto"
+local errors = require "aitbc.errors"
+local json = require "aitbc.json"
+local store_mod = require "aitbc.node.store"
+local sys = require "aitbc.sys"
+local util = require "aitbc.node.util"
+
+local M = {}
+
+local function parse_listen(text)
+  local host, port = text:match("^([%d%.]+):(%d+)$")
+  port = tonumber(port)
+  if not host or not port or port > 65535 then
+    errors.raise("usage", "--listen must be IPv4:PORT, e.g. 127.0.0.1:8000 (port 0 picks a free one), got '" .. text .. "'")
+  end
+  return host, math.tointeger(port)
+end
+
+local function ensure_node_key(path)
+  if sys.stat(path) then return end
+  local ok, err = sys.write_file(path, crypto.hex(crypto.random(32)) .. "\n", tonumber("600", 8))
+  if not ok then errors.raise("failure", "cannot write the node key " .. path .. ": " .. err) end
+end
+
+--- The first start creates an admin key, writes it (0600) to the data
+-- directory, and says where.
+local function ensure_admin_key(store, data_dir, out)
+  if store:keys_count("admin") > 0 then return nil end
+  local key = util.generate_key("admin")
+  local key_id, hash = util.key_identity(key)
+  store:key_create { key_id = key_id, hash = hash, role = "admin", name = "initial admin key",
+    environment = "default", created_at = sys.time() }
+  local path = data_dir .. "/admin.key"
+  local ok, err = sys.write_file(path, key .. "\n", tonumber("600", 8))
+  if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. err) end
+  out:info("created the admin API key " .. key_id .. "; it is in " .. path .. " (mode 0600)")
+  return path
+end
+
+--- Starts the node in a new session and returns once it answers.
+local function detach(ctx, opts, url_file)
+  local argv = { sys.exe_path(), "serve", "--listen", opts.listen, "--data-dir", opts.data_dir,
+    "--log-level", opts.log_level, "--heartbeat-timeout", tostring(opts.heartbeat_timeout),
+    "--url-file", url_file, "--pid-file", opts.pid_file }
+  os.remove(url_file)
+  local proc, err = sys.spawn { argv = argv, setsid = true, stdin = "null", stdout = "null", stderr = "pipe" }
+  if not proc then errors.raise("failure", err) end
+  local deadline = sys.monotonic() + 15
+  while sys.monotonic() < deadline do
+    local url = sys.read_file(url_file)
+    if url and url ~= "" then
+      return { pid = proc:pid(), url = url:gsub("%s+$", ""), data_dir = opts.data_dir, pid_file = opts.pid_file,
+        log = opts.data_dir .. "/node.log" }
+    end
+    local code = proc:wait(true)
+    if code then
+      local _, _, stderr = proc:communicate()
+      errors.raise("failure", "the node exited during start-up (code " .. code .. "): " .. (stderr or ""):gsub("%s+$", ""))
+    end
+    sys.sleep(0.05)
+  end
+  proc:kill(15)
+  errors.raise("failure", "the node did not start within 15 seconds; see " .. opts.data_dir .. "/node.log")
+end
+
+function M.run(ctx)
+  local opts = ctx.opts
+  local config = require "aitbc.config"
+  opts.data_dir = config.expand(opts.data_dir or (config.home() .. "/node"))
+  local host, port = parse_listen(opts.listen)
+  local ok, err = sys.mkdir(opts.data_dir, tonumber("700", 8))
+  if not ok then errors.raise("failure", "cannot create the data directory: " .. err) end
+  opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
+  if opts.detach then
+    local info = detach(ctx, opts, opts.data_dir .. "/node.url")
+    return info, function(d, out)
+      out:success(string.format("node running in the background (pid %d) at %s", d.pid, d.url))
+      out:print("  data dir: " .. d.data_dir .. "\n  log:      " .. d.log .. "\n  stop it:  kill $(cat " .. d.pid_file .. ")")
+    end
+  end
+
+  local db_path = opts.data_dir .. "/node.db"
+  local store, serr = store_mod.open(db_path)
+  if not store then errors.raise("failure", "cannot open " .. db_path .. ": " .. tostring(serr)) end
+  ensure_node_key(opts.data_dir .. "/node.key")
+  ensure_admin_key(store, opts.data_dir, ctx.out)
+  local started_at = sys.time()
+  local node_config = {
+    db_path = db_path, log_path = opts.data_dir .. "/node.log", log_level = opts.log_level,
+    node_key_path = opts.data_dir .. "/node.key", heartbeat_timeout = opts.heartbeat_timeout,
+    started_at = started_at, environment = ctx.settings.environment,
+  }
+  local server = require "aitbc.server"
+  sys.on_interrupt("flag")
+  local srv, lerr = server.start { host = host, port = port, handler = "aitbc.node.app",
+    config = json.encode(node_config), max_body = opts.max_body }
+  if not srv then errors.raise("failure", lerr, "choose another port with --listen, or stop what uses it") end
+  local url = string.format("http://%s:%d", host, srv:port())
+  local logger = require("aitbc.node.log").open(node_config.log_path, opts.log_level, "node")
+  logger:info("node started", { url = url, pid = sys.getpid(), data_dir = opts.data_dir })
+  logger:flush()
+  if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("644", 8)) end
+  if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("644", 8)) end
+  io.stdout:write("aitbc node listening on ", url, "\n")
+  io.stdout:flush()
+  ctx.out:info("data dir " .. opts.data_dir .. "; log " .. node_config.log_path .. "; Ctrl-C stops")
+
+  -- Supervisor: expiry and dead-miner re-queueing, once a second.
+  local next_sweep = 0
+  while not sys.interrupted() do
+    if sys.monotonic() >= next_sweep then
+      local now = sys.time()
+      local sok, changed = pcall(function()
+        store:checkpoint()
+        return store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout)
+      end)
+      if not sok then
+        logger:error("sweep failed", { error = tostring(changed) })
+      elseif changed > 0 then
+        logger:info("sweep", { changed = changed })
+        sys.notify()
+      end
+      logger:flush()
+      next_sweep = sys.monotonic() + 0.5
+    end
+    sys.sleep(0.1)
+  end
+  logger:info("shutting down", { signal = sys.interrupted() })
+  sys.notify() -- wake long-polling miners
+  srv:stop(opts.grace)
+  logger:info("stopped")
+  logger:flush()
+  store:close()
+  if opts.pid_file then os.remove(opts.pid_file) end
+  ctx.out:info("node stopped")
+end
+
+return M

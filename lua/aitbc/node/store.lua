@@ -1,0 +1,284 @@
+--- The node's storage: every SQL statement the node runs lives here, behind
+-- a narrow interface (keys, audit, miners, jobs), so that another backend
+-- (PostgreSQL with FOR UPDATE SKIP LOCKED for several coordinators) can
+-- replace this file.  SQLite in WAL mode; each change is one transaction;
+-- writes from all worker threads are serialised by one process-wide lock.
+local db = require "aitbc.db"
+
+local M = {}
+
+local Store = {}
+Store.__index = Store
+
+local function check(ok, err)
+  if ok == nil then error("storage: " .. tostring(err), 0) end
+  return ok
+end
+
+local MIGRATIONS = {
+  [1] = [[
+    CREATE TABLE api_keys (
+      key_id TEXT PRIMARY KEY, hash TEXT NOT NULL, role TEXT NOT NULL, name TEXT,
+      environment TEXT NOT NULL DEFAULT 'default', created_at REAL NOT NULL,
+      expires_at REAL, revoked_at REAL, revoked_reason TEXT);
+    CREATE TABLE audit (
+      id INTEGER PRIMARY KEY, time REAL NOT NULL, key_id TEXT, role TEXT, method TEXT NOT NULL,
+      route TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, remote TEXT, request_id TEXT);
+    CREATE INDEX audit_time ON audit(time);
+    CREATE INDEX audit_key ON audit(key_id, time);
+    CREATE TABLE miners (
+      miner_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, capabilities TEXT NOT NULL,
+      concurrency INTEGER NOT NULL DEFAULT 1, region TEXT, price_units INTEGER,
+      payout_address TEXT, status TEXT NOT NULL, registered_at REAL NOT NULL, last_seen REAL NOT NULL,
+      jobs_completed INTEGER NOT NULL DEFAULT 0, jobs_failed INTEGER NOT NULL DEFAULT 0,
+      session_token TEXT NOT NULL);
+    CREATE INDEX miners_key ON miners(key_id);
+    CREATE TABLE jobs (
+      job_id TEXT PRIMARY KEY, client_key_id TEXT NOT NULL, state TEXT NOT NULL,
+      payload TEXT NOT NULL, model TEXT, constraints TEXT NOT NULL, ttl_seconds INTEGER NOT NULL,
+      requested_at REAL NOT NULL, expires_at REAL NOT NULL, started_at REAL, finished_at REAL,
+      miner_id TEXT, attempts INTEGER NOT NULL DEFAULT 0, result TEXT, metrics TEXT, error TEXT,
+      receipt TEXT) WITHOUT ROWID;
+    -- Partial indexes hold only live jobs, so a submit touches few pages
+    -- and the queue, running-job and expiry look-ups stay small.
+    CREATE INDEX jobs_queue ON jobs(requested_at) WHERE state = 'QUEUED';
+    CREATE INDEX jobs_running ON jobs(miner_id) WHERE state = 'RUNNING';
+    CREATE INDEX jobs_live_expiry ON jobs(expires_at) WHERE state IN ('QUEUED', 'RUNNING');
+    CREATE INDEX jobs_client ON jobs(client_key_id, requested_at);
+  ]],
+}
+M.SCHEMA_VERSION = #MIGRATIONS
+
+--- open(path) -> store | nil, err.  Runs pending migrations.
+function M.open(path)
+  local conn, err = db.open(path, { synchronous = "NORMAL", write_lock = "aitbc.node.db:" .. path })
+  if not conn then return nil, err end
+  local self = setmetatable({ db = conn, path = path }, Store)
+  -- Checkpoints run from the supervisor (Store:checkpoint), not inside a
+  -- worker's commit while it holds the write lock.
+  check(conn:exec("PRAGMA wal_autocheckpoint = 0"))
+  local ok, merr = pcall(self.migrate, self)
+  if not ok then conn:close() return nil, tostring(merr) end
+  return self
+end
+
+function Store:migrate()
+  local version = assert(self.db:first("PRAGMA user_version")).user_version
+  if version > M.SCHEMA_VERSION then
+    error(string.format("database schema %d is newer than this aitbc (%d)", version, M.SCHEMA_VERSION), 0)
+  end
+  for v = version + 1, M.SCHEMA_VERSION do
+    self.db:transaction(function()
+      assert(self.db:exec(MIGRATIONS[v]))
+      assert(self.db:exec("PRAGMA user_version = " .. v))
+    end)
+  end
+end
+
+function Store:close() self.db:close() end
+
+--- Copies the WAL back into the database: first without blocking writers
+-- (the bulk, and its fsync), then briefly under the write lock so that the
+-- WAL restarts from its beginning instead of growing under steady load.
+function Store:checkpoint()
+  check(self.db:first("PRAGMA wal_checkpoint(PASSIVE)"))
+  local lock = self.db.lock
+  lock:lock()
+  local ok, row = pcall(self.db.first, self.db, "PRAGMA wal_checkpoint(RESTART)")
+  lock:unlock()
+  if not ok then error(row, 0) end
+  return row
+end
+
+function Store:transaction(fn) return self.db:transaction(fn) end
+
+-- ---- API keys ----
+
+function Store:key_create(k)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO api_keys (key_id, hash, role, name, environment, created_at, expires_at)
+      VALUES (:key_id, :hash, :role, :name, :environment, :created_at, :expires_at)]], k))
+  end))
+end
+
+function Store:key_get(key_id)
+  return check(self.db:first("SELECT * FROM api_keys WHERE key_id = ?", key_id)) or nil
+end
+
+function Store:keys_list()
+  return check(self.db:query([[SELECT k.*, (SELECT max(time) FROM audit a WHERE a.key_id = k.key_id) AS last_used_at
+    FROM api_keys k ORDER BY created_at]]))
+end
+
+function Store:keys_count(role)
+  return check(self.db:first("SELECT count(*) AS n FROM api_keys WHERE role = ? AND revoked_at IS NULL", role)).n
+end
+
+--- Revokes; returns true if the key was active.
+function Store:key_revoke(key_id, now, reason)
+  return check(self.db:transaction(function()
+    return check(self.db:run("UPDATE api_keys SET revoked_at = ?, revoked_reason = ? WHERE key_id = ? AND revoked_at IS NULL",
+      now, reason, key_id)) > 0
+  end))
+end
+
+-- ---- audit ----
+
+function Store:audit_append(rows)
+  if #rows == 0 then return end
+  check(self.db:transaction(function()
+    for _, r in ipairs(rows) do
+      check(self.db:run([[INSERT INTO audit (time, key_id, role, method, route, path, status, remote, request_id)
+        VALUES (:time, :key_id, :role, :method, :route, :path, :status, :remote, :request_id)]], r))
+    end
+    return true
+  end))
+end
+
+--- Audit rows since a time, optionally for one key, newest first.
+function Store:audit_since(since, key_id, limit)
+  if key_id then
+    return check(self.db:query("SELECT * FROM audit WHERE time >= ? AND key_id = ? ORDER BY time DESC LIMIT ?",
+      since, key_id, limit or 10000))
+  end
+  return check(self.db:query("SELECT * FROM audit WHERE time >= ? ORDER BY time DESC LIMIT ?", since, limit or 10000))
+end
+
+-- ---- miners ----
+
+function Store:miner_upsert(m)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO miners (miner_id, key_id, capabilities, concurrency, region, price_units,
+        payout_address, status, registered_at, last_seen, session_token)
+      VALUES (:miner_id, :key_id, :capabilities, :concurrency, :region, :price_units, :payout_address, 'ONLINE',
+        :now, :now, :session_token)
+      ON CONFLICT(miner_id) DO UPDATE SET capabilities = excluded.capabilities, concurrency = excluded.concurrency,
+        region = excluded.region, price_units = excluded.price_units, payout_address = excluded.payout_address,
+        status = 'ONLINE', last_seen = excluded.last_seen, session_token = excluded.session_token]], m))
+  end))
+end
+
+function Store:miner_get(miner_id)
+  return check(self.db:first("SELECT * FROM miners WHERE miner_id = ?", miner_id)) or nil
+end
+
+function Store:miners_of_key(key_id)
+  return check(self.db:query("SELECT * FROM miners WHERE key_id = ? ORDER BY registered_at", key_id))
+end
+
+function Store:miners_list()
+  return check(self.db:query([[SELECT m.*, (SELECT count(*) FROM jobs j WHERE j.miner_id = m.miner_id
+    AND j.state = 'RUNNING') AS inflight FROM miners m ORDER BY registered_at]]))
+end
+
+function Store:miner_touch(miner_id, now, status)
+  check(self.db:transaction(function()
+    return check(self.db:run("UPDATE miners SET last_seen = ?, status = coalesce(?, 'ONLINE') WHERE miner_id = ?",
+      now, status, miner_id))
+  end))
+end
+
+function Store:miners_online(cutoff)
+  return check(self.db:first("SELECT count(*) AS n FROM miners WHERE status = 'ONLINE' AND last_seen >= ?", cutoff)).n
+end
+
+-- ---- jobs ----
+
+function Store:job_insert(j)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO jobs (job_id, client_key_id, state, payload, model, constraints, ttl_seconds,
+        requested_at, expires_at) VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model, :constraints,
+        :ttl_seconds, :requested_at, :expires_at)]], j))
+  end))
+end
+
+function Store:job_get(job_id)
+  return check(self.db:first("SELECT * FROM jobs WHERE job_id = ?", job_id)) or nil
+end
+
+--- filter: {client_key_id?, state?, miner_id?, limit, offset} -> rows, total
+function Store:jobs_list(f)
+  local where, args = {}, {}
+  for _, col in ipairs { "client_key_id", "state", "miner_id", "model" } do
+    if f[col] then where[#where + 1] = col .. " = :" .. col args[col] = f[col] end
+  end
+  local clause = #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or ""
+  args.limit, args.offset = f.limit or 50, f.offset or 0
+  local rows = check(self.db:query("SELECT * FROM jobs" .. clause .. " ORDER BY requested_at DESC LIMIT :limit OFFSET :offset", args))
+  local total = check(self.db:first("SELECT count(*) AS n FROM jobs" .. clause, args)).n
+  return rows, total
+end
+
+function Store:jobs_by_state()
+  local out = {}
+  for _, r in ipairs(check(self.db:query("SELECT state, count(*) AS n FROM jobs GROUP BY state"))) do out[r.state] = r.n end
+  return out
+end
+
+--- Assigns the oldest queued job that fits(job_row) to the miner, if the
+-- miner has a free slot.  Atomic: a job goes to exactly one miner.
+function Store:job_claim(miner, now, fits)
+  return check(self.db:transaction(function()
+    local busy = check(self.db:first("SELECT count(*) AS n FROM jobs WHERE miner_id = ? AND state = 'RUNNING'",
+      miner.miner_id)).n
+    if busy >= miner.concurrency then return false end
+    for offset = 0, 960, 64 do
+      local rows = check(self.db:query([[SELECT job_id, model, constraints FROM jobs WHERE state = 'QUEUED'
+        AND expires_at > ? ORDER BY requested_at LIMIT 64 OFFSET ?]], now, offset))
+      for _, row in ipairs(rows) do
+        if fits(row) then
+          check(self.db:run([[UPDATE jobs SET state = 'RUNNING', miner_id = ?, started_at = ?, attempts = attempts + 1
+            WHERE job_id = ? AND state = 'QUEUED']], miner.miner_id, now, row.job_id))
+          return check(self.db:first("SELECT * FROM jobs WHERE job_id = ?", row.job_id))
+        end
+      end
+      if #rows < 64 then break end
+    end
+    return false
+  end)) or nil
+end
+
+--- Ends a running job of this miner.  fields: {state, result, metrics, error,
+-- receipt, finished_at}.  Returns false when the job is not running there.
+function Store:job_finish(job_id, miner_id, fields, counter)
+  return check(self.db:transaction(function()
+    fields.job_id, fields.miner_id = job_id, miner_id
+    local n = check(self.db:run([[UPDATE jobs SET state = :state, result = :result, metrics = :metrics,
+      error = :error, receipt = :receipt, finished_at = :finished_at
+      WHERE job_id = :job_id AND miner_id = :miner_id AND state = 'RUNNING']], fields))
+    if n > 0 then
+      check(self.db:run("UPDATE miners SET " .. counter .. " = " .. counter .. " + 1, last_seen = ? WHERE miner_id = ?",
+        fields.finished_at, miner_id))
+    end
+    return n > 0
+  end))
+end
+
+--- Cancels a queued or running job; returns true if it was cancelable.
+function Store:job_cancel(job_id, now)
+  return check(self.db:transaction(function()
+    return check(self.db:run([[UPDATE jobs SET state = 'CANCELED', error = 'canceled by client', finished_at = ?
+      WHERE job_id = ? AND state IN ('QUEUED', 'RUNNING')]], now, job_id)) > 0
+  end))
+end
+
+--- Queued or running jobs past their TTL become EXPIRED; returns how many.
+function Store:expire_due(now)
+  return check(self.db:transaction(function()
+    return check(self.db:run([[UPDATE jobs SET state = 'EXPIRED', error = 'expired: not completed within ttl_seconds',
+      finished_at = ? WHERE state IN ('QUEUED', 'RUNNING') AND expires_at <= ?]], now, now))
+  end))
+end
+
+--- Miners silent since before cutoff go OFFLINE and their running jobs go
+-- back to the queue.  Returns the number of jobs re-queued.
+function Store:requeue_stale(cutoff)
+  return check(self.db:transaction(function()
+    local n = check(self.db:run([[UPDATE jobs SET state = 'QUEUED', miner_id = NULL, started_at = NULL
+      WHERE state = 'RUNNING' AND miner_id IN (SELECT miner_id FROM miners WHERE last_seen < ?)]], cutoff))
+    check(self.db:run("UPDATE miners SET status = 'OFFLINE' WHERE status = 'ONLINE' AND last_seen < ?", cutoff))
+    return n
+  end))
+end
+
+return M

@@ -1,0 +1,110 @@
+--- Helpers shared by the node's request handlers: errors with a status,
+-- field validation, time formatting, API key derivation.
+local crypto = require "aitbc.crypto"
+local json = require "aitbc.json"
+
+local util = {}
+
+local HttpError = {}
+HttpError.__index = HttpError
+
+--- Raises an error answered as {"error":{"code","message","field"}}.
+function util.fail(status, code, message, field)
+  error(setmetatable({ status = status, code = code, message = message, field = field }, HttpError), 0)
+end
+
+function util.is_http_error(e) return getmetatable(e) == HttpError end
+
+function util.invalid(field, message)
+  util.fail(422, "validation_error", field .. " " .. message, field)
+end
+
+--- ISO-8601 UTC with milliseconds, or nil.
+function util.iso(t)
+  if not t then return nil end
+  local secs = math.floor(t)
+  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. string.format(".%03dZ", math.floor((t - secs) * 1000))
+end
+
+function util.new_id(bytes)
+  return crypto.hex(crypto.random(bytes or 16))
+end
+
+--- 32 hex characters like a uuid4 hex, but time-ordered (48-bit
+-- milliseconds, then 80 random bits) so that new rows append to the index.
+function util.new_job_id(now)
+  return string.format("%012x", math.floor(now * 1000)) .. crypto.hex(crypto.random(10))
+end
+
+--- key -> key_id (public, derived), hash (stored).
+function util.key_identity(key)
+  local digest = crypto.hex(crypto.sha256("aitbc-api-key:" .. key))
+  return "key_" .. digest:sub(1, 16), digest
+end
+
+function util.valid_key_format(key)
+  if type(key) ~= "string" or #key < 16 then return nil, "must be at least 16 characters" end
+  if #key > 256 then return nil, "must be at most 256 characters" end
+  if not key:match("^[%w_%-%.]+$") then return nil, "may use only letters, digits, '_', '-' and '.'" end
+  return true
+end
+
+function util.generate_key(role)
+  return "aitbc_" .. role .. "_" .. crypto.hex(crypto.random(20))
+end
+
+-- ---- field validation (body is a decoded JSON object) ----
+
+function util.optional_string(body, field, max)
+  local v = body[field]
+  if v == nil or v == json.null then return nil end
+  if type(v) ~= "string" then util.invalid(field, "must be a string") end
+  if max and #v > max then util.invalid(field, "must be at most " .. max .. " characters") end
+  return v
+end
+
+function util.optional_integer(body, field, min, max, default)
+  local v = body[field]
+  if v == nil or v == json.null then return default end
+  if math.type(v) ~= "integer" then util.invalid(field, "must be a whole number") end
+  if (min and v < min) or (max and v > max) then
+    util.invalid(field, string.format("must be between %s and %s", min, max))
+  end
+  return v
+end
+
+function util.optional_number(body, field, min, max)
+  local v = body[field]
+  if v == nil or v == json.null then return nil end
+  if type(v) ~= "number" then util.invalid(field, "must be a number") end
+  if (min and v < min) or (max and v > max) then
+    util.invalid(field, string.format("must be between %s and %s", min, max))
+  end
+  return v
+end
+
+function util.optional_object(body, field)
+  local v = body[field]
+  if v == nil or v == json.null then return nil end
+  if type(v) ~= "table" or (json.is_array(v) and #v > 0) then util.invalid(field, "must be an object") end
+  return v
+end
+
+function util.optional_string_list(body, field, max_items)
+  local v = body[field]
+  if v == nil or v == json.null then return nil end
+  if type(v) ~= "table" or (next(v) ~= nil and not json.is_array(v)) then util.invalid(field, "must be a list of strings") end
+  if max_items and #v > max_items then util.invalid(field, "may hold at most " .. max_items .. " items") end
+  for i, s in ipairs(v) do
+    if type(s) ~= "string" then util.invalid(field .. "[" .. i .. "]", "must be a string") end
+  end
+  return v
+end
+
+--- "llama3" and "llama3:latest" name the same model.
+function util.model_name(name)
+  if not name then return nil end
+  return (name:lower():gsub(":latest$", ""))
+end
+
+return util

@@ -1,0 +1,264 @@
+/* aitbc.native.json: a JSON encoder with sorted keys, so the compact form is
+ * canonical (what the node signs and hashes) and output is deterministic.
+ *   encode(value [, pretty]) -> text | raises on values JSON cannot hold
+ * Arrays: tables with the metatable `array_mt` (also empty ones), or proper
+ * sequences.  null: the light userdata NULL (cjson.null). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aitbc.h"
+
+#define ARRAY_MT "aitbc.json.array"
+#define MAX_DEPTH 64
+
+/* Output buffer owned by a userdata (freed by __gc even if encoding raises). */
+typedef struct {
+  char *data;
+  size_t len, cap;
+  lua_State *L;
+} out_t;
+
+static void out_reserve(out_t *o, size_t n) {
+  if (o->len + n <= o->cap) return;
+  size_t cap = o->cap ? o->cap : 256;
+  while (cap < o->len + n) cap *= 2;
+  char *d = realloc(o->data, cap);
+  if (!d) luaL_error(o->L, "out of memory encoding JSON");
+  o->data = d;
+  o->cap = cap;
+}
+
+static void out_add(out_t *o, const char *s, size_t n) {
+  out_reserve(o, n);
+  memcpy(o->data + o->len, s, n);
+  o->len += n;
+}
+
+static void out_char(out_t *o, char c) {
+  out_reserve(o, 1);
+  o->data[o->len++] = c;
+}
+
+static void out_str(out_t *o, const char *s) { out_add(o, s, strlen(s)); }
+
+static int out_gc(lua_State *L) {
+  out_t *o = lua_touserdata(L, 1);
+  free(o->data);
+  o->data = NULL;
+  return 0;
+}
+
+typedef struct {
+  const char *s;
+  size_t len;
+  int is_num; /* the key was a number; look it up as one */
+  lua_Number n;
+} json_key_t;
+
+static void encode_value(lua_State *L, out_t *b, int idx, int depth, int pretty);
+
+static void add_string(out_t *b, const char *s, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  out_char(b, '"');
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    switch (c) {
+      case '"': out_str(b, "\\\""); break;
+      case '\\': out_str(b, "\\\\"); break;
+      case '\b': out_str(b, "\\b"); break;
+      case '\f': out_str(b, "\\f"); break;
+      case '\n': out_str(b, "\\n"); break;
+      case '\r': out_str(b, "\\r"); break;
+      case '\t': out_str(b, "\\t"); break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          char esc[7] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15], 0};
+          out_str(b, esc);
+        } else {
+          out_char(b, (char)c);
+        }
+    }
+  }
+  out_char(b, '"');
+}
+
+static void add_number(lua_State *L, out_t *b, int idx) {
+  char tmp[64];
+  if (lua_isinteger(L, idx)) {
+    snprintf(tmp, sizeof tmp, LUA_INTEGER_FMT, lua_tointeger(L, idx));
+  } else {
+    double d = lua_tonumber(L, idx);
+    if (isnan(d) || isinf(d))
+      strcpy(tmp, "null");
+    else if (d == floor(d) && fabs(d) < 9007199254740992.0)
+      snprintf(tmp, sizeof tmp, "%.0f", d);
+    else if (snprintf(tmp, sizeof tmp, "%.15g", d), strtod(tmp, NULL) != d)
+      snprintf(tmp, sizeof tmp, "%.17g", d); /* shortest of the two that reads back exactly */
+  }
+  out_str(b, tmp);
+}
+
+static void newline(out_t *b, int pretty, int depth) {
+  if (!pretty) return;
+  out_char(b, '\n');
+  for (int i = 0; i < depth; i++) out_str(b, "  ");
+}
+
+/* Is the table at idx an array: marked, or a proper non-empty sequence? */
+static int is_array(lua_State *L, int idx, lua_Integer *n) {
+  *n = (lua_Integer)lua_rawlen(L, idx);
+  if (lua_getmetatable(L, idx)) {
+    luaL_getmetatable(L, ARRAY_MT);
+    int marked = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (marked) return 1;
+  }
+  if (*n == 0) return 0;
+  lua_Integer count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+  }
+  return count == *n;
+}
+
+static int compare_keys(const void *a, const void *b) {
+  const json_key_t *x = a, *y = b;
+  size_t n = x->len < y->len ? x->len : y->len;
+  int c = memcmp(x->s, y->s, n);
+  return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+static void encode_object(lua_State *L, out_t *b, int idx, int depth, int pretty) {
+  size_t count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    count++;
+  }
+  if (count == 0) {
+    out_str(b, "{}");
+    return;
+  }
+  /* keys (and integer keys turned to strings) stay alive in this table */
+  lua_createtable(L, (int)count, 0);
+  int holder = lua_gettop(L);
+  json_key_t *keys = lua_newuserdatauv(L, sizeof(json_key_t) * count, 0);
+  size_t k = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    json_key_t *key = &keys[k];
+    key->is_num = 0;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      lua_pushvalue(L, -1);
+    } else if (lua_type(L, -1) == LUA_TNUMBER) {
+      key->is_num = 1;
+      key->n = lua_tonumber(L, -1);
+      lua_pushvalue(L, -1);
+      lua_tostring(L, -1); /* converts the copy in place */
+    } else {
+      luaL_error(L, "cannot encode a table key of type %s", luaL_typename(L, -1));
+    }
+    key->s = lua_tolstring(L, -1, &key->len);
+    lua_rawseti(L, holder, (lua_Integer)++k);
+  }
+  qsort(keys, count, sizeof(json_key_t), compare_keys);
+  out_char(b, '{');
+  for (size_t i = 0; i < count; i++) {
+    if (i) out_char(b, ',');
+    newline(b, pretty, depth + 1);
+    add_string(b, keys[i].s, keys[i].len);
+    out_str(b, pretty ? ": " : ":");
+    if (keys[i].is_num) {
+      lua_Integer as_int;
+      if (lua_numbertointeger(keys[i].n, &as_int) && (lua_Number)as_int == keys[i].n)
+        lua_pushinteger(L, as_int);
+      else
+        lua_pushnumber(L, keys[i].n);
+      lua_rawget(L, idx);
+    } else {
+      lua_pushlstring(L, keys[i].s, keys[i].len);
+      lua_rawget(L, idx);
+    }
+    encode_value(L, b, lua_gettop(L), depth + 1, pretty);
+    lua_pop(L, 1);
+  }
+  newline(b, pretty, depth);
+  out_char(b, '}');
+  lua_pop(L, 2);
+}
+
+static void encode_value(lua_State *L, out_t *b, int idx, int depth, int pretty) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: out_str(b, "null"); break;
+    case LUA_TBOOLEAN: out_str(b, lua_toboolean(L, idx) ? "true" : "false"); break;
+    case LUA_TNUMBER: add_number(L, b, idx); break;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      add_string(b, s, len);
+      break;
+    }
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, idx) == NULL) {
+        out_str(b, "null");
+        break;
+      }
+      /* fallthrough */
+    default: luaL_error(L, "cannot encode a %s as JSON", luaL_typename(L, idx)); break;
+    case LUA_TTABLE: {
+      if (depth >= MAX_DEPTH) luaL_error(L, "cannot encode: nesting deeper than %d (a cycle?)", MAX_DEPTH);
+      luaL_checkstack(L, 8, "JSON nesting");
+      lua_Integer n;
+      if (!is_array(L, idx, &n)) {
+        encode_object(L, b, idx, depth, pretty);
+        break;
+      }
+      if (n == 0) {
+        out_str(b, "[]");
+        break;
+      }
+      out_char(b, '[');
+      for (lua_Integer i = 1; i <= n; i++) {
+        if (i > 1) out_char(b, ',');
+        newline(b, pretty, depth + 1);
+        lua_rawgeti(L, idx, i);
+        encode_value(L, b, lua_gettop(L), depth + 1, pretty);
+        lua_pop(L, 1);
+      }
+      newline(b, pretty, depth);
+      out_char(b, ']');
+    }
+  }
+}
+
+static int l_encode(lua_State *L) {
+  int pretty = lua_toboolean(L, 2);
+  lua_settop(L, 1);
+  out_t *o = lua_newuserdatauv(L, sizeof *o, 0);
+  memset(o, 0, sizeof *o);
+  o->L = L;
+  lua_newtable(L);
+  lua_pushcfunction(L, out_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  encode_value(L, o, 1, 0, pretty);
+  lua_pushlstring(L, o->data ? o->data : "", o->len);
+  free(o->data);
+  o->data = NULL;
+  return 1;
+}
+
+int luaopen_aitbc_native_json(lua_State *L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, l_encode);
+  lua_setfield(L, -2, "encode");
+  luaL_newmetatable(L, ARRAY_MT);
+  lua_pushliteral(L, "json.array");
+  lua_setfield(L, -2, "__name");
+  lua_setfield(L, -2, "array_mt");
+  return 1;
+}

@@ -11,7 +11,7 @@ LINK_PKGS := lua5.4 libsodium sqlite3
 # Debian packages the build, the tests and the linters need.
 DEB_PKGS := build-essential pkg-config ca-certificates liblua5.4-dev lua-cjson-dev \
             libcurl4-openssl-dev libsodium-dev libsqlite3-dev libmicrohttpd-dev \
-            lua-busted lua-check clang-format
+            lua-busted lua-check clang-format wrk
 
 # Lazily expanded: pkg-config runs when a recipe needs it, after `deps`.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -26,7 +26,7 @@ C_MODULES := main host interrupt crypto http server db sys json
 OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
 LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 
-.PHONY: all deps test check asan lint format install uninstall clean demo bench reference help
+.PHONY: all deps test check asan lint format install uninstall clean bench reference help
 
 all: $(BUILD)/aitbc
 
@@ -78,6 +78,7 @@ format:
 
 bench: all
 	bench/startup $(BUILD)/aitbc
+	bench/node $(BUILD)/aitbc
 
 reference: all
 	$(BUILD)/aitbc reference > $(BUILD)/REFERENCE.md

@@ -17,6 +17,8 @@
 #include "aitbc.h"
 
 #define TRANSFER_MT "aitbc.http.transfer"
+#define SHARE_MT "aitbc.http.share"
+#define SHARE_KEY "aitbc.http.connection_cache" /* this state's share handle */
 
 /* libcurl (and the ~30 libraries it pulls in) is loaded on first use, not
  * at start-up: relocating them was two thirds of `aitbc --help`'s time. */
@@ -38,7 +40,10 @@
   X(curl_multi_perform) \
   X(curl_multi_poll) \
   X(curl_multi_info_read) \
-  X(curl_multi_cleanup)
+  X(curl_multi_cleanup) \
+  X(curl_share_init) \
+  X(curl_share_setopt) \
+  X(curl_share_cleanup)
 /* clang-format on */
 
 static struct {
@@ -83,6 +88,10 @@ static void curl_load(void) {
 #define curl_multi_poll curl.curl_multi_poll
 #define curl_multi_info_read curl.curl_multi_info_read
 #define curl_multi_cleanup curl.curl_multi_cleanup
+#define curl_share_init curl.curl_share_init
+#undef curl_share_setopt
+#define curl_share_setopt curl.curl_share_setopt
+#define curl_share_cleanup curl.curl_share_cleanup
 
 typedef struct {
   char *data;
@@ -239,6 +248,11 @@ static transfer_t *transfer_new(lua_State *L, int idx) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  /* one connection cache per Lua state: later requests reuse connections */
+  lua_getfield(L, LUA_REGISTRYINDEX, SHARE_KEY);
+  CURLSH **share = lua_touserdata(L, -1);
+  if (share && *share) curl_easy_setopt(t->easy, CURLOPT_SHARE, *share);
+  lua_pop(L, 1);
   curl_easy_setopt(t->easy, CURLOPT_USERAGENT, "aitbc/" AITBC_VERSION);
   curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->errbuf);
   curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
@@ -385,6 +399,13 @@ static int l_request_many(lua_State *L) {
   return 1;
 }
 
+static int share_gc(lua_State *L) {
+  CURLSH **share = lua_touserdata(L, 1);
+  if (*share) curl_share_cleanup(*share);
+  *share = NULL;
+  return 0;
+}
+
 int luaopen_aitbc_native_http(lua_State *L) {
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   static const luaL_Reg funcs[] = {{"request", l_request}, {"request_many", l_request_many}, {NULL, NULL}};
@@ -393,6 +414,18 @@ int luaopen_aitbc_native_http(lua_State *L) {
   if (luaL_newmetatable(L, TRANSFER_MT)) {
     lua_pushcfunction(L, transfer_gc);
     lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, LUA_REGISTRYINDEX, SHARE_KEY) == LUA_TNIL) { /* once per state, even if re-required */
+    CURLSH **share = lua_newuserdatauv(L, sizeof *share, 0);
+    *share = curl_share_init();
+    if (*share) curl_share_setopt(*share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    if (luaL_newmetatable(L, SHARE_MT)) {
+      lua_pushcfunction(L, share_gc);
+      lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, SHARE_KEY);
   }
   lua_pop(L, 1);
   luaL_newlib(L, funcs);

@@ -14,6 +14,7 @@ Db.__index = Db
 --- open(path [, opts]) -> db | nil, err
 -- opts.readonly; opts.synchronous ("FULL" default, or "NORMAL": in WAL mode
 -- a commit then survives a crash of the process but not of the machine);
+-- opts.page_size: for a new database;
 -- opts.write_lock: serialise transactions of every connection in this
 -- process with the same lock name (server workers), instead of letting
 -- SQLite's busy handler sleep.
@@ -24,6 +25,10 @@ function M.open(path, opts)
   local self = setmetatable({ handle = handle, cache = {}, depth = 0 }, Db)
   if opts.write_lock then self.lock = require("aitbc.native.sys").mutex(opts.write_lock) end
   if not opts.readonly then
+    if opts.page_size then -- takes effect only on a new database
+      local ok, perr = handle:exec("PRAGMA page_size = " .. math.tointeger(opts.page_size))
+      if not ok then handle:close() return nil, perr end
+    end
     local sync = opts.synchronous or "FULL"
     assert(sync == "FULL" or sync == "NORMAL", "synchronous must be FULL or NORMAL")
     local ok, perr = handle:exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=" .. sync .. "; PRAGMA foreign_keys=ON;")

@@ -37,7 +37,7 @@ function M.create_key(ctx)
     key = util.generate_key(role)
   end
   local expires_at
-  local days = util.optional_number(body, "expires_in_days", 0.001, 3650)
+  local days = util.optional_number(body, "expires_in_days", 0.00001, 3650)
   if days then expires_at = ctx.now + days * 86400 end
   local key_id, hash = util.key_identity(key)
   if ctx.store:key_get(key_id) then fail(409, "key_exists", "that key is already registered as " .. key_id) end

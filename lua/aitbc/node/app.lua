@@ -225,7 +225,8 @@ return function(config_text)
     local ok, err = pcall(function()
       if not route then
         if arg then
-          util.fail(405, "method_not_allowed", req.method .. " is not allowed on " .. path .. " (use " .. table.concat(arg, ", ") .. ")")
+          util.fail(405, "method_not_allowed",
+            req.method .. " is not allowed on " .. path .. " (use " .. table.concat(arg, ", ") .. ")")
         end
         util.fail(404, "not_found", "no such endpoint: " .. req.method .. " " .. path)
       end

@@ -217,7 +217,9 @@ local function current_miner(ctx)
     return with_caps(m)
   end
   local mine = ctx.store:miners_of_key(ctx.key.key_id)
-  if #mine == 0 then fail(404, "miner_not_registered", "no miner is registered with this API key; POST /v1/miners/register first") end
+  if #mine == 0 then
+    fail(404, "miner_not_registered", "no miner is registered with this API key; POST /v1/miners/register first")
+  end
   if #mine > 1 then fail(400, "miner_ambiguous", "several miners use this API key; name one with the X-Miner-ID header") end
   return with_caps(mine[1])
 end

@@ -39,7 +39,7 @@ local function ensure_admin_key(store, data_dir, out)
 end
 
 --- Starts the node in a new session and returns once it answers.
-local function detach(ctx, opts, url_file)
+local function detach(opts, url_file)
   local argv = { sys.exe_path(), "serve", "--listen", opts.listen, "--data-dir", opts.data_dir,
     "--log-level", opts.log_level, "--heartbeat-timeout", tostring(opts.heartbeat_timeout),
     "--url-file", url_file, "--pid-file", opts.pid_file }
@@ -73,7 +73,7 @@ function M.run(ctx)
   if not ok then errors.raise("failure", "cannot create the data directory: " .. err) end
   opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
   if opts.detach then
-    local info = detach(ctx, opts, opts.data_dir .. "/node.url")
+    local info = detach(opts, opts.data_dir .. "/node.url")
     return info, function(d, out)
       out:success(string.format("node running in the background (pid %d) at %s", d.pid, d.url))
       out:print("  data dir: " .. d.data_dir .. "\n  log:      " .. d.log .. "\n  stop it:  kill $(cat " .. d.pid_file .. ")")
@@ -106,13 +106,15 @@ function M.run(ctx)
   io.stdout:flush()
   ctx.out:info("data dir " .. opts.data_dir .. "; log " .. node_config.log_path .. "; Ctrl-C stops")
 
-  -- Supervisor: expiry and dead-miner re-queueing, once a second.
+  -- Supervisor: WAL checkpoints (often, so each holds the write lock only
+  -- briefly), expiry and dead-miner re-queueing (twice a second).
   local next_sweep = 0
   while not sys.interrupted() do
+    local cok, cerr = pcall(store.checkpoint, store)
+    if not cok then logger:error("checkpoint failed", { error = tostring(cerr) }) end
     if sys.monotonic() >= next_sweep then
       local now = sys.time()
       local sok, changed = pcall(function()
-        store:checkpoint()
         return store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout)
       end)
       if not sok then

@@ -51,7 +51,9 @@ M.SCHEMA_VERSION = #MIGRATIONS
 
 --- open(path) -> store | nil, err.  Runs pending migrations.
 function M.open(path)
-  local conn, err = db.open(path, { synchronous = "NORMAL", write_lock = "aitbc.node.db:" .. path })
+  -- 1 KiB pages: a commit writes whole pages to the WAL, and a job's rows
+  -- and index entries are small, so small pages mean less to write and copy.
+  local conn, err = db.open(path, { synchronous = "NORMAL", page_size = 1024, write_lock = "aitbc.node.db:" .. path })
   if not conn then return nil, err end
   local self = setmetatable({ db = conn, path = path }, Store)
   -- Checkpoints run from the supervisor (Store:checkpoint), not inside a
@@ -204,7 +206,8 @@ function Store:jobs_list(f)
   end
   local clause = #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or ""
   args.limit, args.offset = f.limit or 50, f.offset or 0
-  local rows = check(self.db:query("SELECT * FROM jobs" .. clause .. " ORDER BY requested_at DESC LIMIT :limit OFFSET :offset", args))
+  local rows = check(self.db:query("SELECT * FROM jobs" .. clause
+    .. " ORDER BY requested_at DESC LIMIT :limit OFFSET :offset", args))
   local total = check(self.db:first("SELECT count(*) AS n FROM jobs" .. clause, args)).n
   return rows, total
 end

@@ -1,0 +1,455 @@
+-- The node over HTTP: every route, state transition and error path.
+local cli = require "support.cli"
+local json = require "aitbc.json"
+local nodes = require "support.node"
+local receipts = require "aitbc.node.receipts"
+local crypto = require "aitbc.crypto"
+local sys = require "aitbc.sys"
+
+describe("aitbc serve", function()
+  local node, client, client2, miner, miner2
+  setup(function()
+    node = nodes.start()
+    client = node:key("client")
+    client2 = node:key("client")
+    miner = node:key("miner")
+    miner2 = node:key("miner")
+  end)
+  teardown(function()
+    node:stop()
+    cli.cleanup()
+  end)
+
+  local function submit(body, key)
+    local status, job = node:request("POST", "/v1/jobs", { key = key or client, json = body })
+    assert.equal(201, status, json.encode(job))
+    return job
+  end
+
+  local function register(key, body, miner_id)
+    local status, m = node:request("POST", "/v1/miners/register", { key = key or miner, json = body or {},
+      headers = miner_id and { ["X-Miner-ID"] = miner_id } or nil })
+    assert.is_true(status == 200 or status == 201, json.encode(m))
+    return m
+  end
+
+  local function poll(key, miner_id, wait)
+    return node:request("POST", "/v1/miners/poll", { key = key or miner, json = { max_wait_seconds = wait or 0 },
+      headers = miner_id and { ["X-Miner-ID"] = miner_id } or nil })
+  end
+
+  describe("first start and health", function()
+    it("wrote the admin key with mode 0600 and answers health without a key", function()
+      assert.equal(tonumber("600", 8), sys.stat(node.dir .. "/admin.key").mode)
+      assert.equal(tonumber("600", 8), sys.stat(node.dir .. "/node.key").mode)
+      for _, path in ipairs { "/health", "/v1/health", "/api/v1/health" } do
+        local status, h = node:request("GET", path)
+        assert.equal(200, status)
+        assert.equal("ok", h.status)
+        assert.equal("ok", h.services.storage)
+        assert.is_string(h.node_key)
+      end
+    end)
+
+    it("exposes Prometheus metrics", function()
+      node:request("GET", "/health")
+      local _, _, res = node:request("GET", "/metrics")
+      assert.matches("text/plain", res.headers["content-type"])
+      assert.matches('aitbc_requests_total{route="GET /health",status="200"} %d+', res.body)
+      assert.matches('aitbc_request_duration_seconds_bucket{route="GET /health",le="%+Inf"}', res.body)
+      assert.matches("aitbc_queue_depth %d+", res.body)
+      assert.matches("aitbc_miners_online %d+", res.body)
+    end)
+
+    it("logs JSON lines with a request id", function()
+      local _, _, res = node:request("GET", "/v1/jobs", { key = client, headers = { ["X-Request-ID"] = "trace-me-1" } })
+      assert.equal("trace-me-1", res.headers["x-request-id"])
+      node:request("GET", "/metrics")
+      sys.sleep(0.3)
+      node:request("GET", "/health") -- triggers the periodic flush
+      local found
+      for line in (sys.read_file(node.dir .. "/node.log") or ""):gmatch("[^\n]+") do
+        local entry = json.decode(line)
+        assert.is_table(entry, line)
+        assert.is_string(entry.time)
+        assert.is_string(entry.level)
+        assert.is_string(entry.service)
+        if entry.request_id == "trace-me-1" then found = entry end
+      end
+      assert.is_table(found)
+      assert.equal("/v1/jobs", found.path)
+    end)
+  end)
+
+  describe("authentication and roles", function()
+    it("answers 401 for a missing or unknown key, 403 for the wrong role", function()
+      local status, body = node:request("GET", "/v1/jobs")
+      assert.equal(401, status)
+      assert.equal("missing_api_key", body.error.code)
+      status, body = node:request("GET", "/v1/jobs", { key = "aitbc_client_0000000000000000000000" })
+      assert.equal(401, status)
+      assert.equal("invalid_api_key", body.error.code)
+      status, body = node:request("POST", "/v1/miners/poll", { key = client, json = {} })
+      assert.equal(403, status)
+      assert.matches("needs a miner key", body.error.message)
+      status = node:request("POST", "/v1/jobs", { key = miner, json = { payload = {} } })
+      assert.equal(403, status)
+      status = node:request("GET", "/v1/admin/keys", { key = client })
+      assert.equal(403, status)
+    end)
+
+    it("creates, lists (without secrets) and revokes keys; a revoked key is refused at once", function()
+      local key, key_id = node:key("client", { name = "temp", environment = "staging" })
+      assert.equal(200, (node:request("GET", "/v1/jobs", { key = key })))
+      local _, list = node:request("GET", "/v1/admin/keys", { key = node.admin_key })
+      local listed
+      for _, k in ipairs(list.items) do
+        assert.is_nil(k.key)
+        assert.is_nil(k.hash)
+        if k.key_id == key_id then listed = k end
+      end
+      assert.equal("staging", listed.environment)
+      assert.equal("active", listed.status)
+      local status, revoked = node:request("DELETE", "/v1/admin/keys/" .. key_id, { key = node.admin_key })
+      assert.equal(200, status)
+      assert.equal("revoked", revoked.status)
+      local s2, body = node:request("GET", "/v1/jobs", { key = key })
+      assert.equal(401, s2)
+      assert.equal("api_key_revoked", body.error.code)
+      assert.equal(409, (node:request("DELETE", "/v1/admin/keys/" .. key_id, { key = node.admin_key })))
+      assert.equal(404, (node:request("DELETE", "/v1/admin/keys/key_nope", { key = node.admin_key })))
+    end)
+
+    it("accepts an imported key, refuses a short one, and will not revoke the last admin key", function()
+      local status, k = node:request("POST", "/v1/admin/keys", { key = node.admin_key,
+        json = { role = "client", key = "imported_client_key_123" } })
+      assert.equal(201, status)
+      assert.equal("imported_client_key_123", k.key)
+      assert.equal(200, (node:request("GET", "/v1/jobs", { key = "imported_client_key_123" })))
+      local s2, body = node:request("POST", "/v1/admin/keys", { key = node.admin_key, json = { role = "client", key = "short" } })
+      assert.equal(422, s2)
+      assert.equal("key", body.error.field)
+      local _, who = node:request("GET", "/v1/auth/whoami", { key = node.admin_key })
+      local s3, last = node:request("DELETE", "/v1/admin/keys/" .. who.key_id, { key = node.admin_key })
+      assert.equal(409, s3)
+      assert.equal("last_admin_key", last.error.code)
+    end)
+
+    it("expires keys", function()
+      local key = node:key("client", { expires_in_days = 0.00001 })
+      sys.sleep(1.1)
+      local status, body = node:request("GET", "/v1/jobs", { key = key })
+      assert.equal(401, status)
+      assert.equal("api_key_expired", body.error.code)
+    end)
+
+    it("tells a key who it is and what it may do", function()
+      local _, who = node:request("GET", "/v1/auth/whoami", { key = miner })
+      assert.equal("miner", who.role)
+      assert.equal("active", who.status)
+      local perms = table.concat(who.permissions, "\n")
+      assert.matches("POST /v1/miners/poll", perms)
+      assert.not_matches("POST /v1/jobs\n", perms .. "\n")
+    end)
+
+    it("audits every authenticated request", function()
+      node:request("GET", "/v1/jobs", { key = client2 })
+      node:request("GET", "/v1/jobs", { key = "aitbc_client_unknown_key_1234567" })
+      local status, audit = node:request("GET", "/v1/admin/audit?days=1", { key = node.admin_key })
+      assert.equal(200, status)
+      local seen_ok, seen_401 = false, false
+      for _, row in ipairs(audit.items) do
+        assert.is_string(row.time)
+        assert.equal("127.0.0.1", row.remote)
+        if row.route == "GET /v1/jobs" and row.status == 200 then seen_ok = true end
+        if row.status == 401 and row.key_id then seen_401 = true end
+      end
+      assert.is_true(seen_ok)
+      assert.is_true(seen_401)
+    end)
+  end)
+
+  describe("bad input", function()
+    it("answers malformed JSON, wrong types, missing fields and oversized bodies with JSON errors", function()
+      local cases = {
+        { body = "{not json", status = 400, code = "invalid_json" },
+        { body = "[1,2]", status = 422, code = "validation_error" },
+        { body = "", status = 400, code = "missing_body" },
+        { json = { ttl_seconds = 10 }, status = 422, field = "payload" },
+        { json = { payload = "text" }, status = 422, field = "payload" },
+        { json = { payload = {}, ttl_seconds = "soon" }, status = 422, field = "ttl_seconds" },
+        { json = { payload = {}, ttl_seconds = 0 }, status = 422, field = "ttl_seconds" },
+        { json = { payload = {}, model = 5 }, status = 422, field = "model" },
+        { json = { payload = {}, constraints = { min_vram_gb = "lots" } }, status = 422, field = "min_vram_gb" },
+        { json = { payload = {}, constraints = { max_price = "-1" } }, status = 422, field = "constraints.max_price" },
+      }
+      for _, c in ipairs(cases) do
+        local status, body = node:request("POST", "/v1/jobs", { key = client, body = c.body, json = c.json })
+        assert.equal(c.status, status, json.encode(c))
+        assert.is_table(body.error, json.encode(c))
+        if c.code then assert.equal(c.code, body.error.code) end
+        if c.field then assert.equal(c.field, body.error.field) end
+        assert.is_string(body.error.message)
+      end
+      local status, body = node:request("POST", "/v1/jobs", { key = client, body = string.rep("x", 2 << 20) })
+      assert.equal(413, status)
+      assert.equal("payload_too_large", body.error.code)
+      assert.equal(404, (node:request("GET", "/v1/nowhere", { key = client })))
+      local s405, b405 = node:request("PUT", "/v1/jobs", { key = client })
+      assert.equal(405, s405)
+      assert.equal("method_not_allowed", b405.error.code)
+      assert.equal(200, (node:request("GET", "/health")))
+    end)
+  end)
+
+  describe("jobs and miners", function()
+    it("runs a job QUEUED -> RUNNING -> COMPLETED with a receipt signed by the node", function()
+      local job = submit { payload = { prompt = "Hello AITBC" }, model = "llama3", ttl_seconds = 60 }
+      assert.equal("QUEUED", job.state)
+      assert.equal(32, #job.job_id)
+      local status, body = node:request("GET", "/v1/jobs/" .. job.job_id .. "/result", { key = client })
+      assert.equal(425, status)
+      assert.equal("not_ready", body.error.code)
+      local m = register(miner, { capabilities = { gpus = { { name = "RTX 4090", memory_gb = 24 } }, models = { "llama3:latest" } },
+        price_per_hour = "0.5", miner_id = "rig-1" })
+      assert.equal("rig-1", m.miner_id)
+      assert.equal("0.5", m.price_per_hour)
+      local s, assigned = poll(miner, "rig-1")
+      assert.equal(200, s)
+      assert.equal(job.job_id, assigned.job_id)
+      assert.equal("Hello AITBC", assigned.payload.prompt)
+      local _, running = node:request("GET", "/v1/jobs/" .. job.job_id, { key = client })
+      assert.equal("RUNNING", running.state)
+      assert.equal("rig-1", running.assigned_miner_id)
+      local s2, done = node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner,
+        headers = { ["X-Miner-ID"] = "rig-1" }, json = { result = { response = "Hi!" }, metrics = { eval_count = 3, prompt_eval_count = 4 } } })
+      assert.equal(200, s2, json.encode(done))
+      local s3, result = node:request("GET", "/v1/jobs/" .. job.job_id .. "/result", { key = client })
+      assert.equal(200, s3)
+      assert.equal("Hi!", result.result.response)
+      local r = result.receipt
+      assert.equal(job.job_id, r.job_id)
+      assert.equal("rig-1", r.provider)
+      assert.equal(3, r.tokens.completion)
+      assert.equal(4, r.tokens.prompt)
+      assert.equal("sha256:" .. crypto.hex(crypto.sha256(json.encode { response = "Hi!" })), r.result_hash)
+      local _, h = node:request("GET", "/health")
+      local pk = crypto.unbase64(h.node_key, "urlsafe")
+      assert.is_true(receipts.verify(r, pk))
+      r.provider = "someone-else"
+      assert.is_nil((receipts.verify(r, pk)))
+      local _, final = node:request("GET", "/v1/jobs/" .. job.job_id, { key = client })
+      assert.equal("COMPLETED", final.state)
+      assert.is_number(final.timings.queue_ms)
+      assert.is_number(final.timings.run_ms)
+    end)
+
+    it("answers 204 when there is nothing, and long-polls until a job arrives", function()
+      register(miner2, { miner_id = "idle-1" })
+      local s = poll(miner2, "idle-1", 0)
+      assert.equal(204, s)
+      local results = require("aitbc.http").request_many {
+        { method = "POST", url = node.url .. "/v1/miners/poll", headers = { ["X-Api-Key"] = miner2, ["X-Miner-ID"] = "idle-1" },
+          body = '{"max_wait_seconds": 10}', timeout = 20 },
+        { method = "POST", url = node.url .. "/v1/jobs", headers = { ["X-Api-Key"] = client2 },
+          body = '{"payload":{"prompt":"late"}}' },
+      }
+      assert.equal(201, results[2].status)
+      assert.equal(200, results[1].status)
+      local late = json.decode(results[1].body)
+      assert.equal("late", late.payload.prompt)
+      assert.is_true(results[1].time < 9)
+      assert.equal(200, (node:request("POST", "/v1/miners/" .. late.job_id .. "/result", { key = miner2,
+        headers = { ["X-Miner-ID"] = "idle-1" }, json = { result = "ok" } })))
+    end)
+
+    it("gives a job only to a miner whose capabilities fit", function()
+      local picky = node:key("miner")
+      register(picky, { miner_id = "small-gpu", capabilities = { gpus = { { name = "GTX 1060", memory_gb = 6 } }, models = { "phi3" } } })
+      local big = node:key("miner")
+      register(big, { miner_id = "big-gpu", capabilities = { gpus = { { name = "A100", memory_gb = 80 } } } })
+      local job = submit { payload = { prompt = "x" }, model = "llama3:70b", constraints = { min_vram_gb = 40 } }
+      assert.equal(204, (poll(picky, "small-gpu")))
+      local s, assigned = poll(big, "big-gpu")
+      assert.equal(200, s)
+      assert.equal(job.job_id, assigned.job_id)
+      node:request("POST", "/v1/miners/" .. job.job_id .. "/fail", { key = big, json = { error_code = "OOM", error_message = "out of memory" } })
+    end)
+
+    it("accepts a result only from the assigned miner", function()
+      local job = submit { payload = { prompt = "mine" } }
+      local other = node:key("miner")
+      register(other, { miner_id = "thief" })
+      local s, assigned = poll(miner2, "idle-1")
+      assert.equal(200, s)
+      assert.equal(job.job_id, assigned.job_id)
+      local s2, body = node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = other,
+        headers = { ["X-Miner-ID"] = "thief" }, json = { result = "stolen" } })
+      assert.equal(409, s2)
+      assert.equal("not_assigned", body.error.code)
+      local s3 = node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = client, json = { result = "x" } })
+      assert.equal(403, s3)
+      local s4, b4 = node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner2,
+        headers = { ["X-Miner-ID"] = "thief" }, json = { result = "x" } })
+      assert.equal(403, s4, json.encode(b4))
+      local s5, b5 = node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner2,
+        headers = { ["X-Miner-ID"] = "idle-1" }, json = {} })
+      assert.equal(422, s5)
+      assert.equal("result", b5.error.field)
+      assert.equal(200, (node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner2,
+        headers = { ["X-Miner-ID"] = "idle-1" }, json = { result = "mine" } })))
+    end)
+
+    it("records a failure with its reason: FAILED, and the result says why", function()
+      local job = submit { payload = { prompt = "boom" } }
+      local _, assigned = poll(miner2, "idle-1")
+      assert.equal(job.job_id, assigned.job_id)
+      local s = node:request("POST", "/v1/miners/" .. job.job_id .. "/fail", { key = miner2,
+        headers = { ["X-Miner-ID"] = "idle-1" }, json = { error_code = "INFERENCE_FAILED", error_message = "model not found" } })
+      assert.equal(200, s)
+      local _, view = node:request("GET", "/v1/jobs/" .. job.job_id, { key = client })
+      assert.equal("FAILED", view.state)
+      assert.equal("INFERENCE_FAILED: model not found", view.error)
+      local s2, body = node:request("GET", "/v1/jobs/" .. job.job_id .. "/result", { key = client })
+      assert.equal(409, s2)
+      assert.equal("job_failed", body.error.code)
+      assert.matches("model not found", body.error.message)
+    end)
+
+    it("cancels queued and running jobs, frees the miner, and refuses to cancel twice", function()
+      local job = submit { payload = { prompt = "cancel me" } }
+      local _, assigned = poll(miner2, "idle-1")
+      assert.equal(job.job_id, assigned.job_id)
+      local s, canceled = node:request("POST", "/v1/jobs/" .. job.job_id .. "/cancel", { key = client })
+      assert.equal(200, s)
+      assert.equal("CANCELED", canceled.state)
+      assert.equal(409, (node:request("POST", "/v1/jobs/" .. job.job_id .. "/cancel", { key = client })))
+      assert.equal(409, (node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner2,
+        headers = { ["X-Miner-ID"] = "idle-1" }, json = { result = "late" } })))
+      local next_job = submit { payload = { prompt = "next" } }
+      local s2, got = poll(miner2, "idle-1")
+      assert.equal(200, s2) -- the slot was freed
+      assert.equal(next_job.job_id, got.job_id)
+      node:request("POST", "/v1/miners/" .. got.job_id .. "/result", { key = miner2, headers = { ["X-Miner-ID"] = "idle-1" },
+        json = { result = "ok" } })
+    end)
+
+    it("expires a job past its TTL", function()
+      local job = submit { payload = { prompt = "too slow" }, ttl_seconds = 1, model = "no-such-model" }
+      sys.sleep(1.2)
+      local _, view = node:request("GET", "/v1/jobs/" .. job.job_id, { key = client })
+      assert.equal("EXPIRED", view.state)
+      assert.equal(409, (node:request("GET", "/v1/jobs/" .. job.job_id .. "/result", { key = client })))
+    end)
+
+    it("keeps each client's jobs to itself; lists with filters and paging", function()
+      local job = submit({ payload = { prompt = "private" } }, client2)
+      assert.equal(404, (node:request("GET", "/v1/jobs/" .. job.job_id, { key = client })))
+      assert.equal(200, (node:request("GET", "/v1/jobs/" .. job.job_id, { key = node.admin_key })))
+      local _, list = node:request("GET", "/v1/jobs?state=COMPLETED&limit=2", { key = client })
+      assert.is_true(#list.items <= 2)
+      assert.is_true(list.total >= 2)
+      for _, j in ipairs(list.items) do assert.equal("COMPLETED", j.state) end
+      local s, bad = node:request("GET", "/v1/jobs?state=DONE", { key = client })
+      assert.equal(422, s)
+      assert.equal("state", bad.error.field)
+      node:request("POST", "/v1/jobs/" .. job.job_id .. "/cancel", { key = client2 })
+    end)
+
+    it("handles heartbeats, miner status and unknown miners", function()
+      assert.equal(200, (node:request("POST", "/v1/miners/heartbeat", { key = miner2, headers = { ["X-Miner-ID"] = "idle-1" }, json = {} })))
+      local _, me = node:request("GET", "/v1/miners/me", { key = miner2, headers = { ["X-Miner-ID"] = "idle-1" } })
+      assert.equal("ONLINE", me.status)
+      assert.is_true(me.jobs_completed >= 1)
+      local s, body = node:request("POST", "/v1/miners/heartbeat", { key = miner2, headers = { ["X-Miner-ID"] = "ghost" }, json = {} })
+      assert.equal(404, s)
+      assert.equal("miner_not_registered", body.error.code)
+      local fresh = node:key("miner")
+      assert.equal(404, (node:request("POST", "/v1/miners/poll", { key = fresh, json = {} })))
+      local s2 = node:request("POST", "/v1/miners/register", { key = fresh, json = { miner_id = "idle-1" } })
+      assert.equal(409, s2) -- someone else's miner id
+    end)
+
+    it("reports stats and miners to admins", function()
+      local s, stats = node:request("GET", "/v1/admin/stats", { key = node.admin_key })
+      assert.equal(200, s)
+      assert.is_true(stats.total_jobs > 0)
+      assert.is_true(stats.miners_online > 0)
+      local _, miners = node:request("GET", "/v1/admin/miners", { key = node.admin_key })
+      assert.is_true(#miners.items >= 2)
+    end)
+  end)
+end)
+
+describe("node lifecycle", function()
+  after_each(cli.cleanup)
+
+  it("re-queues the job of a miner that stops heart-beating, and another miner completes it", function()
+    local node = nodes.start { args = { "--heartbeat-timeout", "1" } }
+    local client = node:key("client")
+    local m1, m2 = node:key("miner"), node:key("miner")
+    node:request("POST", "/v1/miners/register", { key = m1, json = { miner_id = "dies" } })
+    local _, job = node:request("POST", "/v1/jobs", { key = client, json = { payload = { prompt = "survive" } } })
+    local _, got = node:request("POST", "/v1/miners/poll", { key = m1, json = {} })
+    assert.equal(job.job_id, got.job_id)
+    sys.sleep(1.2)
+    node:request("POST", "/v1/miners/register", { key = m2, json = { miner_id = "lives" } })
+    local s, again = node:request("POST", "/v1/miners/poll", { key = m2, json = { max_wait_seconds = 5 } })
+    assert.equal(200, s)
+    assert.equal(job.job_id, again.job_id)
+    assert.equal(2, again.attempt)
+    assert.equal(409, (node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = m1, json = { result = "late" } })))
+    assert.equal(200, (node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = m2, json = { result = "done" } })))
+    assert.equal(0, node:stop())
+  end)
+
+  it("shuts down gracefully on SIGTERM, finishing a request in flight", function()
+    local node = nodes.start()
+    local m = node:key("miner")
+    node:request("POST", "/v1/miners/register", { key = m, json = {} })
+    local http = require "aitbc.http"
+    -- a long poll in flight while the node is told to stop
+    local poller = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "--api-key", m, "api", "POST",
+      "/v1/miners/poll", "-d", '{"max_wait_seconds": 20}' }, stdout = "pipe", stderr = "pipe" })
+    sys.sleep(0.5)
+    node.proc:kill(15)
+    local code = node.proc:communicate(nil, 15)
+    node.proc = nil
+    assert.equal(0, code)
+    local pcode = poller:communicate(nil, 15)
+    assert.equal(0, pcode) -- answered (204), not cut off
+    local res, err = http.request { url = node.url .. "/health", timeout = 2 }
+    assert.is_nil(res)
+    assert.equal("connect", err.code)
+  end)
+
+  it("refuses a port in use and a bad --listen", function()
+    local node = nodes.start()
+    local port = node.url:match(":(%d+)$")
+    local r = cli.run { "serve", "--listen", "127.0.0.1:" .. port, "--data-dir", cli.tempdir() }
+    assert.equal(1, r.code)
+    assert.matches("cannot listen on 127.0.0.1:" .. port, r.err)
+    r = cli.run { "serve", "--listen", "localhost" }
+    assert.equal(2, r.code)
+    assert.matches("IPv4:PORT", r.err)
+    node:stop()
+  end)
+
+  it("runs detached with a pid file and stops on SIGTERM", function()
+    local dir = cli.tempdir()
+    local r = cli.run({ "-o", "json", "serve", "--detach", "--listen", "127.0.0.1:0", "--data-dir", dir }, { home = dir })
+    assert.equal(0, r.code, r.err)
+    local info = r.json()
+    assert.matches("^http://127%.0%.0%.1:%d+$", info.url)
+    local pid = tonumber(assert(sys.read_file(dir .. "/node.pid")))
+    assert.equal(info.pid, pid)
+    assert.equal(200, require("aitbc.http").request { url = info.url .. "/health" }.status)
+    local kill = assert(sys.spawn { argv = { "kill", tostring(pid) } })
+    kill:wait()
+    for _ = 1, 100 do
+      if not sys.stat(dir .. "/node.pid") then break end
+      sys.sleep(0.05)
+    end
+    assert.is_nil(sys.stat(dir .. "/node.pid"))
+  end)
+end)

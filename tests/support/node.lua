@@ -1,0 +1,73 @@
+--- A real node for specs: `aitbc serve` on a free loopback port with a
+-- temporary data directory, plus keys of each role and a small client.
+local http = require "aitbc.http"
+local json = require "aitbc.json"
+local sys = require "aitbc.sys"
+local cli = require "support.cli"
+
+local M = {}
+
+local Node = {}
+Node.__index = Node
+
+--- start{args = {...extra serve options}} -> node
+function M.start(opts)
+  opts = opts or {}
+  local dir = opts.data_dir or cli.tempdir()
+  local argv = { cli.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", dir }
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  local proc = assert(sys.spawn { argv = argv, stdout = "pipe", stderr = "pipe", env = { AITBC_HOME = dir } })
+  local line = ""
+  while not line:find("\n") do
+    local chunk, err = proc:read(10)
+    if not chunk then
+      local _, _, stderr = proc:communicate(nil, 5)
+      error("node did not start (" .. tostring(err) .. "): " .. tostring(stderr))
+    end
+    line = line .. chunk
+  end
+  local url = assert(line:match("listening on (http://[%d%.:]+)"), "unexpected first line: " .. line)
+  local node = setmetatable({ proc = proc, url = url, dir = dir }, Node)
+  node.admin_key = assert(sys.read_file(dir .. "/admin.key")):gsub("%s+$", "")
+  return node
+end
+
+--- request(method, path, {key=, json=, body=, headers=}) -> status, decoded body, response
+function Node:request(method, path, opts)
+  opts = opts or {}
+  local headers = {}
+  for k, v in pairs(opts.headers or {}) do headers[k] = v end
+  if opts.key then headers["X-Api-Key"] = opts.key end
+  local res = assert(http.request { method = method, url = self.url .. path, headers = headers, json = opts.json,
+    body = opts.body, timeout = opts.timeout or 30 })
+  local decoded = res.body ~= "" and json.decode(res.body) or nil
+  return res.status, decoded, res
+end
+
+--- A new API key of role; returns the key and its id.
+function Node:key(role, extra)
+  local body = { role = role }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  local status, data = self:request("POST", "/v1/admin/keys", { key = self.admin_key, json = body })
+  assert(status == 201, "key creation failed: " .. tostring(status))
+  return data.key, data.key_id
+end
+
+--- Stops with SIGTERM (or kill -9 with hard = true) and returns the exit code.
+function Node:stop(hard)
+  if not self.proc then return end
+  self.proc:kill(hard and 9 or 15)
+  local code = self.proc:communicate(nil, 20)
+  self.proc = nil
+  return code
+end
+
+--- The CLI pointed at this node.
+function Node:cli(args, opts)
+  opts = opts or {}
+  opts.env = opts.env or {}
+  opts.env.AITBC_URL = self.url
+  return cli.run(args, opts)
+end
+
+return M

@@ -99,5 +99,5 @@ help:
 	@echo "make test       deps + build + all test suites (ends with 'N passed, N failed')"
 	@echo "make asan       build with ASan/UBSan and run the tests with it"
 	@echo "make lint       luacheck + clang-format check"
-	@echo "make bench      start-up benchmark"
+	@echo "make bench      start-up and node benchmarks (bench/startup, bench/node)"
 	@echo "make install    install to \$$(DESTDIR)\$$(PREFIX)/bin (PREFIX=$(PREFIX))"

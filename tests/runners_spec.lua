@@ -108,6 +108,30 @@ describe("aitbc scenario run", function()
     assert.equal("fail", j.files[1].results[3].status)
   end)
 
+  it("starts an ephemeral node when no --url is given, and stops it afterwards", function()
+    local dir = cli.tempdir()
+    local path = script(dir, "node.lua", [[
+      local s = require("aitbc.scenario").new("Node")
+      s:step("0.1", "talks to the node", function(t)
+        local r = t:run("aitbc -o json api /health")
+        t:expect_exit(r, 0)
+        t:expect(t:json(r).status == "ok", "healthy")
+        local key = t:api_key("client")
+        r = t:run("aitbc --api-key " .. key .. " -o json api POST /v1/jobs -d '{\"payload\":{\"prompt\":\"hi\"}}'")
+        t:expect_exit(r, 0)
+        t:expect(t:json(r).state == "QUEUED", "queued")
+      end)
+      return s
+    ]])
+    local r = cli.run { "scenario", "run", path }
+    assert.equal(0, r.code, r.out .. r.err)
+    local url = r.out:match("ephemeral node at (http://[%d%.:]+)")
+    assert.is_string(url)
+    local res, err = require("aitbc.http").request { url = url .. "/health", timeout = 2 }
+    assert.is_nil(res)
+    assert.equal("connect", err.code)
+  end)
+
   it("refuses a file that is not a scenario", function()
     local dir = cli.tempdir()
     local r = cli.run { "scenario", "run", script(dir, "x.lua", "return 42") }

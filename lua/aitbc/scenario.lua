@@ -84,6 +84,7 @@ function Step:run(cmdline, opts)
   opts = opts or {}
   local env = { PATH = self.bindir .. ":" .. (sys.getenv("PATH") or "/usr/bin:/bin"), AITBC_HOME = self.home }
   if self.url then env.AITBC_URL = self.url end
+  if self.admin_key then env.AITBC_ADMIN_KEY = self.admin_key end
   for k, v in pairs(self.env or {}) do env[k] = v end
   for k, v in pairs(opts.env or {}) do env[k] = v end
   local proc, err = sys.spawn { argv = { "/bin/sh", "-c", cmdline }, env = env, cwd = self.cwd,
@@ -93,6 +94,17 @@ function Step:run(cmdline, opts)
   if not code then self:fail("command did not finish (" .. tostring(out) .. "): " .. cmdline) end
   self.commands = (self.commands or 0) + 1
   return { code = code, stdout = out, stderr = errout, command = cmdline }
+end
+
+--- A new API key of role ("client", "miner", "admin") on the run's node.
+function Step:api_key(role, extra)
+  if not self.admin_key then self:fail("no admin key for this run (set AITBC_ADMIN_KEY with --url)") end
+  local body = { role = role }
+  for k, v in pairs(extra or {}) do body[k] = v end
+  local data, err = require("aitbc.api").new { url = self.url, api_key = self.admin_key }
+    :request("POST", "/v1/admin/keys", { json = body })
+  if not data then self:fail("cannot create a " .. role .. " key: " .. tostring(err)) end
+  return data.key, data.key_id
 end
 
 function Step:log(msg)
@@ -109,14 +121,14 @@ function scenario.load(path)
   return s
 end
 
---- Runs every step of s.  env: {bindir, home, url, cwd, env}.
+--- Runs every step of s.  env: {bindir, home, url, admin_key, cwd, env}.
 -- on_step(result) is called after each step.  Returns the list of results
 -- {id, name, status = "pass"|"fail"|"skip", message, seconds, logs}.
 function scenario.execute(s, env, on_step)
   local vars, results = {}, {}
   for _, st in ipairs(s.steps) do
     local t = setmetatable({ vars = vars, logs = {}, bindir = env.bindir, home = env.home, url = env.url,
-      cwd = env.cwd, env = env.env }, Step)
+      admin_key = env.admin_key, cwd = env.cwd, env = env.env }, Step)
     local started = sys.monotonic()
     local ok, e = xpcall(st.fn, function(err)
       if getmetatable(err) == Failure or getmetatable(err) == Skip then return err end

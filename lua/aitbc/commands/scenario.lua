@@ -18,6 +18,31 @@ local function expand(paths)
   return files
 end
 
+--- An ephemeral node for a run without --url: a temporary data directory,
+-- a free loopback port, its admin key.  Returns {url, admin_key, stop()}.
+local function start_node(exe, dir)
+  local sys = require "aitbc.sys"
+  local proc, err = sys.spawn { argv = { exe, "serve", "--listen", "127.0.0.1:0", "--data-dir", dir },
+    stdin = "null", stdout = "pipe", stderr = "pipe", env = { AITBC_HOME = dir } }
+  if not proc then errors.raise("failure", "cannot start a node: " .. err) end
+  local line = ""
+  while not line:find("\n") do
+    local chunk = proc:read(15)
+    if not chunk then
+      local _, _, stderr = proc:communicate(nil, 5)
+      errors.raise("failure", "the ephemeral node did not start: " .. tostring(stderr))
+    end
+    line = line .. chunk
+  end
+  local node = { url = line:match("listening on (%S+)"), proc = proc }
+  node.admin_key = (assert(sys.read_file(dir .. "/admin.key")):gsub("%s+$", ""))
+  function node.stop()
+    proc:kill(15)
+    proc:communicate(nil, 20)
+  end
+  return node
+end
+
 local function run(ctx)
   local scenario = require "aitbc.scenario"
   local sys = require "aitbc.sys"
@@ -28,14 +53,22 @@ local function run(ctx)
   local exe = assert(sys.exe_path())
   local bindir = exe:match("^(.*)/[^/]*$")
   local reports, passed, failed, skipped, n = {}, 0, 0, 0, 0
+  local url = ctx.globals.url or ((sys.getenv("AITBC_URL") or "") ~= "" and sys.getenv("AITBC_URL")) or nil
+  local admin_key = sys.getenv("AITBC_ADMIN_KEY")
+  local node, node_dir
+  if not url then
+    node_dir = assert(sys.tempdir("aitbc-scenario-node"))
+    node = start_node(exe, node_dir)
+    url, admin_key = node.url, node.admin_key
+    if human then out:print(out:style("ephemeral node at " .. url, "dim")) end
+  end
   if tap then out:print("TAP version 13") end
   for _, file in ipairs(files) do
     local s, err = scenario.load(file)
     if not s then errors.raise("usage", "cannot load scenario " .. file .. ": " .. tostring(err)) end
     local home = ctx.opts.home or assert(sys.tempdir("aitbc-scenario"))
-    local url = ctx.globals.url or (sys.getenv("AITBC_URL") ~= "" and sys.getenv("AITBC_URL")) or nil
     if human then out:print(out:style(file, "bold") .. " — " .. s.title) end
-    local results = scenario.execute(s, { bindir = bindir, home = home, url = url }, function(r)
+    local results = scenario.execute(s, { bindir = bindir, home = home, url = url, admin_key = admin_key }, function(r)
       n = n + 1
       if r.status == "pass" then passed = passed + 1
       elseif r.status == "skip" then skipped = skipped + 1
@@ -54,6 +87,10 @@ local function run(ctx)
     end)
     if not ctx.opts.home and not ctx.opts.keep then sys.remove_tree(home) end
     reports[#reports + 1] = { file = file, title = s.title, results = results }
+  end
+  if node then
+    node.stop()
+    if not ctx.opts.keep then sys.remove_tree(node_dir) end
   end
   if tap then out:print("1.." .. n) end
   if ctx.opts.junit then
@@ -78,12 +115,15 @@ return {
     {
       name = "run",
       summary = "Run scenario files (default: every file in scenarios/)",
+      description = "Without --url (or AITBC_URL) the run starts an ephemeral node on a free loopback port with a "
+        .. "temporary data directory, gives its URL and admin key to the steps (AITBC_URL, AITBC_ADMIN_KEY), "
+        .. "and stops it at the end.",
       args = { { "paths", variadic = true, optional = true, help = "scenario files or directories" } },
       options = {
         { "--tap", type = "boolean", help = "print TAP instead of the human report" },
         { "--junit", metavar = "FILE", help = "also write a JUnit XML report to FILE" },
         { "--home", metavar = "DIR", help = "AITBC_HOME for the commands (default: a fresh temporary one per file)" },
-        { "--keep", type = "boolean", help = "keep the temporary AITBC_HOME directories" },
+        { "--keep", type = "boolean", help = "keep the temporary AITBC_HOME and node directories" },
       },
       examples = { "aitbc scenario run scenarios/", "aitbc scenario run --tap scenarios/01_client_jobs.lua",
                    "aitbc scenario run --junit report.xml" },

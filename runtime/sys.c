@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -244,6 +245,40 @@ static int l_term_size(lua_State *L) {
   lua_pushinteger(L, ws.ws_col);
   lua_pushinteger(L, ws.ws_row);
   return 2;
+}
+
+/* read_password(prompt) -> text | nil, err: from the terminal, not echoed. */
+static int l_read_password(lua_State *L) {
+  const char *prompt = luaL_optstring(L, 1, "Password: ");
+  int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
+  if (fd < 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "no terminal to ask for a password on");
+    return 2;
+  }
+  struct termios old, quiet;
+  int have_termios = tcgetattr(fd, &old) == 0;
+  if (have_termios) {
+    quiet = old;
+    quiet.c_lflag &= ~(tcflag_t)ECHO;
+    tcsetattr(fd, TCSAFLUSH, &quiet);
+  }
+  (void)!write(fd, prompt, strlen(prompt));
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  char c;
+  ssize_t n;
+  while ((n = read(fd, &c, 1)) == 1 && c != '\n') luaL_addchar(&b, c);
+  if (have_termios) tcsetattr(fd, TCSAFLUSH, &old);
+  (void)!write(fd, "\n", 1);
+  close(fd);
+  if (n < 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "interrupted");
+    return 2;
+  }
+  luaL_pushresult(&b);
+  return 1;
 }
 
 static int l_getpid(lua_State *L) {
@@ -772,6 +807,7 @@ int luaopen_aitbc_native_sys(lua_State *L) {
                                    {"disk_usage", l_disk_usage},
                                    {"spawn", l_spawn},
                                    {"on_interrupt", l_on_interrupt},
+                                   {"read_password", l_read_password},
                                    {"mutex", l_mutex},
                                    {"notify", l_notify},
                                    {"generation", l_generation},

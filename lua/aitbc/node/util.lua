@@ -36,21 +36,13 @@ function util.new_job_id(now)
   return string.format("%012x", math.floor(now * 1000)) .. crypto.hex(crypto.random(10))
 end
 
---- key -> key_id (public, derived), hash (stored).
-function util.key_identity(key)
-  local digest = crypto.hex(crypto.sha256("aitbc-api-key:" .. key))
-  return "key_" .. digest:sub(1, 16), digest
-end
-
+local apikey = require "aitbc.apikey"
+util.key_identity = apikey.identity
+util.generate_key = apikey.generate
 function util.valid_key_format(key)
-  if type(key) ~= "string" or #key < 16 then return nil, "must be at least 16 characters" end
-  if #key > 256 then return nil, "must be at most 256 characters" end
-  if not key:match("^[%w_%-%.]+$") then return nil, "may use only letters, digits, '_', '-' and '.'" end
+  local ok, why = apikey.check(key)
+  if not ok then return nil, why end
   return true
-end
-
-function util.generate_key(role)
-  return "aitbc_" .. role .. "_" .. crypto.hex(crypto.random(20))
 end
 
 -- ---- field validation (body is a decoded JSON object) ----

@@ -25,11 +25,14 @@ function M.new(opts)
 end
 
 --- A client configured from a command's context (flags, env, config).
-function M.from_context(ctx, overrides)
-  overrides = overrides or {}
+-- opts.role picks the key for that role (see aitbc.keys); opts.api_key and
+-- opts.url override.
+function M.from_context(ctx, opts)
+  opts = opts or {}
+  local keys = require "aitbc.keys"
   return M.new {
-    url = overrides.url or ctx.settings.url,
-    api_key = overrides.api_key or ctx.settings.api_key,
+    url = opts.url or keys.url(ctx),
+    api_key = opts.api_key or keys.resolve(ctx, opts.role),
     timeout = ctx.settings.timeout,
   }
 end

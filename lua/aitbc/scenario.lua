@@ -10,7 +10,8 @@
 --   return s
 --
 -- Commands run through /bin/sh exactly as written, with this binary first
--- on PATH and AITBC_HOME/AITBC_URL pointing at the run's own state.
+-- on PATH, HOME a fresh directory (AITBC_HOME is $HOME/.aitbc) and AITBC_URL
+-- the run's node.
 local json = require "aitbc.json"
 local sys = require "aitbc.sys"
 
@@ -82,9 +83,11 @@ end
 --- Runs a shell command line; returns {code, stdout, stderr, command}.
 function Step:run(cmdline, opts)
   opts = opts or {}
-  local env = { PATH = self.bindir .. ":" .. (sys.getenv("PATH") or "/usr/bin:/bin"), AITBC_HOME = self.home }
+  -- HOME too: a spec line writing to ~/... stays inside the run's directory
+  local env = { PATH = self.bindir .. ":" .. (sys.getenv("PATH") or "/usr/bin:/bin"), AITBC_HOME = self.home .. "/.aitbc",
+    HOME = self.home }
   if self.url then env.AITBC_URL = self.url end
-  if self.admin_key then env.AITBC_ADMIN_KEY = self.admin_key end
+  if self.admin_key then env.AITBC_SCENARIO_ADMIN_KEY = self.admin_key end
   for k, v in pairs(self.env or {}) do env[k] = v end
   for k, v in pairs(opts.env or {}) do env[k] = v end
   local proc, err = sys.spawn { argv = { "/bin/sh", "-c", cmdline }, env = env, cwd = self.cwd,
@@ -98,7 +101,7 @@ end
 
 --- A new API key of role ("client", "miner", "admin") on the run's node.
 function Step:api_key(role, extra)
-  if not self.admin_key then self:fail("no admin key for this run (set AITBC_ADMIN_KEY with --url)") end
+  if not self.admin_key then self:fail("no admin key for this run (set AITBC_SCENARIO_ADMIN_KEY with --url)") end
   local body = { role = role }
   for k, v in pairs(extra or {}) do body[k] = v end
   local data, err = require("aitbc.api").new { url = self.url, api_key = self.admin_key }

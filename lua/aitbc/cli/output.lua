@@ -56,13 +56,13 @@ local function cell(v)
 end
 M.cell = cell
 
---- rows: list of records; columns: list of keys or {key, title} pairs.
+--- rows: list of records; columns: list of keys or {key, title, keep=}.
 -- Fits the terminal (80 columns off a terminal) by shortening the widest
--- columns, marking cuts with "…".
+-- columns not marked keep (ids), marking cuts with "…".
 function Output:format_table(rows, columns)
   local cols = {}
   for i, c in ipairs(columns) do
-    if type(c) == "table" then cols[i] = { key = c[1], title = c[2] or c[1] }
+    if type(c) == "table" then cols[i] = { key = c[1], title = c[2] or c[1], keep = c.keep }
     else cols[i] = { key = c, title = c } end
     cols[i].title = cols[i].title:upper():gsub("_", " ")
   end
@@ -79,9 +79,11 @@ function Output:format_table(rows, columns)
   local total = 0
   for _, w in ipairs(widths) do total = total + w end
   while total > budget do
-    local wi = 1
-    for i, w in ipairs(widths) do if w > widths[wi] then wi = i end end
-    if widths[wi] <= 6 then break end
+    local wi
+    for i, w in ipairs(widths) do
+      if not cols[i].keep and (not wi or w > widths[wi]) then wi = i end
+    end
+    if not wi or widths[wi] <= 6 then break end
     widths[wi] = widths[wi] - 1
     total = total - 1
   end

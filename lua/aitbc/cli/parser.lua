@@ -187,7 +187,8 @@ function parser.locate(argv, resolve)
   local i, node = 1, nil
   while i <= #argv do
     local tok = argv[i]
-    if tok == "--" or (node and node.passthrough) then break end
+    -- after a command's own name everything is its to parse (its options win)
+    if tok == "--" or (node and not node.commands) then break end
     if tok:sub(1, 1) == "-" and #tok > 1 then
       local span = global_span(tok)
       if not span then

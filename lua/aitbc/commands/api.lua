@@ -24,6 +24,7 @@ return {
     { "--data", short = "-d", metavar = "JSON", help = "request body (JSON text, or @file)" },
     { "--query", short = "-q", metavar = "K=V", repeatable = true, help = "query parameter" },
     { "--header", short = "-H", metavar = "'NAME: VALUE'", repeatable = true, help = "extra request header" },
+    { "--role", choices = { "client", "miner", "admin" }, help = "send the stored key of this role (default: any configured key)" },
   },
   examples = { "aitbc api /health", "aitbc api GET /v1/jobs -q state=QUEUED", "aitbc api POST /v1/jobs -d @job.json" },
   run = function(ctx)
@@ -52,7 +53,7 @@ return {
       if err then errors.raise("usage", "--data is not valid JSON: " .. err) end
       headers["Content-Type"] = "application/json"
     end
-    local client = require("aitbc.api").from_context(ctx)
+    local client = require("aitbc.api").from_context(ctx, { role = ctx.opts.role })
     local data = client:call(method, path, { query = query, headers = headers, body = body })
     return data, function(d, out)
       if type(d) == "table" then out:print(require("aitbc.json").encode(d, { pretty = true }))

@@ -54,7 +54,7 @@ local function run(ctx)
   local bindir = exe:match("^(.*)/[^/]*$")
   local reports, passed, failed, skipped, n = {}, 0, 0, 0, 0
   local url = ctx.globals.url or ((sys.getenv("AITBC_URL") or "") ~= "" and sys.getenv("AITBC_URL")) or nil
-  local admin_key = sys.getenv("AITBC_ADMIN_KEY")
+  local admin_key = sys.getenv("AITBC_SCENARIO_ADMIN_KEY")
   local node, node_dir
   if not url then
     node_dir = assert(sys.tempdir("aitbc-scenario-node"))
@@ -116,7 +116,7 @@ return {
       name = "run",
       summary = "Run scenario files (default: every file in scenarios/)",
       description = "Without --url (or AITBC_URL) the run starts an ephemeral node on a free loopback port with a "
-        .. "temporary data directory, gives its URL and admin key to the steps (AITBC_URL, AITBC_ADMIN_KEY), "
+        .. "temporary data directory, gives its URL and admin key to the steps (AITBC_URL, AITBC_SCENARIO_ADMIN_KEY), "
         .. "and stops it at the end.",
       args = { { "paths", variadic = true, optional = true, help = "scenario files or directories" } },
       options = {

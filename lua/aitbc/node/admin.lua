@@ -71,6 +71,8 @@ function M.revoke_key(ctx, key_id)
 end
 
 function M.whoami(ctx)
+  ctx.flush_audit()
+  ctx.key.last_used_at = ctx.store:key_last_used(ctx.key.key_id)
   local view = key_view(ctx.key, ctx.now)
   view.permissions = ctx.permissions(ctx.key.role)
   return 200, view

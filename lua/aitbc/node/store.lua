@@ -112,6 +112,10 @@ function Store:keys_list()
     FROM api_keys k ORDER BY created_at]]))
 end
 
+function Store:key_last_used(key_id)
+  return check(self.db:first("SELECT max(time) AS t FROM audit WHERE key_id = ?", key_id)).t
+end
+
 function Store:keys_count(role)
   return check(self.db:first("SELECT count(*) AS n FROM api_keys WHERE role = ? AND revoked_at IS NULL", role)).n
 end

@@ -170,6 +170,94 @@ static int l_wait_generation(lua_State *L) {
   return 1;
 }
 
+/* Named queues of strings: worker threads push (audit rows, log lines), any
+ * thread drains.  Bounded, so a stuck consumer cannot exhaust memory. */
+#define QUEUE_MAX_ITEMS 1000000
+typedef struct qitem {
+  struct qitem *next;
+  size_t len;
+  char data[];
+} qitem_t;
+typedef struct queue {
+  char *name;
+  qitem_t *head, *tail;
+  size_t count;
+  struct queue *next;
+} queue_t;
+static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
+static queue_t *queues;
+
+static queue_t *queue_find(const char *name) { /* queue_lock held */
+  queue_t *q = queues;
+  while (q && strcmp(q->name, name) != 0) q = q->next;
+  if (!q && (q = calloc(1, sizeof *q))) {
+    if (!(q->name = strdup(name))) {
+      free(q);
+      return NULL;
+    }
+    q->next = queues;
+    queues = q;
+  }
+  return q;
+}
+
+/* queue_push(name, text) -> true | false when the queue is full */
+static int l_queue_push(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  size_t len;
+  const char *text = luaL_checklstring(L, 2, &len);
+  qitem_t *item = malloc(sizeof *item + len);
+  if (!item) return luaL_error(L, "out of memory");
+  item->next = NULL;
+  item->len = len;
+  memcpy(item->data, text, len);
+  pthread_mutex_lock(&queue_lock);
+  queue_t *q = queue_find(name);
+  int ok = q && q->count < QUEUE_MAX_ITEMS;
+  if (ok) {
+    if (q->tail)
+      q->tail->next = item;
+    else
+      q->head = item;
+    q->tail = item;
+    q->count++;
+  }
+  pthread_mutex_unlock(&queue_lock);
+  if (!ok) free(item);
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+/* queue_drain(name [, max]) -> {text, ...} in push order */
+static int l_queue_drain(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  lua_Integer max = luaL_optinteger(L, 2, QUEUE_MAX_ITEMS);
+  pthread_mutex_lock(&queue_lock);
+  queue_t *q = queue_find(name);
+  qitem_t *taken = NULL;
+  lua_Integer n = 0;
+  if (q && q->head) {
+    taken = q->head;
+    qitem_t *last = taken;
+    for (n = 1; n < max && last->next; n++) last = last->next;
+    q->head = last->next;
+    if (!q->head) q->tail = NULL;
+    q->count -= (size_t)n;
+    last->next = NULL;
+  }
+  pthread_mutex_unlock(&queue_lock);
+  lua_createtable(L, (int)n, 0);
+  lua_Integer i = 0;
+  while (taken) { /* lua_pushlstring may raise: free as we go, keep the rest reachable */
+    qitem_t *next = taken->next;
+    lua_pushlstring(L, taken->data, taken->len);
+    lua_rawseti(L, -2, ++i);
+    free(taken);
+    taken = next;
+  }
+  return 1;
+}
+
 #define COUNTER_BUCKETS 1024
 typedef struct counter {
   char *key;
@@ -813,6 +901,8 @@ int luaopen_aitbc_native_sys(lua_State *L) {
                                    {"generation", l_generation},
                                    {"wait_generation", l_wait_generation},
                                    {"counter_add", l_counter_add},
+                                   {"queue_push", l_queue_push},
+                                   {"queue_drain", l_queue_drain},
                                    {"counters", l_counters},
                                    {NULL, NULL}};
   static const luaL_Reg mutex_methods[] = {{"lock", l_mutex_lock}, {"unlock", l_mutex_unlock}, {NULL, NULL}};

@@ -31,7 +31,8 @@ s:step("15.1", "Import API keys from environment variables", function(t)
 end)
 
 s:step("15.2", "Import a specific API key type", function(t)
-  local r = ok(t, "aitbc auth import-env --key-type admin", { AITBC_ADMIN_KEY = t.vars.admin, AITBC_API_KEY = "ignored_for_this_type_1" })
+  local r = ok(t, "aitbc auth import-env --key-type admin",
+    { AITBC_ADMIN_KEY = t.vars.admin, AITBC_API_KEY = "ignored_for_this_type_1" })
   t:expect_match(r.stdout, "imported admin key", "admin key imported")
   t:expect(not r.stdout:find("imported client", 1, true), "only the admin key")
   t:expect_match(r.stdout, "accepted by the node as an admin key", "available for privileged operations")
@@ -135,7 +136,8 @@ s:step("15.13", "Emergency key recovery", function(t)
   local pw = { AITBC_BACKUP_PASSWORD = "correct horse battery" }
   ok(t, "aitbc auth backup --output ~/aitbc_backup.enc", pw)
   ok(t, "rm $AITBC_HOME/config.json")
-  local wrong = t:run("aitbc auth recover --backup-file ~/aitbc_backup.enc", { env = { AITBC_BACKUP_PASSWORD = "wrong password" } })
+  local wrong = t:run("aitbc auth recover --backup-file ~/aitbc_backup.enc",
+    { env = { AITBC_BACKUP_PASSWORD = "wrong password" } })
   t:expect(wrong.code == 4, "a wrong password is refused")
   t:expect(t:run("test -e $AITBC_HOME/config.json").code ~= 0, "and nothing is written")
   local r = ok(t, "aitbc auth recover --backup-file ~/aitbc_backup.enc", pw)

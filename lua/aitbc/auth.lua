@@ -47,7 +47,8 @@ local function admin_client(ctx, purpose)
   local key, source = keys.resolve(ctx, "admin")
   if not key then
     errors.raise("auth", purpose .. " needs an admin API key",
-      "set AITBC_ADMIN_KEY, or run 'aitbc auth import-env --key-type admin' (the node's first admin key is in its data dir, admin.key)")
+      "set AITBC_ADMIN_KEY, or run 'aitbc auth import-env --key-type admin' "
+        .. "(the node's first admin key is in its data dir, admin.key)")
   end
   return node(ctx, key), key, source
 end
@@ -59,8 +60,8 @@ function auth.import_env(ctx)
   local path = ctx.config.path
   local dir = path:match("^(.*)/[^/]*$") or "."
   local st = sys.stat(dir)
-  local chosen = ctx.globals.config or (sys.getenv("AITBC_CONFIG") or "") ~= ""
-  if chosen and (not st or st.type ~= "directory") then
+  local path_chosen = ctx.globals.config or (sys.getenv("AITBC_CONFIG") or "") ~= ""
+  if path_chosen and (not st or st.type ~= "directory") then
     errors.raise("failure", "cannot store keys in " .. path .. ": directory " .. dir .. " does not exist",
       "create it first (mkdir -p " .. dir .. ") or pass another --config path")
   end
@@ -270,7 +271,8 @@ function auth.rotate(ctx)
   end
   local old, old_source = keys.resolve(ctx, key_type)
   if not old then
-    errors.raise("not_found", "no " .. key_type .. " key to rotate", "import it first: aitbc auth import-env --key-type " .. key_type)
+    errors.raise("not_found", "no " .. key_type .. " key to rotate",
+      "import it first: aitbc auth import-env --key-type " .. key_type)
   end
   local old_id = apikey.identity(old)
   local admin, admin_key = node(ctx, old), old
@@ -279,7 +281,8 @@ function auth.rotate(ctx)
   local created = admin:call("POST", "/v1/admin/keys", { json = { role = NODE_ROLE[key_type], key = ctx.opts.new_key,
     name = "rotated from " .. old_id, environment = environment } })
   local revoker = NODE_ROLE[key_type] == "admin" and node(ctx, created.key) or node(ctx, admin_key)
-  local revoked, rerr = revoker:request("DELETE", "/v1/admin/keys/" .. old_id, { json = { reason = "rotated to " .. created.key_id } })
+  local revoked, rerr = revoker:request("DELETE", "/v1/admin/keys/" .. old_id,
+    { json = { reason = "rotated to " .. created.key_id } })
   keys.put(ctx.config.file, environment, key_type, { key = created.key, source = "aitbc auth rotate", imported_at = iso() })
   if ctx.config.file.api_key == old then ctx.config.file.api_key = created.key end
   save(ctx)
@@ -300,7 +303,8 @@ function auth.rotate(ctx)
     local vars = #d.stale_variables > 0 and d.stale_variables or { d.export_variable }
     out:print("Update your environment: " .. table.concat(vars, ", ") .. (#d.stale_variables > 0
       and " still holds the revoked key." or " should hold the new key where you set it."))
-    out:print("  eval \"$(aitbc auth export --format env --key-type " .. d.key_type .. ")\"   # or edit your profile / secrets store")
+    out:print("  eval \"$(aitbc auth export --format env --key-type " .. d.key_type
+      .. ")\"   # or edit your profile / secrets store")
   end
 end
 
@@ -326,9 +330,11 @@ function auth.revoke(ctx)
   return { key_id = key_id, revoked_on_node = on_node, revoked_at = revoked and revoked.revoked_at,
     node_note = not on_node and err.message or nil, removed_locally = where, config_file = ctx.config.path,
     audit = "recorded in the node's audit log (DELETE /v1/admin/keys/" .. key_id .. ")" }, function(d, out)
-    if d.revoked_on_node then out:success("revoked " .. d.key_id .. " on the node at " .. tostring(d.revoked_at) .. "; it is refused from now on")
+    if d.revoked_on_node then
+      out:success("revoked " .. d.key_id .. " on the node at " .. tostring(d.revoked_at) .. "; it is refused from now on")
     else out:warn(d.key_id .. " on the node: " .. tostring(d.node_note)) end
-    if #d.removed_locally > 0 then out:success("removed from " .. d.config_file .. " (" .. table.concat(d.removed_locally, ", ") .. ")")
+    if #d.removed_locally > 0 then
+      out:success("removed from " .. d.config_file .. " (" .. table.concat(d.removed_locally, ", ") .. ")")
     else out:print("it was not stored locally") end
     out:print(d.audit)
   end
@@ -363,7 +369,9 @@ function auth.export(ctx)
   local text = export_text(ctx.opts.format, entries, ctx.settings.environment)
   local sha = crypto.hex(crypto.sha256(text))
   local exported = json.array()
-  for _, e in ipairs(entries) do exported[#exported + 1] = { type = e.type, variable = keys.ROLE_VAR[e.type], key_id = e.key_id } end
+  for _, e in ipairs(entries) do
+    exported[#exported + 1] = { type = e.type, variable = keys.ROLE_VAR[e.type], key_id = e.key_id }
+  end
   local path = ctx.opts.output and config.expand(ctx.opts.output)
   if not path then
     if ctx.out.format ~= "table" then return { format = ctx.opts.format, content = text, sha256 = sha, keys = exported } end
@@ -500,7 +508,8 @@ function auth.backup(ctx)
   local ok, err = sys.write_file(path, json.encode(doc, { pretty = true }) .. "\n", tonumber("600", 8))
   if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. err) end
   return { path = path, keys = #all, mode = "0600" }, function(d, out)
-    out:success(string.format("encrypted backup of %d key(s) written to %s (Argon2id + XChaCha20-Poly1305, mode 0600)", d.keys, d.path))
+    out:success(string.format("encrypted backup of %d key(s) written to %s (Argon2id + XChaCha20-Poly1305, mode 0600)",
+      d.keys, d.path))
   end
 end
 
@@ -529,7 +538,9 @@ function auth.recover(ctx)
       "nothing was changed; try again with the right password", { code = "decrypt_failed" })
   end
   local content = json.decode(plaintext)
-  if type(content) ~= "table" or content.format ~= "aitbc-keys" then errors.raise("failure", "the backup's content is not readable") end
+  if type(content) ~= "table" or content.format ~= "aitbc-keys" then
+    errors.raise("failure", "the backup's content is not readable")
+  end
   local recovered = json.array()
   for environment, entries in pairs(type(content.keys) == "table" and content.keys or {}) do
     for key_type, e in pairs(entries) do
@@ -549,7 +560,8 @@ function auth.recover(ctx)
   table.sort(recovered, function(a, b) return a.environment .. a.type < b.environment .. b.type end)
   return { backup = path, config_file = ctx.config.path, recovered = recovered }, function(d, out)
     out:success(string.format("decrypted %s and restored %d key(s) into %s", d.backup, #d.recovered, d.config_file))
-    out:print(out:format_table(d.recovered, { "environment", "type", { "key_id", "key id", keep = true }, { "node", "re-authentication" },
+    out:print(out:format_table(d.recovered, { "environment", "type", { "key_id", "key id", keep = true },
+      { "node", "re-authentication" },
       { "role", "node role" } }))
   end
 end
@@ -596,7 +608,7 @@ function auth.audit(ctx)
     by_hour[hour_of(row.time)] = by_hour[hour_of(row.time)] + 1
     by_addr[row.remote or "-"] = (by_addr[row.remote or "-"] or 0) + 1
     local info = known[row.key_id]
-    if info and info.revoked_at and row.time > info.revoked_at then
+    if info and info.revoked_at and row.time >= info.revoked_at then -- same millisecond counts too
       revoked_use[row.key_id] = (revoked_use[row.key_id] or 0) + 1
     end
   end
@@ -695,7 +707,8 @@ function auth.audit(ctx)
       for _, h in ipairs(d.hourly) do peak = math.max(peak, h.requests) end
       for _, h in ipairs(d.hourly) do
         if h.requests > 0 then
-          out:print(string.format("  %02d:00  %-40s %d", h.hour_utc, string.rep("█", math.max(1, h.requests * 40 // peak)), h.requests))
+          local bar = string.rep("█", math.max(1, h.requests * 40 // peak))
+          out:print(string.format("  %02d:00  %-40s %d", h.hour_utc, bar, h.requests))
         end
       end
       for _, k in ipairs(d.keys) do

@@ -24,7 +24,8 @@ return {
     { "--data", short = "-d", metavar = "JSON", help = "request body (JSON text, or @file)" },
     { "--query", short = "-q", metavar = "K=V", repeatable = true, help = "query parameter" },
     { "--header", short = "-H", metavar = "'NAME: VALUE'", repeatable = true, help = "extra request header" },
-    { "--role", choices = { "client", "miner", "admin" }, help = "send the stored key of this role (default: any configured key)" },
+    { "--role", choices = { "client", "miner", "admin" },
+      help = "send the stored key of this role (default: any configured key)" },
   },
   examples = { "aitbc api /health", "aitbc api GET /v1/jobs -q state=QUEUED", "aitbc api POST /v1/jobs -d @job.json" },
   run = function(ctx)

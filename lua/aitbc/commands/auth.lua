@@ -19,7 +19,8 @@ return {
         .. "--environment (default: the active one) in the config file chosen with --config.",
       options = { key_type },
       examples = { "aitbc auth import-env", "aitbc auth import-env --key-type admin",
-                   "aitbc auth import-env --config ~/.aitbc/custom_config.json", "aitbc auth import-env --environment production" },
+                   "aitbc auth import-env --config ~/.aitbc/custom_config.json",
+                   "aitbc auth import-env --environment production" },
       run = impl("import_env"),
     },
     {
@@ -48,7 +49,8 @@ return {
       name = "rotate",
       summary = "Create a new key on the node, revoke the old one, update the local configuration",
       options = {
-        { "--key-type", choices = { "admin", "client", "miner", "coordinator" }, default = "admin", help = "which key to rotate" },
+        { "--key-type", choices = { "admin", "client", "miner", "coordinator" }, default = "admin",
+          help = "which key to rotate" },
         { "--generate-new", type = "boolean", help = "let the node generate the new key" },
         { "--new-key", metavar = "KEY", help = "register this key instead of generating one" },
         { "--reveal", type = "boolean", help = "print the new key unmasked" },

@@ -79,21 +79,13 @@ end
 return function(config_text)
   local config = assert(json.decode(config_text), "node config is not JSON")
   local store = assert(store_mod.open(config.db_path))
-  local logger = assert(log.open(config.log_path, config.log_level, "coordinator"))
+  local logger = log.open(config.log_path, config.log_level, "coordinator")
   local seed = assert(crypto.unhex(assert(sys.read_file(config.node_key_path)):match("^%s*(%x+)")))
   local public, secret = crypto.sign_keypair(seed)
   local node_key = { public = public, secret = secret, id = crypto.base64(public, "urlsafe") }
-  local audit_buffer, last_flush = {}, sys.monotonic()
-
   local function flush_audit()
-    if #audit_buffer > 0 then
-      local rows = audit_buffer
-      audit_buffer = {}
-      local ok, err = pcall(store.audit_append, store, rows)
-      if not ok then logger:error("audit write failed", { error = tostring(err) }) end
-    end
-    logger:flush()
-    last_flush = sys.monotonic()
+    local ok, err = pcall(store.audit_flush, store)
+    if not ok then logger:error("audit write failed", { error = tostring(err) }) end
   end
 
   local function authenticate(ctx, route)
@@ -248,14 +240,13 @@ return function(config_text)
     local elapsed = sys.monotonic() - started
     record(route_name, status, elapsed)
     if route and route[3] then
-      audit_buffer[#audit_buffer + 1] = { time = ctx.now, key_id = ctx.audit_key_id, role = ctx.audit_role,
+      store:audit_push { time = ctx.now, key_id = ctx.audit_key_id, role = ctx.audit_role,
         method = req.method, route = route_name, path = path, status = status, remote = req.remote, request_id = request_id }
     end
     if logger:enabled("info") then
       logger:info("request", { request_id = request_id, method = req.method, path = path, status = status,
         ms = math.floor(elapsed * 1e4 + 0.5) / 10, key_id = ctx.audit_key_id, remote = req.remote })
     end
-    if #audit_buffer >= 256 or sys.monotonic() - last_flush > 0.2 then flush_audit() end
     local headers = { ["X-Request-ID"] = request_id }
     if status == 204 or body == nil then return { status = status, headers = headers, body = "" } end
     if type(body) == "string" then

@@ -97,9 +97,12 @@ function M.run(ctx)
     config = json.encode(node_config), max_body = opts.max_body }
   if not srv then errors.raise("failure", lerr, "choose another port with --listen, or stop what uses it") end
   local url = string.format("http://%s:%d", host, srv:port())
-  local logger = require("aitbc.node.log").open(node_config.log_path, opts.log_level, "node")
+  local log = require "aitbc.node.log"
+  local writer, werr = log.writer(node_config.log_path)
+  if not writer then errors.raise("failure", "cannot open " .. node_config.log_path .. ": " .. tostring(werr)) end
+  local logger = log.open(node_config.log_path, opts.log_level, "node")
   logger:info("node started", { url = url, pid = sys.getpid(), data_dir = opts.data_dir })
-  logger:flush()
+  writer:drain()
   if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("644", 8)) end
   if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("644", 8)) end
   io.stdout:write("aitbc node listening on ", url, "\n")
@@ -110,6 +113,8 @@ function M.run(ctx)
   -- briefly), expiry and dead-miner re-queueing (twice a second).
   local next_sweep = 0
   while not sys.interrupted() do
+    local aok, aerr = pcall(store.audit_flush, store)
+    if not aok then logger:error("audit write failed", { error = tostring(aerr) }) end
     local cok, cerr = pcall(store.checkpoint, store)
     if not cok then logger:error("checkpoint failed", { error = tostring(cerr) }) end
     if sys.monotonic() >= next_sweep then
@@ -123,16 +128,17 @@ function M.run(ctx)
         logger:info("sweep", { changed = changed })
         sys.notify()
       end
-      logger:flush()
       next_sweep = sys.monotonic() + 0.5
     end
+    writer:drain()
     sys.sleep(0.1)
   end
   logger:info("shutting down", { signal = sys.interrupted() })
   sys.notify() -- wake long-polling miners
   srv:stop(opts.grace)
+  pcall(store.audit_flush, store)
   logger:info("stopped")
-  logger:flush()
+  writer:close()
   store:close()
   if opts.pid_file then os.remove(opts.pid_file) end
   ctx.out:info("node stopped")

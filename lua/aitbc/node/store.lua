@@ -4,6 +4,8 @@
 -- replace this file.  SQLite in WAL mode; each change is one transaction;
 -- writes from all worker threads are serialised by one process-wide lock.
 local db = require "aitbc.db"
+local json = require "aitbc.json"
+local sys = require "aitbc.native.sys"
 
 local M = {}
 
@@ -55,7 +57,7 @@ function M.open(path)
   -- and index entries are small, so small pages mean less to write and copy.
   local conn, err = db.open(path, { synchronous = "NORMAL", page_size = 1024, write_lock = "aitbc.node.db:" .. path })
   if not conn then return nil, err end
-  local self = setmetatable({ db = conn, path = path }, Store)
+  local self = setmetatable({ db = conn, path = path, audit_queue = "aitbc.node.audit:" .. path }, Store)
   -- Checkpoints run from the supervisor (Store:checkpoint), not inside a
   -- worker's commit while it holds the write lock.
   check(conn:exec("PRAGMA wal_autocheckpoint = 0"))
@@ -129,6 +131,25 @@ function Store:key_revoke(key_id, now, reason)
 end
 
 -- ---- audit ----
+-- Workers queue audit rows (process-wide); audit_flush writes what is
+-- queued in one transaction: the supervisor calls it every 0.1 s, and the
+-- audit query calls it first, so a report includes every request so far.
+
+function Store:audit_push(row)
+  sys.queue_push(self.audit_queue, json.encode(row))
+end
+
+function Store:audit_flush()
+  local items = sys.queue_drain(self.audit_queue, 20000)
+  -- small transactions, so that requests waiting for the write lock never
+  -- wait behind the whole backlog
+  for first = 1, #items, 64 do
+    local rows = {}
+    for i = first, math.min(first + 63, #items) do rows[#rows + 1] = json.decode(items[i]) end
+    self:audit_append(rows)
+  end
+  return #items
+end
 
 function Store:audit_append(rows)
   if #rows == 0 then return end

@@ -1,0 +1,139 @@
+-- aitbc auth against a real node: the edge cases behind spec §15.
+local cli = require "support.cli"
+local json = require "aitbc.json"
+local nodes = require "support.node"
+local sys = require "aitbc.sys"
+
+describe("aitbc auth", function()
+  local node
+  setup(function() node = nodes.start { args = { "--log-level", "warn" } } end)
+  teardown(function() node:stop() cli.cleanup() end)
+
+  local function run(home, args, env)
+    env = env or {}
+    env.HOME = home
+    return node:cli(args, { home = home .. "/.aitbc", env = env })
+  end
+
+  it("says which variables to set when none is", function()
+    local r = run(cli.tempdir(), { "auth", "import-env" })
+    assert.equal(1, r.code)
+    assert.matches("no API key to import", r.err)
+    assert.matches("AITBC_ADMIN_KEY", r.err)
+    r = run(cli.tempdir(), { "auth", "import-env", "--key-type", "miner" })
+    assert.matches("AITBC_MINER_KEY is not set", r.err)
+  end)
+
+  it("explains every kind of malformed key and imports none of them", function()
+    local home = cli.tempdir()
+    for value, reason in pairs {
+      ["short"] = "too short", ["$AITBC_KEY_NOT_EXPANDED"] = "unexpanded shell variable",
+      ["has spaces in the middle of it"] = "only letters, digits", [" aitbc_client_padded_key_1234 "] = "whitespace",
+      ["your_api_key_here"] = "placeholder",
+    } do
+      local r = run(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = value })
+      assert.equal(1, r.code, value)
+      assert.matches("AITBC_ADMIN_KEY [^\n]*" .. reason:gsub("%p", "%%%0"), r.err)
+    end
+    assert.is_nil(sys.stat(home .. "/.aitbc/config.json"))
+  end)
+
+  it("never prints a key unmasked unless asked", function()
+    local home = cli.tempdir()
+    local key = node:key("client")
+    local all = {}
+    for _, args in ipairs {
+      { "auth", "import-env" }, { "auth", "list" }, { "auth", "validate" }, { "auth", "test", "--permissions" },
+      { "-o", "json", "auth", "list" }, { "-o", "json", "auth", "validate" }, { "--debug", "auth", "list" },
+    } do
+      local r = run(home, args, { AITBC_API_KEY = key })
+      all[#all + 1] = r.out .. r.err
+    end
+    assert.not_matches(key, table.concat(all), 1, true)
+    local r = run(home, { "config", "show" })
+    assert.not_matches(key, r.out, 1, true)
+  end)
+
+  it("uses the role's key for each request: flag > role variable > AITBC_API_KEY > stored", function()
+    local home = cli.tempdir()
+    local stored_admin, stored_id = node:key("admin")
+    local env_admin, env_id = node:key("admin")
+    local flag_client, flag_id = node:key("client")
+    run(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = stored_admin })
+    local function who(args, env)
+      local full = { "-o", "json" }
+      for _, a in ipairs(args) do full[#full + 1] = a end
+      return json.decode(run(home, full, env).out).key_id
+    end
+    assert.equal(stored_id, who { "api", "--role", "admin", "/v1/auth/whoami" })
+    assert.equal(env_id, who({ "api", "--role", "admin", "/v1/auth/whoami" }, { AITBC_ADMIN_KEY = env_admin }))
+    assert.equal(flag_id, who({ "--api-key", flag_client, "api", "--role", "admin", "/v1/auth/whoami" }, { AITBC_ADMIN_KEY = env_admin }))
+  end)
+
+  it("asks before revoking, and refuses without a terminal unless confirmed", function()
+    local home = cli.tempdir()
+    local _, id = node:key("client")
+    run(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = node.admin_key })
+    local r = run(home, { "auth", "revoke", "--key-id", id })
+    assert.equal(2, r.code)
+    assert.matches("add %-%-yes", r.err)
+    r = run(home, { "auth", "revoke", "--key-id", "not-an-id", "--confirm" })
+    assert.equal(2, r.code)
+    r = run(home, { "auth", "revoke", "--key-id", "key_0000000000000000", "--confirm" })
+    assert.equal(3, r.code)
+    r = run(home, { "--yes", "auth", "revoke", "--key-id", id })
+    assert.equal(0, r.code, r.err)
+  end)
+
+  it("exports with mode 0600 and a checksum that verifies", function()
+    local home = cli.tempdir()
+    run(home, { "auth", "import-env" }, { AITBC_CLIENT_KEY = node:key("client"), AITBC_MINER_KEY = node:key("miner") })
+    local r = run(home, { "-o", "json", "auth", "export", "--format", "dotenv", "--output", home .. "/k.env" })
+    assert.equal(0, r.code, r.err)
+    local d = json.decode(r.out)
+    assert.equal(tonumber("600", 8), sys.stat(home .. "/k.env").mode)
+    local text = sys.read_file(home .. "/k.env")
+    assert.equal(d.sha256, require("aitbc.crypto").hex(require("aitbc.crypto").sha256(text)))
+    assert.matches("\nAITBC_MINER_KEY=aitbc_miner_%x+\n", text)
+    assert.not_matches("export ", text)
+    local check = assert(sys.spawn { argv = { "sha256sum", "-c", "k.env.sha256" }, cwd = home, stdout = "null" })
+    assert.equal(0, check:wait())
+  end)
+
+  it("refuses a wrong backup password or a tampered backup without writing anything", function()
+    local home = cli.tempdir()
+    local key = node:key("client")
+    run(home, { "auth", "import-env" }, { AITBC_CLIENT_KEY = key })
+    local pw = { AITBC_BACKUP_PASSWORD = "a long enough password" }
+    assert.equal(0, run(home, { "auth", "backup", "--output", home .. "/b.enc" }, pw).code)
+    assert.equal(tonumber("600", 8), sys.stat(home .. "/b.enc").mode)
+    assert.not_matches(key, sys.read_file(home .. "/b.enc"), 1, true)
+    local before = sys.read_file(home .. "/.aitbc/config.json")
+    local r = run(home, { "auth", "recover", "--backup-file", home .. "/b.enc" }, { AITBC_BACKUP_PASSWORD = "wrong one!" })
+    assert.equal(4, r.code)
+    assert.matches("wrong password", r.err)
+    local doc = json.decode(sys.read_file(home .. "/b.enc"))
+    local ct = require("aitbc.crypto").unbase64(doc.ciphertext)
+    doc.ciphertext = require("aitbc.crypto").base64(ct:sub(1, 10) .. string.char(ct:byte(11) ~ 1) .. ct:sub(12))
+    assert(sys.write_file(home .. "/tampered.enc", json.encode(doc)))
+    r = run(home, { "auth", "recover", "--backup-file", home .. "/tampered.enc" }, pw)
+    assert.equal(4, r.code)
+    assert.equal(before, sys.read_file(home .. "/.aitbc/config.json"))
+    assert.equal(2, run(home, { "auth", "backup", "--output", home .. "/c.enc" }, { AITBC_BACKUP_PASSWORD = "short" }).code)
+  end)
+
+  it("finds a burst of refused requests and the use of a revoked key", function()
+    local home = cli.tempdir()
+    local key, id = node:key("client")
+    for _ = 1, 12 do node:request("GET", "/v1/jobs", { key = "aitbc_client_guessing_0000000000" }) end
+    node:request("DELETE", "/v1/admin/keys/" .. id, { key = node.admin_key })
+    node:request("GET", "/v1/jobs", { key = key })
+    run(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = node.admin_key })
+    local r = run(home, { "-o", "json", "auth", "audit", "--days", "1" })
+    assert.equal(0, r.code, r.err)
+    local kinds = {}
+    for _, a in ipairs(json.decode(r.out).alerts) do kinds[a.kind] = a.message end
+    assert.matches("refused requests from 127%.0%.0%.1", kinds.failure_burst)
+    assert.matches(id, kinds.revoked_key_used)
+  end)
+end)

@@ -22,7 +22,7 @@ WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS) \
              -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"' -DAITBC_MHD_SONAME='"$(call SONAME,libmicrohttpd.so)"'
 
-C_MODULES := main host interrupt crypto http server db sys json
+C_MODULES := main host interrupt crypto http server db sys json gpu
 OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
 LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 

@@ -103,9 +103,10 @@ typedef struct {
   struct curl_slist *headers;
   growbuf_t body, head;
   lua_State *L;
-  int on_data;      /* registry ref of the streaming callback, or LUA_NOREF */
-  int callback_err; /* registry ref of an error raised by the callback */
-  int aborted;      /* the callback asked to stop */
+  int on_data;          /* registry ref of the streaming callback, or LUA_NOREF */
+  int callback_err;     /* registry ref of an error raised by the callback */
+  int aborted;          /* the callback asked to stop */
+  int ignore_interrupt; /* finish even after Ctrl-C (a miner's job in hand) */
   char errbuf[CURL_ERROR_SIZE];
 } transfer_t;
 
@@ -165,8 +166,9 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
 }
 
 static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d) {
-  (void)ud, (void)a, (void)b, (void)c, (void)d;
-  return aitbc_interrupted();
+  transfer_t *t = ud;
+  (void)a, (void)b, (void)c, (void)d;
+  return !t->ignore_interrupt && aitbc_interrupted();
 }
 
 static double opt_number(lua_State *L, int idx, const char *key, double dflt) {
@@ -240,6 +242,9 @@ static transfer_t *transfer_new(lua_State *L, int idx) {
     curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYHOST, 0L);
   }
+  lua_getfield(L, idx, "ignore_interrupt");
+  t->ignore_interrupt = lua_toboolean(L, -1);
+  lua_pop(L, 1);
   lua_getfield(L, idx, "on_data");
   if (lua_isfunction(L, -1)) {
     t->on_data = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -263,6 +268,7 @@ static transfer_t *transfer_new(lua_State *L, int idx) {
   curl_easy_setopt(t->easy, CURLOPT_HEADERDATA, t);
   curl_easy_setopt(t->easy, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(t->easy, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(t->easy, CURLOPT_XFERINFODATA, t);
   return t;
 }
 

@@ -369,6 +369,20 @@ static int l_read_password(lua_State *L) {
   return 1;
 }
 
+/* kill(pid, signal=15) for any process (0 probes whether it exists) -> true | nil, err */
+static int l_kill_pid(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  luaL_argcheck(L, pid > 0, 1, "pid must be positive");
+  if (kill(pid, (int)luaL_optinteger(L, 2, SIGTERM)) != 0) return push_errno(L, "kill");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_getppid(lua_State *L) {
+  lua_pushinteger(L, getppid());
+  return 1;
+}
+
 static int l_getpid(lua_State *L) {
   lua_pushinteger(L, getpid());
   return 1;
@@ -605,9 +619,14 @@ static int stream_mode(lua_State *L, int opts, const char *key, const char *dflt
 }
 
 static void child_exec(char **argv, char **envp, int fds[3][2], const int modes[3], const char *cwd, int report,
-                       int new_session) {
+                       int new_session, int log_fd) {
   int devnull = open("/dev/null", O_RDWR);
+  if (log_fd >= 0) { /* stdout and stderr appended to the log file */
+    dup2(log_fd, 1);
+    dup2(log_fd, 2);
+  }
   for (int i = 0; i < 3; i++) {
+    if (log_fd >= 0 && i > 0) continue;
     if (modes[i] == 1)
       dup2(i == 0 ? fds[i][0] : fds[i][1], i);
     else if (modes[i] == 2)
@@ -676,6 +695,7 @@ static char **build_env(lua_State *L, int env_idx) {
 
 /* spawn{argv={...}, env={NAME=value|false}, cwd=, stdin=, stdout=, stderr=}
  * Streams: "inherit" (default), "pipe", "null"; stderr may also be "stdout".
+ * log=PATH appends the child's stdout and stderr to that file (daemons).
  * env entries (false to unset) apply on top of the current environment. */
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -696,6 +716,11 @@ static int l_spawn(lua_State *L) {
   const char *cwd = lua_tostring(L, -1);
   lua_getfield(L, 1, "setsid");
   int new_session = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "log");
+  const char *log_path = lua_tostring(L, -1);
+  int log_fd = -1;
+  if (log_path && (log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
+    return push_errno(L, log_path);
   lua_getfield(L, 1, "env");
   int env_idx = lua_gettop(L);
   int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}}, report[2];
@@ -706,7 +731,8 @@ static int l_spawn(lua_State *L) {
   char **envp = build_env(L, env_idx);
   pid_t pid = fork();
   if (pid < 0) return push_errno(L, "fork");
-  if (pid == 0) child_exec(argv, envp, fds, modes, cwd, report[1], new_session);
+  if (pid == 0) child_exec(argv, envp, fds, modes, cwd, report[1], new_session, log_fd);
+  if (log_fd >= 0) close(log_fd);
   close(report[1]);
   int child_errno = 0;
   ssize_t got = read(report[0], &child_errno, sizeof child_errno);
@@ -896,6 +922,8 @@ int luaopen_aitbc_native_sys(lua_State *L) {
                                    {"spawn", l_spawn},
                                    {"on_interrupt", l_on_interrupt},
                                    {"read_password", l_read_password},
+                                   {"kill", l_kill_pid},
+                                   {"getppid", l_getppid},
                                    {"mutex", l_mutex},
                                    {"notify", l_notify},
                                    {"generation", l_generation},

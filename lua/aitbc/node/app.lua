@@ -30,6 +30,7 @@ local ROUTES = {
   { "POST", "/v1/miners/heartbeat", MINER, jobs.heartbeat },
   { "POST", "/v1/miners/poll", MINER, jobs.poll },
   { "GET", "/v1/miners/me", MINER, jobs.me },
+  { "GET", "/v1/miners/jobs", MINER, jobs.miner_jobs },
   { "POST", "/v1/miners/{id}/result", MINER, jobs.submit_result },
   { "POST", "/v1/miners/{id}/fail", MINER, jobs.submit_failure },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },

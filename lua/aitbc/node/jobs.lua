@@ -305,6 +305,15 @@ function M.poll(ctx)
   end
 end
 
+--- This miner's jobs in hand (taken with poll, not yet answered).
+function M.miner_jobs(ctx)
+  local miner = current_miner(ctx)
+  local rows = ctx.store:jobs_list { miner_id = miner.miner_id, state = "RUNNING", limit = 100, offset = 0 }
+  local items = json.array()
+  for i, job in ipairs(rows) do items[i] = assigned_view(job) end
+  return 200, { items = items }
+end
+
 local function running_job(ctx, miner, job_id)
   local job = ctx.store:job_get(job_id)
   if not job then fail(404, "job_not_found", "job " .. job_id .. " not found") end

@@ -39,29 +39,15 @@ local function ensure_admin_key(store, data_dir, out)
 end
 
 --- Starts the node in a new session and returns once it answers.
-local function detach(opts, url_file)
-  local argv = { sys.exe_path(), "serve", "--listen", opts.listen, "--data-dir", opts.data_dir,
-    "--log-level", opts.log_level, "--heartbeat-timeout", tostring(opts.heartbeat_timeout),
-    "--url-file", url_file, "--pid-file", opts.pid_file }
-  os.remove(url_file)
-  local proc, err = sys.spawn { argv = argv, setsid = true, stdin = "null", stdout = "null", stderr = "pipe" }
-  if not proc then errors.raise("failure", err) end
-  local deadline = sys.monotonic() + 15
-  while sys.monotonic() < deadline do
-    local url = sys.read_file(url_file)
-    if url and url ~= "" then
-      return { pid = proc:pid(), url = url:gsub("%s+$", ""), data_dir = opts.data_dir, pid_file = opts.pid_file,
-        log = opts.data_dir .. "/node.log" }
-    end
-    local code = proc:wait(true)
-    if code then
-      local _, _, stderr = proc:communicate()
-      errors.raise("failure", "the node exited during start-up (code " .. code .. "): " .. (stderr or ""):gsub("%s+$", ""))
-    end
-    sys.sleep(0.05)
-  end
-  proc:kill(15)
-  errors.raise("failure", "the node did not start within 15 seconds; see " .. opts.data_dir .. "/node.log")
+local function detach(opts)
+  local started = require("aitbc.daemon").start {
+    args = { "serve", "--listen", opts.listen, "--data-dir", opts.data_dir, "--log-level", opts.log_level,
+      "--heartbeat-timeout", tostring(opts.heartbeat_timeout), "--url-file", opts.data_dir .. "/node.url",
+      "--pid-file", opts.pid_file },
+    ready_file = opts.data_dir .. "/node.url", log = opts.data_dir .. "/serve.out",
+  }
+  return { pid = started.pid, url = started.url, data_dir = opts.data_dir, pid_file = opts.pid_file,
+    log = opts.data_dir .. "/node.log" }
 end
 
 function M.run(ctx)
@@ -73,7 +59,7 @@ function M.run(ctx)
   if not ok then errors.raise("failure", "cannot create the data directory: " .. err) end
   opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
   if opts.detach then
-    local info = detach(opts, opts.data_dir .. "/node.url")
+    local info = detach(opts)
     return info, function(d, out)
       out:success(string.format("node running in the background (pid %d) at %s", d.pid, d.url))
       out:print("  data dir: " .. d.data_dir .. "\n  log:      " .. d.log .. "\n  stop it:  kill $(cat " .. d.pid_file .. ")")

@@ -26,7 +26,7 @@ C_MODULES := main host interrupt crypto http server db sys json gpu
 OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
 LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 
-.PHONY: all deps test check asan lint format install uninstall clean bench reference help
+.PHONY: all deps test check demo asan lint format install uninstall clean bench reference help
 
 all: $(BUILD)/aitbc
 
@@ -65,6 +65,11 @@ test: deps
 check: all
 	tests/run $(BUILD)/aitbc
 
+# The README's main command: a local devnet, the spec's scenarios against it.
+demo: deps
+	$(MAKE) all
+	scripts/demo.sh $(BUILD)/aitbc
+
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" all
 	ASAN_OPTIONS=detect_leaks=1 tests/run build-asan/aitbc
@@ -94,6 +99,7 @@ clean:
 	rm -rf build build-asan
 
 help:
+	@echo "make demo       build, start a local devnet, run the spec's scenarios against it, stop it"
 	@echo "make            build $(BUILD)/aitbc"
 	@echo "make deps       install missing Debian packages"
 	@echo "make test       deps + build + all test suites (ends with 'N passed, N failed')"

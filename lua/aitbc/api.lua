@@ -74,7 +74,7 @@ local function status_error(res, method, path)
   })
 end
 
---- request(method, path, {query, json, body, headers, timeout}) ->
+--- request(method, path, {query, json, body, headers, timeout, ignore_interrupt}) ->
 --  data (decoded JSON or the raw body), response | nil, err
 function Client:request(method, path, opts)
   opts = opts or {}
@@ -86,7 +86,7 @@ function Client:request(method, path, opts)
   local res, err
   for attempt = 1, attempts do
     res, err = http.request { method = method, url = url, headers = headers, json = opts.json, body = opts.body,
-      timeout = opts.timeout or self.timeout, on_data = opts.on_data }
+      timeout = opts.timeout or self.timeout, on_data = opts.on_data, ignore_interrupt = opts.ignore_interrupt }
     local transient = (not res and err.code ~= "interrupted" and err.code ~= "url" and err.code ~= "timeout")
       or (res and RETRY_STATUS[res.status])
     if not transient or attempt == attempts then break end

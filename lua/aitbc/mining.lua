@@ -175,7 +175,7 @@ function mining.mine(ctx, opts, log)
         if final then
           log(string.format("inference done: %d tokens in %.2f s (%.1f tokens/s)", final.eval_count or 0, elapsed,
             final.tokens_per_second or 0))
-          local submitted = client:call("POST", "/v1/miners/" .. job.job_id .. "/result", { json = {
+          local submitted = client:call("POST", "/v1/miners/" .. job.job_id .. "/result", { ignore_interrupt = true, json = {
             result = { response = final.response, model = final.model, provider = "ollama", eval_count = final.eval_count },
             metrics = { duration_ms = math.floor(elapsed * 1000), eval_count = final.eval_count,
               eval_duration = final.eval_duration, total_duration = final.total_duration,
@@ -184,7 +184,7 @@ function mining.mine(ctx, opts, log)
           done = done + 1
           log("result submitted; receipt " .. submitted.receipt.receipt_id)
         else
-          client:call("POST", "/v1/miners/" .. job.job_id .. "/fail", { json = {
+          client:call("POST", "/v1/miners/" .. job.job_id .. "/fail", { ignore_interrupt = true, json = {
             error_code = "INFERENCE_FAILED", error_message = ierr.message, metrics = { duration_ms = math.floor(elapsed * 1000) } } })
           failed = failed + 1
           log("inference failed: " .. ierr.message .. "; reported to the node")

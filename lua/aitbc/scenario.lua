@@ -80,16 +80,69 @@ function Step:json(r)
   return value
 end
 
---- Runs a shell command line; returns {code, stdout, stderr, command}.
-function Step:run(cmdline, opts)
-  opts = opts or {}
+function Step:environment(extra)
   -- HOME too: a spec line writing to ~/... stays inside the run's directory
   local env = { PATH = self.bindir .. ":" .. (sys.getenv("PATH") or "/usr/bin:/bin"), AITBC_HOME = self.home .. "/.aitbc",
     HOME = self.home }
   if self.url then env.AITBC_URL = self.url end
   if self.admin_key then env.AITBC_SCENARIO_ADMIN_KEY = self.admin_key end
+  for k, v in pairs(self.vars.env or {}) do env[k] = v end
   for k, v in pairs(self.env or {}) do env[k] = v end
-  for k, v in pairs(opts.env or {}) do env[k] = v end
+  for k, v in pairs(extra or {}) do env[k] = v end
+  return env
+end
+
+--- Sets environment variables for this and every later step of the file.
+function Step:setenv(name, value)
+  self.vars.env = self.vars.env or {}
+  self.vars.env[name] = value
+end
+
+--- Starts a command line in the background (its output appended to log);
+-- it is stopped (SIGTERM) when the scenario file ends.  Returns the pid.
+function Step:spawn(cmdline, opts)
+  opts = opts or {}
+  local proc, err = sys.spawn { argv = { "/bin/sh", "-c", "exec " .. cmdline }, env = self:environment(opts.env),
+    cwd = self.cwd, stdin = "null", stdout = "null", stderr = "null", log = opts.log, setsid = true }
+  if not proc then self:fail("cannot start: " .. tostring(err)) end
+  table.insert(self.cleanup, 1, proc)
+  return proc:pid(), proc
+end
+
+--- Polls check() every 0.1 s until it returns a true value; fails after timeout.
+function Step:wait_for(what, check, timeout)
+  local deadline = sys.monotonic() + (timeout or 30)
+  while sys.monotonic() < deadline do
+    local v = check()
+    if v then return v end
+    sys.sleep(0.1)
+  end
+  self:fail("timed out waiting for " .. what)
+end
+
+--- An Ollama for this scenario: OLLAMA_HOST if one answers there, else the
+-- simulated one, started once and stopped with the scenario.
+function Step:ollama()
+  if self.vars.ollama_url then return self.vars.ollama_url end
+  local ollama = require "aitbc.ollama"
+  local url = ollama.normalize(sys.getenv("OLLAMA_HOST"))
+  if not ollama.new(url):version() then
+    local file = self.home .. "/ollama-sim.url"
+    self:spawn("aitbc ollama serve-sim --listen 127.0.0.1:0 --url-file " .. file, { log = self.home .. "/ollama-sim.log" })
+    url = self:wait_for("the simulated Ollama", function()
+      local text = sys.read_file(file)
+      return text and text:find("\n") and text:gsub("%s+$", "")
+    end, 15)
+  end
+  self.vars.ollama_url = url
+  self:setenv("OLLAMA_HOST", url)
+  return url
+end
+
+--- Runs a shell command line; returns {code, stdout, stderr, command}.
+function Step:run(cmdline, opts)
+  opts = opts or {}
+  local env = self:environment(opts.env)
   local proc, err = sys.spawn { argv = { "/bin/sh", "-c", cmdline }, env = env, cwd = self.cwd,
     stdin = opts.stdin and "pipe" or "null", stdout = "pipe", stderr = "pipe" }
   if not proc then self:fail("cannot run: " .. tostring(err)) end
@@ -128,10 +181,10 @@ end
 -- on_step(result) is called after each step.  Returns the list of results
 -- {id, name, status = "pass"|"fail"|"skip", message, seconds, logs}.
 function scenario.execute(s, env, on_step)
-  local vars, results = {}, {}
+  local vars, results, cleanup = {}, {}, {}
   for _, st in ipairs(s.steps) do
     local t = setmetatable({ vars = vars, logs = {}, bindir = env.bindir, home = env.home, url = env.url,
-      admin_key = env.admin_key, cwd = env.cwd, env = env.env }, Step)
+      admin_key = env.admin_key, cwd = env.cwd, env = env.env, cleanup = cleanup }, Step)
     local started = sys.monotonic()
     local ok, e = xpcall(st.fn, function(err)
       if getmetatable(err) == Failure or getmetatable(err) == Skip then return err end
@@ -144,6 +197,10 @@ function scenario.execute(s, env, on_step)
     results[#results + 1] = r
     if on_step then on_step(r) end
     if sys.interrupted() then break end
+  end
+  for _, proc in ipairs(cleanup) do -- background commands, newest first
+    proc:kill(15)
+    if not proc:communicate(nil, 15) then proc:kill(9) proc:wait() end
   end
   return results
 end

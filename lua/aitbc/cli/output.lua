@@ -114,9 +114,9 @@ function Output:format_record(record, fields)
   end
   local labels, w = {}, 0
   for i, f in ipairs(fields) do
-    local key, label = f, f
-    if type(f) == "table" then key, label = f[1], f[2] or f[1] end
-    labels[i] = { key = key, label = tostring(label):gsub("_", " ") }
+    local key, label = f, tostring(f):gsub("_", " ")
+    if type(f) == "table" then key, label = f[1], f[2] or tostring(f[1]):gsub("_", " ") end -- explicit labels stay as written
+    labels[i] = { key = key, label = label }
     w = math.max(w, width(labels[i].label))
   end
   local lines = {}

@@ -63,35 +63,38 @@ local function run(ctx)
     if human then out:print(out:style("ephemeral node at " .. url, "dim")) end
   end
   if tap then out:print("TAP version 13") end
-  for _, file in ipairs(files) do
-    local s, err = scenario.load(file)
-    if not s then errors.raise("usage", "cannot load scenario " .. file .. ": " .. tostring(err)) end
-    local home = ctx.opts.home or assert(sys.tempdir("aitbc-scenario"))
-    if human then out:print(out:style(file, "bold") .. " — " .. s.title) end
-    local results = scenario.execute(s, { bindir = bindir, home = home, url = url, admin_key = admin_key }, function(r)
-      n = n + 1
-      if r.status == "pass" then passed = passed + 1
-      elseif r.status == "skip" then skipped = skipped + 1
-      else failed = failed + 1 end
-      if tap then
-        local line = string.format("%s %d - %s %s", r.status == "fail" and "not ok" or "ok", n, r.id, r.name)
-        if r.status == "skip" then line = line .. " # SKIP " .. r.message end
-        out:print(line)
-        if r.status == "fail" then out:print("  # " .. r.message:gsub("\n", "\n  # ")) end
-      elseif human then
-        local mark = ({ pass = out:style("ok  ", "green"), fail = out:style("FAIL", "red"),
-                        skip = out:style("skip", "yellow") })[r.status]
-        out:print(string.format("  %s %s %s (%d ms)", mark, r.id, r.name, math.floor(r.seconds * 1000 + 0.5)))
-        if r.message then out:print("       " .. r.message:gsub("\n", "\n       ")) end
-      end
-    end)
-    if not ctx.opts.home and not ctx.opts.keep then sys.remove_tree(home) end
-    reports[#reports + 1] = { file = file, title = s.title, results = results }
-  end
-  if node then
+  local ran, failure = pcall(function()
+    for _, file in ipairs(files) do
+      local s, err = scenario.load(file)
+      if not s then errors.raise("usage", "cannot load scenario " .. file .. ": " .. tostring(err)) end
+      local home = ctx.opts.home or assert(sys.tempdir("aitbc-scenario"))
+      if human then out:print(out:style(file, "bold") .. " — " .. s.title) end
+      local results = scenario.execute(s, { bindir = bindir, home = home, url = url, admin_key = admin_key }, function(r)
+        n = n + 1
+        if r.status == "pass" then passed = passed + 1
+        elseif r.status == "skip" then skipped = skipped + 1
+        else failed = failed + 1 end
+        if tap then
+          local line = string.format("%s %d - %s %s", r.status == "fail" and "not ok" or "ok", n, r.id, r.name)
+          if r.status == "skip" then line = line .. " # SKIP " .. r.message end
+          out:print(line)
+          if r.status == "fail" then out:print("  # " .. r.message:gsub("\n", "\n  # ")) end
+        elseif human then
+          local mark = ({ pass = out:style("ok  ", "green"), fail = out:style("FAIL", "red"),
+                          skip = out:style("skip", "yellow") })[r.status]
+          out:print(string.format("  %s %s %s (%d ms)", mark, r.id, r.name, math.floor(r.seconds * 1000 + 0.5)))
+          if r.message then out:print("       " .. r.message:gsub("\n", "\n       ")) end
+        end
+      end)
+      if not ctx.opts.home and not ctx.opts.keep then sys.remove_tree(home) end
+      reports[#reports + 1] = { file = file, title = s.title, results = results }
+    end
+  end)
+  if node then -- stopped on every way out, errors included
     node.stop()
     if not ctx.opts.keep then sys.remove_tree(node_dir) end
   end
+  if not ran then error(failure, 0) end
   if tap then out:print("1.." .. n) end
   if ctx.opts.junit then
     local ok, err = sys.write_file(ctx.opts.junit, scenario.junit(reports), tonumber("644", 8))

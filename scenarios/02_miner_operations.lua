@@ -25,7 +25,8 @@ s:step("2.2", "Poll for a job", function(t)
     t:expect_match(r.stdout, "assigned to this miner %(now processing%)", "a job, marked processing")
     return false
   end, 30)
-  local submitted = t:json(t:run([[aitbc --output json client submit --type inference --model llama3 --data '{"prompt":"Summarize the AITBC network"}']]))
+  local submitted = t:json(t:run([[aitbc --output json client submit --type inference --model llama3 ]]
+    .. [[--data '{"prompt":"Summarize the AITBC network"}']]))
   local r = t:run("aitbc miner poll")
   t:expect_exit(r, 0)
   if r.stdout:find("no jobs in queue") then

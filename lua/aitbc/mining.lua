@@ -1,6 +1,5 @@
 --- The miner's side: GPU description, registration, and the mine-ollama
 -- loop (poll -> job received -> inference on Ollama -> result -> waiting).
-local errors = require "aitbc.errors"
 local json = require "aitbc.json"
 local sys = require "aitbc.sys"
 
@@ -97,8 +96,6 @@ end
 
 -- ---- mine-ollama ----
 
-local function stamp() return os.date("%H:%M:%S") end
-
 --- The heart-beat companion: a child process that keeps the miner alive on
 -- the node while a long inference blocks this one, and exits with it.
 local function start_heartbeats(ctx, miner_id, interval)
@@ -185,7 +182,8 @@ function mining.mine(ctx, opts, log)
           log("result submitted; receipt " .. submitted.receipt.receipt_id)
         else
           client:call("POST", "/v1/miners/" .. job.job_id .. "/fail", { ignore_interrupt = true, json = {
-            error_code = "INFERENCE_FAILED", error_message = ierr.message, metrics = { duration_ms = math.floor(elapsed * 1000) } } })
+            error_code = "INFERENCE_FAILED", error_message = ierr.message,
+            metrics = { duration_ms = math.floor(elapsed * 1000) } } })
           failed = failed + 1
           log("inference failed: " .. ierr.message .. "; reported to the node")
         end

@@ -41,7 +41,8 @@ local function payload_from(ctx)
   if o.data then
     local v, jerr = json.decode(o.data)
     if type(v) ~= "table" or json.is_array(v) then
-      errors.raise("usage", "--data must be a JSON object, e.g. '{\"prompt\":\"Hello AITBC\"}'" .. (jerr and (": " .. jerr) or ""))
+      errors.raise("usage", "--data must be a JSON object, e.g. '{\"prompt\":\"Hello AITBC\"}'"
+        .. (jerr and (": " .. jerr) or ""))
     end
     for k, val in pairs(v) do payload[k] = val end
   end
@@ -76,7 +77,7 @@ local function wait_done(ctx, client, job_id, timeout)
 end
 
 --- Fetches the result and checks its receipt against the node's key.
-local function fetch_result(ctx, client, job_id)
+local function fetch_result(client, job_id)
   local res = client:call("GET", "/v1/jobs/" .. job_id .. "/result")
   local receipt = res.receipt
   if type(receipt) == "table" then
@@ -141,7 +142,7 @@ return {
           if done.state ~= "COMPLETED" then
             errors.raise("failure", "job " .. job.job_id .. " ended " .. done.state .. ": " .. tostring(done.error))
           end
-          local res = fetch_result(ctx, client, job.job_id)
+          local res = fetch_result(client, job.job_id)
           res.job_id = job.job_id
           return res, render_result
         end
@@ -149,7 +150,8 @@ return {
           out:success("job submitted")
           out:print(out:format_record({ job_id = d.job_id, status = "pending (" .. d.state .. ")", model = d.model,
             expires = d.expires_at }, { { "job_id", "job_id" }, "status", "model", "expires" }))
-          out:print(out:style("next: aitbc client status " .. d.job_id .. "  ·  aitbc client result " .. d.job_id .. " --wait", "dim"))
+          out:print(out:style("next: aitbc client status " .. d.job_id .. "  ·  aitbc client result " .. d.job_id
+            .. " --wait", "dim"))
         end
       end,
     },
@@ -181,7 +183,7 @@ return {
             errors.raise("failure", "job " .. id .. " ended " .. done.state .. ": " .. tostring(done.error))
           end
         end
-        local ok, res = pcall(fetch_result, ctx, client, id)
+        local ok, res = pcall(fetch_result, client, id)
         if not ok then
           if errors.is(res) and res.code == "not_ready" then
             res.hint = "wait for it: aitbc client result " .. id .. " --wait"
@@ -218,7 +220,8 @@ return {
           local rows = {}
           for i, j in ipairs(d.items) do
             rows[i] = { job_id = j.job_id, state = j.state, model = j.model or "-",
-              miner = j.assigned_miner_id ~= json.null and j.assigned_miner_id or "-", requested = j.requested_at:sub(1, 19):gsub("T", " ") }
+              miner = j.assigned_miner_id ~= json.null and j.assigned_miner_id or "-",
+              requested = j.requested_at:sub(1, 19):gsub("T", " ") }
           end
           out:print(out:format_table(rows, { { "job_id", "job id", keep = true }, "state", "model", "miner", "requested" }))
           out:print(out:style(string.format("%d of %d", #d.items, d.total), "dim"))

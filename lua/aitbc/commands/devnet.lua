@@ -95,7 +95,9 @@ local function down(ctx)
   if not state then errors.raise("not_found", "no devnet in " .. dir) end
   local stopped = json.array()
   for _, m in ipairs(state.miners or {}) do stopped[#stopped + 1] = { what = m.id, result = daemon.stop(m.pid) } end
-  if state.ollama and state.ollama.pid then stopped[#stopped + 1] = { what = "simulated ollama", result = daemon.stop(state.ollama.pid) } end
+  if state.ollama and state.ollama.pid then
+    stopped[#stopped + 1] = { what = "simulated ollama", result = daemon.stop(state.ollama.pid) }
+  end
   stopped[#stopped + 1] = { what = "node", result = daemon.stop(state.node.pid, 20) }
   os.remove(state_path(dir))
   return { dir = dir, stopped = stopped }, function(d, out)

@@ -65,7 +65,8 @@ return {
           out:print(out:format_record({ miner_id = d.miner_id, gpus = m.describe(caps.gpus or {}),
             models = #(caps.models or {}) > 0 and table.concat(caps.models, ", ") or "any",
             price = d.price_per_hour and (d.price_per_hour .. " AITBC/hour") or "-", concurrency = d.concurrency,
-            status = d.miner_status }, { { "miner_id", "miner_id" }, "gpus", "models", { "price", "price" }, "concurrency", "status" }))
+            status = d.miner_status },
+            { { "miner_id", "miner_id" }, "gpus", "models", { "price", "price" }, "concurrency", "status" }))
           if d.gpu_note then out:warn("no GPU detected (" .. d.gpu_note .. "); pass --gpus to declare yours") end
           if d.model_note then out:warn(d.model_note) end
         end
@@ -74,7 +75,8 @@ return {
     {
       name = "poll",
       summary = "Take one job that fits this miner, if there is one (it becomes processing)",
-      options = { { "--wait", type = "number", min = 0, max = 30, default = 0, metavar = "SECONDS", help = "wait this long for a job" },
+      options = { { "--wait", type = "number", min = 0, max = 30, default = 0, metavar = "SECONDS",
+                    help = "wait this long for a job" },
                   miner_id },
       examples = { "aitbc miner poll", "aitbc miner poll --wait 10" },
       run = function(ctx)
@@ -170,7 +172,8 @@ return {
         local list, note = require("aitbc.native.gpu").list()
         local rows = json.array()
         for _, g in ipairs(list) do
-          rows[#rows + 1] = { index = g.index, name = g.name, memory_gb = g.memory_total and string.format("%.1f", g.memory_total / 2 ^ 30),
+          rows[#rows + 1] = { index = g.index, name = g.name,
+            memory_gb = g.memory_total and string.format("%.1f", g.memory_total / 2 ^ 30),
             used_gb = g.memory_used and string.format("%.1f", g.memory_used / 2 ^ 30), utilization = g.utilization_gpu,
             temperature_c = g.temperature_c, power_w = g.power_w, uuid = g.uuid }
         end

@@ -31,7 +31,8 @@ function M.new(url, opts)
 end
 
 local function unreachable(self, err)
-  return errors.new("network", "cannot reach Ollama at " .. self.url .. " (" .. (err.message:match("%((.-)%)$") or err.message) .. ")",
+  local reason = err.message:match("%((.-)%)$") or err.message
+  return errors.new("network", "cannot reach Ollama at " .. self.url .. " (" .. reason .. ")",
     "start it with 'ollama serve', or point --ollama-url / OLLAMA_HOST at it", { code = "ollama_unreachable" })
 end
 
@@ -111,14 +112,18 @@ function Client:stream(path, body, on_chunk, opts)
     end,
   }
   if canceled then return nil, errors.new("interrupted", "canceled", nil, { code = "canceled" }) end
-  if stream_err then return nil, errors.new("failure", "Ollama at " .. self.url .. ": " .. stream_err, nil, { code = "ollama_error" }) end
+  if stream_err then
+    return nil, errors.new("failure", "Ollama at " .. self.url .. ": " .. stream_err, nil, { code = "ollama_error" })
+  end
   if not res then return nil, unreachable(self, err) end
   if res.status ~= 200 then
     res.body = pending
     return nil, failure(self, res, body.model)
   end
   if pending ~= "" then line(pending) end
-  if not final then return nil, errors.new("failure", "Ollama's stream ended without a final message", nil, { code = "ollama_error" }) end
+  if not final then
+    return nil, errors.new("failure", "Ollama's stream ended without a final message", nil, { code = "ollama_error" })
+  end
   if (final.eval_count or 0) > 0 and (final.eval_duration or 0) > 0 then
     final.tokens_per_second = final.eval_count / (final.eval_duration / 1e9)
   end

@@ -84,6 +84,7 @@ format:
 bench: all
 	bench/startup $(BUILD)/aitbc
 	bench/node $(BUILD)/aitbc
+	$(BUILD)/aitbc run bench/marketplace.lua
 
 reference: all
 	$(BUILD)/aitbc reference > $(BUILD)/REFERENCE.md

@@ -5,6 +5,7 @@
 local admin = require "aitbc.node.admin"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
+local market = require "aitbc.node.marketplace"
 local json = require "aitbc.json"
 local log = require "aitbc.node.log"
 local store_mod = require "aitbc.node.store"
@@ -34,6 +35,13 @@ local ROUTES = {
   { "POST", "/v1/miners/{id}/result", MINER, jobs.submit_result },
   { "POST", "/v1/miners/{id}/fail", MINER, jobs.submit_failure },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },
+  { "POST", "/v1/marketplace/gpu/register", MINER, market.register },
+  { "GET", "/v1/marketplace/gpu/list", MINER, market.list_own },
+  { "PATCH", "/v1/marketplace/gpu/{id}", MINER, market.update },
+  { "DELETE", "/v1/marketplace/gpu/{id}", MINER, market.remove },
+  { "GET", "/v1/marketplace/offers", PUBLIC, market.offers },
+  { "GET", "/v1/marketplace/pricing", PUBLIC, market.pricing },
+  { "GET", "/v1/marketplace/pricing/{model}", PUBLIC, market.pricing },
   { "POST", "/v1/admin/keys", ADMIN, admin.create_key },
   { "GET", "/v1/admin/keys", ADMIN, admin.list_keys },
   { "DELETE", "/v1/admin/keys/{id}", ADMIN, admin.revoke_key },
@@ -45,7 +53,7 @@ local ROUTES = {
 }
 for _, r in ipairs(ROUTES) do
   r.name = r[1] .. " " .. r[2]
-  r.pattern = "^" .. r[2]:gsub("{id}", "([%%w_%%-%%.]+)") .. "$"
+  r.pattern = "^" .. r[2]:gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{model}", "([^/]+)") .. "$"
 end
 
 --- What each role may do (for whoami and `aitbc auth test`).
@@ -64,7 +72,7 @@ local function match(method, path)
   for _, r in ipairs(ROUTES) do
     local capture = path:match(r.pattern)
     if capture then
-      if r[1] == method then return r, r[2]:find("{id}", 1, true) and capture or nil end
+      if r[1] == method then return r, r[2]:find("{", 1, true) and capture or nil end
       allowed = allowed or {}
       allowed[#allowed + 1] = r[1]
     end

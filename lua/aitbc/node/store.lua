@@ -48,6 +48,16 @@ local MIGRATIONS = {
     CREATE INDEX jobs_live_expiry ON jobs(expires_at) WHERE state IN ('QUEUED', 'RUNNING');
     CREATE INDEX jobs_client ON jobs(client_key_id, requested_at);
   ]],
+  [2] = [[
+    -- the GPU marketplace: listings offered by providers (API keys)
+    CREATE TABLE listings (
+      listing_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, miner_id TEXT, model TEXT NOT NULL, model_key TEXT NOT NULL,
+      vram_gb REAL NOT NULL, count INTEGER NOT NULL, rate_units INTEGER NOT NULL, region TEXT, payout_address TEXT,
+      status TEXT NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+    CREATE INDEX listings_model ON listings(model_key, rate_units);
+    CREATE INDEX listings_key ON listings(key_id);
+    ALTER TABLE miners ADD COLUMN jobs_expired INTEGER NOT NULL DEFAULT 0;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -291,8 +301,12 @@ function Store:job_cancel(job_id, now)
 end
 
 --- Queued or running jobs past their TTL become EXPIRED; returns how many.
+-- A miner that let a running job expire has it on its record.
 function Store:expire_due(now)
   return check(self.db:transaction(function()
+    check(self.db:run([[UPDATE miners SET jobs_expired = jobs_expired + (SELECT count(*) FROM jobs j
+      WHERE j.miner_id = miners.miner_id AND j.state = 'RUNNING' AND j.expires_at <= ?)
+      WHERE miner_id IN (SELECT miner_id FROM jobs WHERE state = 'RUNNING' AND expires_at <= ?)]], now, now))
     return check(self.db:run([[UPDATE jobs SET state = 'EXPIRED', error = 'expired: not completed within ttl_seconds',
       finished_at = ? WHERE state IN ('QUEUED', 'RUNNING') AND expires_at <= ?]], now, now))
   end))
@@ -307,6 +321,79 @@ function Store:requeue_stale(cutoff)
     check(self.db:run("UPDATE miners SET status = 'OFFLINE' WHERE status = 'ONLINE' AND last_seen < ?", cutoff))
     return n
   end))
+end
+
+-- ---- marketplace ----
+
+function Store:listing_insert(l)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO listings (listing_id, key_id, miner_id, model, model_key, vram_gb, count,
+      rate_units, region, payout_address, status, created_at, updated_at) VALUES (:listing_id, :key_id, :miner_id,
+      :model, :model_key, :vram_gb, :count, :rate_units, :region, :payout_address, 'active', :now, :now)]], l))
+  end))
+end
+
+function Store:listing_get(listing_id)
+  return check(self.db:first("SELECT * FROM listings WHERE listing_id = ?", listing_id)) or nil
+end
+
+function Store:listing_update(listing_id, fields)
+  local sets, args = {}, { listing_id = listing_id }
+  for _, col in ipairs { "rate_units", "status", "region", "count", "vram_gb", "payout_address", "updated_at" } do
+    if fields[col] ~= nil then sets[#sets + 1] = col .. " = :" .. col args[col] = fields[col] end
+  end
+  check(self.db:transaction(function()
+    return check(self.db:run("UPDATE listings SET " .. table.concat(sets, ", ") .. " WHERE listing_id = :listing_id", args))
+  end))
+end
+
+function Store:listing_delete(listing_id)
+  return check(self.db:transaction(function()
+    return check(self.db:run("DELETE FROM listings WHERE listing_id = ?", listing_id)) > 0
+  end))
+end
+
+--- Providers' records (per API key): completed, failed, expired jobs and
+-- whether a miner of theirs is online (heard from since cutoff).
+local PROVIDERS = [[
+  SELECT key_id, sum(jobs_completed) AS completed, sum(jobs_failed) AS failed, sum(jobs_expired) AS expired,
+    max(CASE WHEN status = 'ONLINE' AND last_seen >= :cutoff THEN 1 ELSE 0 END) AS online
+  FROM miners GROUP BY key_id]]
+
+--- Offers: listings with their provider's record.  f: {model_key, min_vram,
+-- max_rate, region, key_id, listing_id, available_only, fresh_since, cutoff, order, limit, offset}
+function Store:offers(f)
+  local where, args = {}, { cutoff = f.cutoff, fresh_since = f.fresh_since or 0 }
+  if f.model_key then where[#where + 1] = "l.model_key = :model_key" args.model_key = f.model_key end
+  if f.min_vram then where[#where + 1] = "l.vram_gb >= :min_vram" args.min_vram = f.min_vram end
+  if f.max_rate then where[#where + 1] = "l.rate_units <= :max_rate" args.max_rate = f.max_rate end
+  if f.region then where[#where + 1] = "l.region = :region" args.region = f.region end
+  if f.key_id then where[#where + 1] = "l.key_id = :key_id" args.key_id = f.key_id end
+  if f.listing_id then where[#where + 1] = "l.listing_id = :listing_id" args.listing_id = f.listing_id end
+  -- available: active, and its provider has a miner online — or, for a
+  -- provider without any miner, the listing was touched lately
+  local available = "(l.status = 'active' AND (coalesce(p.online, 0) = 1 OR (p.key_id IS NULL AND l.updated_at >= :fresh_since)))"
+  if f.available_only then where[#where + 1] = available end
+  local clause = #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or ""
+  local from = " FROM listings l LEFT JOIN (" .. PROVIDERS .. ") p ON p.key_id = l.key_id" .. clause
+  args.limit, args.offset = f.limit or 50, f.offset or 0
+  local rows = check(self.db:query("SELECT l.*, coalesce(p.completed, 0) AS completed, coalesce(p.failed, 0) AS failed, "
+    .. "coalesce(p.expired, 0) AS expired, " .. available .. " AS available, "
+    .. "(coalesce(p.completed, 0) + 1.0) / (coalesce(p.completed, 0) + coalesce(p.failed, 0) + coalesce(p.expired, 0) + 2.0) "
+    .. "AS reputation" .. from .. " ORDER BY " .. f.order .. ", l.listing_id LIMIT :limit OFFSET :offset", args))
+  local total = check(self.db:first("SELECT count(*) AS n" .. from, args)).n
+  return rows, total
+end
+
+--- Hourly rates (units) of jobs completed since `since` on miners whose
+-- capabilities mention the model: what the market actually paid.
+function Store:completed_rates(model_pattern, since)
+  local rows = check(self.db:query([[SELECT m.price_units AS rate FROM jobs j JOIN miners m ON j.miner_id = m.miner_id
+    WHERE j.state = 'COMPLETED' AND j.finished_at >= ? AND m.price_units IS NOT NULL AND lower(m.capabilities) LIKE ?]],
+    since, model_pattern))
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r.rate end
+  return out
 end
 
 return M

@@ -1,0 +1,177 @@
+--- aitbc marketplace: list GPUs for rent, browse offers, check prices.
+local errors = require "aitbc.errors"
+
+local function client(ctx, role) return require("aitbc.api").from_context(ctx, { role = role }) end
+
+local function amount(text, option)
+  local units, err = require("aitbc.money").parse(text)
+  if not units then errors.raise("usage", option .. ": " .. err .. " (an amount in AITBC, e.g. 0.5)") end
+  if units < 0 then errors.raise("usage", option .. " must not be negative") end
+  return text
+end
+
+local function render_listing(d, out)
+  out:print(out:format_record({
+    listing_id = d.listing_id, gpu = string.format("%dx %s (%s GB)", d.count, d.model, d.vram_gb),
+    price = d.hourly_rate .. " AITBC/hour", region = d.region or "-", status = d.status,
+    live = d.available and "yes: offered on the network now" or "no (paused, or its provider is offline)",
+    reputation = string.format("%.2f", d.reputation or 0.5),
+  }, { { "listing_id", "listing_id" }, "gpu", "price", "region", "status", "live", "reputation" }))
+end
+
+local function offers_table(items, out)
+  local rows = {}
+  for i, o in ipairs(items) do
+    rows[i] = { listing = o.listing_id, provider = o.provider, reputation = string.format("%.2f", o.reputation or 0.5),
+      gpu = (o.count > 1 and (o.count .. "x ") or "") .. o.model, vram = string.format("%g GB", o.vram_gb),
+      price = o.hourly_rate, region = o.region or "-", status = o.available and "available" or o.status }
+  end
+  return out:format_table(rows, { { "listing", "listing", keep = true }, "provider", { "reputation", "rep" }, "gpu",
+    "vram", { "price", "AITBC/h" }, "region", "status" })
+end
+
+return {
+  name = "marketplace",
+  category = "Workflows",
+  summary = "The GPU marketplace: list your GPUs, browse offers, see market prices",
+  description = "Reputation = (completed + 1) / (completed + failed + expired + 2) over the provider's jobs. "
+    .. "The suggested price is the median asked by available listings, blended with what jobs on that GPU "
+    .. "paid in the last 7 days when there are at least three.",
+  commands = {
+    {
+      name = "gpu",
+      summary = "Your GPU listings: register, list, update, remove",
+      commands = {
+        {
+          name = "register",
+          summary = "List a GPU on the marketplace (live at once)",
+          options = {
+            { "--model", required = true, metavar = "MODEL", help = "GPU model, e.g. \"RTX 4090\"" },
+            { "--vram", type = "number", required = true, min = 0.001, max = 4096, metavar = "GB", help = "GPU memory" },
+            { "--hourly-rate", required = true, metavar = "AITBC", help = "price per GPU-hour" },
+            { "--count", type = "integer", min = 1, max = 1024, default = 1, help = "how many such GPUs" },
+            { "--region", metavar = "NAME", help = "region label" },
+            { "--payout-address", metavar = "ADDRESS", help = "where payments go" },
+            { "--miner-id", metavar = "ID", help = "the miner serving it (default: your only miner, if any)" },
+          },
+          examples = { [[aitbc marketplace gpu register --model "RTX 4090" --vram 24 --hourly-rate 0.5]] },
+          run = function(ctx)
+            local o = ctx.opts
+            local listing = client(ctx, "miner"):call("POST", "/v1/marketplace/gpu/register", {
+              headers = o.miner_id and { ["X-Miner-ID"] = o.miner_id } or nil,
+              json = { model = o.model, vram_gb = o.vram, hourly_rate = amount(o.hourly_rate, "--hourly-rate"), count = o.count,
+                region = o.region, payout_address = o.payout_address, miner_id = o.miner_id } })
+            return listing, function(d, out)
+              out:success("listing " .. d.listing_id .. (d.available and " is live on the network" or " registered"))
+              render_listing(d, out)
+            end
+          end,
+        },
+        {
+          name = "list",
+          summary = "Your listings",
+          run = function(ctx)
+            local res = client(ctx, "miner"):call("GET", "/v1/marketplace/gpu/list")
+            return res, function(d, out)
+              if #d.items == 0 then out:print("no listings yet (aitbc marketplace gpu register)") return end
+              out:print(offers_table(d.items, out))
+            end
+          end,
+        },
+        {
+          name = "update",
+          summary = "Change a listing's price, count, region or status",
+          args = { { "listing_id", help = "gpu_..." } },
+          options = {
+            { "--hourly-rate", metavar = "AITBC", help = "new price per GPU-hour" },
+            { "--count", type = "integer", min = 1, max = 1024, help = "how many" },
+            { "--region", metavar = "NAME", help = "region label" },
+            { "--status", choices = { "active", "paused" }, help = "paused listings are not offered" },
+          },
+          run = function(ctx)
+            local o = ctx.opts
+            local body = { hourly_rate = o.hourly_rate and amount(o.hourly_rate, "--hourly-rate"), count = o.count,
+              region = o.region, status = o.status }
+            if next(body) == nil then
+              errors.raise("usage", "nothing to change", "pass --hourly-rate, --count, --region or --status")
+            end
+            local listing = client(ctx, "miner"):call("PATCH", "/v1/marketplace/gpu/" .. ctx.args.listing_id, { json = body })
+            return listing, function(d, out) out:success("listing " .. d.listing_id .. " updated") render_listing(d, out) end
+          end,
+        },
+        {
+          name = "remove",
+          summary = "Take a listing off the marketplace",
+          args = { { "listing_id", help = "gpu_..." } },
+          run = function(ctx)
+            local res = client(ctx, "miner"):call("DELETE", "/v1/marketplace/gpu/" .. ctx.args.listing_id)
+            return res, function(d, out) out:success("listing " .. d.listing_id .. " removed") end
+          end,
+        },
+      },
+    },
+    {
+      name = "offers",
+      summary = "Browse GPU offers",
+      commands = {
+        {
+          name = "list",
+          summary = "Available GPUs, with providers, reputation and hourly prices",
+          options = {
+            { "--model", metavar = "MODEL", help = "GPU model, e.g. \"RTX 4090\"" },
+            { "--min-vram", type = "number", min = 0, metavar = "GB", help = "at least this much memory" },
+            { "--max-price", metavar = "AITBC", help = "at most this per hour" },
+            { "--region", metavar = "NAME", help = "only this region" },
+            { "--sort", choices = { "price", "-price", "vram", "-vram", "reputation", "-reputation", "newest" },
+              default = "price", help = "order ('-' for descending)" },
+            { "--all", type = "boolean", help = "include paused listings and offline providers" },
+            { "--limit", type = "integer", min = 1, max = 500, default = 20, help = "how many" },
+            { "--offset", type = "integer", min = 0, default = 0, help = "skip this many" },
+          },
+          examples = { [[aitbc marketplace offers list --model "RTX 4090"]],
+                       "aitbc marketplace offers list --min-vram 40 --sort -reputation" },
+          run = function(ctx)
+            local o = ctx.opts
+            local res = client(ctx):call("GET", "/v1/marketplace/offers", { query = { model = o.model, min_vram = o.min_vram,
+              max_price = o.max_price and amount(o.max_price, "--max-price"), region = o.region, sort = o.sort,
+              available = o.all and "all" or nil, limit = o.limit, offset = o.offset } })
+            return res, function(d, out)
+              if #d.items == 0 then out:print("no GPU offers match") return end
+              out:print(offers_table(d.items, out))
+              out:print(out:style(string.format("%d of %d offer(s), sorted by %s", #d.items, d.total, d.sort), "dim"))
+            end
+          end,
+        },
+      },
+    },
+    {
+      name = "pricing",
+      summary = "The pricing oracle: what the market asks and pays for a GPU model",
+      args = { { "model_arg", optional = true, help = "GPU model (or --model)" } },
+      options = { { "--model", metavar = "MODEL", help = "GPU model, e.g. \"RTX 4090\"" } },
+      examples = { [[aitbc marketplace pricing --model "RTX 4090"]] },
+      run = function(ctx)
+        local model = ctx.opts.model or ctx.args.model_arg
+        if not model then errors.raise("usage", "which GPU model?", "aitbc marketplace pricing --model \"RTX 4090\"") end
+        local http = require "aitbc.http"
+        local res = client(ctx):call("GET", "/v1/marketplace/pricing/" .. http.escape(model))
+        return res, function(d, out)
+          out:print(out:style(string.format("%s — AITBC per GPU-hour", d.model), "bold"))
+          local rows = {}
+          for _, r in ipairs { { "available listings", d.listings }, { "jobs paid (7 days)", d.completed_jobs } } do
+            local s = r[2]
+            rows[#rows + 1] = { source = r[1], count = s.count, min = s.min or "-", p25 = s.p25 or "-", median = s.median or "-",
+              average = s.average or "-", p75 = s.p75 or "-", max = s.max or "-" }
+          end
+          out:print(out:format_table(rows, { { "source", "source", keep = true }, "count", "min", "p25", "median", "average",
+            "p75", "max" }))
+          if d.suggested_hourly_rate then
+            out:print("")
+            out:print(out:style("suggested: " .. d.suggested_hourly_rate .. " AITBC/hour", "green")
+              .. "  (" .. d.suggestion_rule .. ")")
+          end
+        end
+      end,
+    },
+  },
+}

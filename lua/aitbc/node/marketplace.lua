@@ -1,0 +1,201 @@
+--- The GPU marketplace: providers list GPUs (tied to their API key and,
+-- when they have one, their miner), anyone browses offers, and a pricing
+-- oracle summarises what the market asks and what jobs actually paid.
+--
+-- Reputation of a provider = (completed + 1) / (completed + failed + expired + 2)
+-- over its miners' jobs: 0.5 for a newcomer, towards 1 with a clean record.
+-- An offer is available while its listing is active and its provider has a
+-- miner online; a provider without any miner keeps a listing available for
+-- an hour after registering or updating it.
+-- Suggested rate: the median asked by available listings; when at least
+-- three jobs completed on that GPU model in the last 7 days, the midpoint of
+-- that median and the median those jobs paid.
+local json = require "aitbc.json"
+local money = require "aitbc.money"
+local util = require "aitbc.node.util"
+
+local fail, invalid = util.fail, util.invalid
+
+local M = { FRESH_SECONDS = 3600, HISTORY_SECONDS = 7 * 86400 }
+
+--- "NVIDIA GeForce RTX 4090" and "rtx 4090" are the same model.
+function M.model_key(name)
+  return (name:lower():gsub("^%s*nvidia%s+", ""):gsub("^geforce%s+", ""):gsub("%s+", " "):gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+local SORTS = {
+  price = "l.rate_units ASC", ["-price"] = "l.rate_units DESC", vram = "l.vram_gb ASC", ["-vram"] = "l.vram_gb DESC",
+  reputation = "reputation ASC", ["-reputation"] = "reputation DESC", newest = "l.created_at DESC",
+}
+
+local function view(l)
+  return {
+    listing_id = l.listing_id, provider = l.key_id, miner_id = l.miner_id, model = l.model, vram_gb = l.vram_gb,
+    count = l.count, hourly_rate = money.format(l.rate_units), rate_units = l.rate_units, region = l.region,
+    payout_address = l.payout_address, status = l.status, available = l.available == 1,
+    reputation = l.reputation and math.floor(l.reputation * 1000 + 0.5) / 1000,
+    record = l.completed and { completed = l.completed, failed = l.failed, expired = l.expired } or nil,
+    created_at = util.iso(l.created_at), updated_at = util.iso(l.updated_at),
+  }
+end
+
+local function rate_of(value, field)
+  local units, err = money.parse(value)
+  if not units then invalid(field, "must be an amount in AITBC, e.g. 0.5 (" .. tostring(err) .. ")") end
+  if units < 0 then invalid(field, "must not be negative") end
+  return units
+end
+
+local function offers_filter(ctx)
+  return { cutoff = ctx.now - ctx.config.heartbeat_timeout, fresh_since = ctx.now - M.FRESH_SECONDS }
+end
+
+local function own(ctx, listing_id)
+  local l = ctx.store:listing_get(listing_id)
+  if not l then fail(404, "listing_not_found", "no listing " .. listing_id) end
+  if l.key_id ~= ctx.key.key_id then fail(403, "not_owner", "listing " .. listing_id .. " belongs to another provider") end
+  return l
+end
+
+local function one(ctx, listing_id)
+  local f = offers_filter(ctx)
+  f.listing_id, f.order, f.limit = listing_id, "l.listing_id", 1
+  return ctx.store:offers(f)[1]
+end
+
+function M.register(ctx)
+  local body = ctx:body_object()
+  local gpu = type(body.gpu) == "table" and body.gpu or body -- the older CLI's {"gpu": {...}}
+  local model = util.optional_string(gpu, "model", 100) or util.optional_string(gpu, "name", 100)
+  if not model or model:match("^%s*$") then invalid("model", "is required, e.g. \"RTX 4090\"") end
+  local vram = gpu.vram_gb or gpu.vram or gpu.memory_gb or gpu.memory
+  if type(vram) ~= "number" then invalid("vram_gb", "is required: the GPU's memory in GB, e.g. 24") end
+  if vram <= 0 or vram > 4096 then invalid("vram_gb", "must be more than 0 and at most 4096") end
+  local rate_value = gpu.hourly_rate or gpu.price_per_hour
+  if rate_value == nil then invalid("hourly_rate", "is required: AITBC per hour, e.g. 0.5") end
+  local l = {
+    listing_id = "gpu_" .. util.new_id(6), key_id = ctx.key.key_id, model = model, model_key = M.model_key(model),
+    vram_gb = vram, count = util.optional_integer(gpu, "count", 1, 1024, 1),
+    rate_units = rate_of(rate_value, gpu.hourly_rate ~= nil and "hourly_rate" or "price_per_hour"),
+    region = util.optional_string(gpu, "region", 100), payout_address = util.optional_string(gpu, "payout_address", 128),
+    now = ctx.now,
+  }
+  local mine = ctx.store:miners_of_key(ctx.key.key_id)
+  local wanted = ctx.headers["x-miner-id"] or util.optional_string(body, "miner_id", 64)
+  for _, m in ipairs(mine) do
+    if m.miner_id == wanted or (not wanted and #mine == 1) then l.miner_id = m.miner_id end
+  end
+  ctx.store:listing_insert(l)
+  local row = one(ctx, l.listing_id)
+  local v = view(row)
+  v.gpu_id = v.listing_id -- the older API's name
+  return 201, v
+end
+
+function M.list_own(ctx)
+  local f = offers_filter(ctx)
+  f.key_id, f.order, f.limit = ctx.key.key_id, "l.created_at DESC", 1000
+  local items = json.array()
+  for _, r in ipairs(ctx.store:offers(f)) do items[#items + 1] = view(r) end
+  return 200, { items = items }
+end
+
+function M.update(ctx, listing_id)
+  own(ctx, listing_id)
+  local body = ctx:body_object()
+  local fields = { updated_at = ctx.now }
+  if body.hourly_rate ~= nil then fields.rate_units = rate_of(body.hourly_rate, "hourly_rate") end
+  if body.status ~= nil then
+    if body.status ~= "active" and body.status ~= "paused" then invalid("status", "must be active or paused") end
+    fields.status = body.status
+  end
+  fields.count = util.optional_integer(body, "count", 1, 1024)
+  fields.region = util.optional_string(body, "region", 100)
+  fields.payout_address = util.optional_string(body, "payout_address", 128)
+  local vram = util.optional_number(body, "vram_gb")
+  if vram and (vram <= 0 or vram > 4096) then invalid("vram_gb", "must be more than 0 and at most 4096") end
+  fields.vram_gb = vram
+  ctx.store:listing_update(listing_id, fields)
+  return 200, view(one(ctx, listing_id))
+end
+
+function M.remove(ctx, listing_id)
+  own(ctx, listing_id)
+  ctx.store:listing_delete(listing_id)
+  return 200, { listing_id = listing_id, status = "removed" }
+end
+
+function M.offers(ctx)
+  local q = ctx.query
+  local f = offers_filter(ctx)
+  if q.model and q.model ~= "" then f.model_key = M.model_key(q.model) end
+  if q.min_vram then
+    f.min_vram = tonumber(q.min_vram)
+    if not f.min_vram or f.min_vram < 0 then invalid("min_vram", "must be a number of GB") end
+  end
+  if q.max_price then f.max_rate = rate_of(q.max_price, "max_price") end
+  if q.region and q.region ~= "" then f.region = q.region end
+  f.available_only = q.available ~= "all" and q.available ~= "false"
+  local sort = q.sort or "price"
+  f.order = SORTS[sort]
+  if not f.order then
+    local names = {}
+    for k in pairs(SORTS) do names[#names + 1] = k end
+    table.sort(names)
+    invalid("sort", "must be one of " .. table.concat(names, ", "))
+  end
+  f.limit = math.tointeger(tonumber(q.limit or "50"))
+  f.offset = math.tointeger(tonumber(q.offset or "0"))
+  if not f.limit or f.limit < 1 or f.limit > 500 then invalid("limit", "must be a whole number 1..500") end
+  if not f.offset or f.offset < 0 then invalid("offset", "must be a whole number >= 0") end
+  local rows, total = ctx.store:offers(f)
+  local items = json.array()
+  for i, r in ipairs(rows) do items[i] = view(r) end
+  return 200, { items = items, total = total, limit = f.limit, offset = f.offset, sort = sort }
+end
+
+--- Statistics of integer amounts (nearest-rank percentiles; the median of
+-- an even count is the lower middle and the upper middle's mean, rounded down).
+local function stats(values)
+  local n = #values
+  if n == 0 then return { count = 0 } end
+  table.sort(values)
+  local sum = 0
+  for _, v in ipairs(values) do sum = sum + v end
+  local function pct(p) return values[math.max(1, math.ceil(p / 100 * n))] end
+  local median = n % 2 == 1 and values[(n + 1) // 2] or (values[n // 2] + values[n // 2 + 1]) // 2
+  local f = money.format
+  return { count = n, min = f(values[1]), max = f(values[n]), average = f(sum // n), median = f(median),
+    p25 = f(pct(25)), p75 = f(pct(75)), p90 = f(pct(90)), median_units = median }
+end
+
+function M.pricing(ctx, model)
+  model = model or ctx.query.model
+  if not model or model == "" then invalid("model", "is required, e.g. /v1/marketplace/pricing/RTX%204090") end
+  local key = M.model_key(model)
+  local f = offers_filter(ctx)
+  f.model_key, f.available_only, f.order, f.limit = key, true, "l.rate_units", 100000
+  local rates = {}
+  for i, r in ipairs(ctx.store:offers(f)) do rates[i] = r.rate_units end
+  local paid = ctx.store:completed_rates("%" .. key:gsub("[%%_]", "") .. "%", ctx.now - M.HISTORY_SECONDS)
+  local live, jobs = stats(rates), stats(paid)
+  local suggested, rule
+  if live.count > 0 and jobs.count >= 3 then
+    suggested = (live.median_units + jobs.median_units) // 2
+    rule = "midpoint of the median asked by available listings and the median paid by jobs completed in the last 7 days"
+  elseif live.count > 0 then
+    suggested, rule = live.median_units, "median asked by available listings (fewer than 3 completed jobs to learn from)"
+  elseif jobs.count > 0 then
+    suggested, rule = jobs.median_units, "median paid by jobs completed in the last 7 days (no available listing)"
+  end
+  live.median_units, jobs.median_units = nil, nil
+  if live.count == 0 and jobs.count == 0 then
+    fail(404, "no_market_data", "no available listings and no completed jobs for " .. model)
+  end
+  return 200, {
+    model = model, listings = live, completed_jobs = jobs, currency = "AITBC", unit = "per GPU-hour",
+    suggested_hourly_rate = suggested and money.format(suggested), suggestion_rule = rule,
+  }
+end
+
+return M

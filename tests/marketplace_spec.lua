@@ -1,0 +1,140 @@
+-- The GPU marketplace on a real node.
+local cli = require "support.cli"
+local nodes = require "support.node"
+local sys = require "aitbc.sys"
+
+describe("marketplace", function()
+  local node, provider, other, client
+  setup(function()
+    node = nodes.start { args = { "--heartbeat-timeout", "1", "--log-level", "warn" } }
+    provider, other, client = node:key("miner"), node:key("miner"), node:key("client")
+  end)
+  teardown(function() node:stop() cli.cleanup() end)
+
+  local function list(key, body)
+    local status, l = node:request("POST", "/v1/marketplace/gpu/register", { key = key, json = body })
+    assert.equal(201, status, require("aitbc.json").encode(l))
+    return l
+  end
+
+  local function offers(query)
+    local status, res = node:request("GET", "/v1/marketplace/offers?" .. query)
+    assert.equal(200, status)
+    local ids = {}
+    for i, o in ipairs(res.items) do ids[i] = o.model .. "@" .. o.hourly_rate end
+    return ids, res
+  end
+
+  it("filters, sorts and pages exactly", function()
+    list(provider, { model = "RTX 4090", vram_gb = 24, hourly_rate = "0.6", region = "eu" })
+    list(provider, { model = "NVIDIA GeForce RTX 4090", vram_gb = 24, hourly_rate = "0.4" })
+    list(provider, { model = "rtx 4090", vram_gb = 24, hourly_rate = "0.9", region = "eu" })
+    list(provider, { model = "RTX 4090", vram_gb = 24, hourly_rate = "0.5" })
+    list(other, { model = "A100", vram_gb = 80, hourly_rate = "1.9", region = "us" })
+    list(other, { gpu = { name = "H100", memory_gb = 80, price_per_hour = 2.5 } }) -- the older API's shape
+    assert.same({ "NVIDIA GeForce RTX 4090@0.4", "RTX 4090@0.5", "RTX 4090@0.6", "rtx 4090@0.9" },
+      (offers("model=RTX%204090")))
+    assert.same({ "rtx 4090@0.9", "RTX 4090@0.6" }, (offers("model=rtx%204090&region=eu&sort=-price")))
+    assert.same({ "A100@1.9", "H100@2.5" }, (offers("min_vram=40")))
+    assert.same({ "NVIDIA GeForce RTX 4090@0.4", "RTX 4090@0.5" }, (offers("max_price=0.5")))
+    local page, res = offers("model=RTX%204090&limit=2&offset=2")
+    assert.same({ "RTX 4090@0.6", "rtx 4090@0.9" }, page)
+    assert.equal(4, res.total)
+    assert.same({ "H100@2.5", "A100@1.9" }, (offers("min_vram=40&sort=-price")))
+  end)
+
+  it("computes the pricing oracle from the listings and completed jobs", function()
+    local status, p = node:request("GET", "/v1/marketplace/pricing/RTX%204090")
+    assert.equal(200, status)
+    assert.same({ count = 4, min = "0.4", p25 = "0.4", median = "0.55", average = "0.6", p75 = "0.6", p90 = "0.9", max = "0.9" },
+      p.listings)
+    assert.equal("0.55", p.suggested_hourly_rate)
+    -- three jobs paid 0.8/hour on an RTX 4090 miner: the suggestion moves halfway there
+    local miner = node:key("miner")
+    node:request("POST", "/v1/miners/register", { key = miner, json = { miner_id = "priced",
+      capabilities = { gpus = { { name = "RTX 4090", memory_gb = 24 } } }, price_per_hour = "0.8" } })
+    for _ = 1, 3 do
+      local _, job = node:request("POST", "/v1/jobs", { key = client, json = { payload = { prompt = "x" } } })
+      local _, got = node:request("POST", "/v1/miners/poll", { key = miner, json = {} })
+      assert.equal(job.job_id, got.job_id)
+      node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner, json = { result = "ok" } })
+    end
+    local _, p2 = node:request("GET", "/v1/marketplace/pricing?model=rtx%204090")
+    assert.equal(3, p2.completed_jobs.count)
+    assert.equal("0.8", p2.completed_jobs.median)
+    assert.equal("0.675", p2.suggested_hourly_rate)
+    assert.matches("midpoint", p2.suggestion_rule)
+    assert.equal(404, (node:request("GET", "/v1/marketplace/pricing/GTX%20480")))
+  end)
+
+  it("refuses invalid listings and queries, naming the field", function()
+    for body, field in pairs {
+      [{ model = "RTX 4090", vram_gb = 24, hourly_rate = "-1" }] = "hourly_rate",
+      [{ model = "RTX 4090", vram_gb = 0, hourly_rate = "1" }] = "vram_gb",
+      [{ vram_gb = 24, hourly_rate = "1" }] = "model",
+      [{ model = "RTX 4090", hourly_rate = "1" }] = "vram_gb",
+      [{ model = "RTX 4090", vram_gb = 24 }] = "hourly_rate",
+      [{ model = "RTX 4090", vram_gb = 24, hourly_rate = "0.1234567891" }] = "hourly_rate",
+    } do
+      local status, err = node:request("POST", "/v1/marketplace/gpu/register", { key = provider, json = body })
+      assert.equal(422, status)
+      assert.equal(field, err.error.field)
+    end
+    local status, err = node:request("GET", "/v1/marketplace/offers?sort=cheapest")
+    assert.equal(422, status)
+    assert.equal("sort", err.error.field)
+    assert.equal(403, (node:request("POST", "/v1/marketplace/gpu/register", { key = client,
+      json = { model = "X", vram_gb = 1, hourly_rate = "1" } })))
+  end)
+
+  it("lets only the owner change or remove a listing", function()
+    local l = list(provider, { model = "L4", vram_gb = 24, hourly_rate = "0.3" })
+    local s1, e1 = node:request("PATCH", "/v1/marketplace/gpu/" .. l.listing_id, { key = other, json = { hourly_rate = "0.1" } })
+    assert.equal(403, s1)
+    assert.equal("not_owner", e1.error.code)
+    assert.equal(403, (node:request("DELETE", "/v1/marketplace/gpu/" .. l.listing_id, { key = other })))
+    local s2, updated = node:request("PATCH", "/v1/marketplace/gpu/" .. l.listing_id, { key = provider,
+      json = { hourly_rate = "0.35", status = "paused" } })
+    assert.equal(200, s2)
+    assert.equal("0.35", updated.hourly_rate)
+    assert.is_false(updated.available)
+    assert.same({}, (offers("model=L4")))
+    assert.equal(200, (node:request("DELETE", "/v1/marketplace/gpu/" .. l.listing_id, { key = provider })))
+    assert.equal(404, (node:request("DELETE", "/v1/marketplace/gpu/" .. l.listing_id, { key = provider })))
+  end)
+
+  it("stops offering a listing whose miner goes offline, and scores providers by their record", function()
+    local key = node:key("miner")
+    node:request("POST", "/v1/miners/register", { key = key, json = { miner_id = "flaky" } })
+    local l = list(key, { model = "T4", vram_gb = 16, hourly_rate = "0.1" })
+    assert.equal("flaky", l.miner_id)
+    assert.is_true(l.available)
+    local _, job = node:request("POST", "/v1/jobs", { key = client, json = { payload = { prompt = "x" } } })
+    node:request("POST", "/v1/miners/poll", { key = key, json = {} })
+    node:request("POST", "/v1/miners/" .. job.job_id .. "/fail", { key = key, json = { error_message = "crashed" } })
+    local _, res = offers("model=T4")
+    assert.equal(1, #res.items)
+    assert.equal(1, res.items[1].record.failed)
+    assert.equal(0.333, res.items[1].reputation) -- (0 + 1) / (0 + 1 + 0 + 2)
+    sys.sleep(1.5) -- no heartbeat: the miner is offline
+    assert.same({}, (offers("model=T4")))
+    local _, all = offers("model=T4&available=all")
+    assert.is_false(all.items[1].available)
+  end)
+
+  it("works from the CLI as the spec writes it", function()
+    local home = cli.tempdir()
+    local env = { AITBC_MINER_KEY = node:key("miner") }
+    local r = node:cli({ "marketplace", "gpu", "register", "--model", "RTX 4090", "--vram", "24", "--hourly-rate", "0.5" },
+      { home = home, env = env })
+    assert.equal(0, r.code, r.err)
+    assert.matches("listing gpu_%x+ is live on the network", r.out)
+    r = node:cli({ "marketplace", "offers", "list", "--model", "RTX 4090" }, { home = home })
+    assert.matches("LISTING%s+PROVIDER%s+REP%s+GPU%s+VRAM%s+AITBC/H%s+REGION%s+STATUS", r.out)
+    r = node:cli({ "marketplace", "pricing", "--model", "RTX 4090" }, { home = home })
+    assert.matches("available listings%s+%d+", r.out)
+    assert.matches("suggested: [%d.]+ AITBC/hour", r.out)
+    assert.equal(2, node:cli({ "marketplace", "gpu", "register", "--model", "X", "--vram", "8", "--hourly-rate", "-2" },
+      { home = home, env = env }).code)
+  end)
+end)

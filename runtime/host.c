@@ -11,7 +11,8 @@ int luaopen_cjson_safe(lua_State *L);
 
 static int load_embedded(lua_State *L) {
   const struct aitbc_embedded_file *f = &aitbc_embedded_files[lua_tointeger(L, lua_upvalueindex(1))];
-  if (luaL_loadbufferx(L, (const char *)f->data, f->size, f->chunk, "t") != LUA_OK) return lua_error(L);
+  /* bytecode compiled from lua/ at build time (see the Makefile) */
+  if (luaL_loadbufferx(L, (const char *)f->data, f->size, f->chunk, "b") != LUA_OK) return lua_error(L);
   lua_pushstring(L, f->module);
   lua_pushstring(L, f->chunk + 1);
   lua_call(L, 2, 1);

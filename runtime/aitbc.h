@@ -21,6 +21,12 @@ int aitbc_interrupted(void);
 /* 0: signals only set the flag (a server that shuts down by itself). */
 void aitbc_interrupt_set_raise(int raise_error);
 
+/* server.c: a connection thread that waits (a long poll) gives its place
+ * among the threads running handlers to another, and takes one back after;
+ * no-ops on threads that are not serving a request. */
+void aitbc_server_yield_slot(void);
+void aitbc_server_reclaim_slot(void);
+
 /* Native modules (one file each). */
 int luaopen_aitbc_native_crypto(lua_State *L);
 int luaopen_aitbc_native_http(lua_State *L);

@@ -3,7 +3,8 @@
  * pool (states are created on demand, each with the full host set-up, and
  * reused), so a slow or long-polling handler holds up only its own client.
  *
- *   start{host=, port=, handler="module", config="string", max_body=}
+ *   start{host=, port=, handler="module", config="string", max_body=, slots=3 x cores}
+ * slots: how many connection threads may run handlers at once.
  *     -> server | nil, err
  *   server:port(), server:stop([grace_seconds]), server:stats()
  *
@@ -85,6 +86,11 @@ typedef struct lstate {
 typedef struct {
   struct MHD_Daemon *daemon;
   pthread_mutex_t lock;
+  /* at most `slots` connection threads run Lua handlers at once: more would
+   * only take turns on the cores and the database's write lock */
+  pthread_mutex_t slot_lock;
+  pthread_cond_t slot_free;
+  int slots, busy;
   lstate_t *idle;
   char *handler, *config, *path, *cpath;
   size_t max_body;
@@ -107,6 +113,36 @@ typedef struct {
 static const char ERR_INTERNAL[] = "{\"error\":{\"code\":\"internal\",\"message\":\"internal server error\"}}";
 static const char ERR_TOO_LARGE[] =
     "{\"error\":{\"code\":\"payload_too_large\",\"message\":\"request body too large\"}}";
+
+/* ---- handler slots ---- */
+
+static __thread server_t *slot_owner; /* the server this thread serves a request of */
+static __thread int slot_held;        /* and whether it holds one of its slots now */
+
+static void slot_acquire(server_t *srv) {
+  pthread_mutex_lock(&srv->slot_lock);
+  while (srv->busy >= srv->slots) pthread_cond_wait(&srv->slot_free, &srv->slot_lock);
+  srv->busy++;
+  pthread_mutex_unlock(&srv->slot_lock);
+  slot_owner = srv;
+  slot_held = 1;
+}
+
+static void slot_release(server_t *srv) {
+  pthread_mutex_lock(&srv->slot_lock);
+  srv->busy--;
+  pthread_cond_signal(&srv->slot_free);
+  pthread_mutex_unlock(&srv->slot_lock);
+  slot_held = 0;
+}
+
+void aitbc_server_yield_slot(void) {
+  if (slot_owner && slot_held) slot_release(slot_owner);
+}
+
+void aitbc_server_reclaim_slot(void) {
+  if (slot_owner && !slot_held) slot_acquire(slot_owner);
+}
 
 /* ---- Lua state pool ---- */
 
@@ -285,10 +321,11 @@ static enum MHD_Result respond_static(struct MHD_Connection *conn, int status, c
   return r;
 }
 
-static enum MHD_Result dispatch(server_t *srv, struct MHD_Connection *conn, const char *method, const char *url,
-                                request_t *req) {
+/* Runs the Lua handler; returns the response to queue (NULL: answer 500). */
+static struct MHD_Response *run_handler(server_t *srv, struct MHD_Connection *conn, const char *method, const char *url,
+                                        request_t *req, int *status) {
   lstate_t *st = state_borrow(srv);
-  if (!st) return respond_static(conn, 500, ERR_INTERNAL);
+  if (!st) return NULL;
   lua_State *L = st->L;
   lua_getfield(L, LUA_REGISTRYINDEX, "aitbc.server.handle");
   push_request(L, conn, method, url, req);
@@ -296,11 +333,21 @@ static enum MHD_Result dispatch(server_t *srv, struct MHD_Connection *conn, cons
     fprintf(stderr, "aitbc server: handler error on %s %s: %s\n", method, url,
             lua_isstring(L, -1) ? lua_tostring(L, -1) : "handler did not return a table");
     state_return(srv, st);
-    return respond_static(conn, 500, ERR_INTERNAL);
+    return NULL;
   }
-  int status, keep_state = 0;
-  struct MHD_Response *resp = build_response(L, req, st, &status, &keep_state);
+  int keep_state = 0;
+  struct MHD_Response *resp = build_response(L, req, st, status, &keep_state);
   if (!keep_state) state_return(srv, st);
+  return resp;
+}
+
+static enum MHD_Result dispatch(server_t *srv, struct MHD_Connection *conn, const char *method, const char *url,
+                                request_t *req) {
+  int status = 500;
+  slot_acquire(srv);
+  struct MHD_Response *resp = run_handler(srv, conn, method, url, req, &status);
+  slot_release(srv);
+  slot_owner = NULL;
   if (!resp) return respond_static(conn, 500, ERR_INTERNAL);
   enum MHD_Result r = MHD_queue_response(conn, (unsigned)status, resp);
   MHD_destroy_response(resp);
@@ -388,10 +435,17 @@ static int l_start(lua_State *L) {
   server_t *srv = lua_newuserdatauv(L, sizeof *srv, 0);
   memset(srv, 0, sizeof *srv);
   pthread_mutex_init(&srv->lock, NULL);
+  pthread_mutex_init(&srv->slot_lock, NULL);
+  pthread_cond_init(&srv->slot_free, NULL);
   luaL_setmetatable(L, SERVER_MT);
   lua_getfield(L, 1, "handler");
   luaL_argcheck(L, lua_isstring(L, -1), 1, "handler (a module name) is required");
   lua_pop(L, 1);
+  lua_getfield(L, 1, "slots");
+  /* default: three per core (measured best on 2 cores: 2 starves, 8+ only adds switching) */
+  srv->slots = (int)luaL_optinteger(L, -1, 3 * (int)sysconf(_SC_NPROCESSORS_ONLN));
+  lua_pop(L, 1);
+  luaL_argcheck(L, srv->slots >= 1 && srv->slots <= 1024, 1, "slots must be 1..1024");
   lua_getfield(L, 1, "max_body");
   srv->max_body = (size_t)luaL_optinteger(L, -1, 1 << 20);
   lua_getfield(L, 1, "port");

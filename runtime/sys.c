@@ -55,8 +55,10 @@ static int l_monotonic(lua_State *L) {
 static int l_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
   double until = clock_seconds(CLOCK_MONOTONIC) + (s > 0 ? s : 0);
+  aitbc_server_yield_slot();
   for (;;) {
     if (aitbc_interrupted()) {
+      aitbc_server_reclaim_slot();
       lua_pushnil(L);
       lua_pushliteral(L, "interrupted");
       return 2;
@@ -67,6 +69,7 @@ static int l_sleep(lua_State *L) {
     struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
     nanosleep(&ts, NULL);
   }
+  aitbc_server_reclaim_slot();
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -156,6 +159,7 @@ static int l_generation(lua_State *L) {
 static int l_wait_generation(lua_State *L) {
   lua_Integer seen = luaL_checkinteger(L, 1);
   double until = clock_seconds(CLOCK_REALTIME) + luaL_checknumber(L, 2);
+  aitbc_server_yield_slot(); /* a waiting handler lets another run */
   pthread_mutex_lock(&gen_lock);
   while (generation == seen && !aitbc_interrupted()) {
     double now = clock_seconds(CLOCK_REALTIME);
@@ -166,6 +170,7 @@ static int l_wait_generation(lua_State *L) {
   }
   lua_Integer g = generation;
   pthread_mutex_unlock(&gen_lock);
+  aitbc_server_reclaim_slot();
   lua_pushinteger(L, g);
   return 1;
 }

@@ -14,7 +14,7 @@ function srv:stop(grace_seconds) end
 ---@return {inflight: integer, requests: integer, states: integer}
 function srv:stats() end
 
----@param opts {handler: string, host?: string, port?: integer, config?: string, max_body?: integer}
+---@param opts {handler: string, host?: string, port?: integer, config?: string, max_body?: integer, slots?: integer}
 ---@return aitbc.server|nil, string? err
 function server.start(opts) end
 

@@ -13,6 +13,8 @@ return {
       help = "a miner silent this long goes offline and its jobs are re-queued" },
     { "--max-body", type = "integer", min = 1024, max = 64 << 20, default = 1 << 20, metavar = "BYTES",
       help = "largest request body accepted (413 beyond)" },
+    { "--handler-slots", type = "integer", min = 1, max = 1024, metavar = "N",
+      help = "requests handled at once (default 3 per CPU core; waiting long-polls do not count)" },
     { "--grace", type = "number", min = 0, max = 600, default = 10, metavar = "SECONDS",
       help = "how long shutdown waits for requests in flight" },
     { "--detach", type = "boolean", help = "run in the background (writes a pid file) and return once it answers" },

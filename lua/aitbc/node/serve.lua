@@ -80,7 +80,7 @@ function M.run(ctx)
   local server = require "aitbc.server"
   sys.on_interrupt("flag")
   local srv, lerr = server.start { host = host, port = port, handler = "aitbc.node.app",
-    config = json.encode(node_config), max_body = opts.max_body }
+    config = json.encode(node_config), max_body = opts.max_body, slots = opts.handler_slots }
   if not srv then errors.raise("failure", lerr, "choose another port with --listen, or stop what uses it") end
   local url = string.format("http://%s:%d", host, srv:port())
   local log = require "aitbc.node.log"

@@ -125,6 +125,29 @@ describe("client and miner journeys", function()
     slow_proc:wait()
   end)
 
+  it("finishes the job in hand when told to stop (SIGTERM), then stops", function()
+    local slow_url, slow_proc = sim(0.1)
+    local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "finish me" }.json()
+    local miner = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
+      "--continuous", "--miner-id", "polite", "--ollama-url", slow_url },
+      env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY }, stdout = "pipe", stderr = "pipe" })
+    local out = ""
+    while not out:find("running inference") do
+      local chunk = miner:read(10)
+      assert(chunk, "the miner never started its inference")
+      out = out .. chunk
+    end
+    miner:kill(15) -- mid-inference
+    local code, rest = miner:communicate(nil, 30)
+    out = out .. (rest or "")
+    assert.equal(0, code)
+    assert.matches("result submitted", out)
+    assert.matches("stopping", out)
+    assert.equal("COMPLETED", run { "-o", "json", "client", "status", job.job_id }.json().state)
+    slow_proc:kill(15)
+    slow_proc:wait()
+  end)
+
   it("polls: a job, or 'no jobs in queue'", function()
     local empty = run { "miner", "poll", "--miner-id", "journey-1" }
     assert.equal(0, empty.code, empty.err)

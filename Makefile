@@ -11,7 +11,7 @@ LINK_PKGS := lua5.4 libsodium sqlite3
 # Debian packages the build, the tests and the linters need.
 DEB_PKGS := build-essential pkg-config ca-certificates liblua5.4-dev lua-cjson-dev \
             libcurl4-openssl-dev libsodium-dev libsqlite3-dev libmicrohttpd-dev \
-            lua5.4 lua-busted lua-check clang-format wrk
+            lua5.4 lua-busted lua-check clang-format wrk python3-mnemonic
 
 # Lazily expanded: pkg-config runs when a recipe needs it, after `deps`.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -27,7 +27,7 @@ OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
 LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 # Embedded as bytecode (luac5.4 keeps line information): parsing the CLI's
 # modules from source was most of `aitbc --help`'s time.
-LUA_BC    := $(LUA_FILES:%=$(BUILD)/%)
+LUA_BC    := $(LUA_FILES:%=$(BUILD)/%) $(BUILD)/lua/aitbc/wallet/wordlist.lua
 
 .PHONY: all deps test check demo asan lint format install uninstall clean bench reference help
 
@@ -37,6 +37,13 @@ $(BUILD)/embed: runtime/embed.c | $(BUILD)
 	$(CC) -O1 -o $@ $<
 
 $(BUILD)/lua/%.lua: lua/%.lua
+	@mkdir -p $(dir $@)
+	luac5.4 -o $@ $<
+
+$(BUILD)/gen/lua/aitbc/wallet/wordlist.lua: runtime/bip39-wordlist.sh
+	runtime/bip39-wordlist.sh $@
+
+$(BUILD)/lua/aitbc/wallet/wordlist.lua: $(BUILD)/gen/lua/aitbc/wallet/wordlist.lua
 	@mkdir -p $(dir $@)
 	luac5.4 -o $@ $<
 

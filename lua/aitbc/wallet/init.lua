@@ -1,0 +1,142 @@
+--- Wallets: Ed25519 keys from a BIP-39 phrase (SLIP-0010, path PATH below),
+-- bech32 addresses "ait1…" over BLAKE2b-160 of the public key, and one
+-- encrypted keystore file per wallet in AITBC_HOME/wallets (mode 0600):
+-- Argon2id derives the key from the password, XChaCha20-Poly1305 seals the
+-- phrase, with the address as associated data, so an edited file is refused.
+local bech32 = require "aitbc.wallet.bech32"
+local bip39 = require "aitbc.wallet.bip39"
+local crypto = require "aitbc.crypto"
+local errors = require "aitbc.errors"
+local json = require "aitbc.json"
+local slip10 = require "aitbc.wallet.slip10"
+local sys = require "aitbc.sys"
+
+local wallet = { PATH = "m/44'/8888'/0'/0'/0'", HRP = "ait", KDF = { ops = 3, mem = 64 * 1024 * 1024 } }
+
+function wallet.address(public_key)
+  return bech32.encode(wallet.HRP, bech32.bytes_to_words(crypto.blake2b(public_key, 20)))
+end
+
+--- parse_address(text) -> 20-byte hash | nil, reason
+function wallet.parse_address(text)
+  local hrp, words = bech32.decode(text)
+  if not hrp then return nil, words end
+  if hrp ~= wallet.HRP then return nil, "not an AITBC address (prefix '" .. hrp .. "', expected 'ait')" end
+  local bytes, err = bech32.words_to_bytes(words)
+  if not bytes or #bytes ~= 20 then return nil, err or "wrong length" end
+  return bytes
+end
+
+--- Keys of a phrase: {public_key, secret_key (secret), address}
+function wallet.keys(phrase)
+  local seed <close> = bip39.to_seed(phrase)
+  local priv = slip10.derive(seed, wallet.PATH)
+  local pk, sk = crypto.sign_keypair(priv)
+  return { public_key = pk, secret_key = sk, address = wallet.address(pk) }
+end
+
+function wallet.dir()
+  return require("aitbc.config").home() .. "/wallets"
+end
+
+local function valid_name(name)
+  if type(name) ~= "string" or not name:match("^[%w][%w_%-%.]*$") or #name > 64 then
+    errors.raise("usage", "a wallet name may use letters, digits, '_', '-' and '.' (at most 64), got '" .. tostring(name) .. "'")
+  end
+end
+
+function wallet.path(name)
+  valid_name(name)
+  return wallet.dir() .. "/" .. name .. ".json"
+end
+
+--- Seals phrase into a keystore document.
+function wallet.seal(name, phrase, password)
+  local keys = wallet.keys(phrase)
+  local salt, nonce = crypto.random(crypto.SALT_BYTES), crypto.random(crypto.AEAD_NONCE_BYTES)
+  local key <close> = assert(crypto.argon2id(password, salt, wallet.KDF))
+  return {
+    format = "aitbc-keystore", version = 1, name = name, address = keys.address,
+    public_key = crypto.hex(keys.public_key), path = wallet.PATH, created_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    kdf = { alg = "argon2id13", salt = crypto.base64(salt), ops = wallet.KDF.ops, mem = wallet.KDF.mem },
+    cipher = "xchacha20poly1305-ietf", nonce = crypto.base64(nonce),
+    ciphertext = crypto.base64(crypto.aead_encrypt(phrase, key, nonce, "aitbc-keystore-v1:" .. keys.address)),
+  }
+end
+
+--- Opens a keystore document: the phrase and keys | raises (4 on a wrong password).
+function wallet.open(doc, password)
+  if type(doc) ~= "table" or doc.format ~= "aitbc-keystore" or doc.version ~= 1 or type(doc.kdf) ~= "table" then
+    errors.raise("failure", "not an aitbc keystore")
+  end
+  local salt, nonce = crypto.unbase64(doc.kdf.salt or ""), crypto.unbase64(doc.nonce or "")
+  local ct = crypto.unbase64(doc.ciphertext or "")
+  local ops, mem = math.tointeger(doc.kdf.ops), math.tointeger(doc.kdf.mem)
+  if not salt or #salt ~= crypto.SALT_BYTES or not nonce or #nonce ~= crypto.AEAD_NONCE_BYTES or not ct
+    or not ops or not mem or ops < 1 or ops > 20 or mem < 8192 or mem > (1 << 30) then
+    errors.raise("failure", "the keystore is damaged (bad salt, nonce, ciphertext or parameters)")
+  end
+  local key <close> = assert(crypto.argon2id(password, salt, { ops = ops, mem = mem }))
+  local phrase = crypto.aead_decrypt(ct, key, nonce, "aitbc-keystore-v1:" .. tostring(doc.address))
+  if not phrase then
+    errors.raise("auth", "cannot open wallet " .. tostring(doc.name) .. ": wrong password, or the keystore was altered",
+      "nothing was changed", { code = "keystore_refused" })
+  end
+  local keys = wallet.keys(phrase)
+  if keys.address ~= doc.address then errors.raise("failure", "the keystore's address does not match its key") end
+  keys.phrase = phrase
+  return keys
+end
+
+function wallet.read(name)
+  local text = sys.read_file(wallet.path(name))
+  if not text then errors.raise("not_found", "no wallet named '" .. name .. "'", "see 'aitbc wallet list'") end
+  local doc = json.decode(text)
+  if type(doc) ~= "table" then errors.raise("failure", wallet.path(name) .. " is not a keystore") end
+  return doc
+end
+
+function wallet.write(doc, overwrite)
+  local path = wallet.path(doc.name)
+  if not overwrite and sys.stat(path) then
+    errors.raise("failure", "a wallet named '" .. doc.name .. "' already exists", "choose another --name")
+  end
+  assert(sys.mkdir(wallet.dir(), tonumber("700", 8)))
+  local ok, err = sys.write_file(path, json.encode(doc, { pretty = true }) .. "\n", tonumber("600", 8))
+  if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. err) end
+  return path
+end
+
+function wallet.names()
+  local out = {}
+  for _, f in ipairs(sys.list_dir(wallet.dir()) or {}) do
+    local name = f:match("^(.+)%.json$")
+    if name then out[#out + 1] = name end
+  end
+  return out
+end
+
+--- The password: AITBC_WALLET_PASSWORD, --password-file, or a hidden prompt.
+function wallet.password(ctx, confirm)
+  local env = sys.getenv("AITBC_WALLET_PASSWORD")
+  local pw
+  if env and env ~= "" then
+    pw = env
+  elseif ctx.opts.password_file then
+    local text, err = sys.read_file(require("aitbc.config").expand(ctx.opts.password_file))
+    if not text then errors.raise("not_found", "cannot read the password file: " .. tostring(err)) end
+    pw = text:gsub("\r?\n$", "")
+  else
+    local got, err = sys.read_password("Wallet password: ")
+    if not got then
+      errors.raise("usage", "a wallet password is needed (" .. err .. ")",
+        "set AITBC_WALLET_PASSWORD or pass --password-file FILE")
+    end
+    if confirm and sys.read_password("Repeat the password: ") ~= got then errors.raise("usage", "the passwords differ") end
+    pw = got
+  end
+  if confirm and #pw < 8 then errors.raise("usage", "the wallet password must be at least 8 characters") end
+  return pw
+end
+
+return wallet

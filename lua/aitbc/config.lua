@@ -44,6 +44,8 @@ config.keys = {
               help = "seconds to wait for the node before giving up" },
   environment = { default = "default", env = "AITBC_ENVIRONMENT", check = check_name,
                   help = "active environment name (development, staging, production, ...)" },
+  chain = { default = "ait-devnet", env = "AITBC_CHAIN", check = check_name,
+            help = "chain the wallet and chain commands use" },
   color = { default = "auto", env = "AITBC_COLOR", check = check_choice { "auto", "always", "never" },
             help = "colour in tables: auto (terminal only), always or never" },
 }

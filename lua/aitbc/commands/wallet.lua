@@ -1,5 +1,5 @@
 --- aitbc wallet: keys the user owns (BIP-39 phrase, Ed25519, ait1 addresses).
--- Balances and transfers come with the chain (not in this node yet).
+-- Balances, transfers and staking go through the node's chain.
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
 
@@ -33,6 +33,143 @@ local function words_grid(phrase, out)
   end
 end
 
+-- ---- on the chain ----
+
+local function node(ctx) return require("aitbc.api").from_context(ctx, { role = "client" }) end
+local function chain_path(ctx, rest) return "/v1/chain/" .. ctx.settings.chain .. rest end
+
+local function amount_units(text, what)
+  local units, err = require("aitbc.money").parse(text)
+  if not units then errors.raise("usage", what .. ": " .. err .. " (an amount in AITBC, e.g. 10 or 0.5)") end
+  if units <= 0 then errors.raise("usage", what .. " must be more than 0") end
+  return units
+end
+
+--- Signs a transaction with the active wallet and sends it; returns the node's answer.
+local function send_tx(ctx, kind, payload)
+  local crypto = require "aitbc.crypto"
+  local w = W()
+  local name = active(ctx)
+  local keys = w.open(w.read(name), w.password(ctx, false))
+  local client = node(ctx)
+  local account = client:call("GET", chain_path(ctx, "/accounts/" .. keys.address))
+  local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
+    nonce = account.nonce + 1, payload = payload, timestamp = os.time() }
+  local hash = require("aitbc.node.chain").hash(tx)
+  local res = client:call("POST", chain_path(ctx, "/transactions"),
+    { json = { tx = tx, signature = crypto.base64(crypto.sign(hash, keys.secret_key), "urlsafe") } })
+  keys.secret_key:wipe()
+  if ctx.opts.wait then
+    local sys = require "aitbc.sys"
+    local deadline = sys.monotonic() + 60
+    repeat
+      local t = client:call("GET", chain_path(ctx, "/transactions/" .. res.hash))
+      if t.status == "included" then res.status, res.block_height = t.status, t.block_height break end
+      sys.sleep(0.2)
+    until sys.monotonic() > deadline
+  end
+  res.from, res.chain_id = keys.address, ctx.settings.chain
+  return res
+end
+
+local function render_tx(what)
+  return function(d, out)
+    out:success(what .. ": transaction " .. d.hash)
+    out:print(out:format_record({ status = d.status .. (d.block_height and (" (block " .. d.block_height .. ")") or
+      " (sealed in the next block)"), chain = d.chain_id, from = d.from }, { "status", "chain", "from" }))
+  end
+end
+
+local wait = { "--wait", type = "boolean", help = "wait until a block includes it" }
+
+local chain_commands = {
+  {
+    name = "balance",
+    summary = "Available, staked and total balance of the active wallet (or NAME), from the chain",
+    args = { { "name", optional = true, help = "wallet name" } },
+    examples = { "aitbc wallet balance" },
+    run = function(ctx)
+      local name = active(ctx, ctx.args.name)
+      local doc = W().read(name)
+      local a = node(ctx):call("GET", chain_path(ctx, "/accounts/" .. doc.address))
+      a.wallet = name
+      return a, function(d, out)
+        out:print(out:format_record({ wallet = d.wallet, address = d.address, available = d.balance .. " AITBC",
+          staked = d.staked .. " AITBC", total = d.total .. " AITBC", chain = d.chain_id },
+          { "wallet", "address", "available", "staked", "total", "chain" }))
+      end
+    end,
+  },
+  {
+    name = "send",
+    summary = "Send AITBC from the active wallet (signed here, checked by the node)",
+    args = { { "to_arg", optional = true, help = "recipient address (or --to)" },
+             { "amount_arg", optional = true, help = "AITBC (or --amount)" } },
+    options = { { "--to", metavar = "ADDRESS", help = "recipient" }, { "--amount", metavar = "AITBC", help = "how much" },
+      password_file, wait },
+    examples = { "aitbc wallet send ait1... 10", "aitbc wallet send --to ait1... --amount 2.5 --wait" },
+    run = function(ctx)
+      local to = ctx.opts.to or ctx.args.to_arg
+      local amount = ctx.opts.amount or ctx.args.amount_arg
+      if not to or not amount then errors.raise("usage", "say whom and how much: aitbc wallet send ADDRESS AMOUNT") end
+      local ok, why = W().parse_address(to)
+      if not ok then errors.raise("usage", "not an AITBC address: " .. why) end
+      local res = send_tx(ctx, "transfer", { to = to, amount = tostring(amount_units(amount, "amount")) })
+      return res, render_tx("sent " .. amount .. " AITBC")
+    end,
+  },
+  {
+    name = "stake",
+    summary = "Stake AITBC from the active wallet",
+    args = { { "amount", help = "AITBC" } }, options = { password_file, wait },
+    run = function(ctx)
+      return send_tx(ctx, "stake", { amount = tostring(amount_units(ctx.args.amount, "amount")) }),
+        render_tx("staked " .. ctx.args.amount .. " AITBC")
+    end,
+  },
+  {
+    name = "unstake",
+    summary = "Unstake AITBC back to the active wallet's balance",
+    args = { { "amount", help = "AITBC" } }, options = { password_file, wait },
+    run = function(ctx)
+      return send_tx(ctx, "unstake", { amount = tostring(amount_units(ctx.args.amount, "amount")) }),
+        render_tx("unstaked " .. ctx.args.amount .. " AITBC")
+    end,
+  },
+  {
+    name = "faucet",
+    summary = "Get devnet coins for the active wallet (once a minute)",
+    options = { { "--amount", metavar = "AITBC", help = "how much (default 100, at most 1000)" } },
+    run = function(ctx)
+      local doc = W().read(active(ctx))
+      local res = node(ctx):call("POST", chain_path(ctx, "/faucet"),
+        { json = { address = doc.address, amount = ctx.opts.amount } })
+      return res, function(d, out)
+        out:success("faucet sent " .. d.amount .. " AITBC to " .. d.address .. " (transaction " .. d.hash .. ")")
+      end
+    end,
+  },
+  {
+    name = "history",
+    summary = "The active wallet's transactions, from the chain",
+    args = { { "name", optional = true, help = "wallet name" } },
+    run = function(ctx)
+      local doc = W().read(active(ctx, ctx.args.name))
+      local res = node(ctx):call("GET", chain_path(ctx, "/accounts/" .. doc.address .. "/transactions"))
+      return res, function(d, out)
+        if #d.items == 0 then out:print("no transactions") return end
+        local rows = {}
+        for i, t in ipairs(d.items) do
+          local incoming = t.to == doc.address
+          rows[i] = { type = t.type, amount = (incoming and "+" or "-") .. t.amount, other = incoming and t.from or (t.to or "-"),
+            status = t.status, block = t.block_height or "-" }
+        end
+        out:print(out:format_table(rows, { "type", "amount", { "other", "counterparty" }, "status", "block" }))
+      end
+    end,
+  },
+}
+
 local function new_wallet(ctx, name, phrase, restored)
   local w = W()
   w.path(name)
@@ -55,6 +192,7 @@ return {
   description = "Each wallet is an Ed25519 key derived from a 24-word BIP-39 phrase (SLIP-0010, m/44'/8888'/0'/0'/0'), "
     .. "kept encrypted (Argon2id + XChaCha20-Poly1305) in AITBC_HOME/wallets with mode 0600.",
   commands = {
+    chain_commands[1], chain_commands[2], chain_commands[3], chain_commands[4], chain_commands[5], chain_commands[6],
     {
       name = "create",
       summary = "Create a wallet: a new phrase (shown once) and its address",

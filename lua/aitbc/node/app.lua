@@ -6,6 +6,7 @@ local admin = require "aitbc.node.admin"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
+local chain = require "aitbc.node.chain"
 local json = require "aitbc.json"
 local log = require "aitbc.node.log"
 local store_mod = require "aitbc.node.store"
@@ -35,6 +36,14 @@ local ROUTES = {
   { "POST", "/v1/miners/{id}/result", MINER, jobs.submit_result },
   { "POST", "/v1/miners/{id}/fail", MINER, jobs.submit_failure },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },
+  { "GET", "/v1/chains", PUBLIC, chain.chains },
+  { "GET", "/v1/chain/{chain}/head", PUBLIC, chain.head },
+  { "GET", "/v1/chain/{chain}/blocks/{id}", PUBLIC, chain.block },
+  { "GET", "/v1/chain/{chain}/transactions/{id}", PUBLIC, chain.tx },
+  { "POST", "/v1/chain/{chain}/transactions", PUBLIC, chain.submit },
+  { "GET", "/v1/chain/{chain}/accounts/{id}", PUBLIC, chain.account },
+  { "GET", "/v1/chain/{chain}/accounts/{id}/transactions", PUBLIC, chain.history },
+  { "POST", "/v1/chain/{chain}/faucet", ANY, chain.faucet },
   { "POST", "/v1/marketplace/gpu/register", MINER, market.register },
   { "GET", "/v1/marketplace/gpu/list", MINER, market.list_own },
   { "PATCH", "/v1/marketplace/gpu/{id}", MINER, market.update },
@@ -53,7 +62,7 @@ local ROUTES = {
 }
 for _, r in ipairs(ROUTES) do
   r.name = r[1] .. " " .. r[2]
-  r.pattern = "^" .. r[2]:gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{model}", "([^/]+)") .. "$"
+  r.pattern = "^" .. r[2]:gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{chain}", "([%%w_%%-%%.]+)"):gsub("{model}", "([^/]+)") .. "$"
 end
 
 --- What each role may do (for whoami and `aitbc auth test`).
@@ -70,9 +79,9 @@ local BUCKETS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 local function match(method, path)
   local allowed
   for _, r in ipairs(ROUTES) do
-    local capture = path:match(r.pattern)
-    if capture then
-      if r[1] == method then return r, r[2]:find("{", 1, true) and capture or nil end
+    local captures = table.pack(path:match(r.pattern))
+    if captures[1] then
+      if r[1] == method then return r, r[2]:find("{", 1, true) and captures or nil end
       allowed = allowed or {}
       allowed[#allowed + 1] = r[1]
     end
@@ -129,7 +138,14 @@ return function(config_text)
       status = ok and "ok" or "degraded", version = sys.version, env = config.environment,
       uptime_seconds = math.floor(ctx.now - config.started_at),
       services = { coordinator = "ok", storage = ok and "ok" or "unavailable" },
-      node_key = node_key.id, chains = {},
+      node_key = node_key.id, chains = (function()
+        local heights = {}
+        for _, c in ipairs(config.chains or {}) do
+          local head = store:chain_head(c)
+          heights[c] = head and head.height
+        end
+        return heights
+      end)(),
     }
   end
 
@@ -234,7 +250,7 @@ return function(config_text)
       if route[3] then authenticate(ctx, route) end
       local handler = route[4]
       if type(handler) == "string" then handler = builtin[handler] end
-      status, body, ctype = handler(ctx, arg)
+      status, body, ctype = handler(ctx, table.unpack(arg or {}, 1, arg and arg.n or 0))
     end)
     if not ok then
       if util.is_http_error(err) then

@@ -42,6 +42,7 @@ end
 local function detach(opts)
   local started = require("aitbc.daemon").start {
     args = { "serve", "--listen", opts.listen, "--data-dir", opts.data_dir, "--log-level", opts.log_level,
+      "--chains", opts.chains, "--block-time", tostring(opts.block_time),
       "--heartbeat-timeout", tostring(opts.heartbeat_timeout), "--url-file", opts.data_dir .. "/node.url",
       "--pid-file", opts.pid_file },
     ready_file = opts.data_dir .. "/node.url", log = opts.data_dir .. "/serve.out",
@@ -72,7 +73,18 @@ function M.run(ctx)
   ensure_node_key(opts.data_dir .. "/node.key")
   ensure_admin_key(store, opts.data_dir, ctx.out)
   local started_at = sys.time()
+  local chains = {}
+  for c in opts.chains:gmatch("[^,%s]+") do
+    if not c:match("^[%w][%w_%-%.]*$") then errors.raise("usage", "--chains: '" .. c .. "' is not a chain name") end
+    chains[#chains + 1] = c
+  end
+  local seed = assert(crypto.unhex(assert(sys.read_file(opts.data_dir .. "/node.key")):match("^%s*(%x+)")))
+  local public, secret = crypto.sign_keypair(seed)
+  local node_key = { public = public, secret = secret, id = crypto.base64(public, "urlsafe") }
+  local chain = require "aitbc.node.chain"
+  for _, c in ipairs(chains) do chain.genesis(store, c, node_key, started_at) end
   local node_config = {
+    chains = require("aitbc.json").array(chains), block_time = opts.block_time,
     db_path = db_path, log_path = opts.data_dir .. "/node.log", log_level = opts.log_level,
     node_key_path = opts.data_dir .. "/node.key", heartbeat_timeout = opts.heartbeat_timeout,
     started_at = started_at, environment = ctx.settings.environment,
@@ -97,8 +109,16 @@ function M.run(ctx)
 
   -- Supervisor: WAL checkpoints (often, so each holds the write lock only
   -- briefly), expiry and dead-miner re-queueing (twice a second).
-  local next_sweep = 0
+  local next_sweep, next_block = 0, sys.monotonic() + opts.block_time
   while not sys.interrupted() do
+    if sys.monotonic() >= next_block then
+      for _, c in ipairs(chains) do
+        local bok, berr = pcall(chain.produce, store, c, node_key, sys.time())
+        if not bok then logger:error("block production failed", { chain = c, error = tostring(berr) }) end
+      end
+      next_block = next_block + opts.block_time
+      if next_block < sys.monotonic() then next_block = sys.monotonic() + opts.block_time end
+    end
     local aok, aerr = pcall(store.audit_flush, store)
     if not aok then logger:error("audit write failed", { error = tostring(aerr) }) end
     local cok, cerr = pcall(store.checkpoint, store)
@@ -117,7 +137,7 @@ function M.run(ctx)
       next_sweep = sys.monotonic() + 0.5
     end
     writer:drain()
-    sys.sleep(0.1)
+    sys.sleep(math.min(0.1, math.max(0.01, next_block - sys.monotonic())))
   end
   logger:info("shutting down", { signal = sys.interrupted() })
   sys.notify() -- wake long-polling miners

@@ -58,6 +58,24 @@ local MIGRATIONS = {
     CREATE INDEX listings_key ON listings(key_id);
     ALTER TABLE miners ADD COLUMN jobs_expired INTEGER NOT NULL DEFAULT 0;
   ]],
+  [3] = [[
+    -- the chain: accounts, transactions (applied on acceptance, then sealed
+    -- into blocks), blocks hash-linked and signed by the node
+    CREATE TABLE chain_accounts (
+      chain_id TEXT NOT NULL, address TEXT NOT NULL, balance INTEGER NOT NULL DEFAULT 0,
+      staked INTEGER NOT NULL DEFAULT 0, nonce INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (chain_id, address)) WITHOUT ROWID;
+    CREATE TABLE chain_txs (
+      seq INTEGER PRIMARY KEY, hash TEXT NOT NULL UNIQUE, chain_id TEXT NOT NULL, type TEXT NOT NULL,
+      sender TEXT NOT NULL, recipient TEXT, amount INTEGER NOT NULL, nonce INTEGER NOT NULL, body TEXT NOT NULL,
+      block_height INTEGER, received_at REAL NOT NULL);
+    CREATE INDEX chain_txs_pending ON chain_txs(chain_id, seq) WHERE block_height IS NULL;
+    CREATE INDEX chain_txs_sender ON chain_txs(sender, seq);
+    CREATE INDEX chain_txs_recipient ON chain_txs(recipient, seq);
+    CREATE TABLE chain_blocks (
+      chain_id TEXT NOT NULL, height INTEGER NOT NULL, hash TEXT NOT NULL UNIQUE, prev_hash TEXT NOT NULL,
+      timestamp REAL NOT NULL, tx_count INTEGER NOT NULL, tx_root TEXT NOT NULL, proposer TEXT NOT NULL,
+      signature TEXT NOT NULL, PRIMARY KEY (chain_id, height)) WITHOUT ROWID;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -321,6 +339,67 @@ function Store:requeue_stale(cutoff)
     check(self.db:run("UPDATE miners SET status = 'OFFLINE' WHERE status = 'ONLINE' AND last_seen < ?", cutoff))
     return n
   end))
+end
+
+-- ---- chain ----
+
+function Store:chain_account(chain_id, address)
+  return check(self.db:first("SELECT * FROM chain_accounts WHERE chain_id = ? AND address = ?", chain_id, address))
+    or { chain_id = chain_id, address = address, balance = 0, staked = 0, nonce = 0 }
+end
+
+function Store:chain_put_account(a)
+  check(self.db:run([[INSERT INTO chain_accounts (chain_id, address, balance, staked, nonce)
+    VALUES (:chain_id, :address, :balance, :staked, :nonce) ON CONFLICT(chain_id, address) DO UPDATE SET
+    balance = excluded.balance, staked = excluded.staked, nonce = excluded.nonce]], a))
+end
+
+function Store:chain_tx_insert(t)
+  check(self.db:run([[INSERT INTO chain_txs (hash, chain_id, type, sender, recipient, amount, nonce, body, received_at)
+    VALUES (:hash, :chain_id, :type, :sender, :recipient, :amount, :nonce, :body, :received_at)]], t))
+end
+
+function Store:chain_tx(hash)
+  return check(self.db:first("SELECT * FROM chain_txs WHERE hash = ?", hash)) or nil
+end
+
+function Store:chain_pending(chain_id, limit)
+  return check(self.db:query("SELECT seq, hash FROM chain_txs WHERE chain_id = ? AND block_height IS NULL ORDER BY seq LIMIT ?",
+    chain_id, limit))
+end
+
+function Store:chain_seal(chain_id, height, last_seq)
+  check(self.db:run("UPDATE chain_txs SET block_height = ? WHERE chain_id = ? AND block_height IS NULL AND seq <= ?",
+    height, chain_id, last_seq))
+end
+
+function Store:chain_block_insert(b)
+  check(self.db:run([[INSERT INTO chain_blocks (chain_id, height, hash, prev_hash, timestamp, tx_count, tx_root, proposer,
+    signature) VALUES (:chain_id, :height, :hash, :prev_hash, :timestamp, :tx_count, :tx_root, :proposer, :signature)]], b))
+end
+
+function Store:chain_head(chain_id)
+  return check(self.db:first("SELECT * FROM chain_blocks WHERE chain_id = ? ORDER BY height DESC LIMIT 1", chain_id)) or nil
+end
+
+function Store:chain_block(chain_id, ref)
+  local h = math.tointeger(tonumber(ref))
+  if h then return check(self.db:first("SELECT * FROM chain_blocks WHERE chain_id = ? AND height = ?", chain_id, h)) or nil end
+  return check(self.db:first("SELECT * FROM chain_blocks WHERE chain_id = ? AND hash = ?", chain_id, ref)) or nil
+end
+
+function Store:chain_block_txs(chain_id, height)
+  return check(self.db:query("SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ? ORDER BY seq", chain_id, height))
+end
+
+function Store:chain_history(chain_id, address, limit)
+  return check(self.db:query([[SELECT * FROM chain_txs WHERE chain_id = :c AND (sender = :a OR recipient = :a)
+    ORDER BY seq DESC LIMIT :l]], { c = chain_id, a = address, l = limit }))
+end
+
+function Store:chain_faucet_since(chain_id, address, since)
+  return check(self.db:first([[SELECT count(*) AS n FROM chain_txs WHERE chain_id = ? AND type = 'faucet' AND recipient = ?
+    AND received_at >= ?]], chain_id, address, since)).n
 end
 
 -- ---- marketplace ----

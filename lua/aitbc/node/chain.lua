@@ -1,0 +1,228 @@
+--- The chain: a proof-of-authority ledger kept by the node.
+-- Transactions are canonical JSON (sorted keys, no spaces) signed with the
+-- sender's Ed25519 key; the sender's address must be that key's address,
+-- the nonce exactly one more than the account's, amounts decimal strings of
+-- integer base units (1 AITBC = 10^9) and never more than the balance.  A
+-- valid transaction is applied at once (one database transaction) and
+-- sealed into the next block; blocks are produced every --block-time
+-- seconds, hash-linked, and signed by the node's key.
+-- Types: transfer {to, amount}, stake {amount}, unstake {amount}; faucet
+-- (devnet: the node's own account gives coins, at most once a minute per address).
+local crypto = require "aitbc.crypto"
+local json = require "aitbc.json"
+local money = require "aitbc.money"
+local util = require "aitbc.node.util"
+local wallet = require "aitbc.wallet"
+
+local fail = util.fail
+
+local M = { SUPPLY = 1000000000 * money.UNIT, FAUCET_MAX = 1000 * money.UNIT, FAUCET_DEFAULT = 100 * money.UNIT }
+
+local ZERO = string.rep("0", 64)
+
+function M.hash(obj) return crypto.hex(crypto.sha256(json.encode(obj))) end
+
+local function units(text, field)
+  if type(text) ~= "string" or not text:match("^%d+$") or #text > 18 then
+    fail(400, "invalid_amount", field .. " must be a whole number of base units as a string (1 AITBC = 10^9)", field)
+  end
+  local n = math.tointeger(tonumber(text))
+  if not n or n <= 0 then fail(400, "invalid_amount", field .. " must be more than 0", field) end
+  return n
+end
+
+--- The genesis of a chain: the node's faucet account holds the supply.
+function M.genesis(store, chain_id, node_key, now)
+  if store:chain_head(chain_id) then return end
+  local faucet = wallet.address(node_key.public)
+  store:transaction(function()
+    store:chain_put_account { chain_id = chain_id, address = faucet, balance = M.SUPPLY, staked = 0, nonce = 0 }
+    local header = { chain_id = chain_id, height = 0, prev_hash = ZERO, timestamp = math.floor(now), tx_count = 0,
+      tx_root = ZERO, proposer = node_key.id, faucet = faucet, supply = tostring(M.SUPPLY) }
+    local hash = M.hash(header)
+    store:chain_block_insert { chain_id = chain_id, height = 0, hash = hash, prev_hash = ZERO, timestamp = header.timestamp,
+      tx_count = 0, tx_root = ZERO, proposer = node_key.id,
+      signature = crypto.base64(crypto.sign(hash, node_key.secret), "urlsafe") }
+  end)
+end
+
+--- Seals the pending transactions of a chain into a new block.
+function M.produce(store, chain_id, node_key, now)
+  return store:transaction(function()
+    local head = store:chain_head(chain_id)
+    local pending = store:chain_pending(chain_id, 20000)
+    local hashes = {}
+    for i, t in ipairs(pending) do hashes[i] = t.hash end
+    local root = #hashes > 0 and crypto.hex(crypto.sha256(table.concat(hashes))) or ZERO
+    local header = { chain_id = chain_id, height = head.height + 1, prev_hash = head.hash, timestamp = math.floor(now),
+      tx_count = #pending, tx_root = root, proposer = node_key.id }
+    local hash = M.hash(header)
+    store:chain_block_insert { chain_id = chain_id, height = header.height, hash = hash, prev_hash = head.hash,
+      timestamp = header.timestamp, tx_count = #pending, tx_root = root, proposer = node_key.id,
+      signature = crypto.base64(crypto.sign(hash, node_key.secret), "urlsafe") }
+    if #pending > 0 then store:chain_seal(chain_id, header.height, pending[#pending].seq) end
+    return header.height
+  end)
+end
+
+--- Checks and applies one signed transaction; returns its hash.
+local function apply(ctx, chain_id, tx, signature, trusted)
+  local store = ctx.store
+  if type(tx) ~= "table" then fail(400, "invalid_tx", "tx must be an object", "tx") end
+  if tx.chain_id ~= chain_id then
+    fail(400, "wrong_chain", "tx.chain_id is " .. tostring(tx.chain_id) .. ", not " .. chain_id, "chain_id")
+  end
+  local kinds = { transfer = true, stake = true, unstake = true, faucet = trusted }
+  if not kinds[tx.type] then fail(400, "invalid_type", "tx.type must be transfer, stake or unstake", "type") end
+  if type(tx.from) ~= "string" or not wallet.parse_address(tx.from) then
+    fail(400, "invalid_address", "tx.from is not an address", "from")
+  end
+  local pk = type(tx.public_key) == "string" and crypto.unhex(tx.public_key)
+  if not pk or #pk ~= 32 then fail(400, "invalid_key", "tx.public_key must be 32 bytes of hex", "public_key") end
+  if wallet.address(pk) ~= tx.from then fail(400, "key_mismatch", "tx.public_key is not the key of tx.from", "public_key") end
+  local sig = type(signature) == "string" and crypto.unbase64(signature, "urlsafe")
+  local hash = M.hash(tx)
+  if not sig or not crypto.verify(sig, hash, pk) then fail(400, "bad_signature", "the signature does not verify", "signature") end
+  local payload = type(tx.payload) == "table" and tx.payload or {}
+  local amount = units(payload.amount, "payload.amount")
+  local to
+  if tx.type == "transfer" or tx.type == "faucet" then
+    to = payload.to
+    if type(to) ~= "string" or not wallet.parse_address(to) then
+      fail(400, "invalid_address", "payload.to is not an address", "payload.to")
+    end
+    if to == tx.from then fail(400, "self_transfer", "payload.to is the sender", "payload.to") end
+  end
+  store:transaction(function()
+    if store:chain_tx(hash) then fail(409, "duplicate_tx", "transaction " .. hash .. " was already accepted") end
+    local a = store:chain_account(chain_id, tx.from)
+    if math.tointeger(tx.nonce) ~= a.nonce + 1 then
+      fail(400, "bad_nonce", string.format("tx.nonce must be %d (the account's next), got %s", a.nonce + 1,
+        tostring(tx.nonce)), "nonce")
+    end
+    if tx.type == "unstake" then
+      if a.staked < amount then fail(400, "insufficient_stake", "only " .. money.format(a.staked) .. " AITBC is staked") end
+      a.staked, a.balance = a.staked - amount, a.balance + amount
+    else
+      if a.balance < amount then
+        fail(400, "insufficient_funds",
+          "the balance is " .. money.format(a.balance) .. " AITBC, less than " .. money.format(amount))
+      end
+      a.balance = a.balance - amount
+      if tx.type == "stake" then a.staked = a.staked + amount end
+    end
+    a.nonce = a.nonce + 1
+    store:chain_put_account(a)
+    if to then
+      local b = store:chain_account(chain_id, to)
+      b.balance = b.balance + amount
+      store:chain_put_account(b)
+    end
+    store:chain_tx_insert { hash = hash, chain_id = chain_id, type = tx.type, sender = tx.from, recipient = to,
+      amount = amount, nonce = a.nonce, body = json.encode { tx = tx, signature = signature }, received_at = ctx.now }
+  end)
+  return hash
+end
+
+-- ---- routes ----
+
+local function chain_of(ctx, chain_id)
+  for _, c in ipairs(ctx.config.chains) do if c == chain_id then return c end end
+  fail(404, "unknown_chain",
+    "this node has no chain " .. tostring(chain_id) .. " (it has " .. table.concat(ctx.config.chains, ", ") .. ")")
+end
+
+local function block_view(b)
+  return { chain_id = b.chain_id, height = b.height, hash = b.hash, prev_hash = b.prev_hash, timestamp = b.timestamp,
+    tx_count = b.tx_count, tx_root = b.tx_root, proposer = b.proposer, signature = b.signature }
+end
+
+local function account_view(a)
+  return { chain_id = a.chain_id, address = a.address, nonce = a.nonce,
+    balance = money.format(a.balance), staked = money.format(a.staked), total = money.format(a.balance + a.staked),
+    balance_units = tostring(a.balance), staked_units = tostring(a.staked) }
+end
+
+local function tx_view(t)
+  local body = json.decode(t.body)
+  return { hash = t.hash, chain_id = t.chain_id, type = t.type, from = t.sender, to = t.recipient,
+    amount = money.format(t.amount), nonce = t.nonce, status = t.block_height and "included" or "pending",
+    block_height = t.block_height, received_at = util.iso(t.received_at), tx = body.tx, signature = body.signature }
+end
+
+function M.chains(ctx)
+  local items = json.array()
+  for _, c in ipairs(ctx.config.chains) do
+    local head = ctx.store:chain_head(c)
+    items[#items + 1] = { chain_id = c, height = head and head.height, head_hash = head and head.hash }
+  end
+  return 200, { items = items, block_time = ctx.config.block_time, node_key = ctx.node_key.id,
+    faucet = wallet.address(ctx.node_key.public) }
+end
+
+function M.head(ctx, chain_id)
+  return 200, block_view(assert(ctx.store:chain_head(chain_of(ctx, chain_id))))
+end
+
+function M.block(ctx, chain_id, ref)
+  local b = ctx.store:chain_block(chain_of(ctx, chain_id), ref)
+  if not b then fail(404, "block_not_found", "no block " .. ref .. " on " .. chain_id) end
+  local view = block_view(b)
+  view.transactions = json.array()
+  for i, t in ipairs(ctx.store:chain_block_txs(chain_id, b.height)) do view.transactions[i] = t.hash end
+  return 200, view
+end
+
+function M.tx(ctx, chain_id, hash)
+  chain_of(ctx, chain_id)
+  local t = ctx.store:chain_tx(hash)
+  if not t or t.chain_id ~= chain_id then fail(404, "tx_not_found", "no transaction " .. hash .. " on " .. chain_id) end
+  return 200, tx_view(t)
+end
+
+function M.account(ctx, chain_id, address)
+  if not wallet.parse_address(address) then fail(400, "invalid_address", address .. " is not an address", "address") end
+  return 200, account_view(ctx.store:chain_account(chain_of(ctx, chain_id), address))
+end
+
+function M.history(ctx, chain_id, address)
+  local items = json.array()
+  for i, t in ipairs(ctx.store:chain_history(chain_of(ctx, chain_id), address, 100)) do items[i] = tx_view(t) end
+  return 200, { items = items }
+end
+
+function M.submit(ctx, chain_id)
+  chain_of(ctx, chain_id)
+  local body = ctx:body_object()
+  local hash = apply(ctx, chain_id, body.tx, body.signature, false)
+  return 202, { hash = hash, tx_hash = hash, status = "pending" }
+end
+
+function M.faucet(ctx, chain_id)
+  chain_of(ctx, chain_id)
+  local body = ctx:body_object()
+  local to = body.address
+  if type(to) ~= "string" or not wallet.parse_address(to) then
+    fail(400, "invalid_address", "address is not an AITBC address", "address")
+  end
+  local amount = M.FAUCET_DEFAULT
+  if body.amount ~= nil then
+    local ok, err = money.parse(body.amount)
+    if not ok or ok <= 0 or ok > M.FAUCET_MAX then
+      fail(400, "invalid_amount", "amount must be more than 0 and at most " .. money.format(M.FAUCET_MAX) .. " AITBC"
+        .. (err and (": " .. err) or ""), "amount")
+    end
+    amount = ok
+  end
+  if ctx.store:chain_faucet_since(chain_id, to, ctx.now - 60) > 0 then
+    fail(429, "faucet_rate_limited", "this address got coins from the faucet less than a minute ago; try again later")
+  end
+  local from = wallet.address(ctx.node_key.public)
+  local tx = { chain_id = chain_id, type = "faucet", from = from, public_key = crypto.hex(ctx.node_key.public),
+    nonce = ctx.store:chain_account(chain_id, from).nonce + 1, payload = { to = to, amount = tostring(amount) },
+    timestamp = math.floor(ctx.now) }
+  local hash = apply(ctx, chain_id, tx, crypto.base64(crypto.sign(M.hash(tx), ctx.node_key.secret), "urlsafe"), true)
+  return 202, { hash = hash, status = "pending", address = to, amount = money.format(amount) }
+end
+
+return M

@@ -1,0 +1,154 @@
+-- The chain on a real node: signed transactions, nonces, balances, blocks.
+local cli = require "support.cli"
+local crypto = require "aitbc.crypto"
+local nodes = require "support.node"
+local wallet = require "aitbc.wallet"
+local bip39 = require "aitbc.wallet.bip39"
+local chain = require "aitbc.node.chain"
+local sys = require "aitbc.sys"
+
+describe("chain", function()
+  local node, client_key, alice, bob
+  setup(function()
+    node = nodes.start { args = { "--block-time", "0.2", "--chains", "ait-devnet,ait-healthchain", "--log-level", "warn" } }
+    client_key = node:key("client")
+    alice, bob = wallet.keys(bip39.generate(24)), wallet.keys(bip39.generate(24))
+  end)
+  teardown(function() node:stop() cli.cleanup() end)
+
+  local function account(who, chain_id)
+    local _, a = node:request("GET", "/v1/chain/" .. (chain_id or "ait-devnet") .. "/accounts/" .. who.address)
+    return a
+  end
+
+  local function signed(who, fields, sign_with)
+    local tx = { chain_id = "ait-devnet", type = "transfer", from = who.address, public_key = crypto.hex(who.public_key),
+      nonce = account(who).nonce + 1, payload = {}, timestamp = os.time() }
+    for k, v in pairs(fields or {}) do tx[k] = v end
+    return { tx = tx, signature = crypto.base64(crypto.sign(chain.hash(tx), (sign_with or who).secret_key), "urlsafe") }
+  end
+
+  local function send(body, chain_id)
+    return node:request("POST", "/v1/chain/" .. (chain_id or "ait-devnet") .. "/transactions", { json = body })
+  end
+
+  it("funds from the faucet and moves exactly the amount", function()
+    local s = node:request("POST", "/v1/chain/ait-devnet/faucet", { key = client_key, json = { address = alice.address, amount = "50" } })
+    assert.equal(202, s)
+    assert.equal("50", account(alice).balance)
+    local status, res = send(signed(alice, { payload = { to = bob.address, amount = tostring(12500000000) } }))
+    assert.equal(202, status)
+    assert.equal("37.5", account(alice).balance)
+    assert.equal("12.5", account(bob).balance)
+    assert.equal(1, account(alice).nonce)
+    local _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. res.hash)
+    assert.equal("transfer", t.type)
+    sys.sleep(0.5)
+    _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. res.hash)
+    assert.equal("included", t.status)
+    assert.is_number(t.block_height)
+    local s2, again = node:request("POST", "/v1/chain/ait-devnet/faucet", { key = client_key, json = { address = alice.address } })
+    assert.equal(429, s2)
+    assert.equal("faucet_rate_limited", again.error.code)
+  end)
+
+  it("refuses a replay, a bad signature, a wrong nonce, an overdraft, a foreign key and an unknown chain — changing nothing", function()
+    local ok_tx = signed(alice, { payload = { to = bob.address, amount = "1000000000" } })
+    assert.equal(202, (send(ok_tx)))
+    local before_a, before_b = account(alice), account(bob)
+    local cases = {
+      { ok_tx, 409, "duplicate_tx" },
+      { signed(alice, { payload = { to = bob.address, amount = "1" } }, bob), 400, "bad_signature" },
+      { signed(alice, { nonce = 99, payload = { to = bob.address, amount = "1" } }), 400, "bad_nonce" },
+      { signed(alice, { payload = { to = bob.address, amount = "1000000000000" } }), 400, "insufficient_funds" },
+      { signed(alice, { public_key = crypto.hex(bob.public_key), payload = { to = bob.address, amount = "1" } }, bob), 400, "key_mismatch" },
+      { signed(alice, { payload = { to = bob.address, amount = "1.5" } }), 400, "invalid_amount" },
+      { signed(alice, { payload = { to = "ait1notanaddress", amount = "1" } }), 400, "invalid_address" },
+    }
+    for i, c in ipairs(cases) do
+      local status, err = send(c[1])
+      assert.equal(c[2], status, "case " .. i)
+      assert.equal(c[3], err.error.code, "case " .. i)
+      assert.is_string(err.error.message)
+    end
+    local status, err = send(signed(alice, { chain_id = "ait-healthchain", payload = { to = bob.address, amount = "1" } }))
+    assert.equal(400, status)
+    assert.equal("wrong_chain", err.error.code)
+    assert.equal(404, (send(signed(alice, { chain_id = "nope" }), "nope")))
+    assert.same(before_a, account(alice))
+    assert.same(before_b, account(bob))
+    assert.equal("0", account(alice, "ait-healthchain").balance)
+  end)
+
+  it("stakes and unstakes without ever going negative", function()
+    assert.equal(202, (send(signed(alice, { type = "stake", payload = { amount = "2000000000" } }))))
+    local a = account(alice)
+    assert.equal("2", a.staked)
+    local status, err = send(signed(alice, { type = "unstake", payload = { amount = "3000000000" } }))
+    assert.equal(400, status)
+    assert.equal("insufficient_stake", err.error.code)
+    assert.equal(202, (send(signed(alice, { type = "unstake", payload = { amount = "2000000000" } }))))
+    assert.equal("0", account(alice).staked)
+    assert.equal(a.total, account(alice).total)
+  end)
+
+  it("produces blocks that are hash-linked, signed by the node, and seal what was accepted", function()
+    sys.sleep(0.5)
+    local _, head = node:request("GET", "/v1/chain/ait-devnet/head")
+    local _, h = node:request("GET", "/health")
+    local pk = crypto.unbase64(h.node_key, "urlsafe")
+    local sealed = 0
+    local block = head
+    while block.height > 0 do
+      local _, full = node:request("GET", "/v1/chain/ait-devnet/blocks/" .. block.height)
+      local header = { chain_id = full.chain_id, height = full.height, prev_hash = full.prev_hash, timestamp = full.timestamp,
+        tx_count = full.tx_count, tx_root = full.tx_root, proposer = full.proposer }
+      assert.equal(full.hash, chain.hash(header))
+      assert.is_true(crypto.verify(crypto.unbase64(full.signature, "urlsafe"), full.hash, pk))
+      assert.equal(full.tx_count, #full.transactions)
+      if #full.transactions > 0 then
+        assert.equal(full.tx_root, crypto.hex(crypto.sha256(table.concat(full.transactions))))
+      end
+      sealed = sealed + full.tx_count
+      local _, prev = node:request("GET", "/v1/chain/ait-devnet/blocks/" .. full.prev_hash)
+      assert.equal(full.height - 1, prev.height)
+      block = prev
+    end
+    assert.is_true(sealed >= 5) -- every accepted transaction (faucet, 2 transfers, stake, unstake) is in a block
+    assert.equal(h.chains["ait-devnet"] >= head.height, true)
+  end)
+end)
+
+describe("aitbc wallet on the chain", function()
+  it("shows balances, sends, stakes and lists history", function()
+    local node = nodes.start { args = { "--block-time", "0.2", "--log-level", "warn" } }
+    local home = cli.tempdir()
+    local env = { AITBC_WALLET_PASSWORD = "a good password", AITBC_CLIENT_KEY = node:key("client") }
+    local function run(args) return node:cli(args, { home = home, env = env }) end
+    assert.equal(0, run({ "wallet", "create", "--name", "a" }).code)
+    assert.equal(0, run({ "wallet", "create", "--name", "b" }).code)
+    local b = run({ "wallet", "address", "b" }).out:gsub("%s+$", "")
+    assert.equal(0, run({ "wallet", "faucet", "--amount", "20" }).code)
+    local bal = run { "wallet", "balance" }
+    assert.matches("available%s+20 AITBC", bal.out)
+    assert.matches("staked%s+0 AITBC", bal.out)
+    assert.matches("total%s+20 AITBC", bal.out)
+    local sent = run { "wallet", "send", b, "2.5", "--wait" }
+    assert.equal(0, sent.code, sent.err)
+    assert.matches("status%s+included %(block %d+%)", sent.out)
+    assert.equal(0, run({ "wallet", "stake", "5" }).code)
+    local j = run({ "-o", "json", "wallet", "balance" }).json()
+    assert.equal("12.5", j.balance)
+    assert.equal("5", j.staked)
+    assert.equal("17.5", j.total)
+    assert.equal("2.5", run({ "-o", "json", "wallet", "balance", "b" }).json().balance)
+    local over = run { "wallet", "send", b, "1000" }
+    assert.equal(1, over.code)
+    assert.matches("balance is 12%.5 AITBC, less than 1000", over.err)
+    local hist = run { "wallet", "history" }
+    assert.matches("transfer%s+%-2%.5", hist.out)
+    assert.matches("faucet%s+%+20", hist.out)
+    assert.equal(2, run({ "wallet", "send", "ait1bad", "1" }).code)
+    node:stop()
+  end)
+end)

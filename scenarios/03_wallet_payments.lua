@@ -25,7 +25,16 @@ s:step("3.2", "Check wallet balance", function(t)
 end)
 
 s:step("3.3", "Client job payment", function(t)
-  t:skip("client pay needs job escrow on the chain, which is not built yet (issue 5)")
+  local job = t:json(t:run([[aitbc --output json client submit --type inference --model llama3 --data '{"prompt":"paid job"}']]))
+  local r = t:run("aitbc client pay " .. job.job_id .. " --amount 10")
+  t:expect_exit(r, 0)
+  t:expect_match(r.stdout, "transaction%s+(%x+)", "the transaction hash")
+  t:expect_match(r.stdout, "payment status%s+funded", "the payment funded (in a block)")
+  local st = t:json(t:run("aitbc --output json client status " .. job.job_id))
+  t:expect(st.payment_status == "funded" and st.payment_id, "the job's status shows the payment")
+  t:expect_match(t:run("aitbc wallet balance").stdout, "available%s+15 AITBC", "the wallet paid 10 of its 25")
+  local again = t:run("aitbc client pay " .. job.job_id .. " 1")
+  t:expect(again.code ~= 0, "a job is paid once")
 end)
 
 return s

@@ -152,3 +152,77 @@ describe("aitbc wallet on the chain", function()
     node:stop()
   end)
 end)
+
+describe("job payments (client pay)", function()
+  it("holds the payment in escrow, releases it to the miner on completion, refunds it on failure", function()
+    local node = nodes.start { args = { "--block-time", "0.2", "--log-level", "warn" } }
+    local client_home, miner_home = cli.tempdir(), cli.tempdir()
+    local client_env = { AITBC_WALLET_PASSWORD = "client wallet pw", AITBC_CLIENT_KEY = node:key("client") }
+    local miner_key = node:key("miner")
+    local function as_client(args) return node:cli(args, { home = client_home, env = client_env }) end
+    assert.equal(0, as_client({ "wallet", "create", "--name", "payer" }).code)
+    assert.equal(0, as_client({ "wallet", "faucet", "--amount", "50" }).code)
+    -- the miner has a wallet: its address becomes the payout address
+    local miner_env = { AITBC_WALLET_PASSWORD = "miner wallet pw", AITBC_MINER_KEY = miner_key }
+    assert.equal(0, node:cli({ "wallet", "create", "--name", "rig" }, { home = miner_home, env = miner_env }).code)
+    local payout = node:cli({ "wallet", "address" }, { home = miner_home }).out:gsub("%s+$", "")
+    local reg = node:cli({ "-o", "json", "miner", "register", "--gpus", "1x RTX 4090", "--models", "llama3", "--miner-id", "paid-rig" },
+      { home = miner_home, env = miner_env }).json()
+    assert.equal(payout, reg.payout_address)
+
+    local job = as_client({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "paid work" }).json()
+    local pay = as_client { "client", "pay", job.job_id, "--amount", "10" }
+    assert.equal(0, pay.code, pay.err)
+    assert.matches("paid 10 AITBC for job " .. job.job_id, pay.out)
+    assert.matches("transaction%s+%x+", pay.out)
+    assert.matches("payment status%s+funded", pay.out)
+    assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
+    local st = as_client({ "-o", "json", "client", "status", job.job_id }).json()
+    assert.equal("funded", st.payment_status)
+    local twice = as_client { "client", "pay", job.job_id, "1" }
+    assert.equal(1, twice.code) -- the node answers 409: the job already has a payment
+    assert.matches("already has a payment", twice.err)
+    -- the miner completes it: the escrow goes to the payout address
+    local _, got = node:request("POST", "/v1/miners/poll", { key = miner_key, headers = { ["X-Miner-ID"] = "paid-rig" }, json = {} })
+    assert.equal(job.job_id, got.job_id)
+    node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner_key, headers = { ["X-Miner-ID"] = "paid-rig" },
+      json = { result = "done" } })
+    local released
+    for _ = 1, 50 do
+      released = as_client({ "-o", "json", "client", "status", job.job_id }).json()
+      if released.payment_status == "released" then break end
+      sys.sleep(0.1)
+    end
+    assert.equal("released", released.payment_status)
+    assert.equal("10", node:cli({ "-o", "json", "wallet", "balance" }, { home = miner_home }).json().balance)
+    local _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. released.settlement_id)
+    assert.equal("escrow_release", t.type)
+    assert.equal(payout, t.to)
+
+    -- a job that fails: the payer gets the coins back
+    local job2 = as_client({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "will fail" }).json()
+    assert.equal(0, as_client({ "client", "pay", job2.job_id, "7.5" }).code)
+    assert.equal("32.5", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
+    node:request("POST", "/v1/miners/poll", { key = miner_key, headers = { ["X-Miner-ID"] = "paid-rig" }, json = {} })
+    node:request("POST", "/v1/miners/" .. job2.job_id .. "/fail", { key = miner_key, headers = { ["X-Miner-ID"] = "paid-rig" },
+      json = { error_message = "out of memory" } })
+    local refunded
+    for _ = 1, 50 do
+      refunded = as_client({ "-o", "json", "client", "status", job2.job_id }).json()
+      if refunded.payment_status == "refunded" then break end
+      sys.sleep(0.1)
+    end
+    assert.equal("refunded", refunded.payment_status)
+    assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
+    -- someone else's job, or more than the balance: refused, nothing moves
+    local other = node:key("client")
+    local _, job3 = node:request("POST", "/v1/jobs", { key = other, json = { payload = { prompt = "theirs" } } })
+    assert.equal(3, as_client({ "client", "pay", job3.job_id, "1" }).code)
+    local job4 = as_client({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "too dear" }).json()
+    local over = as_client { "client", "pay", job4.job_id, "1000" }
+    assert.equal(1, over.code)
+    assert.matches("balance is 40 AITBC", over.err)
+    assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
+    node:stop()
+  end)
+end)

@@ -88,7 +88,7 @@ function mining.register(ctx, spec)
   local data = client:call("POST", "/v1/miners/register", { json = {
     miner_id = spec.miner_id, capabilities = { gpus = json.array(spec.gpus), models = json.array(spec.models or {}) },
     price_per_hour = spec.price_per_hour, region = spec.region, concurrency = spec.concurrency,
-    payout_address = spec.payout_address,
+    payout_address = spec.payout_address or require("aitbc.wallet").active_address(ctx), -- where job payments go
   } })
   mining.save_id(ctx, data.miner_id)
   return data

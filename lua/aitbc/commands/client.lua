@@ -195,6 +195,46 @@ return {
       end,
     },
     {
+      name = "pay",
+      summary = "Pay for a job from the active wallet: held in escrow, released to the miner when it completes",
+      description = "Signs an escrow_lock transaction; the payment is funded once a block includes it. The node "
+        .. "releases it to the miner's payout address when the job completes and refunds it if the job fails, "
+        .. "expires or is canceled.",
+      args = { { "job_id", help = "the job's id" }, { "amount_arg", optional = true, help = "AITBC (or --amount)" } },
+      options = {
+        { "--amount", metavar = "AITBC", help = "how much" },
+        { "--password-file", metavar = "FILE", help = "wallet password from FILE (else AITBC_WALLET_PASSWORD or a prompt)" },
+        { "--no-wait", type = "boolean", help = "do not wait for the payment to be funded (in a block)" },
+      },
+      examples = { "aitbc client pay 0192af3c51d2e4c7a81f09b3c6d2e1f0 --amount 10",
+                   "aitbc client pay 0192af3c51d2e4c7a81f09b3c6d2e1f0 10" },
+      run = function(ctx)
+        local text = ctx.opts.amount or ctx.args.amount_arg
+        if not text then errors.raise("usage", "how much? aitbc client pay JOB_ID --amount AITBC") end
+        local units, err = require("aitbc.money").parse(text)
+        if not units or units <= 0 then errors.raise("usage", "--amount: " .. (err or "must be more than 0")) end
+        local client = api(ctx)
+        local body = require("aitbc.wallet").signed_tx(ctx, client, "escrow_lock",
+          { job_id = ctx.args.job_id, amount = tostring(units) })
+        local res = client:call("POST", "/v1/jobs/" .. ctx.args.job_id .. "/payment", { json = body })
+        if not ctx.opts.no_wait then
+          local sys = require "aitbc.sys"
+          local deadline = sys.monotonic() + 60
+          repeat
+            local job = client:call("GET", "/v1/jobs/" .. ctx.args.job_id)
+            res.payment_status = job.payment_status
+            if job.payment_status ~= "pending" then break end
+            sys.sleep(0.2)
+          until sys.monotonic() > deadline
+        end
+        return res, function(d, out)
+          out:success(string.format("paid %s AITBC for job %s", d.amount, d.job_id))
+          out:print(out:format_record({ tx = d.tx_hash, status = d.payment_status, chain = d.chain_id },
+            { { "tx", "transaction" }, { "status", "payment status" }, "chain" }))
+        end
+      end,
+    },
+    {
       name = "cancel",
       summary = "Cancel a queued or running job",
       args = { { "job_id", help = "the job's id" } },

@@ -29,7 +29,7 @@ return {
         { "--ollama-url", metavar = "URL", help = "Ollama to read models from (default OLLAMA_HOST)" },
         { "--region", metavar = "NAME", help = "region label" },
         { "--concurrency", type = "integer", min = 1, max = 64, default = 1, help = "jobs at once" },
-        { "--payout-address", metavar = "ADDRESS", help = "where earnings go" },
+        { "--payout-address", metavar = "ADDRESS", help = "where job payments go (default: your active wallet)" },
         miner_id,
       },
       examples = { [[aitbc miner register --gpus "1x RTX 4090" --price-per-hour 0.5]] },

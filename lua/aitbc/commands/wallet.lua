@@ -47,18 +47,9 @@ end
 
 --- Signs a transaction with the active wallet and sends it; returns the node's answer.
 local function send_tx(ctx, kind, payload)
-  local crypto = require "aitbc.crypto"
-  local w = W()
-  local name = active(ctx)
-  local keys = w.open(w.read(name), w.password(ctx, false))
   local client = node(ctx)
-  local account = client:call("GET", chain_path(ctx, "/accounts/" .. keys.address))
-  local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
-    nonce = account.nonce + 1, payload = payload, timestamp = os.time() }
-  local hash = require("aitbc.node.chain").hash(tx)
-  local res = client:call("POST", chain_path(ctx, "/transactions"),
-    { json = { tx = tx, signature = crypto.base64(crypto.sign(hash, keys.secret_key), "urlsafe") } })
-  keys.secret_key:wipe()
+  local body, from = W().signed_tx(ctx, client, kind, payload)
+  local res = client:call("POST", chain_path(ctx, "/transactions"), { json = body })
   if ctx.opts.wait then
     local sys = require "aitbc.sys"
     local deadline = sys.monotonic() + 60
@@ -68,7 +59,7 @@ local function send_tx(ctx, kind, payload)
       sys.sleep(0.2)
     until sys.monotonic() > deadline
   end
-  res.from, res.chain_id = keys.address, ctx.settings.chain
+  res.from, res.chain_id = from, ctx.settings.chain
   return res
 end
 

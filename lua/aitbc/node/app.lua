@@ -28,6 +28,7 @@ local ROUTES = {
   { "GET", "/v1/jobs/{id}/result", CLIENT, jobs.result },
   { "GET", "/v1/jobs/{id}/receipt", CLIENT, jobs.receipt },
   { "POST", "/v1/jobs/{id}/cancel", CLIENT, jobs.cancel },
+  { "POST", "/v1/jobs/{id}/payment", CLIENT, chain.pay_job },
   { "POST", "/v1/miners/register", MINER, jobs.register },
   { "POST", "/v1/miners/heartbeat", MINER, jobs.heartbeat },
   { "POST", "/v1/miners/poll", MINER, jobs.poll },

@@ -6,8 +6,13 @@
 -- valid transaction is applied at once (one database transaction) and
 -- sealed into the next block; blocks are produced every --block-time
 -- seconds, hash-linked, and signed by the node's key.
--- Types: transfer {to, amount}, stake {amount}, unstake {amount}; faucet
--- (devnet: the node's own account gives coins, at most once a minute per address).
+-- Types: transfer {to, amount}, stake {amount}, unstake {amount},
+-- escrow_lock {job_id, amount} (a client funds a job: the coins move to the
+-- job's escrow account "escrow:JOB"); and, written by the node itself:
+-- faucet (devnet coins, once a minute per address), escrow_release (to the
+-- miner's payout address when the job completed) and escrow_refund (to the
+-- payer when it failed, expired or was canceled, or the miner named no
+-- payout address).
 local crypto = require "aitbc.crypto"
 local json = require "aitbc.json"
 local money = require "aitbc.money"
@@ -72,7 +77,7 @@ local function apply(ctx, chain_id, tx, signature, trusted)
   if tx.chain_id ~= chain_id then
     fail(400, "wrong_chain", "tx.chain_id is " .. tostring(tx.chain_id) .. ", not " .. chain_id, "chain_id")
   end
-  local kinds = { transfer = true, stake = true, unstake = true, faucet = trusted }
+  local kinds = { transfer = true, stake = true, unstake = true, escrow_lock = true, faucet = trusted }
   if not kinds[tx.type] then fail(400, "invalid_type", "tx.type must be transfer, stake or unstake", "type") end
   if type(tx.from) ~= "string" or not wallet.parse_address(tx.from) then
     fail(400, "invalid_address", "tx.from is not an address", "from")
@@ -86,11 +91,17 @@ local function apply(ctx, chain_id, tx, signature, trusted)
   local payload = type(tx.payload) == "table" and tx.payload or {}
   local amount = units(payload.amount, "payload.amount")
   local to
-  if tx.type == "transfer" or tx.type == "faucet" then
+  if tx.type == "escrow_lock" then
+    if type(payload.job_id) ~= "string" or not payload.job_id:match("^%x+$") then
+      fail(400, "invalid_job", "payload.job_id must be a job id", "payload.job_id")
+    end
+    to = "escrow:" .. payload.job_id
+  elseif tx.type == "transfer" or tx.type == "faucet" then
     to = payload.to
     if type(to) ~= "string" or not wallet.parse_address(to) then
       fail(400, "invalid_address", "payload.to is not an address", "payload.to")
     end
+
     if to == tx.from then fail(400, "self_transfer", "payload.to is the sender", "payload.to") end
   end
   store:transaction(function()
@@ -124,13 +135,79 @@ local function apply(ctx, chain_id, tx, signature, trusted)
   return hash
 end
 
--- ---- routes ----
-
 local function chain_of(ctx, chain_id)
   for _, c in ipairs(ctx.config.chains) do if c == chain_id then return c end end
   fail(404, "unknown_chain",
     "this node has no chain " .. tostring(chain_id) .. " (it has " .. table.concat(ctx.config.chains, ", ") .. ")")
 end
+
+--- Settles a job's escrow: everything in "escrow:JOB" goes to `to`, in a
+-- transaction the node signs (kind escrow_release or escrow_refund).
+-- Returns the transaction's hash, or nil when the escrow holds nothing.
+function M.settle(store, chain_id, job_id, to, kind, node_key, now)
+  return store:transaction(function()
+    local escrow = store:chain_account(chain_id, "escrow:" .. job_id)
+    if escrow.balance <= 0 then return nil end
+    local amount = escrow.balance
+    escrow.balance, escrow.nonce = 0, escrow.nonce + 1
+    store:chain_put_account(escrow)
+    local dest = store:chain_account(chain_id, to)
+    dest.balance = dest.balance + amount
+    store:chain_put_account(dest)
+    local tx = { chain_id = chain_id, type = kind, from = "escrow:" .. job_id, public_key = crypto.hex(node_key.public),
+      nonce = escrow.nonce, payload = { job_id = job_id, to = to, amount = tostring(amount) }, timestamp = math.floor(now) }
+    local hash = M.hash(tx)
+    store:chain_tx_insert { hash = hash, chain_id = chain_id, type = kind, sender = tx.from, recipient = to,
+      amount = amount, nonce = escrow.nonce, received_at = now,
+      body = json.encode { tx = tx, signature = crypto.base64(crypto.sign(hash, node_key.secret), "urlsafe") } }
+    return hash
+  end)
+end
+
+--- Releases or refunds the escrow of every job that ended; the supervisor
+-- runs this.  Completed with a payout address: released; otherwise refunded.
+function M.settle_jobs(store, node_key, now)
+  local n = 0
+  for _, job in ipairs(store:jobs_to_settle()) do
+    local release = job.state == "COMPLETED" and job.payout_address and wallet.parse_address(job.payout_address)
+    local to = release and job.payout_address or job.payer
+    local kind = release and "escrow_release" or "escrow_refund"
+    local hash = M.settle(store, job.payment_chain, job.job_id, to, kind, node_key, now)
+    store:transaction(function()
+      store:job_payment(job.job_id, { payment_status = release and "released" or "refunded", settlement_id = hash })
+    end)
+    n = n + 1
+  end
+  return n
+end
+
+--- POST /v1/jobs/{id}/payment {tx, signature}: the client's own job, funded
+-- by an escrow_lock transaction from the paying wallet.
+function M.pay_job(ctx, job_id)
+  local job = ctx.store:job_get(job_id)
+  if not job or (job.client_key_id ~= ctx.key.key_id and ctx.key.role ~= "admin") then
+    fail(404, "job_not_found", "job " .. job_id .. " not found")
+  end
+  if job.payment_id then fail(409, "already_paid", "job " .. job_id .. " already has a payment (" .. job.payment_id .. ")") end
+  if job.state ~= "QUEUED" and job.state ~= "RUNNING" then
+    fail(409, "job_ended", "job " .. job_id .. " is " .. job.state .. "; only a queued or running job can be paid")
+  end
+  local body = ctx:body_object()
+  local tx = body.tx
+  if type(tx) ~= "table" or tx.type ~= "escrow_lock" or type(tx.payload) ~= "table" or tx.payload.job_id ~= job_id then
+    fail(400, "invalid_payment", "the payment must be an escrow_lock transaction for job " .. job_id, "tx")
+  end
+  local chain_id = chain_of(ctx, tx.chain_id)
+  local hash = apply(ctx, chain_id, tx, body.signature, false)
+  ctx.store:transaction(function()
+    ctx.store:job_payment(job_id, { payment_id = hash, payment_status = "pending", payment_amount = units(tx.payload.amount,
+      "payload.amount"), payment_chain = chain_id, payer = tx.from })
+  end)
+  return 202, { job_id = job_id, payment_id = hash, tx_hash = hash, payment_status = "pending", chain_id = chain_id,
+    amount = money.format(units(tx.payload.amount, "payload.amount")) }
+end
+
+-- ---- routes ----
 
 local function block_view(b)
   return { chain_id = b.chain_id, height = b.height, hash = b.hash, prev_hash = b.prev_hash, timestamp = b.timestamp,

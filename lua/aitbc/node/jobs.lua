@@ -33,8 +33,10 @@ function M.view(job, now)
     ttl_seconds = job.ttl_seconds,
     attempts = job.attempts,
     error = job.error or json.null,
-    payment_id = json.null,
-    payment_status = json.null,
+    payment_id = job.payment_id or json.null,
+    payment_status = job.payment_status or json.null,
+    payment_amount = job.payment_amount and money.format(job.payment_amount) or nil,
+    settlement_id = job.settlement_id,
     timings = {
       queue_ms = math.floor((queue_end - job.requested_at) * 1000 + 0.5),
       run_ms = job.started_at and math.floor(((job.finished_at or now) - job.started_at) * 1000 + 0.5) or nil,

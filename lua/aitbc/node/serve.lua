@@ -126,7 +126,9 @@ function M.run(ctx)
     if sys.monotonic() >= next_sweep then
       local now = sys.time()
       local sok, changed = pcall(function()
-        return store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout)
+        local n = store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout)
+        chain.settle_jobs(store, node_key, now) -- escrows of jobs that ended
+        return n
       end)
       if not sok then
         logger:error("sweep failed", { error = tostring(changed) })

@@ -76,6 +76,17 @@ local MIGRATIONS = {
       timestamp REAL NOT NULL, tx_count INTEGER NOT NULL, tx_root TEXT NOT NULL, proposer TEXT NOT NULL,
       signature TEXT NOT NULL, PRIMARY KEY (chain_id, height)) WITHOUT ROWID;
   ]],
+  [4] = [[
+    -- job payments: an escrow on the chain, released to the miner or refunded
+    ALTER TABLE jobs ADD COLUMN payment_id TEXT;
+    ALTER TABLE jobs ADD COLUMN payment_status TEXT;
+    ALTER TABLE jobs ADD COLUMN payment_amount INTEGER;
+    ALTER TABLE jobs ADD COLUMN payment_chain TEXT;
+    ALTER TABLE jobs ADD COLUMN payer TEXT;
+    ALTER TABLE jobs ADD COLUMN settlement_id TEXT;
+    CREATE INDEX jobs_payment ON jobs(payment_id) WHERE payment_id IS NOT NULL;
+    CREATE INDEX jobs_unsettled ON jobs(job_id) WHERE payment_status IN ('pending', 'funded');
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -371,6 +382,23 @@ end
 function Store:chain_seal(chain_id, height, last_seq)
   check(self.db:run("UPDATE chain_txs SET block_height = ? WHERE chain_id = ? AND block_height IS NULL AND seq <= ?",
     height, chain_id, last_seq))
+  -- a payment sealed in a block funds its job
+  check(self.db:run([[UPDATE jobs SET payment_status = 'funded' WHERE payment_status = 'pending' AND payment_id IN
+    (SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ?)]], chain_id, height))
+end
+
+function Store:job_payment(job_id, fields)
+  fields.job_id = job_id
+  check(self.db:run([[UPDATE jobs SET payment_id = coalesce(:payment_id, payment_id),
+    payment_status = coalesce(:payment_status, payment_status), payment_amount = coalesce(:payment_amount, payment_amount),
+    payment_chain = coalesce(:payment_chain, payment_chain), payer = coalesce(:payer, payer),
+    settlement_id = coalesce(:settlement_id, settlement_id) WHERE job_id = :job_id]], fields))
+end
+
+--- Jobs that ended with their escrow still held (to release or refund).
+function Store:jobs_to_settle()
+  return check(self.db:query([[SELECT j.*, m.payout_address FROM jobs j LEFT JOIN miners m ON m.miner_id = j.miner_id
+    WHERE j.payment_status IN ('pending', 'funded') AND j.state IN ('COMPLETED', 'FAILED', 'CANCELED', 'EXPIRED')]]))
 end
 
 function Store:chain_block_insert(b)

@@ -116,6 +116,30 @@ function wallet.names()
   return out
 end
 
+--- Builds and signs a transaction from the active wallet (ctx.opts.wallet or
+-- the config's active_wallet) on the chain of ctx.settings.chain; the nonce
+-- comes from the node.  Returns {tx, signature}, the sender's address.
+function wallet.signed_tx(ctx, client, kind, payload)
+  local name = ctx.opts.wallet or ctx.config.file.active_wallet
+  if not name then errors.raise("not_found", "no wallet yet", "create one: aitbc wallet create --name NAME") end
+  local keys = wallet.open(wallet.read(name), wallet.password(ctx, false))
+  local account = client:call("GET", "/v1/chain/" .. ctx.settings.chain .. "/accounts/" .. keys.address)
+  local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
+    nonce = account.nonce + 1, payload = payload, timestamp = os.time() }
+  local hash = require("aitbc.node.chain").hash(tx)
+  local signature = crypto.base64(crypto.sign(hash, keys.secret_key), "urlsafe")
+  keys.secret_key:wipe()
+  return { tx = tx, signature = signature }, keys.address
+end
+
+--- The active wallet's address, or nil (for defaults such as a payout address).
+function wallet.active_address(ctx)
+  local name = ctx.config.file.active_wallet
+  local text = name and sys.read_file(wallet.path(name))
+  local doc = text and json.decode(text)
+  return type(doc) == "table" and doc.address or nil
+end
+
 --- The password: AITBC_WALLET_PASSWORD, --password-file, or a hidden prompt.
 function wallet.password(ctx, confirm)
   local env = sys.getenv("AITBC_WALLET_PASSWORD")

@@ -226,3 +226,99 @@ describe("job payments (client pay)", function()
     node:stop()
   end)
 end)
+
+describe("a following node", function()
+  it("verifies every block from the leader and reaches the same state", function()
+    local leader = nodes.start { args = { "--block-time", "0.2", "--log-level", "warn" } }
+    local ckey = leader:key("client")
+    local a, b = wallet.keys(bip39.generate(24)), wallet.keys(bip39.generate(24))
+    leader:request("POST", "/v1/chain/ait-devnet/faucet", { key = ckey, json = { address = a.address, amount = "30" } })
+    local function tx(who, kind, payload)
+      local _, acc = leader:request("GET", "/v1/chain/ait-devnet/accounts/" .. who.address)
+      local t = { chain_id = "ait-devnet", type = kind, from = who.address, public_key = crypto.hex(who.public_key),
+        nonce = acc.nonce + 1, payload = payload, timestamp = os.time() }
+      assert.equal(202, (leader:request("POST", "/v1/chain/ait-devnet/transactions", { json = { tx = t,
+        signature = crypto.base64(crypto.sign(chain.hash(t), who.secret_key), "urlsafe") } })))
+    end
+    tx(a, "transfer", { to = b.address, amount = "5000000000" })
+    tx(a, "stake", { amount = "2000000000" })
+    tx(b, "transfer", { to = a.address, amount = "1000000000" })
+    -- an escrow that is refunded (the job is canceled): node-signed settlement transactions too
+    local _, job = leader:request("POST", "/v1/jobs", { key = ckey, json = { payload = { prompt = "x" } } })
+    local _, acc = leader:request("GET", "/v1/chain/ait-devnet/accounts/" .. a.address)
+    local lock = { chain_id = "ait-devnet", type = "escrow_lock", from = a.address, public_key = crypto.hex(a.public_key),
+      nonce = acc.nonce + 1, payload = { job_id = job.job_id, amount = "3000000000" }, timestamp = os.time() }
+    assert.equal(202, (leader:request("POST", "/v1/jobs/" .. job.job_id .. "/payment", { key = ckey, json = { tx = lock,
+      signature = crypto.base64(crypto.sign(chain.hash(lock), a.secret_key), "urlsafe") } })))
+    leader:request("POST", "/v1/jobs/" .. job.job_id .. "/cancel", { key = ckey })
+    for _ = 1, 50 do
+      local _, j = leader:request("GET", "/v1/jobs/" .. job.job_id, { key = ckey })
+      if j.payment_status == "refunded" then break end
+      sys.sleep(0.1)
+    end
+    sys.sleep(0.5)
+    local follower = nodes.start { args = { "--follow", leader.url, "--log-level", "warn" } }
+    local _, lhead = leader:request("GET", "/v1/chain/ait-devnet/head")
+    local fhead
+    for _ = 1, 100 do
+      _, fhead = follower:request("GET", "/v1/chain/ait-devnet/head")
+      if fhead.height >= lhead.height then break end
+      sys.sleep(0.1)
+    end
+    assert.is_true(fhead.height >= lhead.height)
+    for h = 0, lhead.height do
+      local _, lb = leader:request("GET", "/v1/chain/ait-devnet/blocks/" .. h)
+      local _, fb = follower:request("GET", "/v1/chain/ait-devnet/blocks/" .. h)
+      assert.equal(lb.hash, fb.hash)
+    end
+    local _, chains = leader:request("GET", "/v1/chains")
+    for _, who in ipairs { a.address, b.address, chains.faucet, "escrow:" .. job.job_id } do
+      local _, la = leader:request("GET", "/v1/chain/ait-devnet/accounts/" .. who)
+      local _, fa = follower:request("GET", "/v1/chain/ait-devnet/accounts/" .. who)
+      if who:sub(1, 7) ~= "escrow:" then assert.same(la, fa) end
+    end
+    local _, fa = follower:request("GET", "/v1/chain/ait-devnet/accounts/" .. a.address)
+    assert.equal("24", fa.balance) -- 30 - 5 - 2 (staked) + 1; the 3 locked in escrow came back
+    assert.equal("2", fa.staked)
+    local s, err = follower:request("POST", "/v1/chain/ait-devnet/transactions", { json = { tx = lock, signature = "x" } })
+    assert.equal(409, s)
+    assert.equal("follower", err.error.code)
+    follower:stop()
+    leader:stop()
+  end)
+
+  it("refuses a block that was altered, signed by someone else, or does not extend its head", function()
+    local store = assert(require("aitbc.node.store").open(cli.tempdir() .. "/f.db"))
+    local authority = { }
+    authority.public, authority.secret = crypto.sign_keypair()
+    authority.id = crypto.base64(authority.public, "urlsafe")
+    local leader_store = assert(require("aitbc.node.store").open(cli.tempdir() .. "/l.db"))
+    chain.genesis(leader_store, "c", authority, 1000)
+    chain.produce(leader_store, "c", authority, 1001)
+    local function view(h)
+      local b = leader_store:chain_block("c", h)
+      b.transactions = {}
+      return b
+    end
+    chain.follow_block(store, "c", view(0), {}, authority.public)
+    local altered = view(1)
+    altered.timestamp = altered.timestamp + 1
+    local ok, e = pcall(chain.follow_block, store, "c", altered, {}, authority.public)
+    assert.is_false(ok)
+    assert.matches("hash does not match", e.follow_error)
+    local stranger = crypto.sign_keypair()
+    ok, e = pcall(chain.follow_block, store, "c", view(1), {}, stranger)
+    assert.is_false(ok)
+    assert.matches("not signed by the authority", e.follow_error)
+    local skip = view(1)
+    skip.height = 5
+    ok, e = pcall(chain.follow_block, store, "c", skip, {}, authority.public)
+    assert.is_false(ok)
+    assert.matches("does not extend", e.follow_error)
+    assert.equal(0, store:chain_head("c").height) -- nothing applied
+    chain.follow_block(store, "c", view(1), {}, authority.public)
+    assert.equal(view(1).hash, store:chain_head("c").hash)
+    store:close()
+    leader_store:close()
+  end)
+end)

@@ -36,14 +36,19 @@ local function units(text, field)
   return n
 end
 
+local function genesis_header(chain_id, authority_public, timestamp)
+  return { chain_id = chain_id, height = 0, prev_hash = ZERO, timestamp = timestamp, tx_count = 0, tx_root = ZERO,
+    proposer = crypto.base64(authority_public, "urlsafe"), faucet = wallet.address(authority_public),
+    supply = tostring(M.SUPPLY) }
+end
+
 --- The genesis of a chain: the node's faucet account holds the supply.
 function M.genesis(store, chain_id, node_key, now)
   if store:chain_head(chain_id) then return end
   local faucet = wallet.address(node_key.public)
   store:transaction(function()
     store:chain_put_account { chain_id = chain_id, address = faucet, balance = M.SUPPLY, staked = 0, nonce = 0 }
-    local header = { chain_id = chain_id, height = 0, prev_hash = ZERO, timestamp = math.floor(now), tx_count = 0,
-      tx_root = ZERO, proposer = node_key.id, faucet = faucet, supply = tostring(M.SUPPLY) }
+    local header = genesis_header(chain_id, node_key.public, math.floor(now))
     local hash = M.hash(header)
     store:chain_block_insert { chain_id = chain_id, height = 0, hash = hash, prev_hash = ZERO, timestamp = header.timestamp,
       tx_count = 0, tx_root = ZERO, proposer = node_key.id,
@@ -141,6 +146,12 @@ local function chain_of(ctx, chain_id)
     "this node has no chain " .. tostring(chain_id) .. " (it has " .. table.concat(ctx.config.chains, ", ") .. ")")
 end
 
+local function writable(ctx)
+  if ctx.config.follow then
+    fail(409, "follower", "this node follows " .. ctx.config.follow .. "; send transactions there")
+  end
+end
+
 --- Settles a job's escrow: everything in "escrow:JOB" goes to `to`, in a
 -- transaction the node signs (kind escrow_release or escrow_refund).
 -- Returns the transaction's hash, or nil when the escrow holds nothing.
@@ -184,6 +195,7 @@ end
 --- POST /v1/jobs/{id}/payment {tx, signature}: the client's own job, funded
 -- by an escrow_lock transaction from the paying wallet.
 function M.pay_job(ctx, job_id)
+  writable(ctx)
   local job = ctx.store:job_get(job_id)
   if not job or (job.client_key_id ~= ctx.key.key_id and ctx.key.role ~= "admin") then
     fail(404, "job_not_found", "job " .. job_id .. " not found")
@@ -205,6 +217,79 @@ function M.pay_job(ctx, job_id)
   end)
   return 202, { job_id = job_id, payment_id = hash, tx_hash = hash, payment_status = "pending", chain_id = chain_id,
     amount = money.format(units(tx.payload.amount, "payload.amount")) }
+end
+
+-- ---- following another node ----
+
+local function refuse(why) error({ follow_error = why }, 0) end
+
+--- Replays a node-signed escrow settlement from the leader.
+local function replay_settlement(store, chain_id, tx, signature, authority_public)
+  local sig = crypto.unbase64(signature or "", "urlsafe")
+  if tx.public_key ~= crypto.hex(authority_public) or not sig or not crypto.verify(sig, M.hash(tx), authority_public) then
+    refuse("settlement " .. M.hash(tx) .. " is not signed by the authority")
+  end
+  local amount = units(tx.payload.amount, "payload.amount")
+  local escrow = store:chain_account(chain_id, tx.from)
+  if escrow.balance < amount or math.tointeger(tx.nonce) ~= escrow.nonce + 1 then
+    refuse("settlement " .. M.hash(tx) .. " does not fit the escrow")
+  end
+  escrow.balance, escrow.nonce = escrow.balance - amount, escrow.nonce + 1
+  store:chain_put_account(escrow)
+  local dest = store:chain_account(chain_id, tx.payload.to)
+  dest.balance = dest.balance + amount
+  store:chain_put_account(dest)
+  store:chain_tx_insert { hash = M.hash(tx), chain_id = chain_id, type = tx.type, sender = tx.from, recipient = tx.payload.to,
+    amount = amount, nonce = escrow.nonce, received_at = tx.timestamp, body = json.encode { tx = tx, signature = signature } }
+end
+
+--- Verifies a block from the leader and applies it; refuses (raising
+-- {follow_error}) anything that does not check out, changing nothing.
+-- block: the leader's block view; txs: its transactions {tx, signature}, in order.
+function M.follow_block(store, chain_id, block, txs, authority_public)
+  store:transaction(function()
+    local head = store:chain_head(chain_id)
+    local header
+    if block.height == 0 then
+      if head then refuse("a second genesis") end
+      header = genesis_header(chain_id, authority_public, block.timestamp)
+      store:chain_put_account { chain_id = chain_id, address = header.faucet, balance = M.SUPPLY, staked = 0, nonce = 0 }
+    else
+      if not head or block.height ~= head.height + 1 or block.prev_hash ~= head.hash then
+        refuse("block " .. tostring(block.height) .. " does not extend the local head")
+      end
+      header = { chain_id = chain_id, height = block.height, prev_hash = block.prev_hash, timestamp = block.timestamp,
+        tx_count = block.tx_count, tx_root = block.tx_root, proposer = block.proposer }
+    end
+    if M.hash(header) ~= block.hash then refuse("block " .. block.height .. ": its hash does not match its header") end
+    local sig = crypto.unbase64(block.signature or "", "urlsafe")
+    if not sig or not crypto.verify(sig, block.hash, authority_public) then
+      refuse("block " .. block.height .. " is not signed by the authority")
+    end
+    if #txs ~= block.tx_count then refuse("block " .. block.height .. ": transaction count differs") end
+    local hashes = {}
+    local ctx = { store = store }
+    for i, t in ipairs(txs) do
+      local h = M.hash(t.tx)
+      if h ~= block.transactions[i] then refuse("block " .. block.height .. ": transaction " .. i .. " is not the one listed") end
+      hashes[i] = h
+      ctx.now = t.tx.timestamp
+      if t.tx.type == "escrow_release" or t.tx.type == "escrow_refund" then
+        replay_settlement(store, chain_id, t.tx, t.signature, authority_public)
+      else
+        local ok, err = pcall(apply, ctx, chain_id, t.tx, t.signature, t.tx.type == "faucet")
+        if not ok then
+          refuse("block " .. block.height .. ": transaction " .. h .. " is invalid: " .. tostring(err.message or err))
+        end
+      end
+    end
+    local root = #hashes > 0 and crypto.hex(crypto.sha256(table.concat(hashes))) or ZERO
+    if root ~= block.tx_root then refuse("block " .. block.height .. ": the transaction root does not match") end
+    store:chain_block_insert { chain_id = chain_id, height = block.height, hash = block.hash, prev_hash = block.prev_hash,
+      timestamp = block.timestamp, tx_count = block.tx_count, tx_root = block.tx_root, proposer = block.proposer,
+      signature = block.signature }
+    store:chain_seal_all(chain_id, block.height)
+  end)
 end
 
 -- ---- routes ----
@@ -269,6 +354,7 @@ function M.history(ctx, chain_id, address)
 end
 
 function M.submit(ctx, chain_id)
+  writable(ctx)
   chain_of(ctx, chain_id)
   local body = ctx:body_object()
   local hash = apply(ctx, chain_id, body.tx, body.signature, false)
@@ -276,6 +362,7 @@ function M.submit(ctx, chain_id)
 end
 
 function M.faucet(ctx, chain_id)
+  writable(ctx)
   chain_of(ctx, chain_id)
   local body = ctx:body_object()
   local to = body.address

@@ -38,17 +38,73 @@ local function ensure_admin_key(store, data_dir, out)
   return path
 end
 
---- Starts the node in a new session and returns once it answers.
-local function detach(opts)
+--- Starts the node in a new session and returns once it answers.  Every
+-- option given to this command is passed on (from its declaration).
+local function detach(ctx, opts)
+  local args = { "serve", "--url-file", opts.data_dir .. "/node.url", "--pid-file", opts.pid_file,
+    "--data-dir", opts.data_dir }
+  for _, o in ipairs(ctx.command.options) do
+    local v = opts[o.key]
+    if v ~= nil and not ({ detach = true, url_file = true, pid_file = true, data_dir = true })[o.key] then
+      if o.type == "boolean" then
+        if v then args[#args + 1] = o.long end
+      else
+        args[#args + 1] = o.long
+        args[#args + 1] = tostring(v)
+      end
+    end
+  end
   local started = require("aitbc.daemon").start {
-    args = { "serve", "--listen", opts.listen, "--data-dir", opts.data_dir, "--log-level", opts.log_level,
-      "--chains", opts.chains, "--block-time", tostring(opts.block_time),
-      "--heartbeat-timeout", tostring(opts.heartbeat_timeout), "--url-file", opts.data_dir .. "/node.url",
-      "--pid-file", opts.pid_file },
+    args = args,
     ready_file = opts.data_dir .. "/node.url", log = opts.data_dir .. "/serve.out",
   }
   return { pid = started.pid, url = started.url, data_dir = opts.data_dir, pid_file = opts.pid_file,
     log = opts.data_dir .. "/node.log" }
+end
+
+--- A follower of another node's chains: the chains and the authority key
+-- come from the leader (or --authority), blocks are fetched and verified.
+function M.follower(url, authority)
+  local api = require("aitbc.api").new { url = url, timeout = 10, retries = 1 }
+  local info, err = api:request("GET", "/v1/chains")
+  if not info then errors.raise("network", "cannot follow " .. url .. ": " .. err.message) end
+  local key = authority or info.node_key
+  local public = crypto.unbase64(key or "", "urlsafe")
+  if not public or #public ~= 32 then errors.raise("usage", "--authority must be a node key (32 bytes, base64url)") end
+  if authority and authority ~= info.node_key then
+    errors.raise("failure", url .. " announces another authority key than --authority", "check which node you follow")
+  end
+  local chains = {}
+  for _, c in ipairs(info.items) do chains[#chains + 1] = c.chain_id end
+  local chain = require "aitbc.node.chain"
+  local refused = {}
+  local f = { chains = chains }
+  function f.sync(store, logger)
+    for _, c in ipairs(chains) do
+      if not refused[c] then
+        local head = store:chain_head(c)
+        local leader = api:call("GET", "/v1/chain/" .. c .. "/head")
+        local from = head and head.height + 1 or 0
+        for h = from, math.min(leader.height, from + 199) do
+          local block = api:call("GET", "/v1/chain/" .. c .. "/blocks/" .. h)
+          local txs = {}
+          for i, hash in ipairs(block.transactions) do
+            local t = api:call("GET", "/v1/chain/" .. c .. "/transactions/" .. hash)
+            txs[i] = { tx = t.tx, signature = t.signature }
+          end
+          local ok, e = pcall(chain.follow_block, store, c, block, txs, public)
+          if not ok then
+            refused[c] = true
+            local why = type(e) == "table" and (e.follow_error or e.message) or tostring(e)
+            logger:error("refused a block from the leader; stopped following " .. c, { chain = c, height = h, reason = why })
+            io.stderr:write("aitbc: refused block ", h, " of ", c, " from ", url, ": ", tostring(why), "\n")
+            break
+          end
+        end
+      end
+    end
+  end
+  return f
 end
 
 function M.run(ctx)
@@ -60,7 +116,7 @@ function M.run(ctx)
   if not ok then errors.raise("failure", "cannot create the data directory: " .. err) end
   opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
   if opts.detach then
-    local info = detach(opts)
+    local info = detach(ctx, opts)
     return info, function(d, out)
       out:success(string.format("node running in the background (pid %d) at %s", d.pid, d.url))
       out:print("  data dir: " .. d.data_dir .. "\n  log:      " .. d.log .. "\n  stop it:  kill $(cat " .. d.pid_file .. ")")
@@ -82,9 +138,14 @@ function M.run(ctx)
   local public, secret = crypto.sign_keypair(seed)
   local node_key = { public = public, secret = secret, id = crypto.base64(public, "urlsafe") }
   local chain = require "aitbc.node.chain"
-  for _, c in ipairs(chains) do chain.genesis(store, c, node_key, started_at) end
+  local follow = opts.follow and M.follower(opts.follow, opts.authority)
+  if follow then
+    chains = follow.chains
+  else
+    for _, c in ipairs(chains) do chain.genesis(store, c, node_key, started_at) end
+  end
   local node_config = {
-    chains = require("aitbc.json").array(chains), block_time = opts.block_time,
+    chains = require("aitbc.json").array(chains), block_time = opts.block_time, follow = opts.follow,
     db_path = db_path, log_path = opts.data_dir .. "/node.log", log_level = opts.log_level,
     node_key_path = opts.data_dir .. "/node.key", heartbeat_timeout = opts.heartbeat_timeout,
     started_at = started_at, environment = ctx.settings.environment,
@@ -111,7 +172,11 @@ function M.run(ctx)
   -- briefly), expiry and dead-miner re-queueing (twice a second).
   local next_sweep, next_block = 0, sys.monotonic() + opts.block_time
   while not sys.interrupted() do
-    if sys.monotonic() >= next_block then
+    if follow then
+      local fok, ferr = pcall(follow.sync, store, logger)
+      if not fok then logger:warn("following " .. opts.follow .. " failed for now", { error = tostring(ferr) }) end
+      next_block = sys.monotonic() + 0.2
+    elseif sys.monotonic() >= next_block then
       for _, c in ipairs(chains) do
         local bok, berr = pcall(chain.produce, store, c, node_key, sys.time())
         if not bok then logger:error("block production failed", { chain = c, error = tostring(berr) }) end

@@ -387,6 +387,11 @@ function Store:chain_seal(chain_id, height, last_seq)
     (SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ?)]], chain_id, height))
 end
 
+--- A follower seals every transaction it applied for a block.
+function Store:chain_seal_all(chain_id, height)
+  check(self.db:run("UPDATE chain_txs SET block_height = ? WHERE chain_id = ? AND block_height IS NULL", height, chain_id))
+end
+
 function Store:job_payment(job_id, fields)
   fields.job_id = job_id
   check(self.db:run([[UPDATE jobs SET payment_id = coalesce(:payment_id, payment_id),

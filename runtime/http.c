@@ -362,6 +362,9 @@ static int l_request(lua_State *L) {
 static int l_request_many(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   int n = (int)luaL_len(L, 1);
+  luaL_argcheck(L, n <= 10000, 1, "at most 10000 requests at once");
+  /* one transfer userdata per request stays on the stack until the end */
+  luaL_checkstack(L, n + 16, "too many requests at once");
   CURLM *multi = curl_multi_init();
   if (!multi) return luaL_error(L, "curl_multi_init failed");
   int base = lua_gettop(L);

@@ -113,3 +113,15 @@ describe("http client and server", function()
     assert.is_true(results[2].time < results[1].time)
   end)
 end)
+
+describe("http.request_many with many requests", function()
+  it("handles 300 requests in one call (the Lua stack grows as needed)", function()
+    local srv, base = cli.echo_server()
+    local reqs = {}
+    for i = 1, 300 do reqs[i] = { url = base .. "/echo?i=" .. i } end
+    local results = http.request_many(reqs)
+    assert.equal(300, #results)
+    for i = 1, 300 do assert.equal(tostring(i), json.decode(results[i].body).query.i) end
+    srv:stop(1)
+  end)
+end)

@@ -382,10 +382,13 @@ function M.faucet(ctx, chain_id)
     fail(429, "faucet_rate_limited", "this address got coins from the faucet less than a minute ago; try again later")
   end
   local from = wallet.address(ctx.node_key.public)
-  local tx = { chain_id = chain_id, type = "faucet", from = from, public_key = crypto.hex(ctx.node_key.public),
-    nonce = ctx.store:chain_account(chain_id, from).nonce + 1, payload = { to = to, amount = tostring(amount) },
-    timestamp = math.floor(ctx.now) }
-  local hash = apply(ctx, chain_id, tx, crypto.base64(crypto.sign(M.hash(tx), ctx.node_key.secret), "urlsafe"), true)
+  -- the nonce is read and used under one write lock: concurrent faucet requests must not share one
+  local hash = ctx.store:transaction(function()
+    local tx = { chain_id = chain_id, type = "faucet", from = from, public_key = crypto.hex(ctx.node_key.public),
+      nonce = ctx.store:chain_account(chain_id, from).nonce + 1, payload = { to = to, amount = tostring(amount) },
+      timestamp = math.floor(ctx.now) }
+    return apply(ctx, chain_id, tx, crypto.base64(crypto.sign(M.hash(tx), ctx.node_key.secret), "urlsafe"), true)
+  end)
   return 202, { hash = hash, status = "pending", address = to, amount = money.format(amount) }
 end
 

@@ -13,17 +13,35 @@ local sys = require "aitbc.sys"
 
 local wallet = { PATH = "m/44'/8888'/0'/0'/0'", HRP = "ait", KDF = { ops = 3, mem = 64 * 1024 * 1024 } }
 
+-- Both are pure, and a node sees the same accounts again and again: the
+-- answers are remembered (bounded; the memo is dropped when full).
+local memo_address, memo_parsed, memo_size = {}, {}, 0
+local function remember()
+  memo_size = memo_size + 1
+  if memo_size > 50000 then memo_address, memo_parsed, memo_size = {}, {}, 0 end
+end
+
 function wallet.address(public_key)
-  return bech32.encode(wallet.HRP, bech32.bytes_to_words(crypto.blake2b(public_key, 20)))
+  local a = memo_address[public_key]
+  if not a then
+    a = bech32.encode(wallet.HRP, bech32.bytes_to_words(crypto.blake2b(public_key, 20)))
+    memo_address[public_key] = a
+    remember()
+  end
+  return a
 end
 
 --- parse_address(text) -> 20-byte hash | nil, reason
 function wallet.parse_address(text)
+  local known = memo_parsed[text]
+  if known then return known end
   local hrp, words = bech32.decode(text)
   if not hrp then return nil, words end
   if hrp ~= wallet.HRP then return nil, "not an AITBC address (prefix '" .. hrp .. "', expected 'ait')" end
   local bytes, err = bech32.words_to_bytes(words)
   if not bytes or #bytes ~= 20 then return nil, err or "wrong length" end
+  memo_parsed[text] = bytes
+  remember()
   return bytes
 end
 

@@ -99,6 +99,7 @@ bench: all
 	bench/startup $(BUILD)/aitbc
 	bench/node $(BUILD)/aitbc
 	$(BUILD)/aitbc run bench/marketplace.lua
+	$(BUILD)/aitbc run bench/chain.lua
 
 reference: all
 	$(BUILD)/aitbc reference > $(BUILD)/REFERENCE.md

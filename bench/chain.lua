@@ -21,11 +21,8 @@ local admin = (sys.read_file(dir .. "/admin.key")):gsub("%s+$", "")
 local key = assert(http.request { method = "POST", url = url .. "/v1/admin/keys", headers = { ["X-Api-Key"] = admin },
   json = { role = "client" } }).json.key
 
-local senders, sink = {}, nil
-do
-  local pk = crypto.sign_keypair()
-  sink = wallet.address(pk)
-end
+local senders = {}
+local sink = wallet.address((crypto.sign_keypair())) -- where every transfer goes
 local fund = {}
 for i = 1, senders_n do
   local pk, sk = crypto.sign_keypair()

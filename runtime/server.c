@@ -9,11 +9,12 @@
  *   server:port(), server:stop([grace_seconds]), server:stats()
  *
  * The handler module returns factory(config) -> handle(request) -> response.
- * request  = {method, path, query={}, headers={lower-case}, body, remote}
+ * request  = {method, path, query={}, headers={lower-case}, body, remote, connected()}
  * response = {status, headers={}, body=string} or {..., stream=function}
  * where stream() returns the next chunk, or nil at the end. */
 #include <arpa/inet.h>
 #include <dlfcn.h>
+#include <poll.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -211,6 +212,22 @@ static enum MHD_Result add_pair(void *cls, enum MHD_ValueKind kind, const char *
   return MHD_YES;
 }
 
+/* request.connected() -> false once the client has hung up (a long poll
+ * must not claim work for a client that is gone).  Valid only while the
+ * handler runs. */
+static int l_connected(lua_State *L) {
+  struct MHD_Connection *conn = lua_touserdata(L, lua_upvalueindex(1));
+  const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (!ci) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  struct pollfd pfd = {ci->connect_fd, POLLRDHUP, 0};
+  int hung_up = poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+  lua_pushboolean(L, !hung_up);
+  return 1;
+}
+
 static void push_request(lua_State *L, struct MHD_Connection *conn, const char *method, const char *url,
                          const request_t *req) {
   lua_createtable(L, 0, 6);
@@ -237,6 +254,9 @@ static void push_request(lua_State *L, struct MHD_Connection *conn, const char *
   }
   lua_pushstring(L, addr);
   lua_setfield(L, -2, "remote");
+  lua_pushlightuserdata(L, conn);
+  lua_pushcclosure(L, l_connected, 1);
+  lua_setfield(L, -2, "connected");
 }
 
 /* ---- Lua table → response ---- */

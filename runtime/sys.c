@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -624,7 +625,11 @@ static int stream_mode(lua_State *L, int opts, const char *key, const char *dflt
 }
 
 static void child_exec(char **argv, char **envp, int fds[3][2], const int modes[3], const char *cwd, int report,
-                       int new_session, int log_fd) {
+                       int new_session, int log_fd, pid_t die_with) {
+  if (die_with > 0) { /* SIGTERM when the parent goes, even if it crashes (test harnesses) */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != die_with) _exit(127);
+  }
   int devnull = open("/dev/null", O_RDWR);
   if (log_fd >= 0) { /* stdout and stderr appended to the log file */
     dup2(log_fd, 1);
@@ -700,7 +705,8 @@ static char **build_env(lua_State *L, int env_idx) {
 
 /* spawn{argv={...}, env={NAME=value|false}, cwd=, stdin=, stdout=, stderr=}
  * Streams: "inherit" (default), "pipe", "null"; stderr may also be "stdout".
- * log=PATH appends the child's stdout and stderr to that file (daemons).
+ * log=PATH appends the child's stdout and stderr to that file (daemons);
+ * die_with_parent=true sends the child SIGTERM when this process ends.
  * env entries (false to unset) apply on top of the current environment. */
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -721,6 +727,8 @@ static int l_spawn(lua_State *L) {
   const char *cwd = lua_tostring(L, -1);
   lua_getfield(L, 1, "setsid");
   int new_session = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "die_with_parent");
+  pid_t die_with = lua_toboolean(L, -1) ? getpid() : 0;
   lua_getfield(L, 1, "log");
   const char *log_path = lua_tostring(L, -1);
   int log_fd = -1;
@@ -736,7 +744,7 @@ static int l_spawn(lua_State *L) {
   char **envp = build_env(L, env_idx);
   pid_t pid = fork();
   if (pid < 0) return push_errno(L, "fork");
-  if (pid == 0) child_exec(argv, envp, fds, modes, cwd, report[1], new_session, log_fd);
+  if (pid == 0) child_exec(argv, envp, fds, modes, cwd, report[1], new_session, log_fd, die_with);
   if (log_fd >= 0) close(log_fd);
   close(report[1]);
   int child_errno = 0;

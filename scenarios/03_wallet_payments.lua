@@ -25,7 +25,8 @@ s:step("3.2", "Check wallet balance", function(t)
 end)
 
 s:step("3.3", "Client job payment", function(t)
-  local job = t:json(t:run([[aitbc --output json client submit --type inference --model llama3 --data '{"prompt":"paid job"}']]))
+  -- a model no miner here serves: the job stays queued while it is paid for (then it is canceled: refund)
+  local job = t:json(t:run([[aitbc --output json client submit --type inference --model phi3 --data '{"prompt":"paid job"}']]))
   local r = t:run("aitbc client pay " .. job.job_id .. " --amount 10")
   t:expect_exit(r, 0)
   t:expect_match(r.stdout, "transaction%s+(%x+)", "the transaction hash")
@@ -35,6 +36,11 @@ s:step("3.3", "Client job payment", function(t)
   t:expect_match(t:run("aitbc wallet balance").stdout, "available%s+15 AITBC", "the wallet paid 10 of its 25")
   local again = t:run("aitbc client pay " .. job.job_id .. " 1")
   t:expect(again.code ~= 0, "a job is paid once")
+  t:expect_exit(t:run("aitbc client cancel " .. job.job_id), 0)
+  t:wait_for("the refund", function()
+    return t:json(t:run("aitbc --output json client status " .. job.job_id)).payment_status == "refunded"
+  end, 15)
+  t:expect_match(t:run("aitbc wallet balance").stdout, "available%s+25 AITBC", "the refund came back")
 end)
 
 return s

@@ -148,6 +148,32 @@ describe("client and miner journeys", function()
     slow_proc:wait()
   end)
 
+  it("keeps mining when the job in hand is canceled meanwhile", function()
+    local slow_url, slow_proc = sim(0.1)
+    local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "cancel me midway" }.json()
+    local miner = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
+      "--continuous", "--miner-id", "steady", "--ollama-url", slow_url },
+      env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY }, stdout = "pipe", stderr = "pipe" })
+    local out = ""
+    local function until_seen(text)
+      while not out:find(text) do
+        local chunk = miner:read(15)
+        assert(chunk, "the miner never said: " .. text .. "\n" .. out)
+        out = out .. chunk
+      end
+    end
+    until_seen("running inference")
+    assert.equal(0, run({ "client", "cancel", job.job_id }).code)
+    until_seen("result dropped")
+    run { "client", "submit", "--model", "llama3", "--prompt", "next one" }
+    until_seen("result submitted")
+    miner:kill(15)
+    local code = miner:communicate(nil, 30)
+    assert.equal(0, code)
+    slow_proc:kill(15)
+    slow_proc:wait()
+  end)
+
   it("polls: a job, or 'no jobs in queue'", function()
     local empty = run { "miner", "poll", "--miner-id", "journey-1" }
     assert.equal(0, empty.code, empty.err)

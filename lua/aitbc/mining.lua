@@ -172,20 +172,30 @@ function mining.mine(ctx, opts, log)
         if final then
           log(string.format("inference done: %d tokens in %.2f s (%.1f tokens/s)", final.eval_count or 0, elapsed,
             final.tokens_per_second or 0))
-          local submitted = client:call("POST", "/v1/miners/" .. job.job_id .. "/result", { ignore_interrupt = true, json = {
+          local submitted, serr = client:request("POST", "/v1/miners/" .. job.job_id .. "/result",
+            { ignore_interrupt = true, json = {
             result = { response = final.response, model = final.model, provider = "ollama", eval_count = final.eval_count },
             metrics = { duration_ms = math.floor(elapsed * 1000), eval_count = final.eval_count,
               eval_duration = final.eval_duration, total_duration = final.total_duration,
               prompt_eval_count = final.prompt_eval_count, tokens_per_second = final.tokens_per_second },
           } })
-          done = done + 1
-          log("result submitted; receipt " .. submitted.receipt.receipt_id)
+          if submitted then
+            done = done + 1
+            log("result submitted; receipt " .. submitted.receipt.receipt_id)
+          elseif serr.code == "not_assigned" or serr.kind == "not_found" then
+            -- canceled, expired or re-queued while it ran: not ours to answer any more
+            log("job " .. job.job_id .. " is no longer this miner's (" .. serr.message .. "); result dropped")
+          else
+            error(serr, 0)
+          end
         else
-          client:call("POST", "/v1/miners/" .. job.job_id .. "/fail", { ignore_interrupt = true, json = {
+          local reported, ferr = client:request("POST", "/v1/miners/" .. job.job_id .. "/fail",
+            { ignore_interrupt = true, json = {
             error_code = "INFERENCE_FAILED", error_message = ierr.message,
             metrics = { duration_ms = math.floor(elapsed * 1000) } } })
+          if not reported and ferr.code ~= "not_assigned" and ferr.kind ~= "not_found" then error(ferr, 0) end
           failed = failed + 1
-          log("inference failed: " .. ierr.message .. "; reported to the node")
+          log("inference failed: " .. ierr.message .. (reported and "; reported to the node" or "; the job is no longer ours"))
         end
       end
     end

@@ -53,7 +53,7 @@ function proc:communicate(input, timeout) end
 ---@return {max_rss: integer, user: number, system: number}|nil
 function proc:rusage() end
 
----@param opts {argv: string[], env?: table<string,string|false>, cwd?: string, stdin?: string, stdout?: string, stderr?: string}
+---@param opts {argv: string[], env?: table<string,string|false>, cwd?: string, stdin?: string, stdout?: string, stderr?: string, log?: string, setsid?: boolean, die_with_parent?: boolean}
 ---streams: "inherit" (default), "pipe", "null"; stderr may be "stdout"
 ---@return aitbc.proc|nil, string? err
 function sys.spawn(opts) end

@@ -16,7 +16,8 @@ function M.start(opts)
   local dir = opts.data_dir or cli.tempdir()
   local argv = { cli.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", dir }
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
-  local proc = assert(sys.spawn { argv = argv, stdout = "pipe", stderr = "pipe", env = { AITBC_HOME = dir } })
+  local proc = assert(sys.spawn { argv = argv, stdout = "pipe", stderr = "pipe", env = { AITBC_HOME = dir },
+    die_with_parent = true })
   local line = ""
   while not line:find("\n") do
     local chunk, err = proc:read(10)

@@ -299,6 +299,8 @@ function M.poll(ctx)
   local function fits(job) return M.fits(job, miner) end
   while true do
     local seen = sys.generation()
+    -- a poller that hung up (a stopped miner) must not be handed a job
+    if ctx.req.connected and not ctx.req.connected() then return 204, nil end
     local job = ctx.store:job_claim(miner, sys.time(), fits)
     if job then return 200, assigned_view(job) end
     local left = deadline - sys.monotonic()

@@ -415,6 +415,11 @@ function Store:chain_head(chain_id)
   return check(self.db:first("SELECT * FROM chain_blocks WHERE chain_id = ? ORDER BY height DESC LIMIT 1", chain_id)) or nil
 end
 
+--- Height of the chain's newest block, or nil before genesis; an index seek.
+function Store:chain_height(chain_id)
+  return check(self.db:first("SELECT max(height) AS h FROM chain_blocks WHERE chain_id = ?", chain_id)).h
+end
+
 function Store:chain_block(chain_id, ref)
   local h = math.tointeger(tonumber(ref))
   if h then return check(self.db:first("SELECT * FROM chain_blocks WHERE chain_id = ? AND height = ?", chain_id, h)) or nil end

@@ -179,6 +179,7 @@ describe("job payments (client pay)", function()
     assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
     local st = as_client({ "-o", "json", "client", "status", job.job_id }).json()
     assert.equal("funded", st.payment_status)
+    assert.matches("payment%s+10 AITBC, funded", as_client({ "client", "status", job.job_id }).out)
     local twice = as_client { "client", "pay", job.job_id, "1" }
     assert.equal(1, twice.code) -- the node answers 409: the job already has a payment
     assert.matches("already has a payment", twice.err)

@@ -11,6 +11,7 @@ local function render_status(d, out)
     { "job_id", "job id" }, { "status", "status" }, { "model", "model" }, { "miner", "assigned miner" },
     { "requested_at", "requested" }, { "started_at", "started" }, { "finished_at", "finished" },
     { "queued", "time queued" }, { "ran", "time running" }, { "attempts", "attempts" }, { "error", "error" },
+    { "payment", "payment" },
   }))
 end
 
@@ -25,6 +26,8 @@ local function human(job)
     requested_at = job.requested_at, started_at = job.started_at, finished_at = job.finished_at,
     queued = ms(job.timings and job.timings.queue_ms), ran = ms(job.timings and job.timings.run_ms),
     attempts = job.attempts, error = job.error ~= json.null and job.error or nil,
+    payment = type(job.payment_status) == "string"
+      and string.format("%s AITBC, %s", job.payment_amount or "?", job.payment_status) or nil,
   }
 end
 

@@ -18,5 +18,10 @@ return {
       run = function(ctx) return call(ctx, "/transactions/" .. ctx.args.hash) end },
     { name = "account", summary = "An address's balance, stake and nonce", args = { { "address", help = "ait1..." } },
       run = function(ctx) return call(ctx, "/accounts/" .. ctx.args.address) end },
+    { name = "seal", summary = "Seal the pending transactions into a block now (admin key; else blocks come every --block-time)",
+      run = function(ctx)
+        local api = require("aitbc.api").from_context(ctx, { role = "admin" })
+        return (api:call("POST", "/v1/chain/" .. ctx.settings.chain .. "/blocks"))
+      end },
   },
 }

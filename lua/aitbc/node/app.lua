@@ -40,6 +40,7 @@ local ROUTES = {
   { "GET", "/v1/chains", PUBLIC, chain.chains },
   { "GET", "/v1/chain/{chain}/head", PUBLIC, chain.head },
   { "GET", "/v1/chain/{chain}/blocks/{id}", PUBLIC, chain.block },
+  { "POST", "/v1/chain/{chain}/blocks", ADMIN, chain.seal },
   { "GET", "/v1/chain/{chain}/transactions/{id}", PUBLIC, chain.tx },
   { "POST", "/v1/chain/{chain}/transactions", PUBLIC, chain.submit },
   { "GET", "/v1/chain/{chain}/accounts/{id}", PUBLIC, chain.account },

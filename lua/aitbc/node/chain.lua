@@ -326,6 +326,15 @@ function M.head(ctx, chain_id)
   return 200, block_view(assert(ctx.store:chain_head(chain_of(ctx, chain_id))))
 end
 
+--- Seals the pending transactions into a block now (admins; tests and
+-- scripts that should not wait for --block-time).
+function M.seal(ctx, chain_id)
+  writable(ctx)
+  chain_of(ctx, chain_id)
+  local height = M.produce(ctx.store, chain_id, ctx.node_key, ctx.now)
+  return 201, block_view(assert(ctx.store:chain_block(chain_id, height)))
+end
+
 function M.block(ctx, chain_id, ref)
   local b = ctx.store:chain_block(chain_of(ctx, chain_id), ref)
   if not b then fail(404, "block_not_found", "no block " .. ref .. " on " .. chain_id) end

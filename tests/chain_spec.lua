@@ -92,6 +92,34 @@ describe("chain", function()
     assert.equal(a.total, account(alice).total)
   end)
 
+  it("takes a batch: each transaction checked and applied on its own, in order, refusals changing nothing", function()
+    local a, b = account(alice), account(bob)
+    local n = a.nonce
+    local status, res = send { transactions = {
+      signed(alice, { nonce = n + 1, payload = { to = bob.address, amount = "1000000000" } }),
+      signed(alice, { nonce = n + 2, payload = { to = bob.address, amount = "1" } }, bob),
+      signed(alice, { nonce = n + 2, payload = { to = bob.address, amount = "2000000000" } }),
+      signed(alice, { nonce = n + 3, payload = { to = bob.address, amount = "1000000000000" } }),
+      "not a transaction",
+    } }
+    assert.equal(200, status)
+    assert.equal(2, res.accepted)
+    assert.equal(3, res.rejected)
+    assert.equal("pending", res.results[1].status)
+    assert.equal("bad_signature", res.results[2].error.code)
+    assert.equal("pending", res.results[3].status)
+    assert.equal("insufficient_funds", res.results[4].error.code)
+    assert.equal("invalid_tx", res.results[5].error.code)
+    assert.equal(n + 2, account(alice).nonce)
+    assert.equal(tostring(math.tointeger(a.balance_units) - 3000000000), account(alice).balance_units)
+    assert.equal(tostring(math.tointeger(b.balance_units) + 3000000000), account(bob).balance_units)
+    local _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. res.results[3].hash)
+    assert.equal(n + 2, t.nonce)
+    local bad, err = send { transactions = {} }
+    assert.equal(400, bad)
+    assert.equal("invalid_batch", err.error.code)
+  end)
+
   it("produces blocks that are hash-linked, signed by the node, and seal what was accepted", function()
     sys.sleep(0.5)
     local _, head = node:request("GET", "/v1/chain/ait-devnet/head")

@@ -75,9 +75,9 @@ function M.produce(store, chain_id, node_key, now)
   end)
 end
 
---- Checks and applies one signed transaction; returns its hash.
-local function apply(ctx, chain_id, tx, signature, trusted)
-  local store = ctx.store
+--- Checks what a transaction says on its own (shape, key, signature) —
+-- no state, so outside the write lock; returns what commit needs.
+local function check_tx(chain_id, tx, signature, trusted)
   if type(tx) ~= "table" then fail(400, "invalid_tx", "tx must be an object", "tx") end
   if tx.chain_id ~= chain_id then
     fail(400, "wrong_chain", "tx.chain_id is " .. tostring(tx.chain_id) .. ", not " .. chain_id, "chain_id")
@@ -109,35 +109,47 @@ local function apply(ctx, chain_id, tx, signature, trusted)
 
     if to == tx.from then fail(400, "self_transfer", "payload.to is the sender", "payload.to") end
   end
-  store:transaction(function()
-    if store:chain_tx(hash) then fail(409, "duplicate_tx", "transaction " .. hash .. " was already accepted") end
-    local a = store:chain_account(chain_id, tx.from)
-    if math.tointeger(tx.nonce) ~= a.nonce + 1 then
-      fail(400, "bad_nonce", string.format("tx.nonce must be %d (the account's next), got %s", a.nonce + 1,
-        tostring(tx.nonce)), "nonce")
+  return { hash = hash, tx = tx, signature = signature, amount = amount, to = to }
+end
+
+--- Applies a checked transaction against the accounts; call inside a store
+-- transaction.  Every refusal comes before the first write, so a refused
+-- transaction leaves nothing behind even when the caller goes on.
+local function commit_tx(store, chain_id, c, now)
+  local tx, hash, amount, to = c.tx, c.hash, c.amount, c.to
+  if store:chain_tx(hash) then fail(409, "duplicate_tx", "transaction " .. hash .. " was already accepted") end
+  local a = store:chain_account(chain_id, tx.from)
+  if math.tointeger(tx.nonce) ~= a.nonce + 1 then
+    fail(400, "bad_nonce", string.format("tx.nonce must be %d (the account's next), got %s", a.nonce + 1,
+      tostring(tx.nonce)), "nonce")
+  end
+  if tx.type == "unstake" then
+    if a.staked < amount then fail(400, "insufficient_stake", "only " .. money.format(a.staked) .. " AITBC is staked") end
+    a.staked, a.balance = a.staked - amount, a.balance + amount
+  else
+    if a.balance < amount then
+      fail(400, "insufficient_funds",
+        "the balance is " .. money.format(a.balance) .. " AITBC, less than " .. money.format(amount))
     end
-    if tx.type == "unstake" then
-      if a.staked < amount then fail(400, "insufficient_stake", "only " .. money.format(a.staked) .. " AITBC is staked") end
-      a.staked, a.balance = a.staked - amount, a.balance + amount
-    else
-      if a.balance < amount then
-        fail(400, "insufficient_funds",
-          "the balance is " .. money.format(a.balance) .. " AITBC, less than " .. money.format(amount))
-      end
-      a.balance = a.balance - amount
-      if tx.type == "stake" then a.staked = a.staked + amount end
-    end
-    a.nonce = a.nonce + 1
-    store:chain_put_account(a)
-    if to then
-      local b = store:chain_account(chain_id, to)
-      b.balance = b.balance + amount
-      store:chain_put_account(b)
-    end
-    store:chain_tx_insert { hash = hash, chain_id = chain_id, type = tx.type, sender = tx.from, recipient = to,
-      amount = amount, nonce = a.nonce, body = json.encode { tx = tx, signature = signature }, received_at = ctx.now }
-  end)
+    a.balance = a.balance - amount
+    if tx.type == "stake" then a.staked = a.staked + amount end
+  end
+  a.nonce = a.nonce + 1
+  store:chain_put_account(a)
+  if to then
+    local b = store:chain_account(chain_id, to)
+    b.balance = b.balance + amount
+    store:chain_put_account(b)
+  end
+  store:chain_tx_insert { hash = hash, chain_id = chain_id, type = tx.type, sender = tx.from, recipient = to,
+    amount = amount, nonce = a.nonce, body = json.encode { tx = tx, signature = c.signature }, received_at = now }
   return hash
+end
+
+--- Checks and applies one signed transaction; returns its hash.
+local function apply(ctx, chain_id, tx, signature, trusted)
+  local c = check_tx(chain_id, tx, signature, trusted)
+  return ctx.store:transaction(function() return commit_tx(ctx.store, chain_id, c, ctx.now) end)
 end
 
 local function chain_of(ctx, chain_id)
@@ -366,8 +378,49 @@ function M.submit(ctx, chain_id)
   writable(ctx)
   chain_of(ctx, chain_id)
   local body = ctx:body_object()
+  if body.transactions ~= nil then return M.submit_batch(ctx, chain_id, body.transactions) end
   local hash = apply(ctx, chain_id, body.tx, body.signature, false)
   return 202, { hash = hash, tx_hash = hash, status = "pending" }
+end
+
+M.BATCH_MAX = 1000
+
+local function refusal(e)
+  if not util.is_http_error(e) then error(e, 0) end -- not a refusal: roll the whole batch back
+  return { status = "rejected", error = { code = e.code, message = e.message, field = e.field } }
+end
+
+--- {transactions = [{tx, signature}, ...]}: each checked and applied on its
+-- own, in order, under one commit (a relay's or an exchange's many
+-- transfers cost one write); answers one result per transaction.
+function M.submit_batch(ctx, chain_id, list)
+  if type(list) ~= "table" or #list == 0 or #list > M.BATCH_MAX then
+    fail(400, "invalid_batch", "transactions must be a list of 1 to " .. M.BATCH_MAX .. " {tx, signature} objects",
+      "transactions")
+  end
+  local results, checked = json.array(), {}
+  for i, item in ipairs(list) do
+    local ok, c = pcall(function()
+      if type(item) ~= "table" then fail(400, "invalid_tx", "each entry must be {tx, signature}") end
+      return check_tx(chain_id, item.tx, item.signature, false)
+    end)
+    if ok then checked[i] = c else results[i] = refusal(c) end
+  end
+  local accepted = 0
+  ctx.store:transaction(function()
+    for i = 1, #list do
+      local c = checked[i]
+      if c then
+        local ok, e = pcall(commit_tx, ctx.store, chain_id, c, ctx.now)
+        if ok then
+          results[i], accepted = { hash = c.hash, status = "pending" }, accepted + 1
+        else
+          results[i] = refusal(e)
+        end
+      end
+    end
+  end)
+  return 200, { accepted = accepted, rejected = #list - accepted, results = results }
 end
 
 function M.faucet(ctx, chain_id)

@@ -7,7 +7,7 @@ bin=$(realpath "${1:-build/aitbc}")
 cd "$(dirname "$0")/.."
 export AITBC_HOME
 AITBC_HOME=$(mktemp -d /tmp/aitbc-demo-XXXXXX)
-cleanup() { "$bin" devnet down >/dev/null 2>&1; rm -rf "$AITBC_HOME"; }
+cleanup() { "$bin" devnet down >/dev/null 2>&1 && echo "== devnet stopped"; rm -rf "$AITBC_HOME"; }
 trap cleanup EXIT
 "$bin" devnet up --miners 2 || exit 1
 url=$("$bin" config get url)
@@ -16,5 +16,6 @@ echo "== the spec's scenarios against the devnet at $url"
 AITBC_SCENARIO_ADMIN_KEY=$(cat "$AITBC_HOME/devnet/node/admin.key") "$bin" scenario run --url "$url" scenarios/
 status=$?
 echo
+echo "== the devnet after the run (stopped and removed when this script exits)"
 "$bin" devnet status
 exit $status

@@ -27,6 +27,14 @@ local ZERO = string.rep("0", 64)
 
 function M.hash(obj) return crypto.hex(crypto.sha256(json.encode(obj))) end
 
+--- A signature over a hash, as blocks and transactions carry it.
+function M.sign(hash, secret) return crypto.base64(crypto.sign(hash, secret), "urlsafe") end
+
+--- A block's transaction root: SHA-256 of its transaction hashes in order.
+local function tx_root(hashes)
+  return #hashes > 0 and crypto.hex(crypto.sha256(table.concat(hashes))) or ZERO
+end
+
 local function units(text, field)
   if type(text) ~= "string" or not text:match("^%d+$") or #text > 18 then
     fail(400, "invalid_amount", field .. " must be a whole number of base units as a string (1 AITBC = 10^9)", field)
@@ -52,7 +60,7 @@ function M.genesis(store, chain_id, node_key, now)
     local hash = M.hash(header)
     store:chain_block_insert { chain_id = chain_id, height = 0, hash = hash, prev_hash = ZERO, timestamp = header.timestamp,
       tx_count = 0, tx_root = ZERO, proposer = node_key.id,
-      signature = crypto.base64(crypto.sign(hash, node_key.secret), "urlsafe") }
+      signature = M.sign(hash, node_key.secret) }
   end)
 end
 
@@ -63,13 +71,13 @@ function M.produce(store, chain_id, node_key, now)
     local pending = store:chain_pending(chain_id, 20000)
     local hashes = {}
     for i, t in ipairs(pending) do hashes[i] = t.hash end
-    local root = #hashes > 0 and crypto.hex(crypto.sha256(table.concat(hashes))) or ZERO
+    local root = tx_root(hashes)
     local header = { chain_id = chain_id, height = head.height + 1, prev_hash = head.hash, timestamp = math.floor(now),
       tx_count = #pending, tx_root = root, proposer = node_key.id }
     local hash = M.hash(header)
     store:chain_block_insert { chain_id = chain_id, height = header.height, hash = hash, prev_hash = head.hash,
       timestamp = header.timestamp, tx_count = #pending, tx_root = root, proposer = node_key.id,
-      signature = crypto.base64(crypto.sign(hash, node_key.secret), "urlsafe") }
+      signature = M.sign(hash, node_key.secret) }
     if #pending > 0 then store:chain_seal(chain_id, header.height, pending[#pending].seq) end
     return header.height
   end)
@@ -182,7 +190,7 @@ function M.settle(store, chain_id, job_id, to, kind, node_key, now)
     local hash = M.hash(tx)
     store:chain_tx_insert { hash = hash, chain_id = chain_id, type = kind, sender = tx.from, recipient = to,
       amount = amount, nonce = escrow.nonce, received_at = now,
-      body = json.encode { tx = tx, signature = crypto.base64(crypto.sign(hash, node_key.secret), "urlsafe") } }
+      body = json.encode { tx = tx, signature = M.sign(hash, node_key.secret) } }
     return hash
   end)
 end
@@ -195,8 +203,9 @@ function M.settle_jobs(store, node_key, now)
     local release = job.state == "COMPLETED" and job.payout_address and wallet.parse_address(job.payout_address)
     local to = release and job.payout_address or job.payer
     local kind = release and "escrow_release" or "escrow_refund"
-    local hash = M.settle(store, job.payment_chain, job.job_id, to, kind, node_key, now)
+    -- one transaction: the escrow and the job's payment status change together
     store:transaction(function()
+      local hash = M.settle(store, job.payment_chain, job.job_id, to, kind, node_key, now)
       store:job_payment(job.job_id, { payment_status = release and "released" or "refunded", settlement_id = hash })
     end)
     n = n + 1
@@ -206,8 +215,7 @@ end
 
 --- POST /v1/jobs/{id}/payment {tx, signature}: the client's own job, funded
 -- by an escrow_lock transaction from the paying wallet.
-function M.pay_job(ctx, job_id)
-  writable(ctx)
+local function check_payable(ctx, job_id)
   local job = ctx.store:job_get(job_id)
   if not job or (job.client_key_id ~= ctx.key.key_id and ctx.key.role ~= "admin") then
     fail(404, "job_not_found", "job " .. job_id .. " not found")
@@ -216,19 +224,27 @@ function M.pay_job(ctx, job_id)
   if job.state ~= "QUEUED" and job.state ~= "RUNNING" then
     fail(409, "job_ended", "job " .. job_id .. " is " .. job.state .. "; only a queued or running job can be paid")
   end
+end
+
+function M.pay_job(ctx, job_id)
+  writable(ctx)
+  check_payable(ctx, job_id)
   local body = ctx:body_object()
   local tx = body.tx
   if type(tx) ~= "table" or tx.type ~= "escrow_lock" or type(tx.payload) ~= "table" or tx.payload.job_id ~= job_id then
     fail(400, "invalid_payment", "the payment must be an escrow_lock transaction for job " .. job_id, "tx")
   end
   local chain_id = chain_of(ctx, tx.chain_id)
-  local hash = apply(ctx, chain_id, tx, body.signature, false)
+  local c = check_tx(chain_id, tx, body.signature, false)
+  -- the escrow lock and the job's payment record commit together
   ctx.store:transaction(function()
-    ctx.store:job_payment(job_id, { payment_id = hash, payment_status = "pending", payment_amount = units(tx.payload.amount,
-      "payload.amount"), payment_chain = chain_id, payer = tx.from })
+    check_payable(ctx, job_id) -- again under the lock: two payments for one job must not both pass
+    commit_tx(ctx.store, chain_id, c, ctx.now)
+    ctx.store:job_payment(job_id, { payment_id = c.hash, payment_status = "pending", payment_amount = c.amount,
+      payment_chain = chain_id, payer = tx.from })
   end)
-  return 202, { job_id = job_id, payment_id = hash, tx_hash = hash, payment_status = "pending", chain_id = chain_id,
-    amount = money.format(units(tx.payload.amount, "payload.amount")) }
+  return 202, { job_id = job_id, payment_id = c.hash, tx_hash = c.hash, payment_status = "pending", chain_id = chain_id,
+    amount = money.format(c.amount) }
 end
 
 -- ---- following another node ----
@@ -295,7 +311,7 @@ function M.follow_block(store, chain_id, block, txs, authority_public)
         end
       end
     end
-    local root = #hashes > 0 and crypto.hex(crypto.sha256(table.concat(hashes))) or ZERO
+    local root = tx_root(hashes)
     if root ~= block.tx_root then refuse("block " .. block.height .. ": the transaction root does not match") end
     store:chain_block_insert { chain_id = chain_id, height = block.height, hash = block.hash, prev_hash = block.prev_hash,
       timestamp = block.timestamp, tx_count = block.tx_count, tx_root = block.tx_root, proposer = block.proposer,
@@ -440,16 +456,17 @@ function M.faucet(ctx, chain_id)
     end
     amount = ok
   end
-  if ctx.store:chain_faucet_since(chain_id, to, ctx.now - 60) > 0 then
-    fail(429, "faucet_rate_limited", "this address got coins from the faucet less than a minute ago; try again later")
-  end
   local from = wallet.address(ctx.node_key.public)
-  -- the nonce is read and used under one write lock: concurrent faucet requests must not share one
+  -- the rate limit and the nonce are read and used under one write lock:
+  -- concurrent faucet requests must not both pass it, nor share a nonce
   local hash = ctx.store:transaction(function()
+    if ctx.store:chain_faucet_since(chain_id, to, ctx.now - 60) > 0 then
+      fail(429, "faucet_rate_limited", "this address got coins from the faucet less than a minute ago; try again later")
+    end
     local tx = { chain_id = chain_id, type = "faucet", from = from, public_key = crypto.hex(ctx.node_key.public),
       nonce = ctx.store:chain_account(chain_id, from).nonce + 1, payload = { to = to, amount = tostring(amount) },
       timestamp = math.floor(ctx.now) }
-    return apply(ctx, chain_id, tx, crypto.base64(crypto.sign(M.hash(tx), ctx.node_key.secret), "urlsafe"), true)
+    return apply(ctx, chain_id, tx, M.sign(M.hash(tx), ctx.node_key.secret), true)
   end)
   return 202, { hash = hash, status = "pending", address = to, amount = money.format(amount) }
 end

@@ -144,8 +144,8 @@ function wallet.signed_tx(ctx, client, kind, payload)
   local account = client:call("GET", "/v1/chain/" .. ctx.settings.chain .. "/accounts/" .. keys.address)
   local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
     nonce = account.nonce + 1, payload = payload, timestamp = os.time() }
-  local hash = require("aitbc.node.chain").hash(tx)
-  local signature = crypto.base64(crypto.sign(hash, keys.secret_key), "urlsafe")
+  local chain = require "aitbc.node.chain"
+  local signature = chain.sign(chain.hash(tx), keys.secret_key)
   keys.secret_key:wipe()
   return { tx = tx, signature = signature }, keys.address
 end

@@ -13,11 +13,7 @@ local function set_active(ctx, name)
   assert(require("aitbc.config").write_file(ctx.config.path, ctx.config.file))
 end
 
-local function active(ctx, name)
-  name = name or ctx.opts.wallet or ctx.config.file.active_wallet
-  if not name then errors.raise("not_found", "no wallet yet", "create one: aitbc wallet create --name NAME") end
-  return name
-end
+local function active(ctx, name) return W().active_name(ctx, name) end
 
 local function words_grid(phrase, out)
   local list = {}
@@ -163,7 +159,6 @@ local chain_commands = {
 
 local function new_wallet(ctx, name, phrase, restored)
   local w = W()
-  w.path(name)
   if require("aitbc.sys").stat(w.path(name)) then
     errors.raise("failure", "a wallet named '" .. name .. "' already exists", "choose another --name")
   end
@@ -176,138 +171,139 @@ local function new_wallet(ctx, name, phrase, restored)
     active = first or ctx.opts.activate or false, mnemonic = not restored and phrase or nil }
 end
 
+local keystore_commands = {
+  {
+    name = "create",
+    summary = "Create a wallet: a new phrase (shown once) and its address",
+    args = { { "name_arg", optional = true, help = "wallet name (or --name)" } },
+    options = { { "--name", metavar = "NAME", help = "wallet name" }, password_file,
+                { "--activate", type = "boolean", help = "make it the active wallet (the first one always is)" } },
+    examples = { "aitbc wallet create --name test_wallet" },
+    run = function(ctx)
+      local name = ctx.opts.name or ctx.args.name_arg
+      if not name then errors.raise("usage", "name the wallet: aitbc wallet create --name NAME") end
+      local data = new_wallet(ctx, name, require("aitbc.wallet.bip39").generate(24))
+      return data, function(d, out)
+        out:success("wallet " .. d.name .. " created" .. (d.active and " (active)" or ""))
+        out:print(out:format_record({ address = d.address, keystore = d.path }, { "address", "keystore" }))
+        out:print("")
+        out:print(out:style("Recovery phrase — write these 24 words down, in order, and keep them offline.", "bold"))
+        out:print("It is shown only now; anyone with it controls this wallet; it restores the wallet anywhere:")
+        words_grid(d.mnemonic, out)
+        out:print("Restore with: aitbc wallet restore --name " .. d.name)
+      end
+    end,
+  },
+  {
+    name = "restore",
+    summary = "Restore a wallet from its recovery phrase (same address as before)",
+    options = { { "--name", metavar = "NAME", required = true, help = "wallet name" }, password_file,
+                { "--mnemonic-file", metavar = "FILE",
+                  help = "read the phrase from FILE (else AITBC_WALLET_MNEMONIC or a prompt)" },
+                { "--activate", type = "boolean", help = "make it the active wallet" } },
+    run = function(ctx)
+      local sys = require "aitbc.sys"
+      local phrase = sys.getenv("AITBC_WALLET_MNEMONIC")
+      if ctx.opts.mnemonic_file then phrase = sys.read_file(require("aitbc.config").expand(ctx.opts.mnemonic_file)) end
+      if not phrase or phrase == "" then
+        local got, err = sys.read_password("Recovery phrase: ")
+        if not got then errors.raise("usage", "the recovery phrase is needed (" .. err .. ")",
+          "set AITBC_WALLET_MNEMONIC or pass --mnemonic-file FILE") end
+        phrase = got
+      end
+      local ok, why = require("aitbc.wallet.bip39").to_entropy(phrase)
+      if not ok then errors.raise("usage", "not a valid recovery phrase: " .. why) end
+      local normalized = {}
+      for w in phrase:lower():gmatch("%S+") do normalized[#normalized + 1] = w end
+      phrase = table.concat(normalized, " ")
+      local data = new_wallet(ctx, ctx.opts.name, phrase, true)
+      return data, function(d, out) out:success("wallet " .. d.name .. " restored: " .. d.address) end
+    end,
+  },
+  {
+    name = "list",
+    summary = "Your wallets and their addresses",
+    run = function(ctx)
+      local w = W()
+      local items = json.array()
+      for _, name in ipairs(w.names()) do
+        local doc = w.read(name)
+        items[#items + 1] = { name = name, address = doc.address, active = name == ctx.config.file.active_wallet,
+          created_at = doc.created_at }
+      end
+      return { wallets = items }, function(d, out)
+        if #d.wallets == 0 then out:print("no wallets (aitbc wallet create --name NAME)") return end
+        local rows = {}
+        for i, x in ipairs(d.wallets) do rows[i] = { active = x.active and "*" or "", name = x.name, address = x.address } end
+        out:print(out:format_table(rows, { { "active", " " }, "name", { "address", "address", keep = true } }))
+      end
+    end,
+  },
+  {
+    name = "switch",
+    summary = "Make another wallet the active one",
+    args = { { "name", help = "wallet name" } },
+    run = function(ctx)
+      local doc = W().read(ctx.args.name)
+      set_active(ctx, ctx.args.name)
+      return { active = ctx.args.name, address = doc.address }, function(d, out)
+        out:success("active wallet: " .. d.active .. " (" .. d.address .. ")")
+      end
+    end,
+  },
+  {
+    name = "address",
+    summary = "The address of the active wallet (or of NAME)",
+    args = { { "name", optional = true, help = "wallet name" } },
+    run = function(ctx)
+      local name = active(ctx, ctx.args.name)
+      local doc = W().read(name)
+      return { name = name, address = doc.address, public_key = doc.public_key }, function(d, out) out:print(d.address) end
+    end,
+  },
+  {
+    name = "export",
+    summary = "Copy a wallet's encrypted keystore to a file (mode 0600)",
+    args = { { "name", optional = true, help = "wallet name (default: the active one)" } },
+    options = { { "--output", metavar = "FILE", required = true, help = "where to write it" } },
+    run = function(ctx)
+      local name = active(ctx, ctx.args.name)
+      local doc = W().read(name)
+      local path = require("aitbc.config").expand(ctx.opts.output)
+      local ok, err = require("aitbc.sys").write_file(path, json.encode(doc, { pretty = true }) .. "\n", tonumber("600", 8))
+      if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. err) end
+      return { name = name, address = doc.address, path = path }, function(d, out)
+        out:success("keystore of " .. d.name .. " written to " .. d.path .. " (still encrypted with its password)")
+      end
+    end,
+  },
+  {
+    name = "import",
+    summary = "Add a wallet from an exported keystore (checks the password)",
+    args = { { "file", help = "keystore file" } },
+    options = { { "--name", metavar = "NAME", help = "name it (default: its own)" }, password_file },
+    run = function(ctx)
+      local w = W()
+      local text = require("aitbc.sys").read_file(require("aitbc.config").expand(ctx.args.file))
+      if not text then errors.raise("not_found", "cannot read " .. ctx.args.file) end
+      local doc = json.decode(text)
+      if type(doc) ~= "table" then errors.raise("failure", ctx.args.file .. " is not a keystore") end
+      w.open(doc, w.password(ctx, false)) -- refuses a wrong password or an altered file
+      doc.name = ctx.opts.name or doc.name
+      local path = w.write(doc)
+      if not ctx.config.file.active_wallet then set_active(ctx, doc.name) end
+      return { name = doc.name, address = doc.address, path = path }, function(d, out)
+        out:success("wallet " .. d.name .. " imported: " .. d.address)
+      end
+    end,
+  },
+}
+
 return {
   name = "wallet",
   category = "Workflows",
   summary = "Your keys: create, restore, list, switch, show the address, export and import keystores",
   description = "Each wallet is an Ed25519 key derived from a 24-word BIP-39 phrase (SLIP-0010, m/44'/8888'/0'/0'/0'), "
     .. "kept encrypted (Argon2id + XChaCha20-Poly1305) in AITBC_HOME/wallets with mode 0600.",
-  commands = {
-    chain_commands[1], chain_commands[2], chain_commands[3], chain_commands[4], chain_commands[5], chain_commands[6],
-    {
-      name = "create",
-      summary = "Create a wallet: a new phrase (shown once) and its address",
-      args = { { "name_arg", optional = true, help = "wallet name (or --name)" } },
-      options = { { "--name", metavar = "NAME", help = "wallet name" }, password_file,
-                  { "--activate", type = "boolean", help = "make it the active wallet (the first one always is)" } },
-      examples = { "aitbc wallet create --name test_wallet" },
-      run = function(ctx)
-        local name = ctx.opts.name or ctx.args.name_arg
-        if not name then errors.raise("usage", "name the wallet: aitbc wallet create --name NAME") end
-        local data = new_wallet(ctx, name, require("aitbc.wallet.bip39").generate(24))
-        return data, function(d, out)
-          out:success("wallet " .. d.name .. " created" .. (d.active and " (active)" or ""))
-          out:print(out:format_record({ address = d.address, keystore = d.path }, { "address", "keystore" }))
-          out:print("")
-          out:print(out:style("Recovery phrase — write these 24 words down, in order, and keep them offline.", "bold"))
-          out:print("It is shown only now; anyone with it controls this wallet; it restores the wallet anywhere:")
-          words_grid(d.mnemonic, out)
-          out:print("Restore with: aitbc wallet restore --name " .. d.name)
-        end
-      end,
-    },
-    {
-      name = "restore",
-      summary = "Restore a wallet from its recovery phrase (same address as before)",
-      options = { { "--name", metavar = "NAME", required = true, help = "wallet name" }, password_file,
-                  { "--mnemonic-file", metavar = "FILE",
-                    help = "read the phrase from FILE (else AITBC_WALLET_MNEMONIC or a prompt)" },
-                  { "--activate", type = "boolean", help = "make it the active wallet" } },
-      run = function(ctx)
-        local sys = require "aitbc.sys"
-        local phrase = sys.getenv("AITBC_WALLET_MNEMONIC")
-        if ctx.opts.mnemonic_file then phrase = sys.read_file(require("aitbc.config").expand(ctx.opts.mnemonic_file)) end
-        if not phrase or phrase == "" then
-          local got, err = sys.read_password("Recovery phrase: ")
-          if not got then errors.raise("usage", "the recovery phrase is needed (" .. err .. ")",
-            "set AITBC_WALLET_MNEMONIC or pass --mnemonic-file FILE") end
-          phrase = got
-        end
-        local ok, why = require("aitbc.wallet.bip39").to_entropy(phrase)
-        if not ok then errors.raise("usage", "not a valid recovery phrase: " .. why) end
-        local normalized = {}
-        for w in phrase:lower():gmatch("%S+") do normalized[#normalized + 1] = w end
-        phrase = table.concat(normalized, " ")
-        local data = new_wallet(ctx, ctx.opts.name, phrase, true)
-        return data, function(d, out) out:success("wallet " .. d.name .. " restored: " .. d.address) end
-      end,
-    },
-    {
-      name = "list",
-      summary = "Your wallets and their addresses",
-      run = function(ctx)
-        local w = W()
-        local items = json.array()
-        for _, name in ipairs(w.names()) do
-          local doc = w.read(name)
-          items[#items + 1] = { name = name, address = doc.address, active = name == ctx.config.file.active_wallet,
-            created_at = doc.created_at }
-        end
-        return { wallets = items }, function(d, out)
-          if #d.wallets == 0 then out:print("no wallets (aitbc wallet create --name NAME)") return end
-          local rows = {}
-          for i, x in ipairs(d.wallets) do rows[i] = { active = x.active and "*" or "", name = x.name, address = x.address } end
-          out:print(out:format_table(rows, { { "active", " " }, "name", { "address", "address", keep = true } }))
-        end
-      end,
-    },
-    {
-      name = "switch",
-      summary = "Make another wallet the active one",
-      args = { { "name", help = "wallet name" } },
-      run = function(ctx)
-        local doc = W().read(ctx.args.name)
-        set_active(ctx, ctx.args.name)
-        return { active = ctx.args.name, address = doc.address }, function(d, out)
-          out:success("active wallet: " .. d.active .. " (" .. d.address .. ")")
-        end
-      end,
-    },
-    {
-      name = "address",
-      summary = "The address of the active wallet (or of NAME)",
-      args = { { "name", optional = true, help = "wallet name" } },
-      run = function(ctx)
-        local name = active(ctx, ctx.args.name)
-        local doc = W().read(name)
-        return { name = name, address = doc.address, public_key = doc.public_key }, function(d, out) out:print(d.address) end
-      end,
-    },
-    {
-      name = "export",
-      summary = "Copy a wallet's encrypted keystore to a file (mode 0600)",
-      args = { { "name", optional = true, help = "wallet name (default: the active one)" } },
-      options = { { "--output", metavar = "FILE", required = true, help = "where to write it" } },
-      run = function(ctx)
-        local name = active(ctx, ctx.args.name)
-        local doc = W().read(name)
-        local path = require("aitbc.config").expand(ctx.opts.output)
-        local ok, err = require("aitbc.sys").write_file(path, json.encode(doc, { pretty = true }) .. "\n", tonumber("600", 8))
-        if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. err) end
-        return { name = name, address = doc.address, path = path }, function(d, out)
-          out:success("keystore of " .. d.name .. " written to " .. d.path .. " (still encrypted with its password)")
-        end
-      end,
-    },
-    {
-      name = "import",
-      summary = "Add a wallet from an exported keystore (checks the password)",
-      args = { { "file", help = "keystore file" } },
-      options = { { "--name", metavar = "NAME", help = "name it (default: its own)" }, password_file },
-      run = function(ctx)
-        local w = W()
-        local text = require("aitbc.sys").read_file(require("aitbc.config").expand(ctx.args.file))
-        if not text then errors.raise("not_found", "cannot read " .. ctx.args.file) end
-        local doc = json.decode(text)
-        if type(doc) ~= "table" then errors.raise("failure", ctx.args.file .. " is not a keystore") end
-        w.open(doc, w.password(ctx, false)) -- refuses a wrong password or an altered file
-        doc.name = ctx.opts.name or doc.name
-        local path = w.write(doc)
-        if not ctx.config.file.active_wallet then set_active(ctx, doc.name) end
-        return { name = doc.name, address = doc.address, path = path }, function(d, out)
-          out:success("wallet " .. d.name .. " imported: " .. d.address)
-        end
-      end,
-    },
-  },
+  commands = table.move(keystore_commands, 1, #keystore_commands, #chain_commands + 1, chain_commands),
 }

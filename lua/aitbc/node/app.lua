@@ -100,9 +100,7 @@ return function(config_text)
   local config = assert(json.decode(config_text), "node config is not JSON")
   local store = assert(store_mod.open(config.db_path))
   local logger = log.open(config.log_path, config.log_level, "coordinator")
-  local seed = assert(crypto.unhex(assert(sys.read_file(config.node_key_path)):match("^%s*(%x+)")))
-  local public, secret = crypto.sign_keypair(seed)
-  local node_key = { public = public, secret = secret, id = crypto.base64(public, "urlsafe") }
+  local node_key = util.read_node_key(config.node_key_path)
   local function flush_audit()
     local ok, err = pcall(store.audit_flush, store)
     if not ok then logger:error("audit write failed", { error = tostring(err) }) end

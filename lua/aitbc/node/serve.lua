@@ -134,9 +134,7 @@ function M.run(ctx)
     if not c:match("^[%w][%w_%-%.]*$") then errors.raise("usage", "--chains: '" .. c .. "' is not a chain name") end
     chains[#chains + 1] = c
   end
-  local seed = assert(crypto.unhex(assert(sys.read_file(opts.data_dir .. "/node.key")):match("^%s*(%x+)")))
-  local public, secret = crypto.sign_keypair(seed)
-  local node_key = { public = public, secret = secret, id = crypto.base64(public, "urlsafe") }
+  local node_key = util.read_node_key(opts.data_dir .. "/node.key")
   local chain = require "aitbc.node.chain"
   local follow = opts.follow and M.follower(opts.follow, opts.authority)
   if follow then

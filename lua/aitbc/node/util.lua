@@ -20,6 +20,13 @@ function util.invalid(field, message)
 end
 
 --- ISO-8601 UTC with milliseconds, or nil.
+--- The node's Ed25519 key from its key file (a hex seed): {public, secret, id}.
+function util.read_node_key(path)
+  local seed = assert(crypto.unhex(assert(require("aitbc.sys").read_file(path)):match("^%s*(%x+)")))
+  local public, secret = crypto.sign_keypair(seed)
+  return { public = public, secret = secret, id = crypto.base64(public, "urlsafe") }
+end
+
 function util.iso(t)
   if not t then return nil end
   local secs = math.floor(t)

@@ -134,13 +134,18 @@ function wallet.names()
   return out
 end
 
---- Builds and signs a transaction from the active wallet (ctx.opts.wallet or
--- the config's active_wallet) on the chain of ctx.settings.chain; the nonce
--- comes from the node.  Returns {tx, signature}, the sender's address.
-function wallet.signed_tx(ctx, client, kind, payload)
-  local name = ctx.opts.wallet or ctx.config.file.active_wallet
+--- The wallet a command means: NAME if given, else the active one | raises.
+function wallet.active_name(ctx, name)
+  name = name or ctx.config.file.active_wallet
   if not name then errors.raise("not_found", "no wallet yet", "create one: aitbc wallet create --name NAME") end
-  local keys = wallet.open(wallet.read(name), wallet.password(ctx, false))
+  return name
+end
+
+--- Builds and signs a transaction from the active wallet on the chain of
+-- ctx.settings.chain; the nonce comes from the node.  Returns {tx,
+-- signature}, the sender's address.
+function wallet.signed_tx(ctx, client, kind, payload)
+  local keys = wallet.open(wallet.read(wallet.active_name(ctx)), wallet.password(ctx, false))
   local account = client:call("GET", "/v1/chain/" .. ctx.settings.chain .. "/accounts/" .. keys.address)
   local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
     nonce = account.nonce + 1, payload = payload, timestamp = os.time() }
@@ -158,16 +163,17 @@ function wallet.active_address(ctx)
   return type(doc) == "table" and doc.address or nil
 end
 
---- The password: AITBC_WALLET_PASSWORD, --password-file, or a hidden prompt.
+--- The password: --password-file, AITBC_WALLET_PASSWORD, or a hidden prompt
+-- (a flag beats the environment, as everywhere).
 function wallet.password(ctx, confirm)
   local env = sys.getenv("AITBC_WALLET_PASSWORD")
   local pw
-  if env and env ~= "" then
-    pw = env
-  elseif ctx.opts.password_file then
+  if ctx.opts.password_file then
     local text, err = sys.read_file(require("aitbc.config").expand(ctx.opts.password_file))
     if not text then errors.raise("not_found", "cannot read the password file: " .. tostring(err)) end
     pw = text:gsub("\r?\n$", "")
+  elseif env and env ~= "" then
+    pw = env
   else
     local got, err = sys.read_password("Wallet password: ")
     if not got then

@@ -197,6 +197,10 @@ describe("job payments (client pay)", function()
     local reg = node:cli({ "-o", "json", "miner", "register", "--gpus", "1x RTX 4090", "--models", "llama3", "--miner-id", "paid-rig" },
       { home = miner_home, env = miner_env }).json()
     assert.equal(payout, reg.payout_address)
+    local bad = node:cli({ "miner", "register", "--gpus", "1x RTX 4090", "--payout-address", "ait1nope", "--miner-id", "x" },
+      { home = miner_home, env = miner_env })
+    assert.equal(1, bad.code)
+    assert.matches("payout_address is not an AITBC address", bad.err)
 
     local job = as_client({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "paid work" }).json()
     local pay = as_client { "client", "pay", job.job_id, "--amount", "10" }

@@ -65,8 +65,12 @@ return {
           out:print(out:format_record({ miner_id = d.miner_id, gpus = m.describe(caps.gpus or {}),
             models = #(caps.models or {}) > 0 and table.concat(caps.models, ", ") or "any",
             price = d.price_per_hour and (d.price_per_hour .. " AITBC/hour") or "-", concurrency = d.concurrency,
-            status = d.miner_status },
-            { { "miner_id", "miner_id" }, "gpus", "models", { "price", "price" }, "concurrency", "status" }))
+            status = d.miner_status, payout = d.payout_address },
+            { { "miner_id", "miner_id" }, "gpus", "models", { "price", "price" }, "concurrency", "status",
+              { "payout", "payments to" } }))
+          if not d.payout_address then
+            out:warn("no payout address (no --payout-address and no wallet): paid jobs will be refunded to their clients")
+          end
           if d.gpu_note then out:warn("no GPU detected (" .. d.gpu_note .. "); pass --gpus to declare yours") end
           if d.model_note then out:warn(d.model_note) end
         end

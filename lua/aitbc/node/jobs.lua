@@ -250,6 +250,11 @@ function M.register(ctx)
     price_units, err = money.parse(body.price_per_hour)
     if not price_units or price_units < 0 then invalid("price_per_hour", err or "must not be negative") end
   end
+  local payout = util.optional_string(body, "payout_address", 128)
+  if payout then
+    local ok, why = require("aitbc.wallet").parse_address(payout)
+    if not ok then invalid("payout_address", "is not an AITBC address: " .. tostring(why)) end
+  end
   local existing = miner_id and ctx.store:miner_get(miner_id)
   if existing and existing.key_id ~= ctx.key.key_id then
     fail(409, "miner_id_taken", "miner id " .. miner_id .. " is registered by another API key")
@@ -257,7 +262,7 @@ function M.register(ctx)
   local m = {
     miner_id = miner_id or ("miner_" .. util.new_id(6)), key_id = ctx.key.key_id, capabilities = json.encode(caps),
     concurrency = util.optional_integer(body, "concurrency", 1, 64, 1), region = util.optional_string(body, "region", 100),
-    price_units = price_units, payout_address = util.optional_string(body, "payout_address", 128),
+    price_units = price_units, payout_address = payout,
     now = ctx.now, session_token = util.new_id(16),
   }
   ctx.store:miner_upsert(m)

@@ -4,13 +4,13 @@ DESTDIR ?=
 BUILD   ?= build
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-PKGS    := lua5.4 libcurl libsodium sqlite3 libmicrohttpd
-# Linked at build time; libcurl and libmicrohttpd are dlopen'ed on first use
-# (their dependency trees cost more start-up time than everything else).
+PKGS    := lua5.4 libcurl libsodium sqlite3
+# Linked at build time; libcurl is dlopen'ed on first use (its dependency
+# tree costs more start-up time than everything else).
 LINK_PKGS := lua5.4 libsodium sqlite3
 # Debian packages the build, the tests and the linters need.
 DEB_PKGS := build-essential pkg-config ca-certificates liblua5.4-dev lua-cjson-dev \
-            libcurl4-openssl-dev libsodium-dev libsqlite3-dev libmicrohttpd-dev \
+            libcurl4-openssl-dev libsodium-dev libsqlite3-dev \
             lua5.4 lua-busted lua-check clang-format wrk python3-mnemonic
 
 # Lazily expanded: pkg-config runs when a recipe needs it, after `deps`.
@@ -20,9 +20,9 @@ SONAME     = $(shell objdump -p $$($(CC) -print-file-name=$(1)) | awk '/SONAME/ 
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS) \
-             -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"' -DAITBC_MHD_SONAME='"$(call SONAME,libmicrohttpd.so)"'
+             -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"'
 
-C_MODULES := main host interrupt crypto http server db sys json gpu
+C_MODULES := main host interrupt crypto http http_parse server server_io db sys shared json gpu
 OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
 LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 # Embedded as bytecode (luac5.4 keeps line information): parsing the CLI's
@@ -50,7 +50,7 @@ $(BUILD)/lua/aitbc/wallet/wordlist.lua: $(BUILD)/gen/lua/aitbc/wallet/wordlist.l
 $(BUILD)/embedded.c: $(BUILD)/embed $(LUA_BC)
 	$(BUILD)/embed $@ $(LUA_BC)
 
-$(BUILD)/%.o: runtime/%.c runtime/aitbc.h | $(BUILD)
+$(BUILD)/%.o: runtime/%.c runtime/aitbc.h runtime/server.h runtime/http_parse.h | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/embedded.o: $(BUILD)/embedded.c runtime/aitbc.h

@@ -5,6 +5,8 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #define AITBC_VERSION "0.1.0"
 
@@ -21,11 +23,20 @@ int aitbc_interrupted(void);
 /* 0: signals only set the flag (a server that shuts down by itself). */
 void aitbc_interrupt_set_raise(int raise_error);
 
-/* server.c: a connection thread that waits (a long poll) gives its place
- * among the threads running handlers to another, and takes one back after;
- * no-ops on threads that are not serving a request. */
-void aitbc_server_yield_slot(void);
-void aitbc_server_reclaim_slot(void);
+/* shared.c: what threads share, registered into aitbc.native.sys. */
+extern const luaL_Reg aitbc_shared_funcs[];
+void aitbc_shared_metatables(lua_State *L);
+/* Queues of strings: push returns the item's sequence number (0: full);
+ * committed is the highest sequence a consumer declared durable. */
+uint64_t aitbc_queue_push(const char *name, const char *data, size_t len);
+uint64_t aitbc_queue_committed(const char *name);
+/* Listeners hear notifications (sys.notify: key NULL for all waiters, one:
+ * wake a single waiter on key) and queue commits (key: the queue).  They
+ * must only record the event and wake their own thread. */
+enum { AITBC_EVENT_NOTIFY, AITBC_EVENT_COMMIT };
+typedef void (*aitbc_listener_fn)(void *arg, int kind, const char *key, int one);
+int aitbc_listen(aitbc_listener_fn fn, void *arg);
+void aitbc_unlisten(aitbc_listener_fn fn, void *arg);
 
 /* Native modules (one file each). */
 int luaopen_aitbc_native_crypto(lua_State *L);

@@ -1,7 +1,8 @@
 /* aitbc.native.sys: the operating system for Lua.
  * Clocks and sleep, environment, terminal, atomic file writes, directories,
  * file status, processes (spawn/communicate/read/wait/kill), disk space,
- * and the interrupt flag set by SIGINT/SIGTERM. */
+ * and the interrupt flag set by SIGINT/SIGTERM.  What threads share
+ * (mutexes, queues, counters, notifications, threads) is in shared.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -56,10 +57,8 @@ static int l_monotonic(lua_State *L) {
 static int l_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
   double until = clock_seconds(CLOCK_MONOTONIC) + (s > 0 ? s : 0);
-  aitbc_server_yield_slot();
   for (;;) {
     if (aitbc_interrupted()) {
-      aitbc_server_reclaim_slot();
       lua_pushnil(L);
       lua_pushliteral(L, "interrupted");
       return 2;
@@ -70,7 +69,6 @@ static int l_sleep(lua_State *L) {
     struct timespec ts = {(time_t)left, (long)((left - (double)(time_t)left) * 1e9)};
     nanosleep(&ts, NULL);
   }
-  aitbc_server_reclaim_slot();
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -91,225 +89,6 @@ static int l_on_interrupt(lua_State *L) {
   static const char *const modes[] = {"error", "flag", NULL};
   aitbc_interrupt_set_raise(luaL_checkoption(L, 1, NULL, modes) == 0);
   return 0;
-}
-
-/* ---- shared between threads: named mutexes, a wake-up generation, counters ----
- * Server workers run in separate Lua states; these are how they coordinate. */
-
-typedef struct named_mutex {
-  char *name;
-  pthread_mutex_t mutex;
-  struct named_mutex *next;
-} named_mutex_t;
-
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static named_mutex_t *mutexes;
-
-/* mutex(name) -> a process-wide mutex, the same one for the same name */
-static int l_mutex(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  pthread_mutex_lock(&registry_lock);
-  named_mutex_t *m = mutexes;
-  while (m && strcmp(m->name, name) != 0) m = m->next;
-  if (!m && (m = calloc(1, sizeof *m)) && (m->name = strdup(name))) {
-    pthread_mutex_init(&m->mutex, NULL);
-    m->next = mutexes;
-    mutexes = m;
-  }
-  pthread_mutex_unlock(&registry_lock);
-  if (!m || !m->name) return luaL_error(L, "out of memory");
-  named_mutex_t **ud = lua_newuserdatauv(L, sizeof *ud, 0);
-  *ud = m;
-  luaL_setmetatable(L, "aitbc.mutex");
-  return 1;
-}
-
-static int l_mutex_lock(lua_State *L) {
-  pthread_mutex_lock(&(*(named_mutex_t **)luaL_checkudata(L, 1, "aitbc.mutex"))->mutex);
-  return 0;
-}
-
-static int l_mutex_unlock(lua_State *L) {
-  pthread_mutex_unlock(&(*(named_mutex_t **)luaL_checkudata(L, 1, "aitbc.mutex"))->mutex);
-  return 0;
-}
-
-static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gen_cond = PTHREAD_COND_INITIALIZER;
-static lua_Integer generation;
-
-/* notify() -> new generation; wakes every wait_generation() */
-static int l_notify(lua_State *L) {
-  pthread_mutex_lock(&gen_lock);
-  lua_Integer g = ++generation;
-  pthread_cond_broadcast(&gen_cond);
-  pthread_mutex_unlock(&gen_lock);
-  lua_pushinteger(L, g);
-  return 1;
-}
-
-static int l_generation(lua_State *L) {
-  pthread_mutex_lock(&gen_lock);
-  lua_pushinteger(L, generation);
-  pthread_mutex_unlock(&gen_lock);
-  return 1;
-}
-
-/* wait_generation(seen, timeout) -> current generation, once it differs
- * from seen, the timeout passes, or a shutdown signal arrives. */
-static int l_wait_generation(lua_State *L) {
-  lua_Integer seen = luaL_checkinteger(L, 1);
-  double until = clock_seconds(CLOCK_REALTIME) + luaL_checknumber(L, 2);
-  aitbc_server_yield_slot(); /* a waiting handler lets another run */
-  pthread_mutex_lock(&gen_lock);
-  while (generation == seen && !aitbc_interrupted()) {
-    double now = clock_seconds(CLOCK_REALTIME);
-    if (now >= until) break;
-    double wake = now + 0.1 < until ? now + 0.1 : until; /* re-check the signal flag */
-    struct timespec ts = {(time_t)wake, (long)((wake - (double)(time_t)wake) * 1e9)};
-    pthread_cond_timedwait(&gen_cond, &gen_lock, &ts);
-  }
-  lua_Integer g = generation;
-  pthread_mutex_unlock(&gen_lock);
-  aitbc_server_reclaim_slot();
-  lua_pushinteger(L, g);
-  return 1;
-}
-
-/* Named queues of strings: worker threads push (audit rows, log lines), any
- * thread drains.  Bounded, so a stuck consumer cannot exhaust memory. */
-#define QUEUE_MAX_ITEMS 1000000
-typedef struct qitem {
-  struct qitem *next;
-  size_t len;
-  char data[];
-} qitem_t;
-typedef struct queue {
-  char *name;
-  qitem_t *head, *tail;
-  size_t count;
-  struct queue *next;
-} queue_t;
-static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
-static queue_t *queues;
-
-static queue_t *queue_find(const char *name) { /* queue_lock held */
-  queue_t *q = queues;
-  while (q && strcmp(q->name, name) != 0) q = q->next;
-  if (!q && (q = calloc(1, sizeof *q))) {
-    if (!(q->name = strdup(name))) {
-      free(q);
-      return NULL;
-    }
-    q->next = queues;
-    queues = q;
-  }
-  return q;
-}
-
-/* queue_push(name, text) -> true | false when the queue is full */
-static int l_queue_push(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  size_t len;
-  const char *text = luaL_checklstring(L, 2, &len);
-  qitem_t *item = malloc(sizeof *item + len);
-  if (!item) return luaL_error(L, "out of memory");
-  item->next = NULL;
-  item->len = len;
-  memcpy(item->data, text, len);
-  pthread_mutex_lock(&queue_lock);
-  queue_t *q = queue_find(name);
-  int ok = q && q->count < QUEUE_MAX_ITEMS;
-  if (ok) {
-    if (q->tail)
-      q->tail->next = item;
-    else
-      q->head = item;
-    q->tail = item;
-    q->count++;
-  }
-  pthread_mutex_unlock(&queue_lock);
-  if (!ok) free(item);
-  lua_pushboolean(L, ok);
-  return 1;
-}
-
-/* queue_drain(name [, max]) -> {text, ...} in push order */
-static int l_queue_drain(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  lua_Integer max = luaL_optinteger(L, 2, QUEUE_MAX_ITEMS);
-  pthread_mutex_lock(&queue_lock);
-  queue_t *q = queue_find(name);
-  qitem_t *taken = NULL;
-  lua_Integer n = 0;
-  if (q && q->head) {
-    taken = q->head;
-    qitem_t *last = taken;
-    for (n = 1; n < max && last->next; n++) last = last->next;
-    q->head = last->next;
-    if (!q->head) q->tail = NULL;
-    q->count -= (size_t)n;
-    last->next = NULL;
-  }
-  pthread_mutex_unlock(&queue_lock);
-  lua_createtable(L, (int)n, 0);
-  lua_Integer i = 0;
-  while (taken) { /* lua_pushlstring may raise: free as we go, keep the rest reachable */
-    qitem_t *next = taken->next;
-    lua_pushlstring(L, taken->data, taken->len);
-    lua_rawseti(L, -2, ++i);
-    free(taken);
-    taken = next;
-  }
-  return 1;
-}
-
-#define COUNTER_BUCKETS 1024
-typedef struct counter {
-  char *key;
-  double value;
-  struct counter *next;
-} counter_t;
-static pthread_mutex_t counter_lock = PTHREAD_MUTEX_INITIALIZER;
-static counter_t *counters[COUNTER_BUCKETS];
-static size_t counter_count;
-
-static unsigned hash_key(const char *s, size_t len) {
-  unsigned h = 2166136261u;
-  for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
-  return h % COUNTER_BUCKETS;
-}
-
-/* counter_add(key, n=1): a process-wide counter (metrics across workers) */
-static int l_counter_add(lua_State *L) {
-  size_t len;
-  const char *key = luaL_checklstring(L, 1, &len);
-  double n = luaL_optnumber(L, 2, 1);
-  unsigned h = hash_key(key, len);
-  pthread_mutex_lock(&counter_lock);
-  counter_t *c = counters[h];
-  while (c && strcmp(c->key, key) != 0) c = c->next;
-  if (!c && counter_count < 100000 && (c = calloc(1, sizeof *c)) && (c->key = strdup(key))) {
-    c->next = counters[h];
-    counters[h] = c;
-    counter_count++;
-  }
-  if (c && c->key) c->value += n;
-  pthread_mutex_unlock(&counter_lock);
-  return 0;
-}
-
-/* counters() -> {key = value} */
-static int l_counters(lua_State *L) {
-  lua_createtable(L, 0, (int)counter_count);
-  pthread_mutex_lock(&counter_lock);
-  for (int i = 0; i < COUNTER_BUCKETS; i++)
-    for (counter_t *c = counters[i]; c; c = c->next) {
-      lua_pushnumber(L, c->value);
-      lua_setfield(L, -2, c->key);
-    }
-  pthread_mutex_unlock(&counter_lock);
-  return 1;
 }
 
 /* ---- environment and terminal ---- */
@@ -937,20 +716,8 @@ int luaopen_aitbc_native_sys(lua_State *L) {
                                    {"read_password", l_read_password},
                                    {"kill", l_kill_pid},
                                    {"getppid", l_getppid},
-                                   {"mutex", l_mutex},
-                                   {"notify", l_notify},
-                                   {"generation", l_generation},
-                                   {"wait_generation", l_wait_generation},
-                                   {"counter_add", l_counter_add},
-                                   {"queue_push", l_queue_push},
-                                   {"queue_drain", l_queue_drain},
-                                   {"counters", l_counters},
                                    {NULL, NULL}};
-  static const luaL_Reg mutex_methods[] = {{"lock", l_mutex_lock}, {"unlock", l_mutex_unlock}, {NULL, NULL}};
-  luaL_newmetatable(L, "aitbc.mutex");
-  luaL_newlib(L, mutex_methods);
-  lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  aitbc_shared_metatables(L);
   luaL_newmetatable(L, PROC_MT);
   luaL_newlib(L, proc_methods);
   lua_setfield(L, -2, "__index");
@@ -958,6 +725,7 @@ int luaopen_aitbc_native_sys(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
   luaL_newlib(L, funcs);
+  luaL_setfuncs(L, aitbc_shared_funcs, 0);
   lua_pushliteral(L, AITBC_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

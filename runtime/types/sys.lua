@@ -53,6 +53,37 @@ function proc:communicate(input, timeout) end
 ---@return {max_rss: integer, user: number, system: number}|nil
 function proc:rusage() end
 
+-- What threads share (runtime/shared.c).
+---@class aitbc.mutex
+---@field lock fun(self)
+---@field unlock fun(self)
+---@return aitbc.mutex
+function sys.mutex(name) end
+function sys.counter_add(key, n) end
+---@return table<string, number>
+function sys.counters() end
+---@return integer|false seq  false when the queue is full
+function sys.queue_push(name, text) end
+---@return string[] items, integer last_seq
+function sys.queue_drain(name, max) end
+---@return string[]|nil items, integer? last_seq  nil once the queue is closed and empty
+function sys.queue_take(name, max, timeout) end
+function sys.queue_commit(name, seq) end
+---@return integer
+function sys.queue_committed(name) end
+---@return boolean committed  whether everything pushed before the call was committed in time
+function sys.queue_sync(name, timeout) end
+function sys.queue_close(name) end
+---Wakes suspended requests: every one (no key), every one waiting on key, or (mode "one") the one waiting longest.
+---@param key? string
+---@param mode? "one"
+function sys.notify(key, mode) end
+---@class aitbc.thread
+---@field join fun(self): true|nil, string?
+---Runs require(module)(arg) in a new Lua state on a new thread.
+---@return aitbc.thread|nil, string? err
+function sys.thread(module, arg) end
+
 ---@param opts {argv: string[], env?: table<string,string|false>, cwd?: string, stdin?: string, stdout?: string, stderr?: string, log?: string, setsid?: boolean, die_with_parent?: boolean}
 ---streams: "inherit" (default), "pipe", "null"; stderr may be "stdout"
 ---@return aitbc.proc|nil, string? err

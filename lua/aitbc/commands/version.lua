@@ -10,10 +10,8 @@ return {
       lua = _VERSION,
       libcurl = require("aitbc.native.http").curl_version,
       sqlite = require("aitbc.native.db").sqlite_version,
-      libmicrohttpd = require("aitbc.native.server").mhd_version,
     }, function(d, out)
-      out:print(string.format("aitbc %s (%s, libcurl %s, SQLite %s, libmicrohttpd %s)",
-        d.version, d.lua, d.libcurl, d.sqlite, d.libmicrohttpd))
+      out:print(string.format("aitbc %s (%s, libcurl %s, SQLite %s)", d.version, d.lua, d.libcurl, d.sqlite))
     end
   end,
 }

@@ -102,8 +102,7 @@ return function(config_text)
   local logger = log.open(config.log_path, config.log_level, "coordinator")
   local node_key = util.read_node_key(config.node_key_path)
   local function flush_audit()
-    local ok, err = pcall(store.audit_flush, store)
-    if not ok then logger:error("audit write failed", { error = tostring(err) }) end
+    if not store:audit_sync(5) then logger:warn("audit rows are not written yet; the report may lack the newest") end
   end
 
   local function authenticate(ctx, route)
@@ -252,6 +251,8 @@ return function(config_text)
       if type(handler) == "string" then handler = builtin[handler] end
       status, body, ctype = handler(ctx, table.unpack(arg or {}, 1, arg and arg.n or 0))
     end)
+    -- a long poll waits without holding a worker, and is audited once, when it answers
+    if ok and status == util.SUSPEND then return { suspend = body.seconds, wake = body.wake } end
     if not ok then
       if util.is_http_error(err) then
         status, body = err.status, error_body(err.status, err.code, err.message, err.field, request_id)
@@ -264,22 +265,25 @@ return function(config_text)
     local route_name = route and route.name or "unmatched"
     local elapsed = sys.monotonic() - started
     record(route_name, status, elapsed)
+    local audited
     if route and route[3] then
-      store:audit_push { time = ctx.now, key_id = ctx.audit_key_id, role = ctx.audit_role,
+      audited = store:audit_push { time = ctx.now, key_id = ctx.audit_key_id, role = ctx.audit_role,
         method = req.method, route = route_name, path = path, status = status, remote = req.remote, request_id = request_id }
     end
     if logger:enabled("info") then
       logger:info("request", { request_id = request_id, method = req.method, path = path, status = status,
         ms = math.floor(elapsed * 1e4 + 0.5) / 10, key_id = ctx.audit_key_id, remote = req.remote })
     end
+    -- the answer leaves only once its audit row is committed
+    local after = audited and { queue = store.audit_queue, seq = audited } or nil
     local headers = { ["X-Request-ID"] = request_id }
-    if status == 204 or body == nil then return { status = status, headers = headers, body = "" } end
+    if status == 204 or body == nil then return { status = status, headers = headers, body = "", after = after } end
     if type(body) == "string" then
       headers["Content-Type"] = ctype or "text/plain"
-      return { status = status, headers = headers, body = body }
+      return { status = status, headers = headers, body = body, after = after }
     end
     headers["Content-Type"] = "application/json"
     if status == 401 then headers["WWW-Authenticate"] = 'ApiKey header="X-Api-Key"' end
-    return { status = status, headers = headers, body = json.encode(body) }
+    return { status = status, headers = headers, body = json.encode(body), after = after }
   end
 end

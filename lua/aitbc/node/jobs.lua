@@ -44,6 +44,13 @@ function M.view(job, now)
   }
 end
 
+--- A queued job may be taken: wake one miner waiting for its model (which
+-- passes it on to the next if the job does not fit it).
+local function announce(job)
+  sys.notify("model:" .. (job.model and util.model_name(job.model) or "*"), "one")
+end
+M.announce = announce
+
 -- ---- constraints and capabilities ----
 
 local function parse_constraints(c)
@@ -127,7 +134,7 @@ local function own_job(ctx, job_id)
     fail(404, "job_not_found", "job " .. job_id .. " not found")
   end
   if (job.state == "QUEUED" or job.state == "RUNNING") and job.expires_at <= ctx.now then
-    if ctx.store:expire_due(ctx.now) > 0 then sys.notify() end
+    ctx.store:expire_due(ctx.now)
     job = ctx.store:job_get(job_id)
   end
   return job
@@ -147,7 +154,7 @@ function M.submit(ctx)
     constraints = json.encode(constraints), ttl_seconds = ttl, requested_at = ctx.now, expires_at = ctx.now + ttl,
   }
   ctx.store:job_insert(job)
-  sys.notify()
+  announce(job)
   job.state, job.attempts = "QUEUED", 0
   return 201, M.view(job, ctx.now)
 end
@@ -164,7 +171,7 @@ function M.list(ctx)
   local offset = tonumber(q.offset or "0")
   if not limit or limit < 1 or limit > 500 or limit % 1 ~= 0 then invalid("limit", "must be a whole number 1..500") end
   if not offset or offset < 0 or offset % 1 ~= 0 then invalid("offset", "must be a whole number >= 0") end
-  if ctx.store:expire_due(ctx.now) > 0 then sys.notify() end
+  ctx.store:expire_due(ctx.now)
   local rows, total = ctx.store:jobs_list {
     client_key_id = ctx.key.role ~= "admin" and ctx.key.key_id or nil, state = state, model = q.model,
     limit = math.tointeger(limit), offset = math.tointeger(offset),
@@ -197,7 +204,6 @@ function M.cancel(ctx, job_id)
   if not ctx.store:job_cancel(job_id, ctx.now) then
     fail(409, "not_cancelable", "job " .. job_id .. " is " .. job.state .. " and cannot be canceled")
   end
-  sys.notify()
   return 200, M.view(ctx.store:job_get(job_id), ctx.now)
 end
 
@@ -293,25 +299,33 @@ local function assigned_view(job)
     expires_at = util.iso(job.expires_at), attempt = job.attempts }
 end
 
+--- What wakes a miner's waiting poll: a new job for one of its models (any
+-- model when it declared none), or a slot of its own coming free.
+local function wake_keys(miner)
+  local keys = { "miner:" .. miner.miner_id }
+  if #miner.caps.models == 0 then keys[2] = "model:*" end
+  for _, m in ipairs(miner.caps.models) do keys[#keys + 1] = "model:" .. util.model_name(m) end
+  return keys
+end
+
 --- Claims one job that fits, waiting up to max_wait_seconds; 204 if none.
+-- The wait holds no worker: the request is suspended and runs again when a
+-- job for it is announced or its time is up.
 function M.poll(ctx)
   local body = ctx:body_object(true)
   local wait = util.optional_number(body, "max_wait_seconds", 0, 3600) or 0
   wait = math.min(wait, MAX_POLL_WAIT)
   local miner = current_miner(ctx)
-  if ctx.now - miner.last_seen >= 1 or miner.status ~= "ONLINE" then ctx.store:miner_touch(miner.miner_id, ctx.now) end
-  local deadline = sys.monotonic() + wait
-  local function fits(job) return M.fits(job, miner) end
-  while true do
-    local seen = sys.generation()
-    -- a poller that hung up (a stopped miner) must not be handed a job
-    if ctx.req.connected and not ctx.req.connected() then return 204, nil end
-    local job = ctx.store:job_claim(miner, sys.time(), fits)
-    if job then return 200, assigned_view(job) end
-    local left = deadline - sys.monotonic()
-    if left <= 0 or sys.interrupted() then return 204, nil end
-    sys.wait_generation(seen, left)
+  if not ctx.req.resumed and (ctx.now - miner.last_seen >= 1 or miner.status ~= "ONLINE") then
+    ctx.store:miner_touch(miner.miner_id, ctx.now)
   end
+  -- a poller that hung up (a stopped miner) must not be handed a job
+  if ctx.req.connected and not ctx.req.connected() then return 204, nil end
+  local job = ctx.store:job_claim(miner, sys.time(), function(j) return M.fits(j, miner) end)
+  if job then return 200, assigned_view(job) end
+  local left = wait - (ctx.req.waited or 0)
+  if left < 0.01 or ctx.req.resumed == "shutdown" or sys.interrupted() then return 204, nil end
+  return util.SUSPEND, { seconds = left, wake = wake_keys(miner) }
 end
 
 --- This miner's jobs in hand (taken with poll, not yet answered).
@@ -344,6 +358,7 @@ function M.submit_result(ctx, job_id)
   local ok = ctx.store:job_finish(job_id, miner.miner_id, { state = "COMPLETED", result = json.encode(body.result),
     metrics = json.encode(metrics), receipt = json.encode(receipt), finished_at = ctx.now }, "jobs_completed")
   if not ok then fail(409, "not_assigned", "job " .. job_id .. " stopped running on this miner meanwhile") end
+  sys.notify("miner:" .. miner.miner_id) -- a slot came free: its waiting poll may take a job
   return 200, { status = "ok", job_id = job_id, receipt = receipt }
 end
 
@@ -358,6 +373,7 @@ function M.submit_failure(ctx, job_id)
   local ok = ctx.store:job_finish(job_id, miner.miner_id, { state = "FAILED", metrics = json.encode(metrics),
     error = code .. ": " .. message, finished_at = ctx.now }, "jobs_failed")
   if not ok then fail(409, "not_assigned", "job " .. job_id .. " stopped running on this miner meanwhile") end
+  sys.notify("miner:" .. miner.miner_id)
   return 200, { status = "ok", job_id = job_id, state = "FAILED" }
 end
 

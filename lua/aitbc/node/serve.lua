@@ -150,9 +150,17 @@ function M.run(ctx)
   }
   local server = require "aitbc.server"
   sys.on_interrupt("flag")
+  -- audit rows are committed by a thread of their own; answers wait for theirs
+  local audit_writer = assert(sys.thread("aitbc.node.audit_writer", json.encode(node_config)))
   local srv, lerr = server.start { host = host, port = port, handler = "aitbc.node.app",
-    config = json.encode(node_config), max_body = opts.max_body, slots = opts.handler_slots }
-  if not srv then errors.raise("failure", lerr, "choose another port with --listen, or stop what uses it") end
+    config = json.encode(node_config), max_body = opts.max_body, workers = opts.handler_slots,
+    max_connections = opts.max_connections, max_per_address = opts.max_per_address,
+    idle_timeout = opts.idle_timeout, log_queue = "aitbc.node.log:" .. node_config.log_path }
+  if not srv then
+    store:audit_close()
+    audit_writer:join()
+    errors.raise("failure", lerr, "choose another port with --listen, or stop what uses it")
+  end
   local url = string.format("http://%s:%d", host, srv:port())
   local log = require "aitbc.node.log"
   local writer, werr = log.writer(node_config.log_path)
@@ -166,8 +174,8 @@ function M.run(ctx)
   io.stdout:flush()
   ctx.out:info("data dir " .. opts.data_dir .. "; log " .. node_config.log_path .. "; Ctrl-C stops")
 
-  -- Supervisor: WAL checkpoints (often, so each holds the write lock only
-  -- briefly), expiry and dead-miner re-queueing (twice a second).
+  -- Supervisor: blocks, WAL checkpoints (often, so each holds the write lock
+  -- only briefly), expiry and dead-miner re-queueing (twice a second).
   local next_sweep, next_block = 0, sys.monotonic() + opts.block_time
   while not sys.interrupted() do
     if follow then
@@ -182,8 +190,6 @@ function M.run(ctx)
       next_block = next_block + opts.block_time
       if next_block < sys.monotonic() then next_block = sys.monotonic() + opts.block_time end
     end
-    local aok, aerr = pcall(store.audit_flush, store)
-    if not aok then logger:error("audit write failed", { error = tostring(aerr) }) end
     local cok, cerr = pcall(store.checkpoint, store)
     if not cok then logger:error("checkpoint failed", { error = tostring(cerr) }) end
     if sys.monotonic() >= next_sweep then
@@ -205,9 +211,10 @@ function M.run(ctx)
     sys.sleep(math.min(0.1, math.max(0.01, next_block - sys.monotonic())))
   end
   logger:info("shutting down", { signal = sys.interrupted() })
-  sys.notify() -- wake long-polling miners
-  srv:stop(opts.grace)
-  pcall(store.audit_flush, store)
+  srv:stop(opts.grace) -- long polls answer at once; requests in flight get the grace period
+  store:audit_close()
+  local joined, why = audit_writer:join()
+  if not joined then logger:error("the audit writer failed", { error = tostring(why) }) end
   logger:info("stopped")
   writer:close()
   store:close()

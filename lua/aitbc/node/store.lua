@@ -170,25 +170,43 @@ function Store:key_revoke(key_id, now, reason)
 end
 
 -- ---- audit ----
--- Workers queue audit rows (process-wide); audit_flush writes what is
--- queued in one transaction: the supervisor calls it every 0.1 s, and the
--- audit query calls it first, so a report includes every request so far.
+-- Workers queue audit rows (process-wide); one writer thread
+-- (node/audit_writer.lua) commits them in batches and marks them committed,
+-- and the server holds each answer until its row is: an acknowledged request
+-- always has its audit row, even after kill -9.
 
+--- Queues a row; returns its sequence number (what the answer waits for).
 function Store:audit_push(row)
-  sys.queue_push(self.audit_queue, json.encode(row))
+  return sys.queue_push(self.audit_queue, json.encode(row))
 end
 
-function Store:audit_flush()
-  local items = sys.queue_drain(self.audit_queue, 20000)
-  -- small transactions, so that requests waiting for the write lock never
-  -- wait behind the whole backlog
-  for first = 1, #items, 64 do
-    local rows = {}
-    for i = first, math.min(first + 63, #items) do rows[#rows + 1] = json.decode(items[i]) end
-    self:audit_append(rows)
-  end
-  return #items
+--- Takes queued rows (waiting up to `wait` seconds for some) -> rows, last_seq;
+-- nil once the queue is closed and empty.
+function Store:audit_take(wait)
+  local items, last = sys.queue_take(self.audit_queue, 20000, wait)
+  if not items then return nil end
+  local rows = {}
+  for i, item in ipairs(items) do rows[i] = json.decode(item) end
+  return rows, last
 end
+
+--- Writes rows in small transactions, so that requests waiting for the
+-- write lock never wait behind the whole backlog.
+function Store:audit_write(rows)
+  for first = 1, #rows, 64 do
+    self:audit_append(table.move(rows, first, math.min(first + 63, #rows), 1, {}))
+  end
+end
+
+function Store:audit_commit(seq) sys.queue_commit(self.audit_queue, seq) end
+
+--- Waits until every row queued so far is written (a report then includes
+-- every request before it); false after timeout seconds.
+function Store:audit_sync(timeout)
+  return sys.queue_sync(self.audit_queue, timeout or 5)
+end
+
+function Store:audit_close() sys.queue_close(self.audit_queue) end
 
 function Store:audit_append(rows)
   if #rows == 0 then return end

@@ -15,6 +15,11 @@ end
 
 function util.is_http_error(e) return getmetatable(e) == HttpError end
 
+--- A handler returns util.SUSPEND, {seconds =, wake = {keys}} to wait (a
+-- long poll) without holding a worker: it runs again when sys.notify wakes
+-- one of its keys or the time is up (request.resumed, request.waited).
+util.SUSPEND = setmetatable({}, { __name = "suspend" })
+
 function util.invalid(field, message)
   util.fail(422, "validation_error", field .. " " .. message, field)
 end

@@ -212,16 +212,24 @@ end
 
 -- ---- miners ----
 
-function Store:miner_upsert(m)
-  check(self.db:transaction(function()
-    return check(self.db:run([[INSERT INTO miners (miner_id, key_id, capabilities, concurrency, region, price_units,
+--- Registers a miner id for m.key_id, or updates it when that key already
+-- holds it.  The check and the write are one transaction, so two keys
+-- racing for a new id never both win.  Returns "created" or "updated", or
+-- nil when another key holds the id (nothing is written then).
+function Store:miner_register(m)
+  return check(self.db:transaction(function()
+    local owner = check(self.db:first("SELECT key_id FROM miners WHERE miner_id = ?", m.miner_id))
+    if owner and owner.key_id ~= m.key_id then return false end
+    check(self.db:run([[INSERT INTO miners (miner_id, key_id, capabilities, concurrency, region, price_units,
         payout_address, status, registered_at, last_seen, session_token)
       VALUES (:miner_id, :key_id, :capabilities, :concurrency, :region, :price_units, :payout_address, 'ONLINE',
         :now, :now, :session_token)
       ON CONFLICT(miner_id) DO UPDATE SET capabilities = excluded.capabilities, concurrency = excluded.concurrency,
         region = excluded.region, price_units = excluded.price_units, payout_address = excluded.payout_address,
-        status = 'ONLINE', last_seen = excluded.last_seen, session_token = excluded.session_token]], m))
-  end))
+        status = 'ONLINE', last_seen = excluded.last_seen, session_token = excluded.session_token
+      WHERE miners.key_id = excluded.key_id]], m))
+    return owner and "updated" or "created"
+  end)) or nil
 end
 
 function Store:miner_get(miner_id)

@@ -65,3 +65,103 @@ describe("miner registration", function()
     end
   end)
 end)
+
+describe("admin keys", function()
+  teardown(cli.cleanup)
+
+  local function whoami(node, key)
+    local status, body = node:request("GET", "/v1/auth/whoami", { key = key })
+    return status, body
+  end
+
+  -- waits (bounded) until the key is refused as expired
+  local function wait_expired(node, key)
+    local deadline = sys.monotonic() + 30
+    while sys.monotonic() < deadline do
+      local status, body = whoami(node, key)
+      if status == 401 and body.error.code == "api_key_expired" then return end
+      sys.sleep(0.05)
+    end
+    error("the key did not expire")
+  end
+
+  it("refuses to revoke the last usable admin key, even when expired admin keys remain", function()
+    local node = nodes.start()
+    local first = node.admin_key
+    local _, me = whoami(node, first)
+    local first_id = me.key_id
+    local short, short_id = node:key("admin", { expires_in_days = 0.00002 })
+    wait_expired(node, short)
+    local status, body = node:request("DELETE", "/v1/admin/keys/" .. first_id, { key = first })
+    assert.equal(409, status, json.encode(body))
+    assert.equal("last_admin_key", body.error.code)
+    assert.matches("last usable admin key", body.error.message)
+    assert.matches("create another admin key first", body.error.message)
+    assert.equal(200, (whoami(node, first)))
+    -- the expired one is no admin anybody can use: revoking it is fine
+    assert.equal(200, (node:request("DELETE", "/v1/admin/keys/" .. short_id, { key = first })))
+    -- with a second usable admin key, the first may go
+    local second = node:key("admin")
+    status, body = node:request("POST", "/v1/admin/keys/" .. first_id .. "/revoke", { key = first })
+    assert.equal(200, status, json.encode(body))
+    assert.equal(200, (whoami(node, second)))
+    local _, second_view = whoami(node, second)
+    status, body = node:request("DELETE", "/v1/admin/keys/" .. second_view.key_id, { key = second })
+    assert.equal(409, status, json.encode(body))
+    node:stop()
+  end)
+
+  it("lets only one of two admins revoking each other at once succeed", function()
+    local node = nodes.start()
+    local survivor = node.admin_key
+    for round = 1, 25 do
+      node.admin_key = survivor -- node:key creates keys with it
+      local other = node:key("admin")
+      local ids = {}
+      for i, k in ipairs { survivor, other } do
+        local _, v = whoami(node, k)
+        ids[i] = v.key_id
+      end
+      local function revoke(by, id)
+        return { method = "DELETE", url = node.url .. "/v1/admin/keys/" .. id, headers = { ["X-Api-Key"] = by }, timeout = 30 }
+      end
+      local results = http.request_many { revoke(survivor, ids[2]), revoke(other, ids[1]) }
+      local usable = {}
+      for i, k in ipairs { survivor, other } do
+        if whoami(node, k) == 200 then usable[#usable + 1] = k end
+        assert.is_true(results[i].status == 200 or results[i].status == 409 or results[i].status == 401, results[i].body)
+      end
+      assert.equal(1, #usable, "round " .. round .. ": " .. #usable .. " usable admin keys left")
+      survivor = usable[1]
+    end
+    node:stop()
+  end)
+
+  it("writes a new admin.key on a restart that finds only expired or revoked admin keys, and says so", function()
+    local dir = cli.tempdir()
+    local node = nodes.start { data_dir = dir }
+    local first = node.admin_key
+    local _, me = whoami(node, first)
+    local short = node:key("admin", { expires_in_days = 0.00002 })
+    assert.equal(200, (node:request("DELETE", "/v1/admin/keys/" .. me.key_id, { key = short })))
+    wait_expired(node, short)
+    node:stop()
+
+    node = nodes.start { data_dir = dir }
+    assert.not_equal(first, node.admin_key)
+    assert.equal(tonumber("600", 8), sys.stat(dir .. "/admin.key").mode)
+    local status, view = whoami(node, node.admin_key)
+    assert.equal(200, status, json.encode(view))
+    assert.equal("admin", view.role)
+    node.proc:kill(15)
+    local _, _, stderr = node.proc:communicate(nil, 20)
+    node.proc = nil
+    assert.matches("no usable admin API key %(2 admin key%(s%), all revoked or expired%): created a new one, "
+      .. view.key_id, stderr)
+    assert.matches("no usable admin API key", sys.read_file(dir .. "/node.log"))
+    -- a further restart keeps the key that is now usable
+    node = nodes.start { data_dir = dir }
+    assert.equal(view.key_id, select(2, whoami(node, node.admin_key)).key_id)
+    node:stop()
+  end)
+end)

@@ -24,18 +24,31 @@ local function ensure_node_key(path)
 end
 
 --- The first start creates an admin key, writes it (0600) to the data
--- directory, and says where.
+-- directory, and says where.  So does a start that finds no usable admin
+-- key (every one revoked or expired): otherwise nobody could manage the node.
 local function ensure_admin_key(store, data_dir, out)
-  if store:keys_count("admin") > 0 then return nil end
+  local now = sys.time()
+  if store:keys_count("admin", now) > 0 then return nil end
+  local unusable = 0
+  for _, k in ipairs(store:keys_list()) do
+    if k.role == "admin" then unusable = unusable + 1 end
+  end
   local key = util.generate_key("admin")
   local key_id, hash = util.key_identity(key)
-  store:key_create { key_id = key_id, hash = hash, role = "admin", name = "initial admin key",
-    environment = "default", created_at = sys.time() }
+  store:key_create { key_id = key_id, hash = hash, role = "admin",
+    name = unusable > 0 and "admin key made at start-up: no usable one was left" or "initial admin key",
+    environment = "default", created_at = now }
   local path = data_dir .. "/admin.key"
   local ok, err = sys.write_file(path, key .. "\n", tonumber("600", 8))
   if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. err) end
+  if unusable > 0 then
+    local note = string.format("no usable admin API key (%d admin key(s), all revoked or expired): created a new one, "
+      .. "%s; it is in %s (mode 0600)", unusable, key_id, path)
+    out:warn(note)
+    return note
+  end
   out:info("created the admin API key " .. key_id .. "; it is in " .. path .. " (mode 0600)")
-  return path
+  return nil
 end
 
 --- Starts the node in a new session and returns once it answers.  Every
@@ -127,7 +140,7 @@ function M.run(ctx)
   local store, serr = store_mod.open(db_path)
   if not store then errors.raise("failure", "cannot open " .. db_path .. ": " .. tostring(serr)) end
   ensure_node_key(opts.data_dir .. "/node.key")
-  ensure_admin_key(store, opts.data_dir, ctx.out)
+  local admin_note = ensure_admin_key(store, opts.data_dir, ctx.out)
   local started_at = sys.time()
   local chains = {}
   for c in opts.chains:gmatch("[^,%s]+") do
@@ -159,6 +172,7 @@ function M.run(ctx)
   if not writer then errors.raise("failure", "cannot open " .. node_config.log_path .. ": " .. tostring(werr)) end
   local logger = log.open(node_config.log_path, opts.log_level, "node")
   logger:info("node started", { url = url, pid = sys.getpid(), data_dir = opts.data_dir })
+  if admin_note then logger:warn(admin_note) end
   writer:drain()
   if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("644", 8)) end
   if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("644", 8)) end

@@ -157,15 +157,25 @@ function Store:key_last_used(key_id)
   return check(self.db:first("SELECT max(time) AS t FROM audit WHERE key_id = ?", key_id)).t
 end
 
-function Store:keys_count(role)
-  return check(self.db:first("SELECT count(*) AS n FROM api_keys WHERE role = ? AND revoked_at IS NULL", role)).n
+--- Keys of a role that can be used now: not revoked and not expired.
+function Store:keys_count(role, now)
+  return check(self.db:first([[SELECT count(*) AS n FROM api_keys WHERE role = ? AND revoked_at IS NULL
+    AND (expires_at IS NULL OR expires_at > ?)]], role, now)).n
 end
 
---- Revokes; returns true if the key was active.
+--- Revokes a key, but never the last usable admin key (without one nobody
+-- can manage the node).  Checked and written in one transaction, so two
+-- admins revoking each other at once cannot both succeed.  Returns
+-- "revoked", "not_found", "already_revoked" or "last_admin_key".
 function Store:key_revoke(key_id, now, reason)
   return check(self.db:transaction(function()
-    return check(self.db:run("UPDATE api_keys SET revoked_at = ?, revoked_reason = ? WHERE key_id = ? AND revoked_at IS NULL",
-      now, reason, key_id)) > 0
+    local k = check(self.db:first("SELECT role, revoked_at, expires_at FROM api_keys WHERE key_id = ?", key_id))
+    if not k then return "not_found" end
+    if k.revoked_at then return "already_revoked" end
+    local usable = not k.expires_at or k.expires_at > now
+    if k.role == "admin" and usable and self:keys_count("admin", now) <= 1 then return "last_admin_key" end
+    check(self.db:run("UPDATE api_keys SET revoked_at = ?, revoked_reason = ? WHERE key_id = ?", now, reason, key_id))
+    return "revoked"
   end))
 end
 

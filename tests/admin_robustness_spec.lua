@@ -165,3 +165,51 @@ describe("admin keys", function()
     node:stop()
   end)
 end)
+
+describe("the data directory", function()
+  teardown(cli.cleanup)
+  local OPEN = tonumber("755", 8)
+
+  local function mode_of(path) return string.format("%04o", assert(sys.stat(path), path).mode) end
+
+  it("is made private: an existing 0755 directory becomes 0700 and every file the node writes is 0600", function()
+    local dir = cli.tempdir()
+    assert(sys.chmod(dir, OPEN))
+    local node = nodes.start { data_dir = dir }
+    local key = node:key("client")
+    assert.equal(201, (node:request("POST", "/v1/jobs", { key = key, json = { payload = { prompt = "x" } } })))
+    for _, name in ipairs { "node.db", "node.db-wal", "node.db-shm", "node.log", "node.key", "admin.key" } do
+      assert.equal("0600", mode_of(dir .. "/" .. name), name)
+    end
+    assert.equal("0700", mode_of(dir))
+    node:stop()
+  end)
+
+  it("tightens files an older node left readable, and writes pid, url and output files 0600 when detached", function()
+    local dir = cli.tempdir()
+    assert(sys.write_file(dir .. "/node.log", "old\n", tonumber("644", 8)))
+    assert(sys.chmod(dir, OPEN))
+    local r = cli.run({ "-o", "json", "serve", "--detach", "--listen", "127.0.0.1:0", "--data-dir", dir }, { home = dir })
+    assert.equal(0, r.code, r.err)
+    local pid = r.json().pid
+    assert.equal("0700", mode_of(dir))
+    for _, name in ipairs { "node.pid", "node.url", "serve.out", "node.log", "node.db", "admin.key" } do
+      assert.equal("0600", mode_of(dir .. "/" .. name), name)
+    end
+    sys.kill(pid, 15)
+    local deadline = sys.monotonic() + 20
+    while sys.stat(dir .. "/node.pid") and sys.monotonic() < deadline do sys.sleep(0.05) end
+    assert.is_nil(sys.stat(dir .. "/node.pid"))
+  end)
+
+  it("refuses a shared directory such as /tmp with a clear error, writing nothing there", function()
+    local dir = cli.tempdir()
+    assert(sys.chmod(dir, tonumber("1777", 8)))
+    local r = cli.run({ "serve", "--listen", "127.0.0.1:0", "--data-dir", dir }, { home = cli.tempdir() })
+    assert.equal(1, r.code, r.err)
+    assert.matches("is a shared directory %(mode 1777, like /tmp%)", r.err)
+    assert.matches("a directory of its own", r.err)
+    assert.same({}, sys.list_dir(dir))
+    assert.equal("1777", mode_of(dir))
+  end)
+end)

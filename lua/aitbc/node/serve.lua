@@ -51,6 +51,43 @@ local function ensure_admin_key(store, data_dir, out)
   return nil
 end
 
+-- What the node writes in its data directory (SQLite's -wal and -shm take
+-- the database's mode).
+local DATA_FILES = { "node.db", "node.db-wal", "node.db-shm", "node.log", "node.key", "admin.key", "node.url",
+  "node.pid", "serve.out" }
+
+--- The data directory holds keys and the database: private to this user.
+-- Every file the node creates is 0600 (umask 077 for this process), a
+-- directory it owns is tightened to 0700 (and files an older version left
+-- readable to 0600); one it cannot make private stops the start.
+local function private_data_dir(dir)
+  sys.umask(tonumber("077", 8))
+  local ok, err = sys.mkdir(dir, tonumber("700", 8))
+  if not ok then errors.raise("failure", "cannot create the data directory: " .. err) end
+  local st = assert(sys.stat(dir))
+  local mode = string.format("%04o", st.mode)
+  if st.mode & tonumber("1000", 8) ~= 0 then
+    errors.raise("failure", "the data directory " .. dir .. " is a shared directory (mode " .. mode .. ", like /tmp); "
+      .. "the node keeps its keys there and will not share it", "give the node a directory of its own, e.g. --data-dir "
+      .. (dir:gsub("/$", "")) .. "/aitbc-node")
+  end
+  if st.mode & tonumber("077", 8) ~= 0 then
+    if st.uid ~= sys.geteuid() then
+      errors.raise("failure", string.format("the data directory %s is open to other users (mode %s) and belongs to "
+        .. "uid %d, not to this user (uid %d), so the node cannot make it private", dir, mode, st.uid, sys.geteuid()),
+        "as its owner run: chmod 700 " .. dir .. " — or choose another --data-dir")
+    end
+    ok, err = sys.chmod(dir, tonumber("700", 8))
+    if not ok then errors.raise("failure", "cannot make the data directory private (chmod 700): " .. err) end
+  end
+  for _, name in ipairs(DATA_FILES) do
+    local f = sys.stat(dir .. "/" .. name)
+    if f and f.type == "file" and f.mode & tonumber("077", 8) ~= 0 and f.uid == sys.geteuid() then
+      sys.chmod(dir .. "/" .. name, tonumber("600", 8))
+    end
+  end
+end
+
 --- Starts the node in a new session and returns once it answers.  Every
 -- option given to this command is passed on (from its declaration).
 local function detach(ctx, opts)
@@ -125,8 +162,7 @@ function M.run(ctx)
   local config = require "aitbc.config"
   opts.data_dir = config.expand(opts.data_dir or (config.home() .. "/node"))
   local host, port = parse_listen(opts.listen)
-  local ok, err = sys.mkdir(opts.data_dir, tonumber("700", 8))
-  if not ok then errors.raise("failure", "cannot create the data directory: " .. err) end
+  private_data_dir(opts.data_dir)
   opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
   if opts.detach then
     local info = detach(ctx, opts)
@@ -174,8 +210,8 @@ function M.run(ctx)
   logger:info("node started", { url = url, pid = sys.getpid(), data_dir = opts.data_dir })
   if admin_note then logger:warn(admin_note) end
   writer:drain()
-  if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("644", 8)) end
-  if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("644", 8)) end
+  if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("600", 8)) end
+  if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("600", 8)) end
   io.stdout:write("aitbc node listening on ", url, "\n")
   io.stdout:flush()
   ctx.out:info("data dir " .. opts.data_dir .. "; log " .. node_config.log_path .. "; Ctrl-C stops")

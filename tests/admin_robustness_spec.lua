@@ -213,3 +213,102 @@ describe("the data directory", function()
     assert.equal("1777", mode_of(dir))
   end)
 end)
+
+describe("the audit log under a flood of refused requests", function()
+  local node
+  setup(function() node = nodes.start() end)
+  teardown(function()
+    node:stop()
+    cli.cleanup()
+  end)
+
+  local function db_bytes()
+    local n = 0
+    for _, suffix in ipairs { "", "-wal" } do
+      local st = sys.stat(node.dir .. "/node.db" .. suffix)
+      n = n + (st and st.size or 0)
+    end
+    return n
+  end
+
+  local function audit(query)
+    local status, body = node:request("GET", "/v1/admin/audit?days=1" .. (query or ""), { key = node.admin_key })
+    assert.equal(200, status, json.encode(body))
+    return body.items
+  end
+
+  it("stores one bounded row per address, minute and outcome, with the count", function()
+    audit() -- settles what start-up wrote
+    local before = db_bytes()
+    local long = string.rep("a", 30000)
+    local sent = { invalid_api_key = 0, missing_api_key = 0 }
+    for _ = 1, 10 do
+      local reqs = {}
+      for i = 1, 100 do
+        local bogus = i % 10 ~= 0
+        reqs[i] = { method = "GET", url = node.url .. "/v1/jobs/" .. long .. i, timeout = 30,
+          headers = bogus and { ["X-Api-Key"] = "aitbc_client_" .. crypto.hex(crypto.random(20)) } or nil }
+        local outcome = bogus and "invalid_api_key" or "missing_api_key"
+        sent[outcome] = sent[outcome] + 1
+      end
+      for _, r in ipairs(http.request_many(reqs)) do assert.equal(401, r.status, r.error) end
+    end
+    local items = audit()
+    local counted, rows = {}, {}
+    for _, r in ipairs(items) do
+      if r.status == 401 then
+        assert.is_true(#r.path <= 300, "an audit row holds a path of " .. #r.path .. " bytes")
+        assert.equal("127.0.0.1", r.remote)
+        counted[r.outcome] = (counted[r.outcome] or 0) + r.count
+        rows[r.outcome] = (rows[r.outcome] or 0) + 1
+      end
+    end
+    assert.same(sent, counted)
+    -- one row per minute (the burst may straddle a minute boundary)
+    assert.is_true(rows.invalid_api_key <= 2 and rows.missing_api_key <= 2, json.encode(rows))
+    local grown = db_bytes() - before
+    assert.is_true(grown < 512 * 1024, "the database grew by " .. grown .. " bytes for 1,000 refused requests")
+    -- and `aitbc auth audit` reads the counts
+    local home = cli.tempdir()
+    assert.equal(0, cli.run({ "auth", "import-env", "--key-type", "admin" },
+      { home = home, env = { AITBC_ADMIN_KEY = node.admin_key } }).code)
+    local r = node:cli({ "-o", "json", "auth", "audit", "--days", "1" }, { home = home })
+    assert.equal(0, r.code, r.err)
+    local report = r.json()
+    assert.is_true(report.total_requests >= 1000, "total_requests " .. report.total_requests)
+    local alerts = {}
+    for _, a in ipairs(report.alerts) do alerts[a.kind] = a.message end
+    assert.matches("^%d+ refused requests from 127%.0%.0%.1", alerts.failure_burst)
+    assert.is_true(tonumber(alerts.failure_burst:match("^%d+")) >= 1000, alerts.failure_burst)
+    assert.matches("900 request%(s%) with API keys this node does not know", alerts.unknown_key)
+    assert.matches("100 request%(s%) without any key", alerts.missing_key)
+  end)
+
+  it("counts refusals from more addresses than a minute may hold in one overflow row per outcome", function()
+    local store_mod = require "aitbc.node.store"
+    local store = assert(store_mod.open(cli.tempdir() .. "/audit.db"))
+    local cap = store_mod.REFUSED_GROUPS_PER_MINUTE
+    local minute_start = math.floor(sys.time() / 60) * 60
+    local function refuse(i, outcome)
+      store:audit_refused_push { time = minute_start + (i % 50) / 10, method = "GET", route = "GET /v1/jobs",
+        path = "/v1/jobs", status = 401, remote = "10.0." .. (i // 256) .. "." .. (i % 256), outcome = outcome,
+        request_id = "r" .. i }
+    end
+    for i = 1, 3 * cap do refuse(i, "invalid_api_key") end
+    store:audit_flush()
+    for i = 1, 2 * cap do refuse(10000 + i, "invalid_api_key") end -- a second flush, new addresses
+    refuse(1, "missing_api_key")
+    store:audit_flush()
+    local rows = store:audit_since(minute_start - 1)
+    local total, overflow = 0, nil
+    for _, r in ipairs(rows) do
+      total = total + r.count
+      if r.remote == "*" and r.outcome == "invalid_api_key" then overflow = r end
+    end
+    assert.equal(5 * cap + 1, total)
+    assert.equal(cap + 2, #rows) -- cap rows of their own, one overflow row per outcome
+    assert.equal(4 * cap, overflow.count)
+    assert.equal("(various)", overflow.path)
+    store:close()
+  end)
+end)

@@ -113,8 +113,9 @@ function M.audit(ctx)
   ctx.flush_audit()
   local items = json.array()
   for _, r in ipairs(ctx.store:audit_since(ctx.now - days * 86400, ctx.query.key_id, limit)) do
-    r.id = nil
-    r.time = util.iso(r.time)
+    -- a row of refused requests counts them (count > 1) from time to last_time
+    r.id, r.minute = nil, nil
+    r.time, r.last_time = util.iso(r.time), util.iso(r.last_time)
     items[#items + 1] = r
   end
   return 200, { items = items, since = util.iso(ctx.now - days * 86400) }

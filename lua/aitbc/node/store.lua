@@ -87,6 +87,15 @@ local MIGRATIONS = {
     CREATE INDEX jobs_payment ON jobs(payment_id) WHERE payment_id IS NOT NULL;
     CREATE INDEX jobs_unsettled ON jobs(job_id) WHERE payment_status IN ('pending', 'funded');
   ]],
+  [5] = [[
+    -- refused requests (401) are counted, one row per client address, minute
+    -- and outcome (the error code), instead of stored one row each
+    ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE audit ADD COLUMN outcome TEXT;
+    ALTER TABLE audit ADD COLUMN minute INTEGER;
+    ALTER TABLE audit ADD COLUMN last_time REAL;
+    CREATE UNIQUE INDEX audit_refused ON audit(minute, remote, outcome, coalesce(key_id, '')) WHERE minute IS NOT NULL;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -197,6 +206,64 @@ function Store:audit_flush()
     for i = first, math.min(first + 63, #items) do rows[#rows + 1] = json.decode(items[i]) end
     self:audit_append(rows)
   end
+  return #items + self:audit_refused_flush()
+end
+
+-- Refused requests (401) go through a queue of their own and are counted
+-- per (client address, minute, outcome, key) when flushed.  A minute holds
+-- at most REFUSED_GROUPS_PER_MINUTE such rows; refusals beyond them are
+-- counted in one row per outcome with remote '*', so that a flood from many
+-- addresses cannot grow the log without bound either.
+local REFUSED_GROUPS_PER_MINUTE = 100
+M.REFUSED_GROUPS_PER_MINUTE = REFUSED_GROUPS_PER_MINUTE
+
+function Store:audit_refused_push(row)
+  sys.queue_push(self.audit_queue .. ":refused", json.encode(row))
+end
+
+local REFUSED_FIND = [[SELECT id FROM audit WHERE minute = :minute AND remote = :remote AND outcome = :outcome
+  AND coalesce(key_id, '') = :key]]
+
+function Store:audit_refused_flush()
+  local items = sys.queue_drain(self.audit_queue .. ":refused", 20000)
+  if #items == 0 then return 0 end
+  -- counted in memory first: one write per group, not per request
+  local groups, order = {}, {}
+  for _, text in ipairs(items) do
+    local r = json.decode(text)
+    r.minute = math.floor(r.time / 60)
+    local id = table.concat({ r.minute, r.remote or "-", r.outcome, r.key_id or "" }, "|")
+    local g = groups[id]
+    if g then
+      g.count, g.last_time = g.count + 1, math.max(g.last_time, r.time)
+    else
+      r.count, r.last_time, r.remote = 1, r.time, r.remote or "-"
+      groups[id], order[#order + 1] = r, id
+    end
+  end
+  check(self.db:transaction(function()
+    for _, id in ipairs(order) do
+      local g = groups[id]
+      g.key = g.key_id or ""
+      local row = check(self.db:first(REFUSED_FIND, g))
+      if not row then
+        local n = check(self.db:first("SELECT count(*) AS n FROM audit WHERE minute = ? AND remote <> '*'", g.minute)).n
+        if n >= REFUSED_GROUPS_PER_MINUTE then -- too many addresses this minute: counted together
+          g.remote, g.key_id, g.key, g.path, g.request_id = "*", nil, "", nil, nil
+          row = check(self.db:first(REFUSED_FIND, g))
+        end
+      end
+      if row then
+        check(self.db:run("UPDATE audit SET count = count + ?, last_time = max(last_time, ?) WHERE id = ?",
+          g.count, g.last_time, row.id))
+      else
+        check(self.db:run([[INSERT INTO audit (time, key_id, role, method, route, path, status, remote, request_id,
+          count, outcome, minute, last_time) VALUES (:time, :key_id, :role, :method, :route, coalesce(:path, '(various)'),
+          :status, :remote, :request_id, :count, :outcome, :minute, :last_time)]], g))
+      end
+    end
+    return true
+  end))
   return #items
 end
 

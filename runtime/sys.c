@@ -282,12 +282,12 @@ static int l_mkdir(lua_State *L) {
   return 1;
 }
 
-/* stat(path) -> {type=, size=, mode=, mtime=} | nil, err */
+/* stat(path) -> {type=, size=, mode=, mtime=, uid=} | nil, err */
 static int l_stat(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   struct stat st;
   if (stat(path, &st) != 0) return push_errno(L, path);
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   lua_pushstring(L, S_ISDIR(st.st_mode) ? "directory" : S_ISREG(st.st_mode) ? "file" : "other");
   lua_setfield(L, -2, "type");
   lua_pushinteger(L, (lua_Integer)st.st_size);
@@ -296,6 +296,8 @@ static int l_stat(lua_State *L) {
   lua_setfield(L, -2, "mode");
   lua_pushinteger(L, (lua_Integer)st.st_mtime);
   lua_setfield(L, -2, "mtime");
+  lua_pushinteger(L, (lua_Integer)st.st_uid);
+  lua_setfield(L, -2, "uid");
   return 1;
 }
 
@@ -303,6 +305,17 @@ static int l_chmod(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   if (chmod(path, (mode_t)luaL_checkinteger(L, 2)) != 0) return push_errno(L, path);
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* umask(mask) -> the previous mask (process-wide: for the node's process) */
+static int l_umask(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)umask((mode_t)(luaL_checkinteger(L, 1) & 0777)));
+  return 1;
+}
+
+static int l_geteuid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)geteuid());
   return 1;
 }
 
@@ -709,6 +722,8 @@ int luaopen_aitbc_native_sys(lua_State *L) {
                                    {"mkdir", l_mkdir},
                                    {"stat", l_stat},
                                    {"chmod", l_chmod},
+                                   {"umask", l_umask},
+                                   {"geteuid", l_geteuid},
                                    {"list_dir", l_list_dir},
                                    {"disk_usage", l_disk_usage},
                                    {"spawn", l_spawn},

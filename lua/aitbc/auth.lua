@@ -568,6 +568,9 @@ end
 
 -- ---- audit ----
 
+-- where refused requests with keys the node does not know are counted
+local UNKNOWN_KEY = "(unknown key)"
+
 local function hour_of(t) return tonumber(t:sub(12, 13)) end
 
 local function parse_time(t) return parse_iso(t) or 0 end
@@ -583,33 +586,39 @@ function auth.audit(ctx)
   for h = 0, 23 do by_hour[h] = 0 end
   local failures = {}
   local revoked_use = {}
+  local total = 0
   for _, row in ipairs(log.items) do
-    local k = by_key[row.key_id or "-"]
+    -- refused requests come counted: one row per address, minute and outcome
+    local n = row.count or 1
+    local last_time = row.last_time or row.time
+    total = total + n
+    local who = row.key_id or (row.outcome and row.outcome ~= "missing_api_key" and UNKNOWN_KEY) or "-"
+    local k = by_key[who]
     if not k then
       local info = known[row.key_id] or {}
-      k = { key_id = row.key_id or "-", name = info.name, role = info.role or row.role, status = info.status or "unknown",
-        requests = 0, failures = 0, denied = 0, addresses = {}, endpoints = {}, first = row.time, last = row.time }
-      by_key[row.key_id or "-"] = k
+      k = { key_id = who, name = info.name, role = info.role or row.role, status = info.status or "unknown",
+        requests = 0, failures = 0, denied = 0, addresses = {}, endpoints = {}, first = row.time, last = last_time }
+      by_key[who] = k
     end
-    k.requests = k.requests + 1
-    if row.status >= 400 then k.failures = k.failures + 1 end
+    k.requests = k.requests + n
+    if row.status >= 400 then k.failures = k.failures + n end
     if row.status == 401 or row.status == 403 then
-      k.denied = k.denied + 1
-      failures[#failures + 1] = { t = parse_time(row.time), who = row.remote or "-", key_id = row.key_id, time = row.time }
+      k.denied = k.denied + n
+      failures[#failures + 1] = { t = parse_time(row.time), n = n, who = row.remote or "-", time = row.time }
     end
     k.addresses[row.remote or "-"] = true
-    k.endpoints[row.route] = (k.endpoints[row.route] or 0) + 1
+    k.endpoints[row.route] = (k.endpoints[row.route] or 0) + n
     if row.time < k.first then k.first = row.time end
-    if row.time > k.last then k.last = row.time end
+    if last_time > k.last then k.last = last_time end
     local e = by_endpoint[row.route] or { endpoint = row.route, requests = 0, failures = 0 }
     by_endpoint[row.route] = e
-    e.requests = e.requests + 1
-    if row.status >= 400 then e.failures = e.failures + 1 end
-    by_hour[hour_of(row.time)] = by_hour[hour_of(row.time)] + 1
-    by_addr[row.remote or "-"] = (by_addr[row.remote or "-"] or 0) + 1
+    e.requests = e.requests + n
+    if row.status >= 400 then e.failures = e.failures + n end
+    by_hour[hour_of(row.time)] = by_hour[hour_of(row.time)] + n
+    by_addr[row.remote or "-"] = (by_addr[row.remote or "-"] or 0) + n
     local info = known[row.key_id]
-    if info and info.revoked_at and row.time >= info.revoked_at then -- same millisecond counts too
-      revoked_use[row.key_id] = (revoked_use[row.key_id] or 0) + 1
+    if info and info.revoked_at and last_time >= info.revoked_at then -- same millisecond counts too
+      revoked_use[row.key_id] = (revoked_use[row.key_id] or 0) + n
     end
   end
   -- alerts
@@ -620,7 +629,7 @@ function auth.audit(ctx)
     local n = 0
     for j = i, #failures do
       if failures[j].t - f.t > 300 then break end
-      if failures[j].who == f.who then n = n + 1 end
+      if failures[j].who == f.who then n = n + failures[j].n end
     end
     if n >= 10 and not reported[f.who] then
       reported[f.who] = true
@@ -634,10 +643,14 @@ function auth.audit(ctx)
   end
   local unknown = by_key["-"]
   for key_id, k in pairs(by_key) do
-    if key_id ~= "-" and not known[key_id] and k.denied > 0 then
+    if key_id ~= "-" and key_id ~= UNKNOWN_KEY and not known[key_id] and k.denied > 0 then
       alerts[#alerts + 1] = { kind = "unknown_key", severity = "medium",
         message = string.format("%d request(s) with an unknown key %s", k.denied, key_id) }
     end
+  end
+  if by_key[UNKNOWN_KEY] then
+    alerts[#alerts + 1] = { kind = "unknown_key", severity = "medium",
+      message = string.format("%d request(s) with API keys this node does not know", by_key[UNKNOWN_KEY].denied) }
   end
   if unknown and unknown.requests > 0 then
     alerts[#alerts + 1] = { kind = "missing_key", severity = "low", message = unknown.requests .. " request(s) without any key" }
@@ -684,7 +697,7 @@ function auth.audit(ctx)
   local hours = json.array()
   for h = 0, 23 do hours[#hours + 1] = { hour_utc = h, requests = by_hour[h] } end
   return {
-    period_days = days, since = log.since, total_requests = #log.items, keys = key_rows, endpoints = endpoint_rows,
+    period_days = days, since = log.since, total_requests = total, keys = key_rows, endpoints = endpoint_rows,
     addresses = addr_rows, hourly = hours, alerts = alerts, recommendations = recs,
     geolocation = "not available: the node records client addresses only (no GeoIP database)",
   }, function(d, out)

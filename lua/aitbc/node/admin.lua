@@ -58,14 +58,18 @@ function M.list_keys(ctx)
 end
 
 function M.revoke_key(ctx, key_id)
-  local k = ctx.store:key_get(key_id)
-  if not k then fail(404, "key_not_found", "no API key " .. key_id) end
-  if k.revoked_at then fail(409, "already_revoked", key_id .. " was revoked at " .. util.iso(k.revoked_at)) end
-  if k.role == "admin" and ctx.store:keys_count("admin") <= 1 then
-    fail(409, "last_admin_key", "refusing to revoke the last active admin key; create another admin key first")
-  end
   local body = ctx:body_object(true)
-  ctx.store:key_revoke(key_id, ctx.now, util.optional_string(body, "reason", 200) or ("revoked by " .. ctx.key.key_id))
+  local reason = util.optional_string(body, "reason", 200) or ("revoked by " .. ctx.key.key_id)
+  local outcome = ctx.store:key_revoke(key_id, ctx.now, reason)
+  if outcome == "not_found" then fail(404, "key_not_found", "no API key " .. key_id) end
+  if outcome == "already_revoked" then
+    fail(409, "already_revoked", key_id .. " was revoked at " .. util.iso(ctx.store:key_get(key_id).revoked_at))
+  end
+  if outcome == "last_admin_key" then
+    fail(409, "last_admin_key", "refusing to revoke " .. key_id .. ": it is the last usable admin key (any other is "
+      .. "revoked or expired) and without one nobody can manage this node; create another admin key first "
+      .. "(POST /v1/admin/keys with role admin), or replace this one with: aitbc auth rotate --key-type admin --generate-new")
+  end
   ctx.log:warn("api key revoked", { key_id = key_id, by = ctx.key.key_id, request_id = ctx.request_id })
   return 200, key_view(ctx.store:key_get(key_id), ctx.now)
 end
@@ -109,8 +113,9 @@ function M.audit(ctx)
   ctx.flush_audit()
   local items = json.array()
   for _, r in ipairs(ctx.store:audit_since(ctx.now - days * 86400, ctx.query.key_id, limit)) do
-    r.id = nil
-    r.time = util.iso(r.time)
+    -- a row of refused requests counts them (count > 1) from time to last_time
+    r.id, r.minute = nil, nil
+    r.time, r.last_time = util.iso(r.time), util.iso(r.last_time)
     items[#items + 1] = r
   end
   return 200, { items = items, since = util.iso(ctx.now - days * 86400) }

@@ -76,6 +76,8 @@ local function permissions(role)
   return out
 end
 
+local AUDIT_PATH_MAX = 256 -- bytes of a request path kept in the audit log and node.log
+
 local BUCKETS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 }
 
 local function match(method, path)
@@ -103,6 +105,7 @@ return function(config_text)
   local node_key = util.read_node_key(config.node_key_path)
   local function flush_audit()
     if not store:audit_sync(5) then logger:warn("audit rows are not written yet; the report may lack the newest") end
+    store:audit_refused_flush()
   end
 
   local function authenticate(ctx, route)
@@ -265,13 +268,23 @@ return function(config_text)
     local route_name = route and route.name or "unmatched"
     local elapsed = sys.monotonic() - started
     record(route_name, status, elapsed)
+    -- what one request leaves on disk is bounded: the path is clipped, and
+    -- refused requests (401) are counted per address, minute and outcome
+    local logged_path = util.clip(path, AUDIT_PATH_MAX)
     local audited
     if route and route[3] then
-      audited = store:audit_push { time = ctx.now, key_id = ctx.audit_key_id, role = ctx.audit_role,
-        method = req.method, route = route_name, path = path, status = status, remote = req.remote, request_id = request_id }
+      local row = { time = ctx.now, key_id = ctx.audit_key_id, role = ctx.audit_role, method = req.method,
+        route = route_name, path = logged_path, status = status, remote = req.remote, request_id = request_id }
+      if status == 401 then
+        row.key_id = ctx.audit_role and ctx.audit_key_id or nil -- a key this node knows, never an invented one
+        row.outcome = type(body) == "table" and body.error and body.error.code or "refused"
+        store:audit_refused_push(row)
+      else
+        audited = store:audit_push(row)
+      end
     end
     if logger:enabled("info") then
-      logger:info("request", { request_id = request_id, method = req.method, path = path, status = status,
+      logger:info("request", { request_id = request_id, method = req.method, path = logged_path, status = status,
         ms = math.floor(elapsed * 1e4 + 0.5) / 10, key_id = ctx.audit_key_id, remote = req.remote })
     end
     -- the answer leaves only once its audit row is committed

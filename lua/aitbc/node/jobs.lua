@@ -261,22 +261,21 @@ function M.register(ctx)
     local ok, why = require("aitbc.wallet").parse_address(payout)
     if not ok then invalid("payout_address", "is not an AITBC address: " .. tostring(why)) end
   end
-  local existing = miner_id and ctx.store:miner_get(miner_id)
-  if existing and existing.key_id ~= ctx.key.key_id then
-    fail(409, "miner_id_taken", "miner id " .. miner_id .. " is registered by another API key")
-  end
   local m = {
     miner_id = miner_id or ("miner_" .. util.new_id(6)), key_id = ctx.key.key_id, capabilities = json.encode(caps),
     concurrency = util.optional_integer(body, "concurrency", 1, 64, 1), region = util.optional_string(body, "region", 100),
     price_units = price_units, payout_address = payout,
     now = ctx.now, session_token = util.new_id(16),
   }
-  ctx.store:miner_upsert(m)
+  local outcome = ctx.store:miner_register(m)
+  if not outcome then
+    fail(409, "miner_id_taken", "miner id " .. m.miner_id .. " is registered by another API key; choose another miner_id")
+  end
   local row = with_caps(ctx.store:miner_get(m.miner_id))
   local view = miner_view(row)
   view.status, view.session_token = "ok", m.session_token
   view.miner_status = row.status
-  return existing and 200 or 201, view
+  return outcome == "created" and 201 or 200, view
 end
 
 function M.heartbeat(ctx)

@@ -24,18 +24,68 @@ local function ensure_node_key(path)
 end
 
 --- The first start creates an admin key, writes it (0600) to the data
--- directory, and says where.
+-- directory, and says where.  So does a start that finds no usable admin
+-- key (every one revoked or expired): otherwise nobody could manage the node.
 local function ensure_admin_key(store, data_dir, out)
-  if store:keys_count("admin") > 0 then return nil end
+  local now = sys.time()
+  if store:keys_count("admin", now) > 0 then return nil end
+  local unusable = 0
+  for _, k in ipairs(store:keys_list()) do
+    if k.role == "admin" then unusable = unusable + 1 end
+  end
   local key = util.generate_key("admin")
   local key_id, hash = util.key_identity(key)
-  store:key_create { key_id = key_id, hash = hash, role = "admin", name = "initial admin key",
-    environment = "default", created_at = sys.time() }
+  store:key_create { key_id = key_id, hash = hash, role = "admin",
+    name = unusable > 0 and "admin key made at start-up: no usable one was left" or "initial admin key",
+    environment = "default", created_at = now }
   local path = data_dir .. "/admin.key"
   local ok, err = sys.write_file(path, key .. "\n", tonumber("600", 8))
   if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. err) end
+  if unusable > 0 then
+    local note = string.format("no usable admin API key (%d admin key(s), all revoked or expired): created a new one, "
+      .. "%s; it is in %s (mode 0600)", unusable, key_id, path)
+    out:warn(note)
+    return note
+  end
   out:info("created the admin API key " .. key_id .. "; it is in " .. path .. " (mode 0600)")
-  return path
+  return nil
+end
+
+-- What the node writes in its data directory (SQLite's -wal and -shm take
+-- the database's mode).
+local DATA_FILES = { "node.db", "node.db-wal", "node.db-shm", "node.log", "node.key", "admin.key", "node.url",
+  "node.pid", "serve.out" }
+
+--- The data directory holds keys and the database: private to this user.
+-- Every file the node creates is 0600 (umask 077 for this process), a
+-- directory it owns is tightened to 0700 (and files an older version left
+-- readable to 0600); one it cannot make private stops the start.
+local function private_data_dir(dir)
+  sys.umask(tonumber("077", 8))
+  local ok, err = sys.mkdir(dir, tonumber("700", 8))
+  if not ok then errors.raise("failure", "cannot create the data directory: " .. err) end
+  local st = assert(sys.stat(dir))
+  local mode = string.format("%04o", st.mode)
+  if st.mode & tonumber("1000", 8) ~= 0 then
+    errors.raise("failure", "the data directory " .. dir .. " is a shared directory (mode " .. mode .. ", like /tmp); "
+      .. "the node keeps its keys there and will not share it", "give the node a directory of its own, e.g. --data-dir "
+      .. (dir:gsub("/$", "")) .. "/aitbc-node")
+  end
+  if st.mode & tonumber("077", 8) ~= 0 then
+    if st.uid ~= sys.geteuid() then
+      errors.raise("failure", string.format("the data directory %s is open to other users (mode %s) and belongs to "
+        .. "uid %d, not to this user (uid %d), so the node cannot make it private", dir, mode, st.uid, sys.geteuid()),
+        "as its owner run: chmod 700 " .. dir .. " — or choose another --data-dir")
+    end
+    ok, err = sys.chmod(dir, tonumber("700", 8))
+    if not ok then errors.raise("failure", "cannot make the data directory private (chmod 700): " .. err) end
+  end
+  for _, name in ipairs(DATA_FILES) do
+    local f = sys.stat(dir .. "/" .. name)
+    if f and f.type == "file" and f.mode & tonumber("077", 8) ~= 0 and f.uid == sys.geteuid() then
+      sys.chmod(dir .. "/" .. name, tonumber("600", 8))
+    end
+  end
 end
 
 --- Starts the node in a new session and returns once it answers.  Every
@@ -112,8 +162,7 @@ function M.run(ctx)
   local config = require "aitbc.config"
   opts.data_dir = config.expand(opts.data_dir or (config.home() .. "/node"))
   local host, port = parse_listen(opts.listen)
-  local ok, err = sys.mkdir(opts.data_dir, tonumber("700", 8))
-  if not ok then errors.raise("failure", "cannot create the data directory: " .. err) end
+  private_data_dir(opts.data_dir)
   opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
   if opts.detach then
     local info = detach(ctx, opts)
@@ -127,7 +176,7 @@ function M.run(ctx)
   local store, serr = store_mod.open(db_path)
   if not store then errors.raise("failure", "cannot open " .. db_path .. ": " .. tostring(serr)) end
   ensure_node_key(opts.data_dir .. "/node.key")
-  ensure_admin_key(store, opts.data_dir, ctx.out)
+  local admin_note = ensure_admin_key(store, opts.data_dir, ctx.out)
   local started_at = sys.time()
   local chains = {}
   for c in opts.chains:gmatch("[^,%s]+") do
@@ -167,9 +216,10 @@ function M.run(ctx)
   if not writer then errors.raise("failure", "cannot open " .. node_config.log_path .. ": " .. tostring(werr)) end
   local logger = log.open(node_config.log_path, opts.log_level, "node")
   logger:info("node started", { url = url, pid = sys.getpid(), data_dir = opts.data_dir })
+  if admin_note then logger:warn(admin_note) end
   writer:drain()
-  if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("644", 8)) end
-  if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("644", 8)) end
+  if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("600", 8)) end
+  if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("600", 8)) end
   io.stdout:write("aitbc node listening on ", url, "\n")
   io.stdout:flush()
   ctx.out:info("data dir " .. opts.data_dir .. "; log " .. node_config.log_path .. "; Ctrl-C stops")

@@ -87,6 +87,15 @@ local MIGRATIONS = {
     CREATE INDEX jobs_payment ON jobs(payment_id) WHERE payment_id IS NOT NULL;
     CREATE INDEX jobs_unsettled ON jobs(job_id) WHERE payment_status IN ('pending', 'funded');
   ]],
+  [5] = [[
+    -- refused requests (401) are counted, one row per client address, minute
+    -- and outcome (the error code), instead of stored one row each
+    ALTER TABLE audit ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE audit ADD COLUMN outcome TEXT;
+    ALTER TABLE audit ADD COLUMN minute INTEGER;
+    ALTER TABLE audit ADD COLUMN last_time REAL;
+    CREATE UNIQUE INDEX audit_refused ON audit(minute, remote, outcome, coalesce(key_id, '')) WHERE minute IS NOT NULL;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -157,15 +166,25 @@ function Store:key_last_used(key_id)
   return check(self.db:first("SELECT max(time) AS t FROM audit WHERE key_id = ?", key_id)).t
 end
 
-function Store:keys_count(role)
-  return check(self.db:first("SELECT count(*) AS n FROM api_keys WHERE role = ? AND revoked_at IS NULL", role)).n
+--- Keys of a role that can be used now: not revoked and not expired.
+function Store:keys_count(role, now)
+  return check(self.db:first([[SELECT count(*) AS n FROM api_keys WHERE role = ? AND revoked_at IS NULL
+    AND (expires_at IS NULL OR expires_at > ?)]], role, now)).n
 end
 
---- Revokes; returns true if the key was active.
+--- Revokes a key, but never the last usable admin key (without one nobody
+-- can manage the node).  Checked and written in one transaction, so two
+-- admins revoking each other at once cannot both succeed.  Returns
+-- "revoked", "not_found", "already_revoked" or "last_admin_key".
 function Store:key_revoke(key_id, now, reason)
   return check(self.db:transaction(function()
-    return check(self.db:run("UPDATE api_keys SET revoked_at = ?, revoked_reason = ? WHERE key_id = ? AND revoked_at IS NULL",
-      now, reason, key_id)) > 0
+    local k = check(self.db:first("SELECT role, revoked_at, expires_at FROM api_keys WHERE key_id = ?", key_id))
+    if not k then return "not_found" end
+    if k.revoked_at then return "already_revoked" end
+    local usable = not k.expires_at or k.expires_at > now
+    if k.role == "admin" and usable and self:keys_count("admin", now) <= 1 then return "last_admin_key" end
+    check(self.db:run("UPDATE api_keys SET revoked_at = ?, revoked_reason = ? WHERE key_id = ?", now, reason, key_id))
+    return "revoked"
   end))
 end
 
@@ -188,6 +207,64 @@ function Store:audit_take(wait)
   local rows = {}
   for i, item in ipairs(items) do rows[i] = json.decode(item) end
   return rows, last
+end
+
+-- Refused requests (401) go through a queue of their own and are counted
+-- per (client address, minute, outcome, key) when flushed.  A minute holds
+-- at most REFUSED_GROUPS_PER_MINUTE such rows; refusals beyond them are
+-- counted in one row per outcome with remote '*', so that a flood from many
+-- addresses cannot grow the log without bound either.
+local REFUSED_GROUPS_PER_MINUTE = 100
+M.REFUSED_GROUPS_PER_MINUTE = REFUSED_GROUPS_PER_MINUTE
+
+function Store:audit_refused_push(row)
+  sys.queue_push(self.audit_queue .. ":refused", json.encode(row))
+end
+
+local REFUSED_FIND = [[SELECT id FROM audit WHERE minute = :minute AND remote = :remote AND outcome = :outcome
+  AND coalesce(key_id, '') = :key]]
+
+function Store:audit_refused_flush()
+  local items = sys.queue_drain(self.audit_queue .. ":refused", 20000)
+  if #items == 0 then return 0 end
+  -- counted in memory first: one write per group, not per request
+  local groups, order = {}, {}
+  for _, text in ipairs(items) do
+    local r = json.decode(text)
+    r.minute = math.floor(r.time / 60)
+    local id = table.concat({ r.minute, r.remote or "-", r.outcome, r.key_id or "" }, "|")
+    local g = groups[id]
+    if g then
+      g.count, g.last_time = g.count + 1, math.max(g.last_time, r.time)
+    else
+      r.count, r.last_time, r.remote = 1, r.time, r.remote or "-"
+      groups[id], order[#order + 1] = r, id
+    end
+  end
+  check(self.db:transaction(function()
+    for _, id in ipairs(order) do
+      local g = groups[id]
+      g.key = g.key_id or ""
+      local row = check(self.db:first(REFUSED_FIND, g))
+      if not row then
+        local n = check(self.db:first("SELECT count(*) AS n FROM audit WHERE minute = ? AND remote <> '*'", g.minute)).n
+        if n >= REFUSED_GROUPS_PER_MINUTE then -- too many addresses this minute: counted together
+          g.remote, g.key_id, g.key, g.path, g.request_id = "*", nil, "", nil, nil
+          row = check(self.db:first(REFUSED_FIND, g))
+        end
+      end
+      if row then
+        check(self.db:run("UPDATE audit SET count = count + ?, last_time = max(last_time, ?) WHERE id = ?",
+          g.count, g.last_time, row.id))
+      else
+        check(self.db:run([[INSERT INTO audit (time, key_id, role, method, route, path, status, remote, request_id,
+          count, outcome, minute, last_time) VALUES (:time, :key_id, :role, :method, :route, coalesce(:path, '(various)'),
+          :status, :remote, :request_id, :count, :outcome, :minute, :last_time)]], g))
+      end
+    end
+    return true
+  end))
+  return #items
 end
 
 --- Writes rows in small transactions, so that requests waiting for the
@@ -230,16 +307,24 @@ end
 
 -- ---- miners ----
 
-function Store:miner_upsert(m)
-  check(self.db:transaction(function()
-    return check(self.db:run([[INSERT INTO miners (miner_id, key_id, capabilities, concurrency, region, price_units,
+--- Registers a miner id for m.key_id, or updates it when that key already
+-- holds it.  The check and the write are one transaction, so two keys
+-- racing for a new id never both win.  Returns "created" or "updated", or
+-- nil when another key holds the id (nothing is written then).
+function Store:miner_register(m)
+  return check(self.db:transaction(function()
+    local owner = check(self.db:first("SELECT key_id FROM miners WHERE miner_id = ?", m.miner_id))
+    if owner and owner.key_id ~= m.key_id then return false end
+    check(self.db:run([[INSERT INTO miners (miner_id, key_id, capabilities, concurrency, region, price_units,
         payout_address, status, registered_at, last_seen, session_token)
       VALUES (:miner_id, :key_id, :capabilities, :concurrency, :region, :price_units, :payout_address, 'ONLINE',
         :now, :now, :session_token)
       ON CONFLICT(miner_id) DO UPDATE SET capabilities = excluded.capabilities, concurrency = excluded.concurrency,
         region = excluded.region, price_units = excluded.price_units, payout_address = excluded.payout_address,
-        status = 'ONLINE', last_seen = excluded.last_seen, session_token = excluded.session_token]], m))
-  end))
+        status = 'ONLINE', last_seen = excluded.last_seen, session_token = excluded.session_token
+      WHERE miners.key_id = excluded.key_id]], m))
+    return owner and "updated" or "created"
+  end)) or nil
 end
 
 function Store:miner_get(miner_id)

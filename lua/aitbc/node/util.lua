@@ -105,6 +105,15 @@ function util.optional_string_list(body, field, max_items)
   return v
 end
 
+--- text cut to at most max bytes (at a UTF-8 character boundary), marked
+-- with "…" and the full length when cut.
+function util.clip(text, max)
+  if #text <= max then return text end
+  local cut = max
+  while cut > 0 and (text:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
+  return text:sub(1, cut) .. "…(" .. #text .. " bytes)"
+end
+
 --- "llama3" and "llama3:latest" name the same model.
 function util.model_name(name)
   if not name then return nil end

@@ -1,13 +1,16 @@
 --- Client for the AITBC node's HTTP API, shared by commands and scripts.
 --   local api = require("aitbc.api").new{url = ..., api_key = ..., timeout = 30}
---   local data, err = api:request("GET", "/v1/jobs/" .. id)   -- non-raising
---   local data = api:call("POST", "/v1/jobs", {json = body})  -- raises
+--   local path = api.path("/v1/jobs/{job_id}", {job_id = id})   -- every value escaped
+--   local data, err = client:request("GET", path)                -- non-raising
+--   local data = client:call("POST", "/v1/jobs", {json = body, expect = {job_id = "string"}})  -- raises
 -- Errors are aitbc errors whose kind gives the exit code: 401/403 -> auth,
--- 404 -> not_found, other 4xx/5xx -> failure, transport -> network.
+-- 404 -> not_found, other 4xx/5xx -> failure, transport -> network, and a
+-- reply without what `expect` asks for -> failure naming the route and field.
 -- Idempotent requests (GET, HEAD, PUT, DELETE) are retried on a dropped
 -- connection or 502/503/504; others never are.
 local errors = require "aitbc.errors"
 local http = require "aitbc.http"
+local json = require "aitbc.json"
 local sys = require "aitbc.sys"
 
 local M = {}
@@ -37,16 +40,132 @@ function M.from_context(ctx, opts)
   }
 end
 
+--- A path from a template: path("/v1/jobs/{job_id}/result", {job_id = id}).
+-- Each value becomes exactly one path segment: percent-encoded, "." and
+-- ".." encoded too (libcurl would collapse them), and refused with a usage
+-- error when empty or holding "/" (servers decode %2F before routing, so no
+-- encoding keeps a "/" inside one segment).  Query values go through
+-- request's opts.query, which encodes them the same way.
+function M.path(template, values)
+  return (template:gsub("{([%w_]+)}", function(name)
+    local value = values[name]
+    assert(value ~= nil, "api.path: no value for {" .. name .. "}")
+    value = tostring(value)
+    local label = name:gsub("_", " ")
+    if value == "" then errors.raise("usage", label .. " may not be empty", nil, { code = "invalid_value", field = name }) end
+    if value:find("/", 1, true) then
+      errors.raise("usage", label .. " '" .. value .. "' may not contain '/'", "check the " .. label .. " you typed",
+        { code = "invalid_value", field = name })
+    end
+    if value == "." or value == ".." then return (value:gsub("%.", "%%2E")) end
+    return http.escape(value)
+  end))
+end
+
+local WANTS = { string = "a string", number = "a number", integer = "an integer", boolean = "true or false",
+  object = "an object", array = "a list", scalar = "a string or a number", any = "a value",
+  id = "an id (text without '/')", time = "an ISO 8601 time such as 2025-01-31T12:00:00Z" }
+
+local function has_type(v, want)
+  if want == "any" then return true end
+  if want == "id" then return type(v) == "string" and v ~= "" and not v:find("/", 1, true) end
+  if want == "time" then return type(v) == "string" and v:match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d") ~= nil end
+  if want == "integer" then return math.type(v) == "integer" end
+  if want == "scalar" then return type(v) == "string" or type(v) == "number" end
+  if want == "object" then return type(v) == "table" and (next(v) == nil or not json.is_array(v)) end
+  if want == "array" then return type(v) == "table" and (next(v) == nil or json.is_array(v)) end
+  return type(v) == want
+end
+
+local function kind_of(v)
+  if type(v) == "table" then return json.is_array(v) and "a list" or "an object" end
+  return "a " .. type(v)
+end
+
+--- Walks value against spec, adding what is wrong to `problems` as
+-- {field, text}; a list stops at its first wrong item.
+-- spec: "type" or "type?" (absent or null allowed) with type one of string,
+-- number, integer, boolean, scalar, id (one path segment), time (ISO 8601),
+-- object, array, any; a table {field = spec} for an object; {"array", spec}
+-- for a list of spec; {"object?", {fields}} for an optional object.
+local function check(value, spec, where, problems)
+  local want, inner
+  if type(spec) == "string" then want = spec
+  elseif type(spec[1]) == "string" then want, inner = spec[1], spec[2]
+  else want, inner = "object", spec end
+  local optional = want:sub(-1) == "?"
+  if optional then want = want:sub(1, -2) end
+  local name = where and ("'" .. where .. "'") or "the reply"
+  if value == nil or value == json.null then
+    if not optional then problems[#problems + 1] = { where, name .. " is missing, expected " .. WANTS[want] } end
+    return
+  end
+  if not has_type(value, want) then
+    local fields = {}
+    if want == "object" and type(inner) == "table" then
+      for f, fs in pairs(inner) do -- the required ones
+        local w = type(fs) == "string" and fs or (type(fs[1]) == "string" and fs[1]) or "object"
+        if w:sub(-1) ~= "?" then fields[#fields + 1] = f end
+      end
+      table.sort(fields)
+    end
+    problems[#problems + 1] = { where, string.format("%s is %s, expected %s%s", name, kind_of(value), WANTS[want],
+      #fields > 0 and (" with " .. table.concat(fields, ", ")) or "") }
+    return
+  end
+  if inner and want == "object" then
+    local names = {}
+    for f in pairs(inner) do names[#names + 1] = f end
+    table.sort(names) -- the same order every time
+    for _, f in ipairs(names) do check(value[f], inner[f], where and (where .. "." .. f) or f, problems) end
+  elseif inner and want == "array" then
+    for i, item in ipairs(value) do
+      local before = #problems
+      check(item, inner, (where or "") .. "[" .. i .. "]", problems)
+      if #problems > before then break end
+    end
+  end
+end
+
+--- Checks that a node's reply holds what the caller will read (see check
+-- for the spec); returns the reply | nil, err naming the route and fields.
+function M.check_reply(reply, route, spec)
+  local problems = {}
+  check(reply, spec, nil, problems)
+  if #problems == 0 then return reply end
+  local texts = {}
+  for i = 1, math.min(#problems, 4) do texts[i] = problems[i][2] end
+  if #problems > 4 then texts[#texts + 1] = (#problems - 4) .. " more" end
+  return nil, errors.new("failure", "unexpected reply from " .. route .. ": " .. table.concat(texts, "; "),
+    "is --url an AITBC node of this version?"
+      .. (route:match("^GET ") and (" 'aitbc api " .. route:sub(5) .. "' shows the whole reply") or ""),
+    { code = "bad_reply", field = problems[1][1], request = route })
+end
+
+--- Like check_reply, but raises.
+function M.expect(reply, route, spec)
+  local ok, err = M.check_reply(reply, route, spec)
+  if not ok then error(err, 0) end
+  return reply
+end
+
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true }
 local RETRY_STATUS = { [502] = true, [503] = true, [504] = true }
 
+--- The message of an error reply, and its error object when there is one:
+-- only strings are taken from it (a peer may send anything).
 local function server_message(res)
   local body = res.json
+  local function str(v) return (type(v) == "string" or type(v) == "number") and tostring(v) or nil end
   if type(body) == "table" then
-    if type(body.error) == "table" then return body.error.message or body.error.code, body.error end
-    if type(body.detail) == "table" then return require("aitbc.json").encode(body.detail) end
-    if body.detail then return tostring(body.detail) end
-    if type(body.error) == "string" then return body.error end
+    if type(body.error) == "table" then
+      local e = body.error
+      local detail = { code = str(e.code), field = str(e.field) }
+      return str(e.message) or detail.code or ("HTTP " .. res.status), detail
+    end
+    if type(body.detail) == "table" then return json.encode(body.detail) end
+    if str(body.detail) then return str(body.detail) end
+    if str(body.error) then return str(body.error) end
   end
   local text = (res.body or ""):sub(1, 200)
   return text ~= "" and text or ("HTTP " .. res.status)
@@ -74,8 +193,9 @@ local function status_error(res, method, path)
   })
 end
 
---- request(method, path, {query, json, body, headers, timeout, ignore_interrupt}) ->
---  data (decoded JSON or the raw body), response | nil, err
+--- request(method, path, {query, json, body, headers, timeout, ignore_interrupt, expect}) ->
+--  data (decoded JSON or the raw body), response | nil, err.  expect: what
+--  the reply must hold (a spec for M.check_reply); checked unless it is a 204.
 function Client:request(method, path, opts)
   opts = opts or {}
   local headers = { Accept = "application/json" }
@@ -94,8 +214,13 @@ function Client:request(method, path, opts)
   end
   if not res then return nil, err end
   if res.status >= 400 then return nil, status_error(res, method, path) end
-  if res.json ~= nil then return res.json, res end
-  return res.body, res
+  local data = res.json
+  if data == nil then data = res.body end
+  if opts.expect and res.status ~= 204 then -- 204: no content, nothing to check
+    local ok, bad = M.check_reply(data, method .. " " .. path, opts.expect)
+    if not ok then return nil, bad end
+  end
+  return data, res
 end
 
 --- Like request, but raises the error.

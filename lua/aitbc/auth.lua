@@ -33,7 +33,8 @@ end
 
 --- What the node says of a key: {status = valid|revoked|expired|unknown|unreachable, role, expires_at, ...}
 local function check_on_node(ctx, key, environment)
-  local who, err = node(ctx, key, environment):request("GET", "/v1/auth/whoami")
+  local who, err = node(ctx, key, environment):request("GET", "/v1/auth/whoami", { expect = { role = "string",
+    permissions = { "array?", "string" }, expires_at = "time?", last_used_at = "time?", environment = "string?" } })
   if who then
     return { status = "valid", role = who.role, expires_at = who.expires_at, last_used_at = who.last_used_at,
       permissions = who.permissions, node_environment = who.environment }
@@ -279,9 +280,9 @@ function auth.rotate(ctx)
   if NODE_ROLE[key_type] ~= "admin" then admin, admin_key = admin_client(ctx, "rotating a " .. key_type .. " key") end
   local environment = ctx.settings.environment
   local created = admin:call("POST", "/v1/admin/keys", { json = { role = NODE_ROLE[key_type], key = ctx.opts.new_key,
-    name = "rotated from " .. old_id, environment = environment } })
+    name = "rotated from " .. old_id, environment = environment }, expect = { key = "string", key_id = "id" } })
   local revoker = NODE_ROLE[key_type] == "admin" and node(ctx, created.key) or node(ctx, admin_key)
-  local revoked, rerr = revoker:request("DELETE", "/v1/admin/keys/" .. old_id,
+  local revoked, rerr = revoker:request("DELETE", api.path("/v1/admin/keys/{key_id}", { key_id = old_id }),
     { json = { reason = "rotated to " .. created.key_id } })
   keys.put(ctx.config.file, environment, key_type, { key = created.key, source = "aitbc auth rotate", imported_at = iso() })
   if ctx.config.file.api_key == old then ctx.config.file.api_key = created.key end
@@ -317,7 +318,8 @@ function auth.revoke(ctx)
     errors.raise("failure", "not revoked", nil, { code = "canceled" })
   end
   local admin = admin_client(ctx, "revoking a key")
-  local revoked, err = admin:request("DELETE", "/v1/admin/keys/" .. key_id, { json = { reason = "aitbc auth revoke" } })
+  local revoked, err = admin:request("DELETE", api.path("/v1/admin/keys/{key_id}", { key_id = key_id }),
+    { json = { reason = "aitbc auth revoke" } })
   local on_node = revoked ~= nil
   if not on_node and err.kind ~= "not_found" and err.code ~= "already_revoked" then error(err, 0) end
   local removed = keys.remove(ctx.config.file, key_id)
@@ -475,9 +477,7 @@ local function password(ctx, confirm)
   local env = sys.getenv("AITBC_BACKUP_PASSWORD")
   if env and env ~= "" then return env end
   if ctx.opts.password_file then
-    local text, err = sys.read_file(config.expand(ctx.opts.password_file))
-    if not text then errors.raise("not_found", "cannot read the password file: " .. tostring(err)) end
-    return (text:gsub("\r?\n$", ""))
+    return (config.read_input(ctx.opts.password_file, "--password-file"):gsub("\r?\n$", ""))
   end
   local pw, err = sys.read_password("Backup password: ")
   if not pw then
@@ -515,9 +515,7 @@ end
 
 function auth.recover(ctx)
   local path = config.expand(ctx.opts.backup_file)
-  local text, rerr = sys.read_file(path)
-  if not text then errors.raise("not_found", "cannot read " .. path .. ": " .. tostring(rerr)) end
-  local doc = json.decode(text)
+  local doc = json.decode(config.read_input(ctx.opts.backup_file, "--backup-file"))
   if type(doc) ~= "table" or doc.format ~= "aitbc-key-backup" or doc.version ~= 1 or type(doc.kdf) ~= "table" then
     errors.raise("failure", path .. " is not an aitbc key backup (made by 'aitbc auth backup')")
   end
@@ -578,8 +576,11 @@ local function parse_time(t) return parse_iso(t) or 0 end
 function auth.audit(ctx)
   local admin = admin_client(ctx, "reading the audit log")
   local days = ctx.opts.days
-  local log = admin:call("GET", "/v1/admin/audit", { query = { days = days, key_id = ctx.opts.key_id } })
-  local key_list = admin:call("GET", "/v1/admin/keys")
+  local log = admin:call("GET", "/v1/admin/audit", { query = { days = days, key_id = ctx.opts.key_id },
+    expect = { since = "scalar?", items = { "array", { status = "integer", time = "time", route = "string",
+      key_id = "string?", remote = "string?" } } } })
+  local key_list = admin:call("GET", "/v1/admin/keys", { expect = { items = { "array", { key_id = "string",
+    status = "string", role = "string?", name = "string?", created_at = "time", revoked_at = "time?" } } } })
   local known = {}
   for _, k in ipairs(key_list.items) do known[k.key_id] = k end
   local by_key, by_endpoint, by_hour, by_addr = {}, {}, {}, {}

@@ -68,19 +68,48 @@ function config.expand(path)
   return path
 end
 
+--- The config file's path, and whether the user named it (--config or AITBC_CONFIG).
 function config.file_path(flags)
   local p = flags and flags.config or sys.getenv("AITBC_CONFIG")
-  if p and p ~= "" then return config.expand(p) end
-  return config.home() .. "/config.json"
+  if p and p ~= "" then return config.expand(p), true end
+  return config.home() .. "/config.json", false
 end
 
---- The file's table ({} when it does not exist) | nil, err
-function config.read_file(path)
-  local text = sys.read_file(path)
-  if not text then return {} end
+local ENOENT, EPERM, EACCES, ENOTDIR, EISDIR = 2, 1, 13, 20, 21
+
+--- Why a file cannot be read, as an error whose kind gives the exit code:
+-- missing 3, a directory 2, no permission 4, anything else 1.
+local function unreadable(what, path, reason, errno)
+  if errno == ENOENT or errno == ENOTDIR then
+    return errors.new("not_found", what .. " not found: " .. path, "check the path", { code = "file_not_found" })
+  elseif errno == EISDIR then
+    return errors.new("usage", what .. " " .. path .. " is a directory, not a file", nil, { code = "is_directory" })
+  elseif errno == EACCES or errno == EPERM then
+    return errors.new("auth", what .. " " .. path .. " cannot be read: permission denied",
+      "check its owner and mode (ls -l " .. path .. ")", { code = "permission_denied" })
+  end
+  return errors.new("failure", what .. " " .. path .. " cannot be read: " .. tostring(reason), nil, { code = "read_failed" })
+end
+
+--- The text of a file the user named (what: "--file", "script", ...); ~/
+-- is expanded.  Raises an error saying why it cannot be read.
+function config.read_input(path, what)
+  local text, reason, errno = sys.read_file(config.expand(path))
+  if not text then error(unreadable(what, path, reason, errno), 0) end
+  return text
+end
+
+--- The file's table | nil, err.  A missing file is {} unless must_exist
+-- (a file the user named with --config or AITBC_CONFIG).
+function config.read_file(path, must_exist)
+  local text, reason, errno = sys.read_file(path)
+  if not text then
+    if (errno == ENOENT or errno == ENOTDIR) and not must_exist then return {} end
+    return nil, unreadable("config file", path, reason, errno)
+  end
   if text:match("^%s*$") then return {} end
   local data, err = json.decode(text)
-  if type(data) ~= "table" then
+  if type(data) ~= "table" or (next(data) ~= nil and json.is_array(data)) then
     return nil, errors.new("failure", "config file " .. path .. " is not valid: " .. (err or "expected a JSON object"),
       "fix it by hand, or move it away to start afresh")
   end
@@ -107,12 +136,18 @@ end
 
 --- Resolves every key.  flags: parsed global options (underscored names).
 -- Returns {values = {}, sources = {}, path = file}; raises a usage error for
--- an invalid value, naming where it came from.
-function config.resolve(flags)
+-- an invalid value, naming where it came from.  A config file the user
+-- named must exist (exit 3), unless creates_file: the command writes it.
+function config.resolve(flags, creates_file)
   flags = flags or {}
-  local path = config.file_path(flags)
-  local file, err = config.read_file(path)
-  if not file then error(err, 0) end
+  local path, named = config.file_path(flags)
+  local file, err = config.read_file(path, named and not creates_file)
+  if not file then
+    if err.kind == "not_found" then
+      err.hint = "check the path; commands that store settings create it (aitbc --config " .. path .. " config set ...)"
+    end
+    error(err, 0)
+  end
   local values, sources = {}, {}
   for key, spec in pairs(config.keys) do
     local value, source

@@ -89,7 +89,7 @@ end
 local function make_context(decl, args, opts, globals, raw)
   local config = require "aitbc.config"
   local output = require "aitbc.cli.output"
-  local resolved = config.resolve(globals)
+  local resolved = config.resolve(globals, decl.creates_config)
   local settings = resolved.values
   local out = output.new {
     format = settings.output, color = settings.color, no_color = globals.no_color,

@@ -1,9 +1,16 @@
 --- The miner's side: GPU description, registration, and the mine-ollama
 -- loop (poll -> job received -> inference on Ollama -> result -> waiting).
+local api = require "aitbc.api"
 local json = require "aitbc.json"
 local sys = require "aitbc.sys"
 
 local mining = {}
+
+-- What the miner reads from the node's replies (aitbc.api check_reply specs).
+local GPUS = { "array?", { name = "scalar", count = "integer?", memory_gb = "number?" } }
+mining.MINER = { miner_id = "id", status = "string?", price_per_hour = "scalar?",
+  capabilities = { "object?", { gpus = GPUS, models = { "array?", "scalar" } } } }
+mining.JOB = { job_id = "id", payload = "any", model = "string?" }
 
 --- GPU memory of well-known models, in GB (when --gpus names no size).
 local KNOWN_VRAM = {
@@ -68,7 +75,7 @@ end
 
 --- The API client with this miner's id in X-Miner-ID.
 function mining.client(ctx, miner_id)
-  local client = require("aitbc.api").from_context(ctx, { role = "miner" })
+  local client = api.from_context(ctx, { role = "miner" })
   client.miner_id = miner_id or ctx.opts.miner_id or mining.saved_id(ctx)
   local request = client.request
   function client:request(method, path, opts)
@@ -89,7 +96,7 @@ function mining.register(ctx, spec)
     miner_id = spec.miner_id, capabilities = { gpus = json.array(spec.gpus), models = json.array(spec.models or {}) },
     price_per_hour = spec.price_per_hour, region = spec.region, concurrency = spec.concurrency,
     payout_address = spec.payout_address or require("aitbc.wallet").active_address(ctx), -- where job payments go
-  } })
+  }, expect = mining.MINER })
   mining.save_id(ctx, data.miner_id)
   return data
 end
@@ -106,6 +113,22 @@ local function start_heartbeats(ctx, miner_id, interval)
     stdout = "null", stderr = "null" }
 end
 
+--- What a job asks of Ollama | nil, why (a payload may hold anything).
+local function inference_of(payload)
+  if type(payload) ~= "table" then payload = {} end
+  local prompt = payload.prompt or payload.text or ""
+  if type(prompt) ~= "string" then return nil, "payload.prompt is not text" end
+  if payload.system ~= nil and type(payload.system) ~= "string" then return nil, "payload.system is not text" end
+  if payload.images ~= nil and type(payload.images) ~= "table" then return nil, "payload.images is not a list" end
+  local images = {}
+  for i, img in ipairs(payload.images or {}) do
+    if type(img) ~= "string" then return nil, "payload.images[" .. i .. "] is not base64 text" end
+    images[i] = require("aitbc.crypto").unbase64(img) or img
+  end
+  return { prompt = prompt, system = payload.system, images = #images > 0 and images or nil,
+    options = type(payload.options) == "table" and payload.options or nil }
+end
+
 --- Runs jobs until `jobs` are done (nil: forever) or a signal arrives;
 -- the job in hand is finished first.  log(line) prints one step.
 function mining.mine(ctx, opts, log)
@@ -116,7 +139,9 @@ function mining.mine(ctx, opts, log)
   log(string.format("Ollama %s at %s%s, model %s", version, ollama.url, simulated and " (SIMULATED)" or "", model.name))
   local miner_id = opts.miner_id or mining.saved_id(ctx)
   local client = mining.client(ctx, miner_id)
-  local me = miner_id and client:request("GET", "/v1/miners/me")
+  local me, me_err
+  if miner_id then me, me_err = client:request("GET", "/v1/miners/me", { expect = { status = "string" } }) end
+  if me_err and me_err.code == "bad_reply" then error(me_err, 0) end
   if not me then
     local gpus = opts.gpus or mining.detect_gpus()
     local models = {}
@@ -132,7 +157,7 @@ function mining.mine(ctx, opts, log)
   sys.on_interrupt("flag")
   local done, failed = 0, 0
   -- jobs this miner already holds (taken by `aitbc miner poll`) come first
-  local in_hand = client:call("GET", "/v1/miners/jobs").items
+  local in_hand = client:call("GET", "/v1/miners/jobs", { expect = { items = { "array", mining.JOB } } }).items
   if #in_hand > 0 then log(#in_hand .. " job(s) already in hand; running them first") end
   local ok, err = pcall(function()
     while not sys.interrupted() and (not opts.jobs or done + failed < opts.jobs) do
@@ -142,7 +167,7 @@ function mining.mine(ctx, opts, log)
       else
         log("polling for jobs...")
         job, res = client:request("POST", "/v1/miners/poll", { json = { max_wait_seconds = opts.poll_wait },
-          timeout = opts.poll_wait + 30 })
+          timeout = opts.poll_wait + 30, expect = mining.JOB })
       end
       if job == nil then
         if sys.interrupted() then break end
@@ -151,8 +176,8 @@ function mining.mine(ctx, opts, log)
       if res.status == 204 then
         log("no jobs in queue; waiting")
       else
-        local payload = type(job.payload) == "table" and job.payload or {}
-        local prompt = payload.prompt or payload.text or ""
+        local ask, why = inference_of(job.payload)
+        local prompt = ask and ask.prompt or ""
         log(string.format("job %s received: %s, %q", job.job_id, job.model or opts.model,
           #prompt > 60 and (prompt:sub(1, 57) .. "...") or prompt))
         local use = model.name
@@ -160,20 +185,23 @@ function mining.mine(ctx, opts, log)
           local m = ollama:find_model(job.model)
           use = m and m.name or job.model
         end
-        log("running inference on " .. use .. " ...")
         local started = sys.monotonic()
-        local images = {}
-        for _, img in ipairs(payload.images or {}) do images[#images + 1] = require("aitbc.crypto").unbase64(img) or img end
-        local final, ierr = ollama:generate { model = use, prompt = prompt, system = payload.system,
-          images = #images > 0 and images or nil, options = payload.options, ignore_interrupt = true,
-          on_token = opts.stream_tokens and function(t) io.stderr:write(t) end or nil }
-        if opts.stream_tokens then io.stderr:write("\n") end
+        local final, ierr
+        if ask then
+          log("running inference on " .. use .. " ...")
+          final, ierr = ollama:generate { model = use, prompt = ask.prompt, system = ask.system, images = ask.images,
+            options = ask.options, ignore_interrupt = true,
+            on_token = opts.stream_tokens and function(t) io.stderr:write(t) end or nil }
+          if opts.stream_tokens then io.stderr:write("\n") end
+        else
+          ierr = { message = "the job's payload cannot be run: " .. why }
+        end
         local elapsed = sys.monotonic() - started
         if final then
           log(string.format("inference done: %d tokens in %.2f s (%.1f tokens/s)", final.eval_count or 0, elapsed,
             final.tokens_per_second or 0))
-          local submitted, serr = client:request("POST", "/v1/miners/" .. job.job_id .. "/result",
-            { ignore_interrupt = true, json = {
+          local submitted, serr = client:request("POST", api.path("/v1/miners/{job_id}/result", { job_id = job.job_id }),
+            { ignore_interrupt = true, expect = { receipt = { receipt_id = "scalar" } }, json = {
             result = { response = final.response, model = final.model, provider = "ollama", eval_count = final.eval_count },
             metrics = { duration_ms = math.floor(elapsed * 1000), eval_count = final.eval_count,
               eval_duration = final.eval_duration, total_duration = final.total_duration,
@@ -189,7 +217,7 @@ function mining.mine(ctx, opts, log)
             error(serr, 0)
           end
         else
-          local reported, ferr = client:request("POST", "/v1/miners/" .. job.job_id .. "/fail",
+          local reported, ferr = client:request("POST", api.path("/v1/miners/{job_id}/fail", { job_id = job.job_id }),
             { ignore_interrupt = true, json = {
             error_code = "INFERENCE_FAILED", error_message = ierr.message,
             metrics = { duration_ms = math.floor(elapsed * 1000) } } })

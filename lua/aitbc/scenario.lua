@@ -158,7 +158,7 @@ function Step:api_key(role, extra)
   local body = { role = role }
   for k, v in pairs(extra or {}) do body[k] = v end
   local data, err = require("aitbc.api").new { url = self.url, api_key = self.admin_key }
-    :request("POST", "/v1/admin/keys", { json = body })
+    :request("POST", "/v1/admin/keys", { json = body, expect = { key = "string", key_id = "string" } })
   if not data then self:fail("cannot create a " .. role .. " key: " .. tostring(err)) end
   return data.key, data.key_id
 end

@@ -10,11 +10,17 @@ local function read(path)
   f:close()
   return text
 end
+--- read_file(path) -> text | nil, reason, errno: the system's reason
+-- ("No such file or directory", "Is a directory", ...) without the path.
 sys.read_file = function(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local text = f:read("a")
+  local f, err, code = io.open(path, "rb")
+  if not f then
+    if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end
+    return nil, err, code
+  end
+  local text, rerr, rcode = f:read("a") -- a directory opens, and fails here
   f:close()
+  if not text then return nil, rerr or "cannot read", rcode end
   return text
 end
 

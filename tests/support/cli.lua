@@ -40,10 +40,12 @@ function M.run(args, opts)
   return { code = code, out = out, err = err, json = function() return assert(json.decode(out)) end }
 end
 
---- Starts the in-process test HTTP server (tests/support/echo_app.lua).
+--- Starts the in-process test HTTP server with a handler module from
+-- tests/support (default echo_app); returns the server and its URL.
 function M.echo_server(opts)
   local server = require "aitbc.server"
-  local srv = assert(server.start { port = 0, handler = "support.echo_app", max_body = (opts and opts.max_body) or 8 << 20 })
+  local srv = assert(server.start { port = 0, handler = (opts and opts.handler) or "support.echo_app",
+    max_body = (opts and opts.max_body) or 8 << 20 })
   return srv, "http://127.0.0.1:" .. srv:port()
 end
 

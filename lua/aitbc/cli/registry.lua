@@ -1,6 +1,8 @@
 --- Commands are modules `aitbc.commands.<name>`, each declaring itself once
 -- (name, summary, options, arguments, examples, run).  A module is either a
--- single command or a group with `commands = {...}`.  Discovery lists the
+-- single command or a group with `commands = {...}`.  `creates_config = true`
+-- marks a command that writes the config file: a --config naming a file that
+-- is not there yet is fine for it (and exit 3 for every other command).  Discovery lists the
 -- module names without loading them; only what is needed gets loaded.
 local registry = {}
 

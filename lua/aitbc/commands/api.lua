@@ -5,9 +5,7 @@ local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = tr
 
 local function read_data(spec)
   if spec:sub(1, 1) ~= "@" then return spec end
-  local text, err = require("aitbc.sys").read_file(spec:sub(2))
-  if not text then errors.raise("not_found", "cannot read " .. spec:sub(2) .. ": " .. tostring(err)) end
-  return text
+  return require("aitbc.config").read_input(spec:sub(2), "--data file")
 end
 
 return {

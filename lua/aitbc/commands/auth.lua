@@ -13,6 +13,7 @@ return {
   commands = {
     {
       name = "import-env",
+      creates_config = true,
       summary = "Import keys from AITBC_API_KEY, AITBC_CLIENT_KEY, AITBC_ADMIN_KEY, AITBC_COORDINATOR_KEY, AITBC_MINER_KEY",
       description = "Each key must have at least 16 characters (letters, digits, '_', '-', '.'). Valid keys are "
         .. "imported even when others fail; any failure exits 1. Keys go to the environment chosen with "
@@ -39,6 +40,7 @@ return {
     },
     {
       name = "use",
+      creates_config = true,
       summary = "Switch the active environment (and optionally set its node URL)",
       args = { { "environment", help = "development, staging, production, ..." } },
       options = { { "--url", metavar = "URL", help = "node URL for this environment" } },
@@ -101,6 +103,7 @@ return {
     },
     {
       name = "recover",
+      creates_config = true,
       summary = "Restore keys from an encrypted backup and re-check them against the node",
       options = {
         { "--backup-file", metavar = "FILE", required = true, help = "a file made by 'aitbc auth backup'" },

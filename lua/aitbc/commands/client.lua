@@ -3,6 +3,14 @@ local errors = require "aitbc.errors"
 local json = require "aitbc.json"
 
 local function api(ctx) return require("aitbc.api").from_context(ctx, { role = "client" }) end
+local function job_path(template, id) return require("aitbc.api").path(template, { job_id = id }) end
+
+-- What the commands read from the node's replies (aitbc.api check_reply specs).
+local JOB = { job_id = "string", state = "string", assigned_miner_id = "string?",
+  timings = { "object?", { queue_ms = "number?", run_ms = "number?" } }, payment_status = "string?",
+  payment_amount = "scalar?" }
+local RESULT = { result = "any", receipt = { "object?", { receipt_id = "scalar?", duration_ms = "number?",
+  tokens = "object?" } } }
 
 local function ms(v) return v and string.format("%.1f s", v / 1000) or "-" end
 
@@ -35,8 +43,7 @@ local function payload_from(ctx)
   local o = ctx.opts
   local payload = {}
   if o.file then
-    local text, err = require("aitbc.sys").read_file(require("aitbc.config").expand(o.file))
-    if not text then errors.raise("not_found", "cannot read " .. o.file .. ": " .. tostring(err)) end
+    local text = require("aitbc.config").read_input(o.file, "--file")
     local v, jerr = json.decode(text)
     if type(v) ~= "table" then errors.raise("usage", o.file .. " is not a JSON object: " .. tostring(jerr)) end
     payload = v
@@ -64,7 +71,7 @@ local function wait_done(ctx, client, job_id, timeout)
   local deadline = sys.monotonic() + timeout
   local last
   while true do
-    local job = client:call("GET", "/v1/jobs/" .. job_id)
+    local job = client:call("GET", job_path("/v1/jobs/{job_id}", job_id), { expect = JOB })
     if job.state ~= last then
       ctx.out:info("  " .. job.state:lower() .. (job.assigned_miner_id ~= json.null and job.assigned_miner_id
         and (" on " .. job.assigned_miner_id) or ""))
@@ -81,10 +88,10 @@ end
 
 --- Fetches the result and checks its receipt against the node's key.
 local function fetch_result(client, job_id)
-  local res = client:call("GET", "/v1/jobs/" .. job_id .. "/result")
+  local res = client:call("GET", job_path("/v1/jobs/{job_id}/result", job_id), { expect = RESULT })
   local receipt = res.receipt
   if type(receipt) == "table" then
-    local node = client:call("GET", "/v1/node")
+    local node = client:call("GET", "/v1/node", { expect = { node_key = "string" } })
     local crypto = require "aitbc.crypto"
     local ok, why = require("aitbc.node.receipts").verify(receipt, crypto.unbase64(node.node_key, "urlsafe"))
     res.receipt_verified = ok == true
@@ -138,7 +145,7 @@ return {
         local payload = payload_from(ctx)
         local constraints = (ctx.opts.min_vram or ctx.opts.gpu) and { min_vram_gb = ctx.opts.min_vram, gpu = ctx.opts.gpu } or nil
         local job = client:call("POST", "/v1/jobs", { json = { payload = payload, model = payload.model,
-          ttl_seconds = ctx.opts.ttl, constraints = constraints } })
+          ttl_seconds = ctx.opts.ttl, constraints = constraints }, expect = JOB })
         if ctx.opts.wait then
           ctx.out:info("job " .. job.job_id .. " submitted; waiting for it")
           local done = wait_done(ctx, client, job.job_id, ctx.opts.timeout)
@@ -164,7 +171,7 @@ return {
       args = { { "job_id", help = "the job's id" } },
       examples = { "aitbc client status 0192af3c51d2e4c7a81f09b3c6d2e1f0" },
       run = function(ctx)
-        local job = api(ctx):call("GET", "/v1/jobs/" .. ctx.args.job_id)
+        local job = api(ctx):call("GET", job_path("/v1/jobs/{job_id}", ctx.args.job_id), { expect = JOB })
         return job, function(d, out) render_status(human(d), out) end
       end,
     },
@@ -214,17 +221,18 @@ return {
       run = function(ctx)
         local text = ctx.opts.amount or ctx.args.amount_arg
         if not text then errors.raise("usage", "how much? aitbc client pay JOB_ID --amount AITBC") end
-        local units, err = require("aitbc.money").parse(text)
-        if not units or units <= 0 then errors.raise("usage", "--amount: " .. (err or "must be more than 0")) end
+        local units = require("aitbc.money").from_option(text, "--amount")
         local client = api(ctx)
+        local payment_path = job_path("/v1/jobs/{job_id}/payment", ctx.args.job_id)
         local body = require("aitbc.wallet").signed_tx(ctx, client, "escrow_lock",
           { job_id = ctx.args.job_id, amount = tostring(units) })
-        local res = client:call("POST", "/v1/jobs/" .. ctx.args.job_id .. "/payment", { json = body })
+        local res = client:call("POST", payment_path, { json = body,
+          expect = { amount = "scalar", job_id = "string", tx_hash = "string?", chain_id = "string?" } })
         if not ctx.opts.no_wait then
           local sys = require "aitbc.sys"
           local deadline = sys.monotonic() + 60
           repeat
-            local job = client:call("GET", "/v1/jobs/" .. ctx.args.job_id)
+            local job = client:call("GET", job_path("/v1/jobs/{job_id}", ctx.args.job_id), { expect = JOB })
             res.payment_status = job.payment_status
             if job.payment_status ~= "pending" then break end
             sys.sleep(0.2)
@@ -242,7 +250,8 @@ return {
       summary = "Cancel a queued or running job",
       args = { { "job_id", help = "the job's id" } },
       run = function(ctx)
-        local job = api(ctx):call("POST", "/v1/jobs/" .. ctx.args.job_id .. "/cancel")
+        local job = api(ctx):call("POST", job_path("/v1/jobs/{job_id}/cancel", ctx.args.job_id),
+          { expect = { job_id = "string" } })
         return job, function(d, out) out:success("job " .. d.job_id .. " canceled") end
       end,
     },
@@ -257,7 +266,8 @@ return {
       },
       run = function(ctx)
         local res = api(ctx):call("GET", "/v1/jobs", { query = { state = ctx.opts.state and ctx.opts.state:upper(),
-          model = ctx.opts.model, limit = ctx.opts.limit } })
+          model = ctx.opts.model, limit = ctx.opts.limit }, expect = { total = "integer", items = { "array",
+            { job_id = "string", state = "string", requested_at = "string", assigned_miner_id = "string?" } } } })
         return res, function(d, out)
           if #d.items == 0 then out:print("no jobs") return end
           local rows = {}

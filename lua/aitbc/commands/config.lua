@@ -59,6 +59,7 @@ return {
     },
     {
       name = "set",
+      creates_config = true,
       summary = "Store a setting in the config file",
       args = { { "key", help = "setting name" }, { "value", help = "new value" } },
       examples = { "aitbc config set url http://127.0.0.1:8000", "aitbc config set output json" },
@@ -85,6 +86,7 @@ return {
     },
     {
       name = "unset",
+      creates_config = true,
       summary = "Remove a setting from the config file (back to its default)",
       args = { { "key", help = "setting name" } },
       examples = { "aitbc config unset api_key" },
@@ -104,6 +106,7 @@ return {
     },
     {
       name = "path",
+      creates_config = true,
       summary = "Print the config file's path",
       run = function(ctx)
         return { path = ctx.config.path }, function(d, out) out:print(d.path) end

@@ -16,7 +16,8 @@ local function read_state(dir)
 end
 
 local function admin_call(url, admin, body)
-  return require("aitbc.api").new { url = url, api_key = admin }:call("POST", "/v1/admin/keys", { json = body })
+  return require("aitbc.api").new { url = url, api_key = admin }:call("POST", "/v1/admin/keys",
+    { json = body, expect = { key = "string" } })
 end
 
 local function up(ctx)
@@ -135,6 +136,7 @@ return {
   commands = {
     {
       name = "up",
+      creates_config = true,
       summary = "Start a node, an Ollama and miners; point the local config at them",
       options = {
         dir_opt,

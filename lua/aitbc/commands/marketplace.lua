@@ -2,13 +2,18 @@
 local errors = require "aitbc.errors"
 
 local function client(ctx, role) return require("aitbc.api").from_context(ctx, { role = role }) end
+local function listing_path(id) return require("aitbc.api").path("/v1/marketplace/gpu/{listing_id}", { listing_id = id }) end
 
+--- A price option: checked here, sent as typed (the node reads AITBC decimals).
 local function amount(text, option)
-  local units, err = require("aitbc.money").parse(text)
-  if not units then errors.raise("usage", option .. ": " .. err .. " (an amount in AITBC, e.g. 0.5)") end
-  if units < 0 then errors.raise("usage", option .. " must not be negative") end
+  require("aitbc.money").from_option(text, option, true)
   return text
 end
+
+-- What the commands read from the node's replies (aitbc.api check_reply specs).
+local LISTING = { listing_id = "id", count = "integer", model = "scalar", vram_gb = "number", hourly_rate = "scalar",
+  reputation = "number?" }
+local LISTINGS = { items = { "array", LISTING } }
 
 local function render_listing(d, out)
   out:print(out:format_record({
@@ -60,7 +65,7 @@ return {
             local listing = client(ctx, "miner"):call("POST", "/v1/marketplace/gpu/register", {
               headers = o.miner_id and { ["X-Miner-ID"] = o.miner_id } or nil,
               json = { model = o.model, vram_gb = o.vram, hourly_rate = amount(o.hourly_rate, "--hourly-rate"), count = o.count,
-                region = o.region, payout_address = o.payout_address, miner_id = o.miner_id } })
+                region = o.region, payout_address = o.payout_address, miner_id = o.miner_id }, expect = LISTING })
             return listing, function(d, out)
               out:success("listing " .. d.listing_id .. (d.available and " is live on the network" or " registered"))
               render_listing(d, out)
@@ -71,7 +76,7 @@ return {
           name = "list",
           summary = "Your listings",
           run = function(ctx)
-            local res = client(ctx, "miner"):call("GET", "/v1/marketplace/gpu/list")
+            local res = client(ctx, "miner"):call("GET", "/v1/marketplace/gpu/list", { expect = LISTINGS })
             return res, function(d, out)
               if #d.items == 0 then out:print("no listings yet (aitbc marketplace gpu register)") return end
               out:print(offers_table(d.items, out))
@@ -95,7 +100,8 @@ return {
             if next(body) == nil then
               errors.raise("usage", "nothing to change", "pass --hourly-rate, --count, --region or --status")
             end
-            local listing = client(ctx, "miner"):call("PATCH", "/v1/marketplace/gpu/" .. ctx.args.listing_id, { json = body })
+            local listing = client(ctx, "miner"):call("PATCH", listing_path(ctx.args.listing_id),
+              { json = body, expect = LISTING })
             return listing, function(d, out) out:success("listing " .. d.listing_id .. " updated") render_listing(d, out) end
           end,
         },
@@ -104,7 +110,8 @@ return {
           summary = "Take a listing off the marketplace",
           args = { { "listing_id", help = "gpu_..." } },
           run = function(ctx)
-            local res = client(ctx, "miner"):call("DELETE", "/v1/marketplace/gpu/" .. ctx.args.listing_id)
+            local res = client(ctx, "miner"):call("DELETE", listing_path(ctx.args.listing_id),
+              { expect = { listing_id = "string" } })
             return res, function(d, out) out:success("listing " .. d.listing_id .. " removed") end
           end,
         },
@@ -134,7 +141,8 @@ return {
             local o = ctx.opts
             local res = client(ctx):call("GET", "/v1/marketplace/offers", { query = { model = o.model, min_vram = o.min_vram,
               max_price = o.max_price and amount(o.max_price, "--max-price"), region = o.region, sort = o.sort,
-              available = o.all and "all" or nil, limit = o.limit, offset = o.offset } })
+              available = o.all and "all" or nil, limit = o.limit, offset = o.offset },
+              expect = { items = LISTINGS.items, total = "integer" } })
             return res, function(d, out)
               if #d.items == 0 then out:print("no GPU offers match") return end
               out:print(offers_table(d.items, out))
@@ -153,8 +161,11 @@ return {
       run = function(ctx)
         local model = ctx.opts.model or ctx.args.model_arg
         if not model then errors.raise("usage", "which GPU model?", "aitbc marketplace pricing --model \"RTX 4090\"") end
-        local http = require "aitbc.http"
-        local res = client(ctx):call("GET", "/v1/marketplace/pricing/" .. http.escape(model))
+        -- the query form: a model name may hold any character, '/' included
+        local stats = { "object", { count = "integer" } }
+        local res = client(ctx):call("GET", "/v1/marketplace/pricing", { query = { model = model },
+          expect = { model = "scalar", listings = stats, completed_jobs = stats, suggested_hourly_rate = "scalar?",
+            suggestion_rule = "string?" } })
         return res, function(d, out)
           out:print(out:style(string.format("%s — AITBC per GPU-hour", d.model), "bold"))
           local rows = {}
@@ -168,7 +179,7 @@ return {
           if d.suggested_hourly_rate then
             out:print("")
             out:print(out:style("suggested: " .. d.suggested_hourly_rate .. " AITBC/hour", "green")
-              .. "  (" .. d.suggestion_rule .. ")")
+              .. (d.suggestion_rule and ("  (" .. d.suggestion_rule .. ")") or ""))
           end
         end
       end,

@@ -43,10 +43,7 @@ return {
         else
           gpus, note = m.detect_gpus()
         end
-        if o.price_per_hour then
-          local units, perr = require("aitbc.money").parse(o.price_per_hour)
-          if not units or units < 0 then errors.raise("usage", "--price-per-hour: " .. (perr or "must not be negative")) end
-        end
+        if o.price_per_hour then require("aitbc.money").from_option(o.price_per_hour, "--price-per-hour", true) end
         local models, model_note = {}, nil
         if o.models then
           for name in o.models:gmatch("[^,%s]+") do models[#models + 1] = name end
@@ -86,7 +83,7 @@ return {
       run = function(ctx)
         local client = mining().client(ctx)
         local job, res = client:call("POST", "/v1/miners/poll", { json = { max_wait_seconds = ctx.opts.wait },
-          timeout = ctx.opts.wait + 30 })
+          timeout = ctx.opts.wait + 30, expect = mining().JOB })
         if res.status == 204 then
           return { job = json.null, message = "no jobs in queue" }, function(_, out) out:print("no jobs in queue") end
         end
@@ -120,6 +117,7 @@ return {
           gpus = m.parse_gpus(o.gpus)
           if not gpus then errors.raise("usage", "--gpus: cannot read '" .. o.gpus .. "'") end
         end
+        if o.price_per_hour then require("aitbc.money").from_option(o.price_per_hour, "--price-per-hour", true) end
         local stream = ctx.out.format == "table" and io.stdout or io.stderr
         local summary = m.mine(ctx, { model = o.model, ollama_url = o.ollama_url, miner_id = o.miner_id, gpus = gpus,
           price_per_hour = o.price_per_hour, jobs = not o.continuous and (o.jobs or 1) or nil, poll_wait = o.poll_wait,
@@ -140,7 +138,7 @@ return {
         local client = mining().client(ctx)
         local sys = require "aitbc.sys"
         if not ctx.opts.every then
-          local r = client:call("POST", "/v1/miners/heartbeat", { json = {} })
+          local r = client:call("POST", "/v1/miners/heartbeat", { json = {}, expect = { miner_id = "string" } })
           return r, function(d, out) out:success("heartbeat sent for miner " .. d.miner_id) end
         end
         sys.on_interrupt("flag")
@@ -157,7 +155,7 @@ return {
       summary = "This miner as the node sees it",
       options = { miner_id },
       run = function(ctx)
-        local me = mining().client(ctx):call("GET", "/v1/miners/me")
+        local me = mining().client(ctx):call("GET", "/v1/miners/me", { expect = mining().MINER })
         return me, function(d, out)
           local caps = d.capabilities or {}
           out:print(out:format_record({ miner_id = d.miner_id, status = d.status, gpus = mining().describe(caps.gpus or {}),

@@ -15,12 +15,10 @@ return {
   examples = { "aitbc run scripts/node_health.lua", "aitbc run scripts/config_report.lua --json" },
   run = function(ctx)
     local path = ctx.args.script
-    local chunk, err = loadfile(path)
+    local chunk, err = loadfile(require("aitbc.config").expand(path))
     if not chunk then
-      local missing = not io.open(path, "r")
-      errors.raise(missing and "not_found" or "usage",
-        missing and ("script not found: " .. path) or ("cannot load script: " .. err),
-        missing and "check the path" or nil)
+      require("aitbc.config").read_input(path, "script") -- raises why it cannot be read, if that is why
+      errors.raise("usage", "cannot load script: " .. err)
     end
     local args = ctx.args.args
     _G.arg = { [0] = path, table.unpack(args) }

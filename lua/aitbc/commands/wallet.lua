@@ -32,25 +32,30 @@ end
 -- ---- on the chain ----
 
 local function node(ctx) return require("aitbc.api").from_context(ctx, { role = "client" }) end
-local function chain_path(ctx, rest) return "/v1/chain/" .. ctx.settings.chain .. rest end
-
-local function amount_units(text, what)
-  local units, err = require("aitbc.money").parse(text)
-  if not units then errors.raise("usage", what .. ": " .. err .. " (an amount in AITBC, e.g. 10 or 0.5)") end
-  if units <= 0 then errors.raise("usage", what .. " must be more than 0") end
-  return units
+--- A path under the chain of the --chain setting: chain_path(ctx, "/accounts/{address}", {address = a}).
+local function chain_path(ctx, template, values)
+  values = values or {}
+  values.chain = ctx.settings.chain
+  return require("aitbc.api").path("/v1/chain/{chain}" .. template, values)
 end
+
+local function amount_units(text, what) return require("aitbc.money").from_option(text, what) end
+
+-- What the commands read from the node's replies (aitbc.api check_reply specs).
+local ACCOUNT = { address = "string", balance = "scalar", staked = "scalar", total = "scalar", chain_id = "string?" }
+local TX_STATUS = { status = "string", block_height = "integer?" }
 
 --- Signs a transaction with the active wallet and sends it; returns the node's answer.
 local function send_tx(ctx, kind, payload)
   local client = node(ctx)
   local body, from = W().signed_tx(ctx, client, kind, payload)
-  local res = client:call("POST", chain_path(ctx, "/transactions"), { json = body })
+  local res = client:call("POST", chain_path(ctx, "/transactions"), { json = body,
+    expect = { hash = "id", status = "string" } })
   if ctx.opts.wait then
     local sys = require "aitbc.sys"
     local deadline = sys.monotonic() + 60
     repeat
-      local t = client:call("GET", chain_path(ctx, "/transactions/" .. res.hash))
+      local t = client:call("GET", chain_path(ctx, "/transactions/{hash}", { hash = res.hash }), { expect = TX_STATUS })
       if t.status == "included" then res.status, res.block_height = t.status, t.block_height break end
       sys.sleep(0.2)
     until sys.monotonic() > deadline
@@ -78,7 +83,7 @@ local chain_commands = {
     run = function(ctx)
       local name = active(ctx, ctx.args.name)
       local doc = W().read(name)
-      local a = node(ctx):call("GET", chain_path(ctx, "/accounts/" .. doc.address))
+      local a = node(ctx):call("GET", chain_path(ctx, "/accounts/{address}", { address = doc.address }), { expect = ACCOUNT })
       a.wallet = name
       return a, function(d, out)
         out:print(out:format_record({ wallet = d.wallet, address = d.address, available = d.balance .. " AITBC",
@@ -128,9 +133,11 @@ local chain_commands = {
     summary = "Get devnet coins for the active wallet (once a minute)",
     options = { { "--amount", metavar = "AITBC", help = "how much (default 100, at most 1000)" } },
     run = function(ctx)
+      if ctx.opts.amount then amount_units(ctx.opts.amount, "--amount") end -- the node checks its own limit
       local doc = W().read(active(ctx))
       local res = node(ctx):call("POST", chain_path(ctx, "/faucet"),
-        { json = { address = doc.address, amount = ctx.opts.amount } })
+        { json = { address = doc.address, amount = ctx.opts.amount },
+          expect = { amount = "scalar", address = "string", hash = "string" } })
       return res, function(d, out)
         out:success("faucet sent " .. d.amount .. " AITBC to " .. d.address .. " (transaction " .. d.hash .. ")")
       end
@@ -142,7 +149,8 @@ local chain_commands = {
     args = { { "name", optional = true, help = "wallet name" } },
     run = function(ctx)
       local doc = W().read(active(ctx, ctx.args.name))
-      local res = node(ctx):call("GET", chain_path(ctx, "/accounts/" .. doc.address .. "/transactions"))
+      local res = node(ctx):call("GET", chain_path(ctx, "/accounts/{address}/transactions", { address = doc.address }),
+        { expect = { items = { "array", { amount = "scalar", to = "string?", from = "string?" } } } })
       return res, function(d, out)
         if #d.items == 0 then out:print("no transactions") return end
         local rows = {}
@@ -174,6 +182,7 @@ end
 local keystore_commands = {
   {
     name = "create",
+    creates_config = true,
     summary = "Create a wallet: a new phrase (shown once) and its address",
     args = { { "name_arg", optional = true, help = "wallet name (or --name)" } },
     options = { { "--name", metavar = "NAME", help = "wallet name" }, password_file,
@@ -196,6 +205,7 @@ local keystore_commands = {
   },
   {
     name = "restore",
+    creates_config = true,
     summary = "Restore a wallet from its recovery phrase (same address as before)",
     options = { { "--name", metavar = "NAME", required = true, help = "wallet name" }, password_file,
                 { "--mnemonic-file", metavar = "FILE",
@@ -204,7 +214,7 @@ local keystore_commands = {
     run = function(ctx)
       local sys = require "aitbc.sys"
       local phrase = sys.getenv("AITBC_WALLET_MNEMONIC")
-      if ctx.opts.mnemonic_file then phrase = sys.read_file(require("aitbc.config").expand(ctx.opts.mnemonic_file)) end
+      if ctx.opts.mnemonic_file then phrase = require("aitbc.config").read_input(ctx.opts.mnemonic_file, "--mnemonic-file") end
       if not phrase or phrase == "" then
         local got, err = sys.read_password("Recovery phrase: ")
         if not got then errors.raise("usage", "the recovery phrase is needed (" .. err .. ")",
@@ -241,6 +251,7 @@ local keystore_commands = {
   },
   {
     name = "switch",
+    creates_config = true,
     summary = "Make another wallet the active one",
     args = { { "name", help = "wallet name" } },
     run = function(ctx)
@@ -279,14 +290,13 @@ local keystore_commands = {
   },
   {
     name = "import",
+    creates_config = true,
     summary = "Add a wallet from an exported keystore (checks the password)",
     args = { { "file", help = "keystore file" } },
     options = { { "--name", metavar = "NAME", help = "name it (default: its own)" }, password_file },
     run = function(ctx)
       local w = W()
-      local text = require("aitbc.sys").read_file(require("aitbc.config").expand(ctx.args.file))
-      if not text then errors.raise("not_found", "cannot read " .. ctx.args.file) end
-      local doc = json.decode(text)
+      local doc = json.decode(require("aitbc.config").read_input(ctx.args.file, "keystore file"))
       if type(doc) ~= "table" then errors.raise("failure", ctx.args.file .. " is not a keystore") end
       w.open(doc, w.password(ctx, false)) -- refuses a wrong password or an altered file
       doc.name = ctx.opts.name or doc.name

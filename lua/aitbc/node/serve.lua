@@ -8,13 +8,19 @@ local util = require "aitbc.node.util"
 
 local M = {}
 
+--- "A.B.C.D:PORT" -> host, port | a usage error, raised before anything is
+-- created: four decimal octets 0..255 without leading zeros, a port 0..65535.
 local function parse_listen(text)
-  local host, port = text:match("^([%d%.]+):(%d+)$")
-  port = tonumber(port)
-  if not host or not port or port > 65535 then
-    errors.raise("usage", "--listen must be IPv4:PORT, e.g. 127.0.0.1:8000 (port 0 picks a free one), got '" .. text .. "'")
+  local a, b, c, d, port = text:match("^(%d+)%.(%d+)%.(%d+)%.(%d+):(%d+)$")
+  local ok = a ~= nil and #port <= 5 and tonumber(port) <= 65535
+  for _, octet in ipairs { a, b, c, d } do
+    ok = ok and #octet <= 3 and tonumber(octet) <= 255 and not octet:match("^0%d")
   end
-  return host, math.tointeger(port)
+  if not ok then
+    errors.raise("usage", "--listen must be IPv4:PORT with each of the four numbers 0..255 and the port 0..65535, "
+      .. "e.g. 127.0.0.1:8000 (port 0 picks a free one), got '" .. text .. "'")
+  end
+  return table.concat({ a, b, c, d }, "."), math.tointeger(tonumber(port))
 end
 
 local function ensure_node_key(path)

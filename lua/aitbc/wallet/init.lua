@@ -146,7 +146,8 @@ end
 -- signature}, the sender's address.
 function wallet.signed_tx(ctx, client, kind, payload)
   local keys = wallet.open(wallet.read(wallet.active_name(ctx)), wallet.password(ctx, false))
-  local account = client:call("GET", "/v1/chain/" .. ctx.settings.chain .. "/accounts/" .. keys.address)
+  local account = client:call("GET", require("aitbc.api").path("/v1/chain/{chain}/accounts/{address}",
+    { chain = ctx.settings.chain, address = keys.address }), { expect = { nonce = "integer" } })
   local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
     nonce = account.nonce + 1, payload = payload, timestamp = os.time() }
   local chain = require "aitbc.node.chain"
@@ -169,9 +170,7 @@ function wallet.password(ctx, confirm)
   local env = sys.getenv("AITBC_WALLET_PASSWORD")
   local pw
   if ctx.opts.password_file then
-    local text, err = sys.read_file(require("aitbc.config").expand(ctx.opts.password_file))
-    if not text then errors.raise("not_found", "cannot read the password file: " .. tostring(err)) end
-    pw = text:gsub("\r?\n$", "")
+    pw = require("aitbc.config").read_input(ctx.opts.password_file, "--password-file"):gsub("\r?\n$", "")
   elseif env and env ~= "" then
     pw = env
   else

@@ -34,6 +34,21 @@ describe("bech32 (BIP-173 test vectors)", function()
   end)
 end)
 
+describe("AITBC addresses", function()
+  it("have one spelling: upper case is the same address, mixed case and other prefixes are refused", function()
+    local wallet = require "aitbc.wallet"
+    local address = wallet.address(crypto.sign_keypair())
+    assert.equal(address, wallet.normalize_address(address))
+    assert.equal(address, wallet.normalize_address(address:upper()))
+    local none, why = wallet.normalize_address("AIT1" .. address:sub(5))
+    assert.is_nil(none)
+    assert.matches("mixes upper and lower case", why)
+    assert.is_nil((wallet.normalize_address("a12uel5l")))
+    assert.is_nil((wallet.normalize_address(address:sub(1, -2) .. (address:sub(-1) == "q" and "p" or "q"))))
+    assert.is_nil((wallet.normalize_address(42)))
+  end)
+end)
+
 describe("BIP-39 (Trezor test vectors, passphrase TREZOR)", function()
   it("turns entropy into the phrase and the phrase into the seed", function()
     local cases = {

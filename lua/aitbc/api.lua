@@ -179,7 +179,9 @@ local function status_error(res, method, path)
   if status == 401 then
     kind, hint = "auth", "the node did not accept the API key; set one with --api-key, AITBC_API_KEY or 'aitbc auth'"
   elseif status == 403 then
-    kind, hint = "auth", "this API key's role may not do that"
+    -- the role hint fits a role refusal, not a refusal with its own reason (a faucet that is off)
+    kind = "auth"
+    if not detail or detail.code == "forbidden" then hint = "this API key's role may not do that" end
   elseif status == 404 then
     kind = "not_found"
   elseif status == 429 then

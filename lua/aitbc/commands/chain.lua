@@ -8,14 +8,43 @@ local function call(ctx, template, values, expect)
   return (api.from_context(ctx):call("GET", api.path("/v1/chain/{chain}" .. template, values), { expect = expect }))
 end
 
+--- A chain's state in one word: a leader produces blocks; a follower is
+-- following, cannot reach its leader, or HALTED on a block it refused.
+local function chain_state(d, c)
+  if not d.follows then return "producing" end
+  local sync = c.sync or {}
+  if sync.state == "halted" then return "HALTED at block " .. tostring(sync.refused_height) end
+  return sync.state or "following"
+end
+
+local function render_chains(d, out)
+  local rows = {}
+  for i, c in ipairs(d.items) do
+    rows[i] = { chain = c.chain_id, height = c.height, head = c.head_hash and c.head_hash:sub(1, 16), state = chain_state(d, c),
+      faucet = not d.follows and (c.faucet and "on" or "off") or "-" }
+  end
+  out:print(out:format_table(rows, { { "chain", "chain", keep = true }, "height", "head", "state", "faucet" }))
+  out:print(out:format_record({ authority = d.authority, follows = d.follows }, { "authority", "follows" }))
+  for _, c in ipairs(d.items) do
+    local sync = c.sync or {}
+    if sync.state == "halted" then
+      out:warn(string.format("%s stopped following %s at block %s since %s: %s", c.chain_id, d.follows,
+        tostring(sync.refused_height), tostring(sync.since), tostring(sync.reason)))
+    elseif sync.state == "unreachable" then
+      out:warn(c.chain_id .. ": " .. tostring(sync.reason))
+    end
+  end
+end
+
 return {
   name = "chain",
   category = "Node",
   summary = "Read the chain: head, blocks, transactions, accounts (chain: --chain setting, default ait-devnet)",
   commands = {
-    { name = "list", summary = "Chains this node keeps, with their heights",
+    { name = "list", summary = "Chains this node keeps: height, head, faucet, and a follower's sync state",
       run = function(ctx)
-        return (require("aitbc.api").from_context(ctx):call("GET", "/v1/chains", { expect = { items = "array" } }))
+        return (require("aitbc.api").from_context(ctx):call("GET", "/v1/chains", { expect = { items = "array" } })),
+          render_chains
       end },
     { name = "head", summary = "The latest block", run = function(ctx) return call(ctx, "/head", {}, BLOCK) end },
     { name = "block", summary = "A block by height or hash", args = { { "ref", help = "height or hash" } },
@@ -26,7 +55,8 @@ return {
       end },
     { name = "account", summary = "An address's balance, stake and nonce", args = { { "address", help = "ait1..." } },
       run = function(ctx)
-        return call(ctx, "/accounts/{address}", { address = ctx.args.address }, { address = "string", nonce = "integer" })
+        return call(ctx, "/accounts/{address}", { address = require("aitbc.wallet").address_arg(ctx.args.address,
+          "the address") }, { address = "string", nonce = "integer" })
       end },
     { name = "seal", summary = "Seal the pending transactions into a block now (admin key; else blocks come every --block-time)",
       run = function(ctx)

@@ -107,15 +107,33 @@ local function down(ctx)
   end
 end
 
+--- "healthy", "not answering", or "degraded: WHY" from the node's /health
+-- (which answers 503 with the reason when, say, a followed chain halted).
+local function node_health(url)
+  local res = require("aitbc.http").request { method = "GET", url = url .. "/health", timeout = 3 }
+  local h = res and type(res.json) == "table" and res.json
+  if not h then return "not answering" end
+  if h.status == "ok" then return "healthy" end
+  local why = {}
+  for _, c in ipairs(type(h.following) == "table" and h.following.chains or {}) do
+    if c.state == "halted" then
+      why[#why + 1] = string.format("%s halted at block %s: %s", c.chain_id, tostring(c.refused_height), tostring(c.reason))
+    end
+  end
+  for name, v in pairs(type(h.services) == "table" and h.services or {}) do
+    if v ~= "ok" and name ~= "chain" then why[#why + 1] = name .. " " .. tostring(v) end
+  end
+  return tostring(h.status) .. (#why > 0 and (": " .. table.concat(why, "; ")) or "")
+end
+
 local function status(ctx)
   local daemon = require "aitbc.daemon"
   local dir = dir_of(ctx)
   local state = read_state(dir)
   if not state then errors.raise("not_found", "no devnet in " .. dir, "start one: aitbc devnet up") end
   local rows = json.array()
-  local health = require("aitbc.api").new { url = state.node.url, timeout = 3, retries = 0 }:request("GET", "/health")
   rows[#rows + 1] = { part = "node", where = state.node.url, pid = state.node.pid,
-    state = daemon.alive(state.node.pid) and (health and "healthy" or "not answering") or "stopped" }
+    state = daemon.alive(state.node.pid) and node_health(state.node.url) or "stopped" }
   local version = require("aitbc.ollama").new(state.ollama.url):version()
   rows[#rows + 1] = { part = state.ollama.simulated and "ollama (simulated)" or "ollama", where = state.ollama.url,
     pid = state.ollama.pid or "-", state = version and "answering" or "not answering" }

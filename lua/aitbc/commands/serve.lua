@@ -26,6 +26,9 @@ return {
     { "--chains", metavar = "LIST", default = "ait-devnet", help = "chains this node keeps (comma-separated)" },
     { "--block-time", type = "number", min = 0.05, max = 3600, default = 2, metavar = "SECONDS",
       help = "a block every this often, sealing the accepted transactions" },
+    { "--faucet", choices = { "auto", "on", "off" }, default = "auto",
+      help = "the faucet (POST /v1/chain/{id}/faucet): auto = on for devnet chains only (names with 'devnet', "
+        .. "like the default ait-devnet), on, or off" },
     { "--follow", metavar = "URL", help = "follow another node's chains: fetch, verify and apply every block (read-only)" },
     { "--authority", metavar = "KEY",
       help = "with --follow: the leader's node key (base64url) to trust (default: the key it announces)" },

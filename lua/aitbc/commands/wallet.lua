@@ -104,8 +104,7 @@ local chain_commands = {
       local to = ctx.opts.to or ctx.args.to_arg
       local amount = ctx.opts.amount or ctx.args.amount_arg
       if not to or not amount then errors.raise("usage", "say whom and how much: aitbc wallet send ADDRESS AMOUNT") end
-      local ok, why = W().parse_address(to)
-      if not ok then errors.raise("usage", "not an AITBC address: " .. why) end
+      to = W().address_arg(to, "the recipient") -- lower case before signing: the signature covers it
       local res = send_tx(ctx, "transfer", { to = to, amount = tostring(amount_units(amount, "amount")) })
       return res, render_tx("sent " .. amount .. " AITBC")
     end,
@@ -130,7 +129,7 @@ local chain_commands = {
   },
   {
     name = "faucet",
-    summary = "Get devnet coins for the active wallet (once a minute)",
+    summary = "Get devnet coins for the active wallet (limited per address and per API key; see the README)",
     options = { { "--amount", metavar = "AITBC", help = "how much (default 100, at most 1000)" } },
     run = function(ctx)
       if ctx.opts.amount then amount_units(ctx.opts.amount, "--amount") end -- the node checks its own limit

@@ -141,13 +141,30 @@ return function(config_text)
     return heights
   end
 
+  --- A follower's chains: {leader, chains = [{chain_id, state, height,
+  -- refused_height, reason, since}]}, and whether one stopped following.
+  local function following(heights)
+    local out, halted = { leader = config.follow, chains = json.array() }, false
+    for c, f in pairs(chain.follow_states(store)) do
+      out.chains[#out.chains + 1] = { chain_id = c, state = f.state, height = heights[c], refused_height = f.refused_height,
+        reason = f.reason, since = f.since }
+      halted = halted or f.state == "halted"
+    end
+    table.sort(out.chains, function(a, b) return a.chain_id < b.chain_id end)
+    return out, halted
+  end
+
   function builtin.health(ctx)
     local ok, heights = pcall(chain_heights)
-    return ok and 200 or 503, {
-      status = ok and "ok" or "degraded", version = sys.version, env = config.environment,
+    local follow, halted
+    if ok and config.follow then ok, follow, halted = pcall(following, heights) end
+    local healthy = ok and not halted
+    return healthy and 200 or 503, {
+      status = healthy and "ok" or "degraded", version = sys.version, env = config.environment,
       uptime_seconds = math.floor(ctx.now - config.started_at),
-      services = { coordinator = "ok", storage = ok and "ok" or "unavailable" },
-      node_key = node_key.id, chains = ok and heights or {},
+      services = { coordinator = "ok", storage = ok and "ok" or "unavailable",
+        chain = not ok and "unavailable" or halted and "halted" or "ok" },
+      node_key = node_key.id, chains = ok and heights or {}, following = ok and follow or nil,
     }
   end
 
@@ -240,7 +257,7 @@ return function(config_text)
       permissions = permissions, flush_audit = flush_audit,
     }
     local route, arg = match(req.method, path)
-    local status, body, ctype
+    local status, body, ctype, retry_after
     local ok, err = pcall(function()
       if not route then
         if arg then
@@ -259,6 +276,7 @@ return function(config_text)
     if not ok then
       if util.is_http_error(err) then
         status, body = err.status, error_body(err.status, err.code, err.message, err.field, request_id)
+        body.error.limit, body.error.retry_after, retry_after = err.limit, err.retry_after, err.retry_after
       else
         logger:error("handler failed", { request_id = request_id, route = route and route.name, error = tostring(err),
           traceback = debug.traceback() })
@@ -289,7 +307,7 @@ return function(config_text)
     end
     -- the answer leaves only once its audit row is committed
     local after = audited and { queue = store.audit_queue, seq = audited } or nil
-    local headers = { ["X-Request-ID"] = request_id }
+    local headers = { ["X-Request-ID"] = request_id, ["Retry-After"] = retry_after and tostring(retry_after) }
     if status == 204 or body == nil then return { status = status, headers = headers, body = "", after = after } end
     if type(body) == "string" then
       headers["Content-Type"] = ctype or "text/plain"

@@ -7,9 +7,10 @@
 -- sealed into the next block; blocks are produced every --block-time
 -- seconds, hash-linked, and signed by the node's key.
 -- Types: transfer {to, amount}, stake {amount}, unstake {amount},
--- escrow_lock {job_id, amount} (a client funds a job: the coins move to the
--- job's escrow account "escrow:JOB"); and, written by the node itself:
--- faucet (devnet coins, once a minute per address), escrow_release (to the
+-- escrow_lock {job_id, amount} (a client funds its own job, through
+-- POST /v1/jobs/{id}/payment only: the coins move to the job's escrow
+-- account "escrow:JOB"); and, written by the node itself: faucet (devnet
+-- coins, within the limits of M.FAUCET), escrow_release (to the
 -- miner's payout address when the job completed) and escrow_refund (to the
 -- payer when it failed, expired or was canceled, or the miner named no
 -- payout address).
@@ -21,7 +22,7 @@ local wallet = require "aitbc.wallet"
 
 local fail = util.fail
 
-local M = { SUPPLY = 1000000000 * money.UNIT, FAUCET_MAX = 1000 * money.UNIT, FAUCET_DEFAULT = 100 * money.UNIT }
+local M = { SUPPLY = 1000000000 * money.UNIT }
 
 local ZERO = string.rep("0", 64)
 
@@ -35,13 +36,14 @@ local function tx_root(hashes)
   return #hashes > 0 and crypto.hex(crypto.sha256(table.concat(hashes))) or ZERO
 end
 
+--- An amount as transactions carry it: a decimal string of base units, no
+-- sign, no leading zeros, more than 0 and at most 18 digits.
 local function units(text, field)
-  if type(text) ~= "string" or not text:match("^%d+$") or #text > 18 then
-    fail(400, "invalid_amount", field .. " must be a whole number of base units as a string (1 AITBC = 10^9)", field)
+  if type(text) ~= "string" or not text:match("^[1-9]%d*$") or #text > 18 then
+    fail(400, "invalid_amount", field .. " must be a whole number of base units more than 0, as a string without "
+      .. "leading zeros (1 AITBC = 10^9 units), e.g. \"2500000000\"", field)
   end
-  local n = math.tointeger(tonumber(text))
-  if not n or n <= 0 then fail(400, "invalid_amount", field .. " must be more than 0", field) end
-  return n
+  return math.tointeger(tonumber(text))
 end
 
 local function genesis_header(chain_id, authority_public, timestamp)
@@ -83,40 +85,103 @@ function M.produce(store, chain_id, node_key, now)
   end)
 end
 
---- Checks what a transaction says on its own (shape, key, signature) —
--- no state, so outside the write lock; returns what commit needs.
-local function check_tx(chain_id, tx, signature, trusted)
-  if type(tx) ~= "table" then fail(400, "invalid_tx", "tx must be an object", "tx") end
+-- What a transaction holds: these fields and no other, and per type these
+-- payload fields.  The leader checks every field here before it accepts a
+-- transaction, and its followers check the same fields the same way, so
+-- that whatever a leader seals its followers can apply (and hash alike).
+local TX_FIELDS = { chain_id = true, type = true, from = true, public_key = true, nonce = true, payload = true,
+  timestamp = true }
+local PAYLOAD_FIELDS = {
+  transfer = { to = true, amount = true }, faucet = { to = true, amount = true },
+  stake = { amount = true }, unstake = { amount = true }, escrow_lock = { job_id = true, amount = true },
+}
+--- Transaction types by where they come from.
+local SUBMITTED = { transfer = true, stake = true, unstake = true } -- POST .../transactions
+local PAYMENT = { escrow_lock = true } -- POST /v1/jobs/{id}/payment
+local FAUCET = { faucet = true } -- written by the node
+local SEALED = { transfer = true, stake = true, unstake = true, escrow_lock = true, faucet = true } -- a leader's block
+--- A transaction's timestamp may differ from the leader's clock by this much.
+M.CLOCK_SKEW = 3600
+
+local function only_fields(t, allowed, prefix)
+  for k in pairs(t) do
+    if type(k) ~= "string" or not allowed[k] then
+      local names = {}
+      for name in pairs(allowed) do names[#names + 1] = prefix .. name end
+      table.sort(names)
+      fail(400, "unknown_field", prefix .. tostring(k) .. " is not a field of this transaction (it has "
+        .. table.concat(names, ", ") .. ")", prefix .. tostring(k))
+    end
+  end
+end
+
+--- An address inside a signed transaction: valid and written in lower case.
+-- The signature covers the transaction as sent, so the node cannot rewrite
+-- an upper-case address to its one spelling: it refuses it.
+local function tx_address(value, field)
+  if type(value) ~= "string" or not wallet.parse_address(value) then
+    fail(400, "invalid_address", field .. " is not an AITBC address", field)
+  end
+  if value ~= value:lower() then
+    fail(400, "invalid_address", field .. " must be written in lower case (" .. value:lower()
+      .. "): the signature covers the transaction as sent, so sign it with the lower-case address", field)
+  end
+end
+
+local function is_object(v) return type(v) == "table" and not (json.is_array(v) and #v > 0) end
+
+--- Checks what a transaction says on its own (fields, key, signature) — no
+-- state, so outside the write lock; returns what commit needs.  kinds: the
+-- types this route takes; now: the leader's clock (nil when a follower
+-- replays a sealed block: the timestamp was checked when it was accepted).
+local function check_tx(chain_id, tx, signature, kinds, now)
+  if not is_object(tx) then fail(400, "invalid_tx", "tx must be an object", "tx") end
+  only_fields(tx, TX_FIELDS, "")
   if tx.chain_id ~= chain_id then
     fail(400, "wrong_chain", "tx.chain_id is " .. tostring(tx.chain_id) .. ", not " .. chain_id, "chain_id")
   end
-  local kinds = { transfer = true, stake = true, unstake = true, escrow_lock = true, faucet = trusted }
-  if not kinds[tx.type] then fail(400, "invalid_type", "tx.type must be transfer, stake or unstake", "type") end
-  if type(tx.from) ~= "string" or not wallet.parse_address(tx.from) then
-    fail(400, "invalid_address", "tx.from is not an address", "from")
+  if tx.type == "escrow_lock" and not kinds.escrow_lock then
+    fail(400, "use_payment_route", "an escrow_lock pays for a job: send it to POST /v1/jobs/{job_id}/payment "
+      .. "(aitbc client pay JOB_ID --amount AITBC), which checks that the job is yours and can be paid", "type")
   end
-  local pk = type(tx.public_key) == "string" and crypto.unhex(tx.public_key)
+  if type(tx.type) ~= "string" or not kinds[tx.type] then
+    local names = {}
+    for k in pairs(kinds) do names[#names + 1] = k end
+    table.sort(names)
+    fail(400, "invalid_type", "tx.type must be " .. table.concat(names, ", "), "type")
+  end
+  tx_address(tx.from, "from")
+  local pk = type(tx.public_key) == "string" and #tx.public_key == 64 and crypto.unhex(tx.public_key)
   if not pk or #pk ~= 32 then fail(400, "invalid_key", "tx.public_key must be 32 bytes of hex", "public_key") end
   if wallet.address(pk) ~= tx.from then fail(400, "key_mismatch", "tx.public_key is not the key of tx.from", "public_key") end
-  local sig = type(signature) == "string" and crypto.unbase64(signature, "urlsafe")
-  local hash = M.hash(tx)
-  if not sig or not crypto.verify(sig, hash, pk) then fail(400, "bad_signature", "the signature does not verify", "signature") end
-  local payload = type(tx.payload) == "table" and tx.payload or {}
+  if math.type(tx.nonce) ~= "integer" or tx.nonce < 1 then
+    fail(400, "invalid_nonce", "tx.nonce must be a whole number of at least 1 (a JSON number, not a string)", "nonce")
+  end
+  if math.type(tx.timestamp) ~= "integer" or tx.timestamp < 0 then
+    fail(400, "invalid_timestamp", "tx.timestamp must be a whole number of Unix seconds (a JSON number)", "timestamp")
+  end
+  if now and math.abs(tx.timestamp - now) > M.CLOCK_SKEW then
+    fail(400, "invalid_timestamp", string.format("tx.timestamp %d is more than %d seconds from the node's clock (%d); "
+      .. "check this computer's clock", tx.timestamp, M.CLOCK_SKEW, math.floor(now)), "timestamp")
+  end
+  local payload = tx.payload
+  if not is_object(payload) then fail(400, "invalid_payload", "tx.payload must be an object", "payload") end
+  only_fields(payload, PAYLOAD_FIELDS[tx.type], "payload.")
   local amount = units(payload.amount, "payload.amount")
   local to
   if tx.type == "escrow_lock" then
-    if type(payload.job_id) ~= "string" or not payload.job_id:match("^%x+$") then
+    if type(payload.job_id) ~= "string" or #payload.job_id > 64 or not payload.job_id:match("^%x+$") then
       fail(400, "invalid_job", "payload.job_id must be a job id", "payload.job_id")
     end
     to = "escrow:" .. payload.job_id
   elseif tx.type == "transfer" or tx.type == "faucet" then
     to = payload.to
-    if type(to) ~= "string" or not wallet.parse_address(to) then
-      fail(400, "invalid_address", "payload.to is not an address", "payload.to")
-    end
-
+    tx_address(to, "payload.to")
     if to == tx.from then fail(400, "self_transfer", "payload.to is the sender", "payload.to") end
   end
+  local sig = type(signature) == "string" and crypto.unbase64(signature, "urlsafe")
+  local hash = M.hash(tx)
+  if not sig or not crypto.verify(sig, hash, pk) then fail(400, "bad_signature", "the signature does not verify", "signature") end
   return { hash = hash, tx = tx, signature = signature, amount = amount, to = to }
 end
 
@@ -127,7 +192,7 @@ local function commit_tx(store, chain_id, c, now)
   local tx, hash, amount, to = c.tx, c.hash, c.amount, c.to
   if store:chain_tx(hash) then fail(409, "duplicate_tx", "transaction " .. hash .. " was already accepted") end
   local a = store:chain_account(chain_id, tx.from)
-  if math.tointeger(tx.nonce) ~= a.nonce + 1 then
+  if tx.nonce ~= a.nonce + 1 then
     fail(400, "bad_nonce", string.format("tx.nonce must be %d (the account's next), got %s", a.nonce + 1,
       tostring(tx.nonce)), "nonce")
   end
@@ -154,9 +219,9 @@ local function commit_tx(store, chain_id, c, now)
   return hash
 end
 
---- Checks and applies one signed transaction; returns its hash.
-local function apply(ctx, chain_id, tx, signature, trusted)
-  local c = check_tx(chain_id, tx, signature, trusted)
+--- Checks and applies one signed transaction on the leader; returns its hash.
+local function apply(ctx, chain_id, tx, signature, kinds)
+  local c = check_tx(chain_id, tx, signature, kinds, ctx.now)
   return ctx.store:transaction(function() return commit_tx(ctx.store, chain_id, c, ctx.now) end)
 end
 
@@ -172,15 +237,16 @@ local function writable(ctx)
   end
 end
 
---- Settles a job's escrow: everything in "escrow:JOB" goes to `to`, in a
--- transaction the node signs (kind escrow_release or escrow_refund).
--- Returns the transaction's hash, or nil when the escrow holds nothing.
-function M.settle(store, chain_id, job_id, to, kind, node_key, now)
+--- Settles a job's escrow: everything in "escrow:JOB" (or `amount` of it)
+-- goes to `to`, in a transaction the node signs (kind escrow_release or
+-- escrow_refund).  Returns the transaction's hash, or nil when the escrow
+-- holds nothing.
+function M.settle(store, chain_id, job_id, to, kind, node_key, now, amount)
   return store:transaction(function()
     local escrow = store:chain_account(chain_id, "escrow:" .. job_id)
     if escrow.balance <= 0 then return nil end
-    local amount = escrow.balance
-    escrow.balance, escrow.nonce = 0, escrow.nonce + 1
+    amount = math.min(amount or escrow.balance, escrow.balance)
+    escrow.balance, escrow.nonce = escrow.balance - amount, escrow.nonce + 1
     store:chain_put_account(escrow)
     local dest = store:chain_account(chain_id, to)
     dest.balance = dest.balance + amount
@@ -200,15 +266,35 @@ end
 function M.settle_jobs(store, node_key, now)
   local n = 0
   for _, job in ipairs(store:jobs_to_settle()) do
-    local release = job.state == "COMPLETED" and job.payout_address and wallet.parse_address(job.payout_address)
-    local to = release and job.payout_address or job.payer
-    local kind = release and "escrow_release" or "escrow_refund"
+    local payout = job.state == "COMPLETED" and job.payout_address and wallet.normalize_address(job.payout_address)
+    local to = payout or job.payer
+    local kind = payout and "escrow_release" or "escrow_refund"
     -- one transaction: the escrow and the job's payment status change together
     store:transaction(function()
       local hash = M.settle(store, job.payment_chain, job.job_id, to, kind, node_key, now)
-      store:job_payment(job.job_id, { payment_status = release and "released" or "refunded", settlement_id = hash })
+      store:job_payment(job.job_id, { payment_status = payout and "released" or "refunded", settlement_id = hash })
     end)
     n = n + 1
+  end
+  return n
+end
+
+--- Refunds escrow that no job payment accounts for — locked through the
+-- public transactions route before it refused escrow locks (another
+-- client's job, or no job) — to the senders of its locks, newest first
+-- (older locks went with their job's settlement).  The leader runs it at
+-- start; returns how many refunds it made.
+function M.refund_stranded(store, node_key, now)
+  local n = 0
+  for _, e in ipairs(store:chain_stranded_escrows()) do
+    local job_id, left = e.address:sub(#"escrow:" + 1), e.balance
+    local locks = store:chain_locks_into(e.chain_id, e.address)
+    for i = #locks, 1, -1 do
+      if left <= 0 then break end
+      local amount = math.min(locks[i].amount, left)
+      M.settle(store, e.chain_id, job_id, locks[i].sender, "escrow_refund", node_key, now, amount)
+      left, n = left - amount, n + 1
+    end
   end
   return n
 end
@@ -235,7 +321,7 @@ function M.pay_job(ctx, job_id)
     fail(400, "invalid_payment", "the payment must be an escrow_lock transaction for job " .. job_id, "tx")
   end
   local chain_id = chain_of(ctx, tx.chain_id)
-  local c = check_tx(chain_id, tx, body.signature, false)
+  local c = check_tx(chain_id, tx, body.signature, PAYMENT, ctx.now)
   -- the escrow lock and the job's payment record commit together
   ctx.store:transaction(function()
     check_payable(ctx, job_id) -- again under the lock: two payments for one job must not both pass
@@ -251,24 +337,53 @@ end
 
 local function refuse(why) error({ follow_error = why }, 0) end
 
---- Replays a node-signed escrow settlement from the leader.
+local SETTLEMENT_PAYLOAD = { job_id = true, to = true, amount = true }
+
+--- Replays a node-signed escrow settlement from the leader: the same fields
+-- M.settle writes, signed by the authority, fitting the escrow.
 local function replay_settlement(store, chain_id, tx, signature, authority_public)
-  local sig = crypto.unbase64(signature or "", "urlsafe")
-  if tx.public_key ~= crypto.hex(authority_public) or not sig or not crypto.verify(sig, M.hash(tx), authority_public) then
-    refuse("settlement " .. M.hash(tx) .. " is not signed by the authority")
+  only_fields(tx, TX_FIELDS, "")
+  local payload = tx.payload
+  if not is_object(payload) then fail(400, "invalid_payload", "tx.payload must be an object", "payload") end
+  only_fields(payload, SETTLEMENT_PAYLOAD, "payload.")
+  if tx.chain_id ~= chain_id or type(payload.job_id) ~= "string" or tx.from ~= "escrow:" .. payload.job_id then
+    fail(400, "invalid_tx", "a settlement must move a job's escrow on this chain", "from")
   end
-  local amount = units(tx.payload.amount, "payload.amount")
+  tx_address(payload.to, "payload.to")
+  local amount = units(payload.amount, "payload.amount")
+  if math.type(tx.nonce) ~= "integer" or math.type(tx.timestamp) ~= "integer" then
+    fail(400, "invalid_tx", "a settlement's nonce and timestamp must be whole numbers", "nonce")
+  end
+  local sig = type(signature) == "string" and crypto.unbase64(signature, "urlsafe")
+  if tx.public_key ~= crypto.hex(authority_public) or not sig or not crypto.verify(sig, M.hash(tx), authority_public) then
+    fail(400, "bad_signature", "the settlement is not signed by the authority", "signature")
+  end
   local escrow = store:chain_account(chain_id, tx.from)
-  if escrow.balance < amount or math.tointeger(tx.nonce) ~= escrow.nonce + 1 then
-    refuse("settlement " .. M.hash(tx) .. " does not fit the escrow")
+  if escrow.balance < amount or tx.nonce ~= escrow.nonce + 1 then
+    fail(400, "invalid_tx", "the settlement does not fit the escrow (balance, nonce)", "nonce")
   end
   escrow.balance, escrow.nonce = escrow.balance - amount, escrow.nonce + 1
   store:chain_put_account(escrow)
-  local dest = store:chain_account(chain_id, tx.payload.to)
+  local dest = store:chain_account(chain_id, payload.to)
   dest.balance = dest.balance + amount
   store:chain_put_account(dest)
-  store:chain_tx_insert { hash = M.hash(tx), chain_id = chain_id, type = tx.type, sender = tx.from, recipient = tx.payload.to,
+  store:chain_tx_insert { hash = M.hash(tx), chain_id = chain_id, type = tx.type, sender = tx.from, recipient = payload.to,
     amount = amount, nonce = escrow.nonce, received_at = tx.timestamp, body = json.encode { tx = tx, signature = signature } }
+end
+
+--- Applies one transaction of a sealed block: what the leader accepted
+-- (checked as it checked it, but for its clock) or wrote itself.
+local function replay_tx(store, chain_id, t, authority_public)
+  local tx = t.tx
+  if not is_object(tx) then fail(400, "invalid_tx", "tx must be an object", "tx") end
+  if tx.type == "escrow_release" or tx.type == "escrow_refund" then
+    return replay_settlement(store, chain_id, tx, t.signature, authority_public)
+  end
+  if tx.type == "faucet" and tx.public_key ~= crypto.hex(authority_public) then
+    fail(400, "bad_signature", "a faucet transaction must come from the authority", "public_key")
+  end
+  local c = check_tx(chain_id, tx, t.signature, SEALED, nil)
+  commit_tx(store, chain_id, c, tx.timestamp)
 end
 
 --- Verifies a block from the leader and applies it; refuses (raising
@@ -296,19 +411,16 @@ function M.follow_block(store, chain_id, block, txs, authority_public)
     end
     if #txs ~= block.tx_count then refuse("block " .. block.height .. ": transaction count differs") end
     local hashes = {}
-    local ctx = { store = store }
     for i, t in ipairs(txs) do
       local h = M.hash(t.tx)
       if h ~= block.transactions[i] then refuse("block " .. block.height .. ": transaction " .. i .. " is not the one listed") end
       hashes[i] = h
-      ctx.now = t.tx.timestamp
-      if t.tx.type == "escrow_release" or t.tx.type == "escrow_refund" then
-        replay_settlement(store, chain_id, t.tx, t.signature, authority_public)
-      else
-        local ok, err = pcall(apply, ctx, chain_id, t.tx, t.signature, t.tx.type == "faucet")
-        if not ok then
-          refuse("block " .. block.height .. ": transaction " .. h .. " is invalid: " .. tostring(err.message or err))
-        end
+      -- a refused transaction changes nothing before it is refused, and the
+      -- whole block rolls back with the refusal
+      local ok, err = pcall(replay_tx, store, chain_id, t, authority_public)
+      if not ok then
+        refuse("block " .. block.height .. ": transaction " .. h .. " is invalid: "
+          .. tostring(type(err) == "table" and err.message or err))
       end
     end
     local root = tx_root(hashes)
@@ -318,6 +430,25 @@ function M.follow_block(store, chain_id, block, txs, authority_public)
       signature = block.signature }
     store:chain_seal_all(chain_id, block.height)
   end)
+end
+
+--- The faucet's limits (README "The chain").  A request gives at most MAX;
+-- an address gets one grant a minute and at most ADDRESS_DAY a day; an API
+-- key gets at most KEY_HOUR an hour (admin keys have no per-key limit: they
+-- can make keys anyway); and the faucet account never goes below FLOOR.
+M.FAUCET = {
+  DEFAULT = 100 * money.UNIT, MAX = 1000 * money.UNIT,
+  ADDRESS_INTERVAL = 60, ADDRESS_DAY = 2000 * money.UNIT, KEY_HOUR = 10000 * money.UNIT,
+  FLOOR = M.SUPPLY // 2,
+}
+
+--- Whether `aitbc serve --faucet auto` turns the faucet on for a chain:
+-- devnet chains only, named so (the default "ait-devnet").
+function M.is_devnet(chain_id) return chain_id:lower():find("devnet", 1, true) ~= nil end
+
+local function faucet_on(ctx, chain_id)
+  for _, c in ipairs(ctx.config.faucet_chains or {}) do if c == chain_id then return true end end
+  return false
 end
 
 -- ---- routes ----
@@ -340,18 +471,41 @@ local function tx_view(t)
     block_height = t.block_height, received_at = util.iso(t.received_at), tx = body.tx, signature = body.signature }
 end
 
+--- How a follower stands, per chain: {chain_id -> {state, refused_height,
+-- reason, since}}; empty on a leader.  The supervisor that follows writes
+-- it; request handlers read it here.
+function M.follow_states(store)
+  local out = {}
+  for _, r in ipairs(store:chain_follow_states()) do
+    out[r.chain_id] = { state = r.state, refused_height = r.height, reason = r.reason, since = util.iso(r.since) }
+  end
+  return out
+end
+
+--- GET /v1/chains.  `authority` (also as `node_key`, which followers read)
+-- is the key that signs the chains' blocks: on a follower its leader's, so
+-- that a follower can be followed too; `this_node_key` is this node's own.
 function M.chains(ctx)
   local items = json.array()
+  local following = ctx.config.follow and M.follow_states(ctx.store) or {}
   for _, c in ipairs(ctx.config.chains) do
     local head = ctx.store:chain_head(c)
-    items[#items + 1] = { chain_id = c, height = head and head.height, head_hash = head and head.hash }
+    items[#items + 1] = { chain_id = c, height = head and head.height, head_hash = head and head.hash,
+      faucet = not ctx.config.follow and faucet_on(ctx, c), sync = following[c] }
   end
-  return 200, { items = items, block_time = ctx.config.block_time, node_key = ctx.node_key.id,
-    faucet = wallet.address(ctx.node_key.public) }
+  local authority = ctx.config.authority or ctx.node_key.id
+  return 200, { items = items, block_time = ctx.config.block_time, authority = authority, node_key = authority,
+    this_node_key = ctx.node_key.id, follows = ctx.config.follow,
+    faucet = wallet.address(crypto.unbase64(authority, "urlsafe")) }
 end
 
 function M.head(ctx, chain_id)
-  return 200, block_view(assert(ctx.store:chain_head(chain_of(ctx, chain_id))))
+  local head = ctx.store:chain_head(chain_of(ctx, chain_id))
+  -- a follower that has not yet fetched the genesis block
+  if not head then
+    fail(404, "block_not_found", "no block on " .. chain_id .. " yet (following " .. tostring(ctx.config.follow) .. ")")
+  end
+  return 200, block_view(head)
 end
 
 --- Seals the pending transactions into a block now (admins; tests and
@@ -379,12 +533,20 @@ function M.tx(ctx, chain_id, hash)
   return 200, tx_view(t)
 end
 
+--- An address from a path or a body, in its one (lower-case) spelling.
+local function address_arg(text, field)
+  local address, why = wallet.normalize_address(text)
+  if not address then fail(400, "invalid_address", tostring(text) .. " is not an AITBC address: " .. tostring(why), field) end
+  return address
+end
+
 function M.account(ctx, chain_id, address)
-  if not wallet.parse_address(address) then fail(400, "invalid_address", address .. " is not an address", "address") end
+  address = address_arg(address, "address")
   return 200, account_view(ctx.store:chain_account(chain_of(ctx, chain_id), address))
 end
 
 function M.history(ctx, chain_id, address)
+  address = address_arg(address, "address")
   local items = json.array()
   for i, t in ipairs(ctx.store:chain_history(chain_of(ctx, chain_id), address, 100)) do items[i] = tx_view(t) end
   return 200, { items = items }
@@ -395,7 +557,7 @@ function M.submit(ctx, chain_id)
   chain_of(ctx, chain_id)
   local body = ctx:body_object()
   if body.transactions ~= nil then return M.submit_batch(ctx, chain_id, body.transactions) end
-  local hash = apply(ctx, chain_id, body.tx, body.signature, false)
+  local hash = apply(ctx, chain_id, body.tx, body.signature, SUBMITTED)
   return 202, { hash = hash, tx_hash = hash, status = "pending" }
 end
 
@@ -418,7 +580,7 @@ function M.submit_batch(ctx, chain_id, list)
   for i, item in ipairs(list) do
     local ok, c = pcall(function()
       if type(item) ~= "table" then fail(400, "invalid_tx", "each entry must be {tx, signature}") end
-      return check_tx(chain_id, item.tx, item.signature, false)
+      return check_tx(chain_id, item.tx, item.signature, SUBMITTED, ctx.now)
     end)
     if ok then checked[i] = c else results[i] = refusal(c) end
   end
@@ -439,34 +601,87 @@ function M.submit_batch(ctx, chain_id, list)
   return 200, { accepted = accepted, rejected = #list - accepted, results = results }
 end
 
+--- Seconds until the grants (oldest first) in the last `window` seconds
+-- leave room for `amount` under `limit`; nil when there is room now.
+local function wait_for_room(grants, window, limit, amount, now)
+  local used = 0
+  for _, g in ipairs(grants) do used = used + g.amount end
+  if used + amount <= limit then return nil end
+  for _, g in ipairs(grants) do
+    used = used - g.amount
+    if used + amount <= limit then return math.max(1, math.ceil(g.granted_at + window - now)) end
+  end
+  return window
+end
+
+local function rate_limited(ctx, limit, message, wait)
+  fail(429, "faucet_rate_limited", string.format("%s; try again in %d s (at %s)", message, wait,
+    util.iso(ctx.now + wait)), nil, { limit = limit, retry_after = wait })
+end
+
+--- Refuses a grant that would break a limit (under the write lock).
+local function check_faucet_limits(ctx, chain_id, from, to, amount)
+  local F, now = M.FAUCET, ctx.now
+  local recent = ctx.store:faucet_grants(chain_id, "address", to, now - F.ADDRESS_INTERVAL)
+  if #recent > 0 then
+    rate_limited(ctx, "address_per_minute", "the faucet gives an address one grant a minute",
+      math.max(1, math.ceil(recent[#recent].granted_at + F.ADDRESS_INTERVAL - now)))
+  end
+  local day = ctx.store:faucet_grants(chain_id, "address", to, now - 86400)
+  local wait = wait_for_room(day, 86400, F.ADDRESS_DAY, amount, now)
+  if wait then
+    rate_limited(ctx, "address_per_day", "the faucet gives an address at most " .. money.format(F.ADDRESS_DAY)
+      .. " AITBC a day", wait)
+  end
+  if ctx.key.role ~= "admin" then
+    local hour = ctx.store:faucet_grants(chain_id, "key_id", ctx.key.key_id, now - 3600)
+    wait = wait_for_room(hour, 3600, F.KEY_HOUR, amount, now)
+    if wait then
+      rate_limited(ctx, "key_per_hour", "the faucet gives an API key at most " .. money.format(F.KEY_HOUR)
+        .. " AITBC an hour", wait)
+    end
+  end
+  local left = ctx.store:chain_account(chain_id, from).balance
+  if left - amount < F.FLOOR then
+    fail(403, "faucet_floor", string.format("the faucet keeps at least %s AITBC (half the supply) and holds %s: it "
+      .. "cannot give %s AITBC; it gives again once coins come back to %s", money.format(F.FLOOR), money.format(left),
+      money.format(amount), from), nil, { limit = "floor" })
+  end
+end
+
 function M.faucet(ctx, chain_id)
   writable(ctx)
   chain_of(ctx, chain_id)
-  local body = ctx:body_object()
-  local to = body.address
-  if type(to) ~= "string" or not wallet.parse_address(to) then
-    fail(400, "invalid_address", "address is not an AITBC address", "address")
+  if not faucet_on(ctx, chain_id) then
+    fail(403, "faucet_disabled", "the faucet is off on " .. chain_id .. " (aitbc serve --faucet on turns it on; "
+      .. "by default it is on for devnet chains only)", nil, { limit = "disabled" })
   end
-  local amount = M.FAUCET_DEFAULT
+  local body = ctx:body_object()
+  local to = address_arg(body.address, "address")
+  local F = M.FAUCET
+  local amount = F.DEFAULT
   if body.amount ~= nil then
     local ok, err = money.parse(body.amount)
-    if not ok or ok <= 0 or ok > M.FAUCET_MAX then
-      fail(400, "invalid_amount", "amount must be more than 0 and at most " .. money.format(M.FAUCET_MAX) .. " AITBC"
+    if not ok or ok <= 0 or ok > F.MAX then
+      fail(400, "invalid_amount", "amount must be more than 0 and at most " .. money.format(F.MAX) .. " AITBC"
         .. (err and (": " .. err) or ""), "amount")
     end
     amount = ok
   end
   local from = wallet.address(ctx.node_key.public)
-  -- the rate limit and the nonce are read and used under one write lock:
-  -- concurrent faucet requests must not both pass it, nor share a nonce
+  if to == from then fail(400, "self_transfer", "address is the faucet's own", "address") end
+  -- the limits and the nonce are read and used under one write lock:
+  -- concurrent faucet requests must not both pass them, nor share a nonce
   local hash = ctx.store:transaction(function()
-    if ctx.store:chain_faucet_since(chain_id, to, ctx.now - 60) > 0 then
-      fail(429, "faucet_rate_limited", "this address got coins from the faucet less than a minute ago; try again later")
-    end
+    check_faucet_limits(ctx, chain_id, from, to, amount)
     local tx = { chain_id = chain_id, type = "faucet", from = from, public_key = crypto.hex(ctx.node_key.public),
       nonce = ctx.store:chain_account(chain_id, from).nonce + 1, payload = { to = to, amount = tostring(amount) },
       timestamp = math.floor(ctx.now) }
-    return apply(ctx, chain_id, tx, M.sign(M.hash(tx), ctx.node_key.secret), true)
+    local c = check_tx(chain_id, tx, M.sign(M.hash(tx), ctx.node_key.secret), FAUCET, ctx.now)
+    local h = commit_tx(ctx.store, chain_id, c, ctx.now)
+    ctx.store:faucet_grant({ chain_id = chain_id, key_id = ctx.key.key_id, address = to, amount = amount,
+      granted_at = ctx.now }, ctx.now - 86400)
+    return h
   end)
   return 202, { hash = hash, status = "pending", address = to, amount = money.format(amount) }
 end

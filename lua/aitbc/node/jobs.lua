@@ -258,8 +258,9 @@ function M.register(ctx)
   end
   local payout = util.optional_string(body, "payout_address", 128)
   if payout then
-    local ok, why = require("aitbc.wallet").parse_address(payout)
-    if not ok then invalid("payout_address", "is not an AITBC address: " .. tostring(why)) end
+    local why
+    payout, why = require("aitbc.wallet").normalize_address(payout) -- one spelling: lower case
+    if not payout then invalid("payout_address", "is not an AITBC address: " .. tostring(why)) end
   end
   local m = {
     miner_id = miner_id or ("miner_" .. util.new_id(6)), key_id = ctx.key.key_id, capabilities = json.encode(caps),

@@ -63,6 +63,16 @@ local function one(ctx, listing_id)
   return ctx.store:offers(f)[1]
 end
 
+--- A listing's payout address, if given: an AITBC address, in its one
+-- (lower-case) spelling.
+local function payout_address(body)
+  local text = util.optional_string(body, "payout_address", 128)
+  if not text then return nil end
+  local address, why = require("aitbc.wallet").normalize_address(text)
+  if not address then invalid("payout_address", "is not an AITBC address: " .. tostring(why)) end
+  return address
+end
+
 function M.register(ctx)
   local body = ctx:body_object()
   local gpu = type(body.gpu) == "table" and body.gpu or body -- the older CLI's {"gpu": {...}}
@@ -77,7 +87,7 @@ function M.register(ctx)
     listing_id = "gpu_" .. util.new_id(6), key_id = ctx.key.key_id, model = model, model_key = M.model_key(model),
     vram_gb = vram, count = util.optional_integer(gpu, "count", 1, 1024, 1),
     rate_units = rate_of(rate_value, gpu.hourly_rate ~= nil and "hourly_rate" or "price_per_hour"),
-    region = util.optional_string(gpu, "region", 100), payout_address = util.optional_string(gpu, "payout_address", 128),
+    region = util.optional_string(gpu, "region", 100), payout_address = payout_address(gpu),
     now = ctx.now,
   }
   local mine = ctx.store:miners_of_key(ctx.key.key_id)
@@ -111,7 +121,7 @@ function M.update(ctx, listing_id)
   end
   fields.count = util.optional_integer(body, "count", 1, 1024)
   fields.region = util.optional_string(body, "region", 100)
-  fields.payout_address = util.optional_string(body, "payout_address", 128)
+  fields.payout_address = payout_address(body)
   local vram = util.optional_number(body, "vram_gb")
   if vram and (vram <= 0 or vram > 4096) then invalid("vram_gb", "must be more than 0 and at most 4096") end
   fields.vram_gb = vram

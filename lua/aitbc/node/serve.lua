@@ -120,42 +120,70 @@ end
 
 --- A follower of another node's chains: the chains and the authority key
 -- come from the leader (or --authority), blocks are fetched and verified.
+-- Its state per chain (following, unreachable, halted with the block and
+-- the reason) goes to the database, where /health and /v1/chains read it.
 function M.follower(url, authority)
   local api = require("aitbc.api").new { url = url, timeout = 10, retries = 1 }
   local info, err = api:request("GET", "/v1/chains")
   if not info then errors.raise("network", "cannot follow " .. url .. ": " .. err.message) end
-  local key = authority or info.node_key
+  -- `authority` is what a leader or a follower announces; older nodes only said `node_key`
+  local announced = info.authority or info.node_key
+  local key = authority or announced
   local public = crypto.unbase64(key or "", "urlsafe")
   if not public or #public ~= 32 then errors.raise("usage", "--authority must be a node key (32 bytes, base64url)") end
-  if authority and authority ~= info.node_key then
+  if authority and authority ~= announced then
     errors.raise("failure", url .. " announces another authority key than --authority", "check which node you follow")
   end
   local chains = {}
   for _, c in ipairs(info.items) do chains[#chains + 1] = c.chain_id end
   local chain = require "aitbc.node.chain"
-  local refused = {}
-  local f = { chains = chains }
+  local states = {} -- chain -> state last written
+  local f = { chains = chains, authority = key }
+
+  local function set(store, c, state, height, reason)
+    if states[c] == state then return end
+    store:chain_follow_set(c, state, height, reason, sys.time())
+    states[c] = state
+  end
+
+  --- Fetches and applies up to 200 blocks; returns the height and the
+  -- reason of a refused block, or raises when the leader cannot be read.
+  local function sync_chain(store, c)
+    local head = store:chain_head(c)
+    local leader = api:call("GET", "/v1/chain/" .. c .. "/head")
+    local from = head and head.height + 1 or 0
+    for h = from, math.min(leader.height, from + 199) do
+      local block = api:call("GET", "/v1/chain/" .. c .. "/blocks/" .. h)
+      local txs = {}
+      for i, hash in ipairs(block.transactions) do
+        local t = api:call("GET", "/v1/chain/" .. c .. "/transactions/" .. hash)
+        txs[i] = { tx = t.tx, signature = t.signature }
+      end
+      local ok, e = pcall(chain.follow_block, store, c, block, txs, public)
+      if not ok then return h, type(e) == "table" and (e.follow_error or e.message) or tostring(e) end
+    end
+  end
+
+  function f.start(store)
+    store:chain_follow_reset(url, chains, sys.time())
+    for _, c in ipairs(chains) do states[c] = "following" end
+  end
+
   function f.sync(store, logger)
     for _, c in ipairs(chains) do
-      if not refused[c] then
-        local head = store:chain_head(c)
-        local leader = api:call("GET", "/v1/chain/" .. c .. "/head")
-        local from = head and head.height + 1 or 0
-        for h = from, math.min(leader.height, from + 199) do
-          local block = api:call("GET", "/v1/chain/" .. c .. "/blocks/" .. h)
-          local txs = {}
-          for i, hash in ipairs(block.transactions) do
-            local t = api:call("GET", "/v1/chain/" .. c .. "/transactions/" .. hash)
-            txs[i] = { tx = t.tx, signature = t.signature }
+      if states[c] ~= "halted" then
+        local ok, height, why = pcall(sync_chain, store, c)
+        if not ok then
+          if states[c] ~= "unreachable" then
+            logger:warn("cannot read " .. c .. " from the leader for now", { chain = c, leader = url, error = tostring(height) })
           end
-          local ok, e = pcall(chain.follow_block, store, c, block, txs, public)
-          if not ok then
-            refused[c] = true
-            local why = type(e) == "table" and (e.follow_error or e.message) or tostring(e)
-            logger:error("refused a block from the leader; stopped following " .. c, { chain = c, height = h, reason = why })
-            io.stderr:write("aitbc: refused block ", h, " of ", c, " from ", url, ": ", tostring(why), "\n")
-            break
-          end
+          set(store, c, "unreachable", nil, "the leader " .. url .. " does not answer: " .. tostring(height))
+        elseif height then
+          set(store, c, "halted", height, why)
+          logger:error("refused a block from the leader; stopped following " .. c, { chain = c, height = height, reason = why })
+          io.stderr:write("aitbc: refused block ", height, " of ", c, " from ", url, ": ", tostring(why), "\n")
+        else
+          set(store, c, "following")
         end
       end
     end
@@ -192,13 +220,22 @@ function M.run(ctx)
   local node_key = util.read_node_key(opts.data_dir .. "/node.key")
   local chain = require "aitbc.node.chain"
   local follow = opts.follow and M.follower(opts.follow, opts.authority)
+  local faucet_chains = json.array()
   if follow then
     chains = follow.chains
+    follow.start(store)
   else
-    for _, c in ipairs(chains) do chain.genesis(store, c, node_key, started_at) end
+    store:chain_follow_reset(nil, {}, started_at)
+    for _, c in ipairs(chains) do
+      chain.genesis(store, c, node_key, started_at)
+      if opts.faucet == "on" or (opts.faucet == "auto" and chain.is_devnet(c)) then faucet_chains[#faucet_chains + 1] = c end
+    end
+    local refunds = chain.refund_stranded(store, node_key, started_at)
+    if refunds > 0 then ctx.out:info("refunded " .. refunds .. " escrow lock(s) that no job payment accounted for") end
   end
   local node_config = {
-    chains = require("aitbc.json").array(chains), block_time = opts.block_time, follow = opts.follow,
+    chains = json.array(chains), block_time = opts.block_time, follow = opts.follow,
+    authority = follow and follow.authority or node_key.id, faucet_chains = faucet_chains,
     db_path = db_path, log_path = opts.data_dir .. "/node.log", log_level = opts.log_level,
     node_key_path = opts.data_dir .. "/node.key", heartbeat_timeout = opts.heartbeat_timeout,
     started_at = started_at, environment = ctx.settings.environment,
@@ -236,7 +273,7 @@ function M.run(ctx)
   while not sys.interrupted() do
     if follow then
       local fok, ferr = pcall(follow.sync, store, logger)
-      if not fok then logger:warn("following " .. opts.follow .. " failed for now", { error = tostring(ferr) }) end
+      if not fok then logger:error("following " .. opts.follow .. " failed", { error = tostring(ferr) }) end
       next_block = sys.monotonic() + 0.2
     elseif sys.monotonic() >= next_block then
       for _, c in ipairs(chains) do

@@ -96,6 +96,21 @@ local MIGRATIONS = {
     ALTER TABLE audit ADD COLUMN last_time REAL;
     CREATE UNIQUE INDEX audit_refused ON audit(minute, remote, outcome, coalesce(key_id, '')) WHERE minute IS NOT NULL;
   ]],
+  [6] = [[
+    -- what the faucet gave, by API key and address (the last day's: older
+    -- rows are pruned), for its limits
+    CREATE TABLE faucet_grants (
+      id INTEGER PRIMARY KEY, chain_id TEXT NOT NULL, key_id TEXT NOT NULL, address TEXT NOT NULL,
+      amount INTEGER NOT NULL, granted_at REAL NOT NULL);
+    CREATE INDEX faucet_grants_key ON faucet_grants(chain_id, key_id, granted_at);
+    CREATE INDEX faucet_grants_address ON faucet_grants(chain_id, address, granted_at);
+    CREATE INDEX faucet_grants_time ON faucet_grants(granted_at);
+    -- a follower's state per chain (written by the supervisor that follows,
+    -- read by /health and /v1/chains in the request handlers)
+    CREATE TABLE chain_follow (
+      chain_id TEXT PRIMARY KEY, leader TEXT NOT NULL, state TEXT NOT NULL, height INTEGER, reason TEXT,
+      since REAL NOT NULL) WITHOUT ROWID;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -503,6 +518,19 @@ function Store:job_payment(job_id, fields)
     settlement_id = coalesce(:settlement_id, settlement_id) WHERE job_id = :job_id]], fields))
 end
 
+--- Escrow accounts holding coins that no unsettled job payment accounts for.
+function Store:chain_stranded_escrows()
+  return check(self.db:query([[SELECT a.chain_id, a.address, a.balance FROM chain_accounts a
+    WHERE a.address LIKE 'escrow:%' AND a.balance > 0 AND NOT EXISTS (SELECT 1 FROM jobs j
+      WHERE j.job_id = substr(a.address, 8) AND j.payment_chain = a.chain_id AND j.payment_status IN ('pending', 'funded'))]]))
+end
+
+--- The escrow locks paid into an account, oldest first: {sender, amount}.
+function Store:chain_locks_into(chain_id, address)
+  return check(self.db:query([[SELECT sender, amount FROM chain_txs WHERE recipient = ? AND chain_id = ?
+    AND type = 'escrow_lock' ORDER BY seq]], address, chain_id))
+end
+
 --- Jobs that ended with their escrow still held (to release or refund).
 function Store:jobs_to_settle()
   return check(self.db:query([[SELECT j.*, m.payout_address FROM jobs j LEFT JOIN miners m ON m.miner_id = j.miner_id
@@ -538,9 +566,46 @@ function Store:chain_history(chain_id, address, limit)
     ORDER BY seq DESC LIMIT :l]], { c = chain_id, a = address, l = limit }))
 end
 
-function Store:chain_faucet_since(chain_id, address, since)
-  return check(self.db:first([[SELECT count(*) AS n FROM chain_txs WHERE chain_id = ? AND type = 'faucet' AND recipient = ?
-    AND received_at >= ?]], chain_id, address, since)).n
+--- The faucet's grants on a chain since a time, oldest first, to one API
+-- key (by = "key_id") or one address (by = "address").
+function Store:faucet_grants(chain_id, by, value, since)
+  assert(by == "key_id" or by == "address", "faucet grants by key_id or address")
+  return check(self.db:query("SELECT amount, granted_at FROM faucet_grants WHERE chain_id = ? AND " .. by
+    .. " = ? AND granted_at > ? ORDER BY granted_at", chain_id, value, since))
+end
+
+--- Records a grant and forgets those older than keep_since.
+function Store:faucet_grant(g, keep_since)
+  check(self.db:run([[INSERT INTO faucet_grants (chain_id, key_id, address, amount, granted_at)
+    VALUES (:chain_id, :key_id, :address, :amount, :granted_at)]], g))
+  check(self.db:run("DELETE FROM faucet_grants WHERE granted_at <= ?", keep_since))
+end
+
+-- ---- following another node ----
+
+--- A follower starts: every chain it follows is "following", nothing else
+-- is listed (a leader passes no chains).
+function Store:chain_follow_reset(leader, chains, now)
+  check(self.db:transaction(function()
+    check(self.db:run("DELETE FROM chain_follow"))
+    for _, c in ipairs(chains) do
+      check(self.db:run("INSERT INTO chain_follow (chain_id, leader, state, since) VALUES (?, ?, 'following', ?)",
+        c, leader, now))
+    end
+    return true
+  end))
+end
+
+--- state: following | unreachable | halted; height: the block refused (halted).
+function Store:chain_follow_set(chain_id, state, height, reason, now)
+  check(self.db:transaction(function()
+    return check(self.db:run("UPDATE chain_follow SET state = ?, height = ?, reason = ?, since = ? WHERE chain_id = ?",
+      state, height, reason, now, chain_id))
+  end))
+end
+
+function Store:chain_follow_states()
+  return check(self.db:query("SELECT * FROM chain_follow ORDER BY chain_id"))
 end
 
 -- ---- marketplace ----

@@ -9,8 +9,10 @@ local HttpError = {}
 HttpError.__index = HttpError
 
 --- Raises an error answered as {"error":{"code","message","field"}}.
-function util.fail(status, code, message, field)
-  error(setmetatable({ status = status, code = code, message = message, field = field }, HttpError), 0)
+-- extra: {limit, retry_after (seconds: also the Retry-After header)}.
+function util.fail(status, code, message, field, extra)
+  error(setmetatable({ status = status, code = code, message = message, field = field,
+    limit = extra and extra.limit, retry_after = extra and extra.retry_after }, HttpError), 0)
 end
 
 function util.is_http_error(e) return getmetatable(e) == HttpError end

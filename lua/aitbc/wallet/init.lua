@@ -31,7 +31,8 @@ function wallet.address(public_key)
   return a
 end
 
---- parse_address(text) -> 20-byte hash | nil, reason
+--- parse_address(text) -> 20-byte hash | nil, reason.  Upper-case text
+-- parses too (BIP-173); to name an account use normalize_address.
 function wallet.parse_address(text)
   local known = memo_parsed[text]
   if known then return known end
@@ -43,6 +44,29 @@ function wallet.parse_address(text)
   memo_parsed[text] = bytes
   remember()
   return bytes
+end
+
+--- The one spelling of an address: BIP-173 lets an address be written all
+-- in upper case (the same address) and forbids mixing cases, so every
+-- address read from outside goes through here before it names an account.
+-- normalize_address(text) -> lower-case address | nil, reason
+function wallet.normalize_address(text)
+  if type(text) ~= "string" then return nil, "not a string" end
+  if text:lower() ~= text and text:upper() ~= text then
+    return nil, "mixes upper and lower case (BIP-173 forbids it); write the address all in lower case"
+  end
+  local lower = text:lower()
+  local ok, why = wallet.parse_address(lower)
+  if not ok then return nil, why end
+  return lower
+end
+
+--- An address a user typed (a command's argument or option), in its one
+-- spelling | raises a usage error naming `what`.
+function wallet.address_arg(text, what)
+  local address, why = wallet.normalize_address(text)
+  if not address then errors.raise("usage", what .. ": not an AITBC address: " .. tostring(why)) end
+  return address
 end
 
 --- Keys of a phrase: {public_key, secret_key (secret), address}

@@ -22,7 +22,7 @@ WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS) \
              -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"'
 
-C_MODULES := main host interrupt crypto http http_parse server server_io db sys shared json gpu
+C_MODULES := main host interrupt crypto http http_parse server server_io net db sys shared json gpu
 OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
 LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 # Embedded as bytecode (luac5.4 keeps line information): parsing the CLI's

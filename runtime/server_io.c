@@ -259,7 +259,7 @@ static void refuse(conn_t *c, int status, const char *code, const char *message)
   sbuf_free(&c->out);
   c->out_off = 0;
   server_error_response(srv, &c->out, status, code, message, rid, 1);
-  server_log(srv, status >= 500 ? "error" : "warn", "request refused", status, c->remote, rid, message);
+  server_log(srv, status == 500 ? "error" : "warn", "request refused", status, c->remote, rid, message);
   c->close_after = 1;
   if (c->state == CONN_HEAD && !c->got_bytes) atomic_fetch_add(&srv->busy, 1);
   c->got_bytes = 1;

@@ -42,10 +42,12 @@ end
 
 --- Starts the in-process test HTTP server with a handler module from
 -- tests/support (default echo_app); returns the server and its URL.
+--- Starts the in-process test HTTP server (tests/support/echo_app.lua, or
+-- opts.handler); other opts go to server.start (limits, timeouts).
 function M.echo_server(opts)
-  local server = require "aitbc.server"
-  local srv = assert(server.start { port = 0, handler = (opts and opts.handler) or "support.echo_app",
-    max_body = (opts and opts.max_body) or 8 << 20 })
+  local start = { port = 0, handler = "support.echo_app", max_body = 8 << 20, log_queue = "tests.echo_server.log" }
+  for k, v in pairs(opts or {}) do start[k] = v end
+  local srv = assert(require("aitbc.server").start(start))
   return srv, "http://127.0.0.1:" .. srv:port()
 end
 

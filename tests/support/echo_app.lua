@@ -33,6 +33,21 @@ return function()
         sys.sleep(0.01)
         return json.encode { i = i } .. "\n"
       end }
+    elseif path:match("^/wait/") then -- a long poll on a key: answers when woken or its time is up
+      if req.resumed then
+        return reply(200, json.encode { resumed = req.resumed, waited = req.waited, connected = req.connected() })
+      end
+      return { suspend = tonumber(req.query.seconds or "5"), wake = { path:match("^/wait/(.*)$") } }
+    elseif path:match("^/notify/") then
+      if req.query.after then sys.sleep(tonumber(req.query.after)) end
+      sys.notify(path:match("^/notify/(.*)$"), req.query.one and "one" or nil)
+      return reply(200, "{}")
+    elseif path == "/fail" then
+      error("the handler broke")
+    elseif path == "/badstatus" then
+      return { status = 200.5, body = "{}" }
+    elseif path == "/badheader" then
+      return { status = 200, headers = { ["X-Bad"] = "a\r\nInjected: yes" }, body = "{}" }
     elseif path == "/headers" then
       return reply(200, "{}", { ["X-Custom"] = "yes", ["Retry-After"] = "7" })
     end

@@ -9,6 +9,12 @@ local fail, invalid = util.fail, util.invalid
 
 local M = {}
 
+--- A running job goes back to the queue when its miner has not answered
+-- within its run timeout (run_timeout_seconds, capped by the TTL), and fails
+-- after MAX_ATTEMPTS such leases.
+M.DEFAULT_RUN_TIMEOUT = 600
+M.MAX_ATTEMPTS = 3
+
 local STATES = { QUEUED = true, RUNNING = true, COMPLETED = true, FAILED = true, CANCELED = true, EXPIRED = true }
 local MAX_POLL_WAIT = 30
 
@@ -32,6 +38,8 @@ function M.view(job, now)
     finished_at = util.iso(job.finished_at),
     ttl_seconds = job.ttl_seconds,
     attempts = job.attempts,
+    run_timeout_seconds = job.run_timeout,
+    lease_expires_at = job.state == "RUNNING" and util.iso(job.lease_expires_at) or nil,
     error = job.error or json.null,
     payment_id = job.payment_id or json.null,
     payment_status = job.payment_status or json.null,
@@ -146,12 +154,14 @@ function M.submit(ctx)
   if not payload then invalid("payload", "is required (an object, e.g. {\"prompt\": \"...\"})") end
   local model = util.optional_string(body, "model", 200) or util.optional_string(payload, "model", 200)
   local ttl = util.optional_integer(body, "ttl_seconds", 1, 86400, 900)
+  local run_timeout = util.optional_integer(body, "run_timeout_seconds", 1, 86400, M.DEFAULT_RUN_TIMEOUT)
   local constraints = parse_constraints(util.optional_object(body, "constraints"))
   local encoded = json.encode(payload)
   if #encoded > 512 * 1024 then invalid("payload", "must be at most 512 KiB of JSON") end
   local job = {
     job_id = util.new_job_id(ctx.now), client_key_id = ctx.key.key_id, payload = encoded, model = model,
     constraints = json.encode(constraints), ttl_seconds = ttl, requested_at = ctx.now, expires_at = ctx.now + ttl,
+    run_timeout = math.min(run_timeout, ttl),
   }
   ctx.store:job_insert(job)
   announce(job)
@@ -296,7 +306,8 @@ end
 local function assigned_view(job)
   return { job_id = job.job_id, payload = decode(job.payload), model = job.model,
     constraints = decode(job.constraints), requested_at = util.iso(job.requested_at),
-    expires_at = util.iso(job.expires_at), attempt = job.attempts }
+    expires_at = util.iso(job.expires_at), attempt = job.attempts, run_timeout_seconds = job.run_timeout,
+    lease_expires_at = util.iso(job.lease_expires_at) }
 end
 
 --- What wakes a miner's waiting poll: a new job for one of its models (any

@@ -288,7 +288,8 @@ function M.run(ctx)
     if sys.monotonic() >= next_sweep then
       local now = sys.time()
       local sok, changed = pcall(function()
-        local n = store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout)
+        local requeued, failed = store:requeue_lapsed(now, require("aitbc.node.jobs").MAX_ATTEMPTS)
+        local n = store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout) + requeued + failed
         chain.settle_jobs(store, node_key, now) -- escrows of jobs that ended
         return n
       end)

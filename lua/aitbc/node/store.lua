@@ -111,8 +111,18 @@ local MIGRATIONS = {
       chain_id TEXT PRIMARY KEY, leader TEXT NOT NULL, state TEXT NOT NULL, height INTEGER, reason TEXT,
       since REAL NOT NULL) WITHOUT ROWID;
   ]],
+  [7] = [[
+    -- a running job's lease: re-queued (or failed after its last attempt)
+    -- when its miner has not answered by then, heart-beating or not
+    ALTER TABLE jobs ADD COLUMN run_timeout INTEGER;
+    ALTER TABLE jobs ADD COLUMN lease_expires_at REAL;
+    CREATE INDEX jobs_lease ON jobs(lease_expires_at) WHERE state = 'RUNNING';
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
+
+-- Rows from before leases have no run timeout: they get jobs.lua's default.
+M.DEFAULT_RUN_TIMEOUT = 600
 
 --- open(path) -> store | nil, err.  Runs pending migrations.
 function M.open(path)
@@ -371,8 +381,8 @@ end
 function Store:job_insert(j)
   check(self.db:transaction(function()
     return check(self.db:run([[INSERT INTO jobs (job_id, client_key_id, state, payload, model, constraints, ttl_seconds,
-        requested_at, expires_at) VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model, :constraints,
-        :ttl_seconds, :requested_at, :expires_at)]], j))
+        requested_at, expires_at, run_timeout) VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model, :constraints,
+        :ttl_seconds, :requested_at, :expires_at, :run_timeout)]], j))
   end))
 end
 
@@ -412,8 +422,9 @@ function Store:job_claim(miner, now, fits)
         AND expires_at > ? ORDER BY requested_at LIMIT 64 OFFSET ?]], now, offset))
       for _, row in ipairs(rows) do
         if fits(row) then
-          check(self.db:run([[UPDATE jobs SET state = 'RUNNING', miner_id = ?, started_at = ?, attempts = attempts + 1
-            WHERE job_id = ? AND state = 'QUEUED']], miner.miner_id, now, row.job_id))
+          check(self.db:run([[UPDATE jobs SET state = 'RUNNING', miner_id = ?, started_at = ?, attempts = attempts + 1,
+            lease_expires_at = min(expires_at, ? + coalesce(run_timeout, ?)) WHERE job_id = ? AND state = 'QUEUED']],
+            miner.miner_id, now, now, M.DEFAULT_RUN_TIMEOUT, row.job_id))
           return check(self.db:first("SELECT * FROM jobs WHERE job_id = ?", row.job_id))
         end
       end
@@ -459,12 +470,31 @@ function Store:expire_due(now)
   end))
 end
 
+--- Running jobs whose lease ran out: back to the queue, or FAILED once
+-- they had max_attempts; the miner's record counts it as expired.  Returns
+-- how many were re-queued and how many failed.
+function Store:requeue_lapsed(now, max_attempts)
+  return table.unpack(check(self.db:transaction(function()
+    check(self.db:run([[UPDATE miners SET jobs_expired = jobs_expired + (SELECT count(*) FROM jobs j
+      WHERE j.miner_id = miners.miner_id AND j.state = 'RUNNING' AND j.lease_expires_at <= :now)
+      WHERE miner_id IN (SELECT miner_id FROM jobs WHERE state = 'RUNNING' AND lease_expires_at <= :now)]], { now = now }))
+    local failed = check(self.db:run([[UPDATE jobs SET state = 'FAILED', finished_at = :now,
+      error = 'LEASE_EXPIRED: no miner answered within ' || coalesce(run_timeout, :default) || ' s, ' || attempts || ' attempts'
+      WHERE state = 'RUNNING' AND lease_expires_at <= :now AND attempts >= :max]],
+      { now = now, max = max_attempts, default = M.DEFAULT_RUN_TIMEOUT }))
+    local requeued = check(self.db:run([[UPDATE jobs SET state = 'QUEUED', miner_id = NULL, started_at = NULL,
+      lease_expires_at = NULL WHERE state = 'RUNNING' AND lease_expires_at <= ?]], now))
+    return { requeued, failed }
+  end)))
+end
+
 --- Miners silent since before cutoff go OFFLINE and their running jobs go
 -- back to the queue.  Returns the number of jobs re-queued.
 function Store:requeue_stale(cutoff)
   return check(self.db:transaction(function()
-    local n = check(self.db:run([[UPDATE jobs SET state = 'QUEUED', miner_id = NULL, started_at = NULL
-      WHERE state = 'RUNNING' AND miner_id IN (SELECT miner_id FROM miners WHERE last_seen < ?)]], cutoff))
+    local n = check(self.db:run([[UPDATE jobs SET state = 'QUEUED', miner_id = NULL, started_at = NULL,
+      lease_expires_at = NULL WHERE state = 'RUNNING'
+      AND miner_id IN (SELECT miner_id FROM miners WHERE last_seen < ?)]], cutoff))
     check(self.db:run("UPDATE miners SET status = 'OFFLINE' WHERE status = 'ONLINE' AND last_seen < ?", cutoff))
     return n
   end))

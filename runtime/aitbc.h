@@ -30,6 +30,8 @@ void aitbc_shared_metatables(lua_State *L);
  * committed is the highest sequence a consumer declared durable. */
 uint64_t aitbc_queue_push(const char *name, const char *data, size_t len);
 uint64_t aitbc_queue_committed(const char *name);
+/* Process-wide counters (sys.counters): add n, or set the value (a gauge). */
+void aitbc_counter_update(const char *key, double n, int set);
 /* Listeners hear notifications (sys.notify: key NULL for all waiters, one:
  * wake a single waiter on key) and queue commits (key: the queue).  They
  * must only record the event and wake their own thread. */

@@ -687,7 +687,17 @@ static void take_events(server_t *srv) {
 
 /* ---- timeouts and stopping ---- */
 
+/* Gauges for /metrics (sys.counters): connections held, long polls waiting. */
+static void publish_gauges(server_t *srv) {
+  char key[64];
+  snprintf(key, sizeof key, "gauge|http_connections|%d", srv->port);
+  aitbc_counter_update(key, srv->nconns, 1);
+  snprintf(key, sizeof key, "gauge|http_waiting|%d", srv->port);
+  aitbc_counter_update(key, srv->waiters.n, 1);
+}
+
 static void sweep(server_t *srv, double now) {
+  publish_gauges(srv);
   for (conn_t *c = srv->waiters.head, *next; c; c = next) {
     next = c->lnext;
     if (c->resume_at <= now) resume(c, "timeout");

@@ -380,11 +380,9 @@ static unsigned hash_key(const char *s, size_t len) {
   return h % COUNTER_BUCKETS;
 }
 
-/* counter_add(key, n=1): a process-wide counter (metrics across workers) */
-static int l_counter_add(lua_State *L) {
-  size_t len;
-  const char *key = luaL_checklstring(L, 1, &len);
-  double n = luaL_optnumber(L, 2, 1);
+/* Adds n to a counter, or sets it (a gauge) when set is true. */
+void aitbc_counter_update(const char *key, double n, int set) {
+  size_t len = strlen(key);
   unsigned h = hash_key(key, len);
   pthread_mutex_lock(&counter_lock);
   counter_t *c = counters[h];
@@ -399,8 +397,13 @@ static int l_counter_add(lua_State *L) {
       c = NULL;
     }
   }
-  if (c) c->value += n;
+  if (c) c->value = set ? n : c->value + n;
   pthread_mutex_unlock(&counter_lock);
+}
+
+/* counter_add(key, n=1): a process-wide counter (metrics across workers) */
+static int l_counter_add(lua_State *L) {
+  aitbc_counter_update(luaL_checkstring(L, 1), luaL_optnumber(L, 2, 1), 0);
   return 0;
 }
 

@@ -217,6 +217,17 @@ return function(config_text)
     add("aitbc_miners_online " .. store:miners_online(ctx.now - config.heartbeat_timeout))
     add("# TYPE aitbc_uptime_seconds gauge")
     add("aitbc_uptime_seconds " .. math.floor(ctx.now - config.started_at))
+    local gauges = { http_connections = 0, http_waiting = 0 }
+    for k, v in pairs(counters) do
+      local name = k:match("^gauge|([%w_]+)|")
+      if name and gauges[name] then gauges[name] = gauges[name] + v end
+    end
+    add("# HELP aitbc_http_connections Open client connections.")
+    add("# TYPE aitbc_http_connections gauge")
+    add("aitbc_http_connections " .. math.floor(gauges.http_connections))
+    add("# HELP aitbc_http_waiting Long polls waiting for work.")
+    add("# TYPE aitbc_http_waiting gauge")
+    add("aitbc_http_waiting " .. math.floor(gauges.http_waiting))
     return 200, table.concat(lines, "\n") .. "\n", "text/plain; version=0.0.4"
   end
 

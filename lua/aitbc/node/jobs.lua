@@ -160,6 +160,7 @@ function M.submit(ctx)
   if #encoded > 512 * 1024 then invalid("payload", "must be at most 512 KiB of JSON") end
   local job = {
     job_id = util.new_job_id(ctx.now), client_key_id = ctx.key.key_id, payload = encoded, model = model,
+    model_key = util.model_name(model),
     constraints = json.encode(constraints), ttl_seconds = ttl, requested_at = ctx.now, expires_at = ctx.now + ttl,
     run_timeout = math.min(run_timeout, ttl),
   }
@@ -310,12 +311,19 @@ local function assigned_view(job)
     lease_expires_at = util.iso(job.lease_expires_at) }
 end
 
+--- The queue keys of the models a miner runs (nil: it takes any model).
+local function model_keys(miner)
+  if #miner.caps.models == 0 then return nil end
+  local keys = {}
+  for i, m in ipairs(miner.caps.models) do keys[i] = util.model_name(m) end
+  return keys
+end
+
 --- What wakes a miner's waiting poll: a new job for one of its models (any
 -- model when it declared none), or a slot of its own coming free.
 local function wake_keys(miner)
   local keys = { "miner:" .. miner.miner_id }
-  if #miner.caps.models == 0 then keys[2] = "model:*" end
-  for _, m in ipairs(miner.caps.models) do keys[#keys + 1] = "model:" .. util.model_name(m) end
+  for _, k in ipairs(model_keys(miner) or { "*" }) do keys[#keys + 1] = "model:" .. k end
   return keys
 end
 
@@ -332,7 +340,7 @@ function M.poll(ctx)
   end
   -- a poller that hung up (a stopped miner) must not be handed a job
   if ctx.req.connected and not ctx.req.connected() then return 204, nil end
-  local job = ctx.store:job_claim(miner, sys.time(), function(j) return M.fits(j, miner) end)
+  local job = ctx.store:job_claim(miner, sys.time(), function(j) return M.fits(j, miner) end, model_keys(miner))
   if job then return 200, assigned_view(job) end
   local left = wait - (ctx.req.waited or 0)
   if left < 0.01 or ctx.req.resumed == "shutdown" or sys.interrupted() then return 204, nil end

@@ -118,6 +118,14 @@ local MIGRATIONS = {
     ALTER TABLE jobs ADD COLUMN lease_expires_at REAL;
     CREATE INDEX jobs_lease ON jobs(lease_expires_at) WHERE state = 'RUNNING';
   ]],
+  [8] = [[
+    -- the queue by model (lower case, without ":latest"), so that a miner
+    -- looks only at jobs it could run
+    ALTER TABLE jobs ADD COLUMN model_key TEXT;
+    UPDATE jobs SET model_key = CASE WHEN lower(model) LIKE '%:latest' THEN substr(lower(model), 1, length(model) - 7)
+      ELSE lower(model) END WHERE model IS NOT NULL;
+    CREATE INDEX jobs_queue_model ON jobs(model_key, requested_at) WHERE state = 'QUEUED';
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -380,9 +388,9 @@ end
 
 function Store:job_insert(j)
   check(self.db:transaction(function()
-    return check(self.db:run([[INSERT INTO jobs (job_id, client_key_id, state, payload, model, constraints, ttl_seconds,
-        requested_at, expires_at, run_timeout) VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model, :constraints,
-        :ttl_seconds, :requested_at, :expires_at, :run_timeout)]], j))
+    return check(self.db:run([[INSERT INTO jobs (job_id, client_key_id, state, payload, model, model_key, constraints,
+        ttl_seconds, requested_at, expires_at, run_timeout) VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model,
+        :model_key, :constraints, :ttl_seconds, :requested_at, :expires_at, :run_timeout)]], j))
   end))
 end
 
@@ -410,25 +418,45 @@ function Store:jobs_by_state()
   return out
 end
 
+local CANDIDATES = 256
+local QUEUED_ANY = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED'
+  AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+local QUEUED_MODEL = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED'
+  AND model_key = ? AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+local QUEUED_NO_MODEL = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED'
+  AND model_key IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+
+--- The oldest queued jobs a miner with these model keys (nil: any model)
+-- could run, oldest first: index range scans, outside the write lock.
+function Store:queued_for(model_keys, now)
+  if not model_keys then return check(self.db:query(QUEUED_ANY, now, CANDIDATES)) end
+  local rows = check(self.db:query(QUEUED_NO_MODEL, now, CANDIDATES))
+  for _, key in ipairs(model_keys) do
+    table.move(check(self.db:query(QUEUED_MODEL, key, now, CANDIDATES)), 1, CANDIDATES, #rows + 1, rows)
+  end
+  table.sort(rows, function(a, b) return a.requested_at < b.requested_at end)
+  return rows
+end
+
 --- Assigns the oldest queued job that fits(job_row) to the miner, if the
--- miner has a free slot.  Atomic: a job goes to exactly one miner.
-function Store:job_claim(miner, now, fits)
+-- miner has a free slot.  Candidates are read without the write lock; the
+-- claim itself is atomic: a job goes to exactly one miner.
+function Store:job_claim(miner, now, fits, model_keys)
+  local fitting = {}
+  for _, row in ipairs(self:queued_for(model_keys, now)) do
+    if fits(row) then fitting[#fitting + 1] = row.job_id end
+  end
+  if #fitting == 0 then return nil end
   return check(self.db:transaction(function()
     local busy = check(self.db:first("SELECT count(*) AS n FROM jobs WHERE miner_id = ? AND state = 'RUNNING'",
       miner.miner_id)).n
     if busy >= miner.concurrency then return false end
-    for offset = 0, 960, 64 do
-      local rows = check(self.db:query([[SELECT job_id, model, constraints FROM jobs WHERE state = 'QUEUED'
-        AND expires_at > ? ORDER BY requested_at LIMIT 64 OFFSET ?]], now, offset))
-      for _, row in ipairs(rows) do
-        if fits(row) then
-          check(self.db:run([[UPDATE jobs SET state = 'RUNNING', miner_id = ?, started_at = ?, attempts = attempts + 1,
-            lease_expires_at = min(expires_at, ? + coalesce(run_timeout, ?)) WHERE job_id = ? AND state = 'QUEUED']],
-            miner.miner_id, now, now, M.DEFAULT_RUN_TIMEOUT, row.job_id))
-          return check(self.db:first("SELECT * FROM jobs WHERE job_id = ?", row.job_id))
-        end
-      end
-      if #rows < 64 then break end
+    for _, job_id in ipairs(fitting) do -- the first one no other miner took meanwhile
+      local n = check(self.db:run([[UPDATE jobs SET state = 'RUNNING', miner_id = ?, started_at = ?,
+        attempts = attempts + 1, lease_expires_at = min(expires_at, ? + coalesce(run_timeout, ?))
+        WHERE job_id = ? AND state = 'QUEUED' AND expires_at > ?]], miner.miner_id, now, now, M.DEFAULT_RUN_TIMEOUT,
+        job_id, now))
+      if n > 0 then return check(self.db:first("SELECT * FROM jobs WHERE job_id = ?", job_id)) end
     end
     return false
   end)) or nil

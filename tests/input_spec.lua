@@ -276,6 +276,34 @@ describe("node input", function()
       assert.equal(200, (node:request("GET", "/v1/jobs", { key = client })))
     end)
 
+    it("keeps an account's transaction history readable: a memo at the limit passes, one level more is refused", function()
+      local chain = require "aitbc.node.chain"
+      local crypto = require "aitbc.crypto"
+      local wallet = require "aitbc.wallet"
+      local public, secret = crypto.sign_keypair()
+      local from, to = wallet.address(public), wallet.address((crypto.sign_keypair()))
+      assert.equal(202, (post("/v1/chain/ait-devnet/faucet", client, json.encode { address = from, amount = "10" })))
+      local function transfer(nonce, memo_levels)
+        local tx = { chain_id = "ait-devnet", type = "transfer", from = from, public_key = crypto.hex(public), nonce = nonce,
+          payload = { to = to, amount = "1", memo = "MEMO" }, timestamp = os.time() }
+        -- the memo is raw JSON, so it must be signed as the node will read it
+        local memo = nested(memo_levels)
+        tx.payload.memo = json.decode(memo)
+        local signature = chain.sign(chain.hash(tx), secret)
+        return post("/v1/chain/ait-devnet/transactions", nil, json.encode { tx = tx, signature = signature })
+      end
+      -- body > tx > payload > memo: the memo starts three levels down
+      local limit = util.MAX_BODY_DEPTH or 32
+      assert.equal(400, (transfer(1, limit - 2)))
+      assert.equal(400, (transfer(1, 61))) -- fitted the old limit, then broke the history
+      assert.equal(202, (transfer(1, limit - 3)))
+      local s, history = node:request("GET", "/v1/chain/ait-devnet/accounts/" .. from .. "/transactions")
+      assert.equal(200, s)
+      assert.equal(2, #history.items)
+      s = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. history.items[1].hash)
+      assert.equal(200, s)
+    end)
+
     it("refuses what the old limit let in and then could not read back", function()
       -- 63 levels under the payload fitted the old decoder and broke every read
       local s, body = post("/v1/jobs", client, '{"payload": ' .. nested(63) .. "}")

@@ -1,8 +1,12 @@
 /* aitbc.native.json: a JSON encoder with sorted keys, so the compact form is
  * canonical (what the node signs and hashes) and output is deterministic.
  *   encode(value [, pretty]) -> text | raises on values JSON cannot hold
+ *   MAX_DEPTH: the nesting limit, shared with the decoder (aitbc.json)
  * Arrays: tables with the metatable `array_mt` (also empty ones), or proper
- * sequences.  null: the light userdata NULL (cjson.null). */
+ * sequences.  null: the light userdata NULL (cjson.null).  NaN and infinities
+ * raise (JSON has no such numbers).  Output is always valid UTF-8: a byte
+ * that does not start a valid sequence becomes U+FFFD, so a strict reader
+ * never chokes on what the node wrote. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,11 +62,38 @@ typedef struct {
 
 static void encode_value(lua_State *L, out_t *b, int idx, int depth, int pretty);
 
+/* Length of the valid UTF-8 sequence at s[0..left), or 0: strict as Lua's
+ * utf8.len (no overlong forms, no surrogates, nothing above U+10FFFF). */
+static size_t utf8_sequence(const unsigned char *s, size_t left) {
+  static const unsigned long smallest[] = {0, 0, 0x80, 0x800, 0x10000}; /* shorter is overlong */
+  unsigned char c = s[0];
+  size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+  if (n <= 1) return n;
+  if (left < n) return 0;
+  unsigned long cp = c & (0x7f >> n);
+  for (size_t i = 1; i < n; i++) {
+    if ((s[i] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (s[i] & 0x3f);
+  }
+  if (cp < smallest[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return n;
+}
+
 static void add_string(out_t *b, const char *s, size_t len) {
   static const char hex[] = "0123456789abcdef";
   out_char(b, '"');
   for (size_t i = 0; i < len; i++) {
     unsigned char c = (unsigned char)s[i];
+    if (c >= 0x80) {
+      size_t n = utf8_sequence((const unsigned char *)s + i, len - i);
+      if (n) {
+        out_add(b, s + i, n);
+        i += n - 1;
+      } else {
+        out_str(b, "\\ufffd");
+      }
+      continue;
+    }
     switch (c) {
       case '"': out_str(b, "\\\""); break;
       case '\\': out_str(b, "\\\\"); break;
@@ -90,7 +121,7 @@ static void add_number(lua_State *L, out_t *b, int idx) {
   } else {
     double d = lua_tonumber(L, idx);
     if (isnan(d) || isinf(d))
-      strcpy(tmp, "null");
+      luaL_error(L, "cannot encode %s as JSON", isnan(d) ? "NaN" : "an infinite number");
     else if (d == floor(d) && fabs(d) < 9007199254740992.0)
       snprintf(tmp, sizeof tmp, "%.0f", d);
     else if (snprintf(tmp, sizeof tmp, "%.15g", d), strtod(tmp, NULL) != d)
@@ -260,5 +291,7 @@ int luaopen_aitbc_native_json(lua_State *L) {
   lua_pushliteral(L, "json.array");
   lua_setfield(L, -2, "__name");
   lua_setfield(L, -2, "array_mt");
+  lua_pushinteger(L, MAX_DEPTH);
+  lua_setfield(L, -2, "MAX_DEPTH");
   return 1;
 }

@@ -22,31 +22,64 @@ function json.is_array(t)
   return count == n
 end
 
+--- How deep values may nest, for the decoder and the encoder alike: what
+-- one reads, the other can write.
+json.MAX_DEPTH = native.MAX_DEPTH
+
+-- Bare NaN, Infinity and hexadecimal numbers are not JSON.
 local decoder = cjson.new()
-decoder.decode_max_depth(64)
+decoder.decode_max_depth(json.MAX_DEPTH)
+decoder.decode_invalid_numbers(false)
 
 -- lua-cjson reads every number as a float; whole numbers become integers
 -- again so that counts and amounts stay integers.  (Beyond 2^53 precision
--- is already lost in cjson: amounts that large travel as strings.)
-local function integers(v)
+-- is already lost in cjson: amounts that large travel as strings.)  A
+-- number beyond a double's range (1e999) reads as infinity: refused.  Also
+-- measures the nesting against max_depth.  `trail` holds the keys down to
+-- the value (its path, built only when something is refused).
+local function refuse(message, trail, depth)
+  local path = ""
+  for i = 1, depth do
+    local k = trail[i]
+    path = math.type(k) == "integer" and (path .. "[" .. k .. "]") or (path == "" and k or (path .. "." .. k))
+  end
+  error({ message = message, path = path ~= "" and path or nil }, 0)
+end
+
+local trail = {} -- decoding never yields, so one is enough
+
+local function normalize(v, depth, max_depth)
   if type(v) == "table" then
+    if depth >= max_depth then refuse("nesting deeper than " .. max_depth .. " levels", trail, depth) end
     for k, item in pairs(v) do
-      if type(item) == "number" or type(item) == "table" then v[k] = integers(item) end
+      if type(item) == "number" or type(item) == "table" then
+        trail[depth + 1] = k
+        v[k] = normalize(item, depth + 1, max_depth)
+      end
     end
-  elseif math.type(v) == "float" and v == math.floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then
-    return math.tointeger(v)
+  elseif math.type(v) == "float" then
+    if v ~= v or v == math.huge or v == -math.huge then refuse("a number out of range", trail, depth) end
+    if v == math.floor(v) and v > -2 ^ 53 and v < 2 ^ 53 then return math.tointeger(v) end
   end
   return v
 end
 
---- decode(text) -> value | nil, err
-function json.decode(text)
+--- decode(text [, max_depth]) -> value | nil, err, path
+-- max_depth (at most MAX_DEPTH) limits the nesting further; path names
+-- where a refused value was ("payload.items[2].x"), when known.
+function json.decode(text, max_depth)
   if type(text) ~= "string" then return nil, "expected a JSON string" end
   local value, err = decoder.decode(text)
   if value == nil and err then
     return nil, "invalid JSON: " .. tostring(err):gsub("^Expected", "expected")
   end
-  return integers(value)
+  local ok, normalized = pcall(normalize, value, 0, math.min(max_depth or json.MAX_DEPTH, json.MAX_DEPTH))
+  if not ok then
+    if type(normalized) ~= "table" then error(normalized, 0) end
+    local where = normalized.path and (" at " .. normalized.path) or ""
+    return nil, "invalid JSON: " .. normalized.message .. where, normalized.path
+  end
+  return normalized
 end
 
 --- encode(value [, {pretty=true}]) -> text.  Keys are always sorted, so

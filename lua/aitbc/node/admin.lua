@@ -106,10 +106,9 @@ function M.miners(ctx)
 end
 
 function M.audit(ctx)
-  local days = tonumber(ctx.query.days or "30")
-  if not days or days <= 0 or days > 3650 then invalid("days", "must be a number of days between 0 and 3650") end
-  local limit = math.tointeger(tonumber(ctx.query.limit or "10000"))
-  if not limit or limit < 1 or limit > 100000 then invalid("limit", "must be a whole number 1..100000") end
+  local days = util.query_number(ctx.query, "days", 0, 3650, 30)
+  if days == 0 then invalid("days", "must be more than 0") end
+  local limit = util.query_integer(ctx.query, "limit", 1, 100000, 10000)
   ctx.flush_audit()
   local items = json.array()
   for _, r in ipairs(ctx.store:audit_since(ctx.now - days * 86400, ctx.query.key_id, limit)) do

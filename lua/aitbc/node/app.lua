@@ -238,13 +238,30 @@ return function(config_text)
       if optional then ctx.body_table = {} return ctx.body_table end
       util.fail(400, "missing_body", "this endpoint needs a JSON object body")
     end
-    local value, err = json.decode(text)
-    if value == nil then util.fail(400, "invalid_json", "request body: " .. tostring(err)) end
+    local value, err, where = json.decode(text, util.MAX_BODY_DEPTH)
+    if value == nil then util.fail(400, "invalid_json", "request body: " .. tostring(err), where) end
     if type(value) ~= "table" or (json.is_array(value) and #value > 0) then
       util.fail(422, "validation_error", "request body must be a JSON object")
     end
     ctx.body_table = value
     return value
+  end
+
+  -- Text the node reads must be UTF-8 (Lua's utf8.len is strict: no
+  -- overlong forms, surrogates or code points past U+10FFFF): refused at
+  -- the door, before anything is matched, echoed or stored.
+  -- Returns the field and what is not UTF-8, or nil.
+  local function not_utf8(req)
+    if not utf8.len(req.path) then return "path", "the request path" end
+    for k, v in pairs(req.query) do
+      if not utf8.len(k) then return "query", "a query parameter's name" end
+      if not utf8.len(v) then return "query." .. k, "query parameter " .. k end
+    end
+    for k, v in pairs(req.headers) do
+      if not utf8.len(k) then return "header", "a header's name" end
+      if not utf8.len(v) then return "header." .. k, "header " .. k end
+    end
+    if not utf8.len(req.body) then return "body", "the request body" end
   end
 
   local function record(route_name, status, seconds)
@@ -260,16 +277,19 @@ return function(config_text)
     local started = sys.monotonic()
     local request_id = req.headers["x-request-id"]
     if not request_id or not request_id:match("^[%w%-_]+$") or #request_id > 64 then request_id = util.new_id(8) end
-    local path = req.path:gsub("^/api/v1/", "/v1/"):gsub("/+$", "")
+    local bad_field, bad_what = not_utf8(req)
+    local path = bad_field and "(not UTF-8)" or req.path:gsub("^/api/v1/", "/v1/"):gsub("/+$", "")
     if path == "" then path = "/" end
     local ctx = {
       req = req, headers = req.headers, query = req.query, now = sys.time(), request_id = request_id,
       store = store, log = logger, config = config, node_key = node_key, body_object = body_object,
       permissions = permissions, flush_audit = flush_audit,
     }
-    local route, arg = match(req.method, path)
+    local route, arg
+    if not bad_field then route, arg = match(req.method, path) end
     local status, body, ctype, retry_after
     local ok, err = pcall(function()
+      if bad_field then util.fail(400, "invalid_utf8", bad_what .. " is not valid UTF-8", bad_field) end
       if not route then
         if arg then
           util.fail(405, "method_not_allowed",

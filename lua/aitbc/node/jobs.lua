@@ -67,14 +67,12 @@ local function parse_constraints(c)
   out.min_vram_gb = util.optional_number(c, "min_vram_gb", 0, 4096)
   out.gpu = util.optional_string(c, "gpu", 200)
   out.region = util.optional_string(c, "region", 100)
-  out.models = util.optional_string_list(c, "models", 50)
-  if c.max_price ~= nil then
-    local units, err = money.parse(c.max_price)
-    if not units or units < 0 then invalid("constraints.max_price", err or "must not be negative") end
-    out.max_price_units = units
-  end
+  out.models = util.optional_string_list(c, "models", 50, 200)
+  if c.max_price ~= nil then out.max_price_units = util.rate(c.max_price, "constraints.max_price") end
   return out
 end
+
+local MAX_GPUS = 64
 
 --- A miner's capabilities, normalised: {gpus = {{name, memory_gb, count}}, models = {...}}.
 -- Accepts the older CLI's shape {gpu = {model, memory_gb}} as well.
@@ -82,23 +80,33 @@ local function parse_capabilities(c)
   c = c or {}
   local gpus = {}
   if c.gpus ~= nil then
-    if type(c.gpus) ~= "table" then invalid("capabilities.gpus", "must be a list") end
+    if type(c.gpus) ~= "table" or (next(c.gpus) ~= nil and not json.is_array(c.gpus)) then
+      invalid("capabilities.gpus", "must be a list")
+    end
+    if #c.gpus > MAX_GPUS then invalid("capabilities.gpus", "may list at most " .. MAX_GPUS .. " kinds of GPU") end
     for i, g in ipairs(c.gpus) do
-      if type(g) ~= "table" then invalid("capabilities.gpus[" .. i .. "]", "must be an object") end
-      local name = util.optional_string(g, "name", 200) or util.optional_string(g, "model", 200)
-      if not name then invalid("capabilities.gpus[" .. i .. "].name", "is required") end
+      local at = "capabilities.gpus[" .. i .. "]"
+      if type(g) ~= "table" then invalid(at, "must be an object") end
+      local name = util.optional_string(g, "name", 200, at .. ".name") or util.optional_string(g, "model", 200, at .. ".model")
+      if not name then invalid(at .. ".name", "is required") end
       gpus[#gpus + 1] = {
         name = name,
-        memory_gb = util.optional_number(g, "memory_gb", 0, 4096),
-        count = util.optional_integer(g, "count", 1, 1024, 1),
+        memory_gb = util.optional_number(g, "memory_gb", 0, 4096, at .. ".memory_gb"),
+        count = util.optional_integer(g, "count", 1, 1024, 1, at .. ".count"),
       }
     end
   elseif type(c.gpu) == "table" then
-    local name = util.optional_string(c.gpu, "model", 200) or util.optional_string(c.gpu, "name", 200)
-    if name then gpus[1] = { name = name, memory_gb = util.optional_number(c.gpu, "memory_gb", 0, 4096), count = 1 } end
+    local at = "capabilities.gpu"
+    local name = util.optional_string(c.gpu, "model", 200, at .. ".model")
+      or util.optional_string(c.gpu, "name", 200, at .. ".name")
+    if name then
+      gpus[1] = { name = name, memory_gb = util.optional_number(c.gpu, "memory_gb", 0, 4096, at .. ".memory_gb"), count = 1 }
+    end
   end
-  local models = util.optional_string_list(c, "models", 500) or {}
-  return { gpus = json.array(gpus), models = json.array(models), cpu = c.cpu, memory = c.memory }
+  local models = util.optional_string_list(c, "models", 500, 200, "capabilities.models") or {}
+  -- the older CLI's {cpu = {cores}, memory = {gb}}: kept as given, objects only
+  return { gpus = json.array(gpus), models = json.array(models), cpu = util.optional_object(c, "cpu", "capabilities.cpu"),
+    memory = util.optional_object(c, "memory", "capabilities.memory") }
 end
 
 --- Does this job (row with model, constraints) fit this miner (row)?
@@ -178,18 +186,16 @@ function M.list(ctx)
   local q = ctx.query
   local state = q.state and q.state:upper()
   if state and not STATES[state] then invalid("state", "must be one of QUEUED, RUNNING, COMPLETED, FAILED, CANCELED, EXPIRED") end
-  local limit = tonumber(q.limit or "50")
-  local offset = tonumber(q.offset or "0")
-  if not limit or limit < 1 or limit > 500 or limit % 1 ~= 0 then invalid("limit", "must be a whole number 1..500") end
-  if not offset or offset < 0 or offset % 1 ~= 0 then invalid("offset", "must be a whole number >= 0") end
+  local limit = util.query_integer(q, "limit", 1, 500, 50)
+  local offset = util.query_integer(q, "offset", 0, 1000000000, 0)
   ctx.store:expire_due(ctx.now)
   local rows, total = ctx.store:jobs_list {
     client_key_id = ctx.key.role ~= "admin" and ctx.key.key_id or nil, state = state, model = q.model,
-    limit = math.tointeger(limit), offset = math.tointeger(offset),
+    limit = limit, offset = offset,
   }
   local items = json.array()
   for i, row in ipairs(rows) do items[i] = M.view(row, ctx.now) end
-  return 200, { items = items, total = total, limit = math.tointeger(limit), offset = math.tointeger(offset) }
+  return 200, { items = items, total = total, limit = limit, offset = offset }
 end
 
 function M.result(ctx, job_id)
@@ -257,16 +263,13 @@ M.miner_view = miner_view
 function M.register(ctx)
   local body = ctx:body_object()
   local miner_id = util.optional_string(body, "miner_id", 64) or ctx.headers["x-miner-id"] or ctx.query.miner_id
+  if miner_id and #miner_id > 64 then invalid("miner_id", "must be at most 64 characters") end
   if miner_id and not miner_id:match("^[%w][%w_%-%.]*$") then
     invalid("miner_id", "may use letters, digits, '_', '-' and '.', starting with a letter or digit")
   end
   local caps = parse_capabilities(util.optional_object(body, "capabilities"))
   local price_units
-  if body.price_per_hour ~= nil then
-    local err
-    price_units, err = money.parse(body.price_per_hour)
-    if not price_units or price_units < 0 then invalid("price_per_hour", err or "must not be negative") end
-  end
+  if body.price_per_hour ~= nil then price_units = util.rate(body.price_per_hour, "price_per_hour") end
   local payout = util.optional_string(body, "payout_address", 128)
   if payout then
     local why

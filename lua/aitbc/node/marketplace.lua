@@ -13,6 +13,7 @@
 local json = require "aitbc.json"
 local money = require "aitbc.money"
 local util = require "aitbc.node.util"
+local wallet = require "aitbc.wallet"
 
 local fail, invalid = util.fail, util.invalid
 
@@ -39,11 +40,12 @@ local function view(l)
   }
 end
 
-local function rate_of(value, field)
-  local units, err = money.parse(value)
-  if not units then invalid(field, "must be an amount in AITBC, e.g. 0.5 (" .. tostring(err) .. ")") end
-  if units < 0 then invalid(field, "must not be negative") end
-  return units
+local MAX_VRAM_GB = 4096
+
+local function vram_of(body, field)
+  local vram = util.optional_number(body, field, 0, MAX_VRAM_GB, "vram_gb")
+  if vram == 0 then invalid("vram_gb", "must be more than 0") end
+  return vram
 end
 
 local function offers_filter(ctx)
@@ -57,10 +59,13 @@ local function own(ctx, listing_id)
   return l
 end
 
+--- A listing as offers show it; 404 when it is gone (removed meanwhile).
 local function one(ctx, listing_id)
   local f = offers_filter(ctx)
   f.listing_id, f.order, f.limit = listing_id, "l.listing_id", 1
-  return ctx.store:offers(f)[1]
+  local l = ctx.store:offers(f)[1]
+  if not l then fail(404, "listing_not_found", "no listing " .. listing_id .. " (removed meanwhile)") end
+  return l
 end
 
 --- A listing's payout address, if given: an AITBC address, in its one
@@ -68,7 +73,7 @@ end
 local function payout_address(body)
   local text = util.optional_string(body, "payout_address", 128)
   if not text then return nil end
-  local address, why = require("aitbc.wallet").normalize_address(text)
+  local address, why = wallet.normalize_address(text)
   if not address then invalid("payout_address", "is not an AITBC address: " .. tostring(why)) end
   return address
 end
@@ -78,15 +83,20 @@ function M.register(ctx)
   local gpu = type(body.gpu) == "table" and body.gpu or body -- the older CLI's {"gpu": {...}}
   local model = util.optional_string(gpu, "model", 100) or util.optional_string(gpu, "name", 100)
   if not model or model:match("^%s*$") then invalid("model", "is required, e.g. \"RTX 4090\"") end
-  local vram = gpu.vram_gb or gpu.vram or gpu.memory_gb or gpu.memory
-  if type(vram) ~= "number" then invalid("vram_gb", "is required: the GPU's memory in GB, e.g. 24") end
-  if vram <= 0 or vram > 4096 then invalid("vram_gb", "must be more than 0 and at most 4096") end
+  local vram
+  for _, f in ipairs { "vram_gb", "vram", "memory_gb", "memory" } do -- the older APIs' names too
+    if gpu[f] ~= nil then
+      vram = vram_of(gpu, f)
+      break
+    end
+  end
+  if not vram then invalid("vram_gb", "is required: the GPU's memory in GB, e.g. 24") end
   local rate_value = gpu.hourly_rate or gpu.price_per_hour
   if rate_value == nil then invalid("hourly_rate", "is required: AITBC per hour, e.g. 0.5") end
   local l = {
     listing_id = "gpu_" .. util.new_id(6), key_id = ctx.key.key_id, model = model, model_key = M.model_key(model),
     vram_gb = vram, count = util.optional_integer(gpu, "count", 1, 1024, 1),
-    rate_units = rate_of(rate_value, gpu.hourly_rate ~= nil and "hourly_rate" or "price_per_hour"),
+    rate_units = util.rate(rate_value, gpu.hourly_rate ~= nil and "hourly_rate" or "price_per_hour"),
     region = util.optional_string(gpu, "region", 100), payout_address = payout_address(gpu),
     now = ctx.now,
   }
@@ -114,7 +124,7 @@ function M.update(ctx, listing_id)
   own(ctx, listing_id)
   local body = ctx:body_object()
   local fields = { updated_at = ctx.now }
-  if body.hourly_rate ~= nil then fields.rate_units = rate_of(body.hourly_rate, "hourly_rate") end
+  if body.hourly_rate ~= nil then fields.rate_units = util.rate(body.hourly_rate, "hourly_rate") end
   if body.status ~= nil then
     if body.status ~= "active" and body.status ~= "paused" then invalid("status", "must be active or paused") end
     fields.status = body.status
@@ -122,9 +132,7 @@ function M.update(ctx, listing_id)
   fields.count = util.optional_integer(body, "count", 1, 1024)
   fields.region = util.optional_string(body, "region", 100)
   fields.payout_address = payout_address(body)
-  local vram = util.optional_number(body, "vram_gb")
-  if vram and (vram <= 0 or vram > 4096) then invalid("vram_gb", "must be more than 0 and at most 4096") end
-  fields.vram_gb = vram
+  fields.vram_gb = vram_of(body, "vram_gb")
   ctx.store:listing_update(listing_id, fields)
   return 200, view(one(ctx, listing_id))
 end
@@ -139,11 +147,8 @@ function M.offers(ctx)
   local q = ctx.query
   local f = offers_filter(ctx)
   if q.model and q.model ~= "" then f.model_key = M.model_key(q.model) end
-  if q.min_vram then
-    f.min_vram = tonumber(q.min_vram)
-    if not f.min_vram or f.min_vram < 0 then invalid("min_vram", "must be a number of GB") end
-  end
-  if q.max_price then f.max_rate = rate_of(q.max_price, "max_price") end
+  f.min_vram = util.query_number(q, "min_vram", 0, MAX_VRAM_GB)
+  if q.max_price then f.max_rate = util.rate(q.max_price, "max_price") end
   if q.region and q.region ~= "" then f.region = q.region end
   f.available_only = q.available ~= "all" and q.available ~= "false"
   local sort = q.sort or "price"
@@ -154,10 +159,8 @@ function M.offers(ctx)
     table.sort(names)
     invalid("sort", "must be one of " .. table.concat(names, ", "))
   end
-  f.limit = math.tointeger(tonumber(q.limit or "50"))
-  f.offset = math.tointeger(tonumber(q.offset or "0"))
-  if not f.limit or f.limit < 1 or f.limit > 500 then invalid("limit", "must be a whole number 1..500") end
-  if not f.offset or f.offset < 0 then invalid("offset", "must be a whole number >= 0") end
+  f.limit = util.query_integer(q, "limit", 1, 500, 50)
+  f.offset = util.query_integer(q, "offset", 0, 1000000000, 0)
   local rows, total = ctx.store:offers(f)
   local items = json.array()
   for i, r in ipairs(rows) do items[i] = view(r) end
@@ -170,12 +173,14 @@ local function stats(values)
   local n = #values
   if n == 0 then return { count = 0 } end
   table.sort(values)
-  local sum = 0
-  for _, v in ipairs(values) do sum = sum + v end
+  -- the mean as the sum of quotients and remainders: a plain sum of many
+  -- rates could overflow
+  local quotients, remainders = 0, 0
+  for _, v in ipairs(values) do quotients, remainders = quotients + v // n, remainders + v % n end
   local function pct(p) return values[math.max(1, math.ceil(p / 100 * n))] end
   local median = n % 2 == 1 and values[(n + 1) // 2] or (values[n // 2] + values[n // 2 + 1]) // 2
   local f = money.format
-  return { count = n, min = f(values[1]), max = f(values[n]), average = f(sum // n), median = f(median),
+  return { count = n, min = f(values[1]), max = f(values[n]), average = f(quotients + remainders // n), median = f(median),
     p25 = f(pct(25)), p75 = f(pct(75)), p90 = f(pct(90)), median_units = median }
 end
 

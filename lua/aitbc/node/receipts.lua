@@ -19,7 +19,10 @@ end
 function receipts.build(job, miner, result, metrics, now)
   local duration_ms = math.max(0, math.floor((now - job.started_at) * 1000 + 0.5))
   local price_units
-  if miner.price_units then price_units = miner.price_units * duration_ms // 3600000 end
+  if miner.price_units then -- rate x ms / 3,600,000 without the product (it could overflow)
+    local rate, hour = miner.price_units, 3600000
+    price_units = rate // hour * duration_ms + rate % hour * duration_ms // hour
+  end
   return {
     version = "1.0",
     receipt_id = util.new_id(16),

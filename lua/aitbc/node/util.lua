@@ -2,6 +2,7 @@
 -- field validation, time formatting, API key derivation.
 local crypto = require "aitbc.crypto"
 local json = require "aitbc.json"
+local money = require "aitbc.money"
 
 local util = {}
 
@@ -61,48 +62,72 @@ end
 
 -- ---- field validation (body is a decoded JSON object) ----
 
-function util.optional_string(body, field, max)
+--- How deep a request body may nest: half of what JSON may nest at all
+-- (json.MAX_DEPTH), so that whatever is stored can always be read back
+-- inside the envelopes answers wrap around it (items[i].payload, a
+-- follower's blocks, the CLI's own output).
+util.MAX_BODY_DEPTH = json.MAX_DEPTH // 2
+
+--- The most a rate (AITBC per hour) may ask: far beyond any real price,
+-- and far from where integer units overflow.
+util.MAX_RATE_UNITS = 1000000 * money.UNIT
+
+local function finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
+
+local function range_text(min, max)
+  if min and max then return string.format("between %s and %s", min, max) end
+  if min then return "at least " .. min end
+  return "at most " .. max
+end
+
+function util.optional_string(body, field, max, name)
   local v = body[field]
+  name = name or field
   if v == nil or v == json.null then return nil end
-  if type(v) ~= "string" then util.invalid(field, "must be a string") end
-  if max and #v > max then util.invalid(field, "must be at most " .. max .. " characters") end
+  if type(v) ~= "string" then util.invalid(name, "must be a string") end
+  if max and #v > max then util.invalid(name, "must be at most " .. max .. " characters") end
   return v
 end
 
-function util.optional_integer(body, field, min, max, default)
+function util.optional_integer(body, field, min, max, default, name)
   local v = body[field]
+  name = name or field
   if v == nil or v == json.null then return default end
-  if math.type(v) ~= "integer" then util.invalid(field, "must be a whole number") end
-  if (min and v < min) or (max and v > max) then
-    util.invalid(field, string.format("must be between %s and %s", min, max))
-  end
+  local whole = math.type(v) == "integer" or (type(v) == "number" and finite(v) and v == math.floor(v))
+  if not whole then util.invalid(name, "must be a whole number") end
+  if (min and v < min) or (max and v > max) then util.invalid(name, "must be " .. range_text(min, max)) end
+  v = math.tointeger(v)
+  if not v then util.invalid(name, "must be " .. range_text(min, max)) end
   return v
 end
 
-function util.optional_number(body, field, min, max)
+--- A finite number from min to max.
+function util.optional_number(body, field, min, max, name)
   local v = body[field]
+  name = name or field
   if v == nil or v == json.null then return nil end
-  if type(v) ~= "number" then util.invalid(field, "must be a number") end
-  if (min and v < min) or (max and v > max) then
-    util.invalid(field, string.format("must be between %s and %s", min, max))
-  end
+  if type(v) ~= "number" or not finite(v) then util.invalid(name, "must be a number") end
+  if (min and v < min) or (max and v > max) then util.invalid(name, "must be " .. range_text(min, max)) end
   return v
 end
 
-function util.optional_object(body, field)
+function util.optional_object(body, field, name)
   local v = body[field]
   if v == nil or v == json.null then return nil end
-  if type(v) ~= "table" or (json.is_array(v) and #v > 0) then util.invalid(field, "must be an object") end
+  if type(v) ~= "table" or (json.is_array(v) and #v > 0) then util.invalid(name or field, "must be an object") end
   return v
 end
 
-function util.optional_string_list(body, field, max_items)
+--- A list of strings: at most max_items, each at most max_len bytes.
+function util.optional_string_list(body, field, max_items, max_len, name)
   local v = body[field]
+  name = name or field
   if v == nil or v == json.null then return nil end
-  if type(v) ~= "table" or (next(v) ~= nil and not json.is_array(v)) then util.invalid(field, "must be a list of strings") end
-  if max_items and #v > max_items then util.invalid(field, "may hold at most " .. max_items .. " items") end
+  if type(v) ~= "table" or (next(v) ~= nil and not json.is_array(v)) then util.invalid(name, "must be a list of strings") end
+  if max_items and #v > max_items then util.invalid(name, "may hold at most " .. max_items .. " items") end
   for i, s in ipairs(v) do
-    if type(s) ~= "string" then util.invalid(field .. "[" .. i .. "]", "must be a string") end
+    if type(s) ~= "string" then util.invalid(name .. "[" .. i .. "]", "must be a string") end
+    if max_len and #s > max_len then util.invalid(name .. "[" .. i .. "]", "must be at most " .. max_len .. " characters") end
   end
   return v
 end
@@ -114,6 +139,37 @@ function util.clip(text, max)
   local cut = max
   while cut > 0 and (text:byte(cut + 1) or 0) & 0xC0 == 0x80 do cut = cut - 1 end
   return text:sub(1, cut) .. "…(" .. #text .. " bytes)"
+end
+
+--- A rate or price in AITBC (a decimal string or number) -> base units,
+-- from 0 to MAX_RATE_UNITS.
+function util.rate(value, field)
+  local units, err = money.parse(value)
+  if not units then util.invalid(field, "must be an amount in AITBC, e.g. 0.5 (" .. tostring(err) .. ")") end
+  if units < 0 or units > util.MAX_RATE_UNITS then
+    util.invalid(field, "must be from 0 to " .. money.format(util.MAX_RATE_UNITS) .. " AITBC")
+  end
+  return units
+end
+
+--- A query parameter holding a whole number (decimal digits only: no sign,
+-- exponent or hex) from min to max, or default when absent.
+function util.query_integer(query, name, min, max, default)
+  local text = query[name]
+  if text == nil then return default end
+  local n = #text <= 18 and text:match("^%d+$") and math.tointeger(tonumber(text))
+  if not n or n < min or n > max then util.invalid(name, "must be a whole number from " .. min .. " to " .. max) end
+  return n
+end
+
+--- A query parameter holding a plain decimal number (no exponent, hex,
+-- inf or nan) from min to max, or default when absent.
+function util.query_number(query, name, min, max, default)
+  local text = query[name]
+  if text == nil then return default end
+  local n = #text <= 32 and (text:match("^%d+%.?%d*$") or text:match("^%.%d+$")) and tonumber(text)
+  if not n or n < min or n > max then util.invalid(name, "must be a number from " .. min .. " to " .. max) end
+  return n
 end
 
 --- "llama3" and "llama3:latest" name the same model.

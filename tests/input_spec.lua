@@ -332,6 +332,9 @@ describe("node input", function()
       s, body = node:request("GET", "/v1/miners/me", { key = miner, headers = { ["X-Miner-ID"] = "m\xff" } })
       assert.equal(400, s)
       assert.equal("header.x-miner-id", body.error.field)
+      -- headers the node does not read are not its business
+      s = node:request("GET", "/v1/jobs", { key = client, headers = { ["User-Agent"] = "caf\xe9" } })
+      assert.equal(200, s)
     end)
 
     it("refuses invalid UTF-8 and lone surrogates in bodies and stores nothing", function()

@@ -37,6 +37,9 @@ typedef struct server server_t;
 typedef struct addr_count addr_count_t;
 typedef struct conn conn_t;
 
+typedef struct wake_entry wake_entry_t;
+typedef struct wake_bucket wake_bucket_t;
+
 typedef struct conn_list {
   conn_t *head, *tail;
   int n;
@@ -75,6 +78,9 @@ struct conn {
   struct conn *lprev, *lnext;
   double waiting_since, resume_at;
   const char *resumed; /* "woken", "timeout", "shutdown" */
+  uint64_t wait_seq;   /* order among waiters */
+  wake_entry_t *entries; /* one per wake key, in its bucket */
+  int nentries;
   char *baton;         /* the key of the notify-one that woke it */
   uint64_t baton_event, declined_event;
   int baton_hops;
@@ -108,7 +114,8 @@ struct server {
   conn_list_t waiters, gated;
   int nconns;
   addr_count_t **addr_table;
-  uint64_t next_event;
+  wake_bucket_t **wake_table;
+  uint64_t next_event, next_wait_seq;
 
   /* events from other threads: notifications and commits */
   pthread_mutex_t ev_lock;

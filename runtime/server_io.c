@@ -20,6 +20,7 @@
 static char LISTEN_TAG, WAKE_TAG;
 
 #define ADDR_BUCKETS 4096
+#define WAKE_BUCKETS 4096
 #define READ_CHUNK 16384
 #define WRITE_TIMEOUT 30.0
 #define LINGER_TIME 2.0
@@ -40,6 +41,7 @@ typedef struct server_event {
 
 static void process_input(conn_t *c);
 static void start_write(conn_t *c);
+static void stop_waiting(conn_t *c);
 
 /* ---- epoll interest ---- */
 
@@ -121,14 +123,14 @@ static uint32_t interest(conn_t *c, uint32_t base) { return base | (atomic_load(
 
 static void conn_free(conn_t *c) {
   sbuf_free(&c->in), sbuf_free(&c->body), sbuf_free(&c->out);
-  free(c->wake), free(c->gate_queue), free(c->baton);
+  free(c->wake), free(c->gate_queue), free(c->baton), free(c->entries);
   free(c);
 }
 
 static void conn_close(conn_t *c) {
   server_t *srv = c->srv;
   if (c->fd < 0) return;
-  list_remove(c);
+  stop_waiting(c);
   watch(c, 0);
   if (c->worker_owned) { /* the worker still reads it: close when it hands it back */
     pthread_mutex_lock(&srv->stream_lock);
@@ -477,10 +479,96 @@ static void accept_all(server_t *srv) {
   }
 }
 
-/* ---- long polls ---- */
+/* ---- long polls ----
+ * A waiting request is on srv->waiters (oldest first) and, once per key it
+ * waits on, in that key's bucket (oldest first), so that waking the waiters
+ * of a key costs what they are, not what all waiters are. */
+
+struct wake_entry {
+  conn_t *c;
+  wake_bucket_t *bucket;
+  wake_entry_t *prev, *next;
+};
+
+struct wake_bucket {
+  wake_bucket_t *chain;
+  wake_entry_t *head, *tail;
+  char key[];
+};
+
+static unsigned key_hash(const char *s) { return addr_hash(s) % WAKE_BUCKETS; }
+
+static wake_bucket_t *bucket_find(server_t *srv, const char *key, int create) {
+  wake_bucket_t **slot = &srv->wake_table[key_hash(key)], *b = *slot;
+  while (b && strcmp(b->key, key) != 0) b = b->chain;
+  if (!b && create && (b = calloc(1, sizeof *b + strlen(key) + 1))) {
+    strcpy(b->key, key);
+    b->chain = *slot;
+    *slot = b;
+  }
+  return b;
+}
+
+static void bucket_drop(server_t *srv, wake_bucket_t *b) {
+  for (wake_bucket_t **p = &srv->wake_table[key_hash(b->key)]; *p; p = &(*p)->chain)
+    if (*p == b) {
+      *p = b->chain;
+      free(b);
+      return;
+    }
+}
+
+/* Takes a waiter out of its keys' buckets. */
+static void unindex(conn_t *c) {
+  for (int i = 0; i < c->nentries; i++) {
+    wake_entry_t *e = &c->entries[i];
+    wake_bucket_t *b = e->bucket;
+    if (!b) continue;
+    if (e->prev)
+      e->prev->next = e->next;
+    else
+      b->head = e->next;
+    if (e->next)
+      e->next->prev = e->prev;
+    else
+      b->tail = e->prev;
+    if (!b->head) bucket_drop(c->srv, b);
+  }
+  free(c->entries);
+  c->entries = NULL;
+  c->nentries = 0;
+}
+
+static int index_keys(conn_t *c) {
+  int n = 0;
+  for (const char *k = c->wake; k && *k; k += strlen(k) + 1) n++;
+  if (n == 0) return 0;
+  if (!(c->entries = calloc((size_t)n, sizeof *c->entries))) return -1;
+  c->nentries = n;
+  int i = 0;
+  for (const char *k = c->wake; *k; k += strlen(k) + 1, i++) {
+    wake_bucket_t *b = bucket_find(c->srv, k, 1);
+    if (!b) return -1;
+    wake_entry_t *e = &c->entries[i];
+    e->c = c;
+    e->bucket = b;
+    e->prev = b->tail;
+    if (b->tail)
+      b->tail->next = e;
+    else
+      b->head = e;
+    b->tail = e;
+  }
+  return 0;
+}
+
+static void stop_waiting(conn_t *c) {
+  if (c->list == &c->srv->waiters) unindex(c);
+  list_remove(c);
+}
 
 static void resume(conn_t *c, const char *why) {
-  list_remove(c);
+  stop_waiting(c);
   c->resumed = why;
   c->state = CONN_WORKING;
   watch(c, interest(c, 0));
@@ -508,45 +596,69 @@ static void suspend(conn_t *c) {
     return;
   }
   c->state = CONN_WAITING;
+  c->wait_seq = ++srv->next_wait_seq;
   list_push(&srv->waiters, c);
+  if (index_keys(c) < 0) { /* out of memory: it waits for its time only */
+    unindex(c);
+    server_log(srv, "error", "cannot index a waiting request", 0, c->remote, "", "out of memory");
+  }
   watch(c, interest(c, 0));
 }
 
-static int key_matches(const char *have, const char *want, int one) {
-  if (strcmp(have, want) == 0) return 1;
-  if (!one) return 0;
-  /* for one waiter, "ns:*" on either side matches anything in ns */
-  const char *ch = strrchr(have, ':'), *cw = strrchr(want, ':');
-  if (!ch || !cw || ch - have != cw - want || memcmp(have, want, (size_t)(ch - have)) != 0) return 0;
-  return strcmp(ch + 1, "*") == 0 || strcmp(cw + 1, "*") == 0;
+/* The oldest waiter in b that did not already pass on this event. */
+static conn_t *first_undeclined(wake_bucket_t *b, uint64_t event) {
+  for (wake_entry_t *e = b ? b->head : NULL; e; e = e->next)
+    if (e->c->declined_event != event) return e->c;
+  return NULL;
 }
 
-static int waits_for(const conn_t *c, const char *key, int one) {
-  for (const char *k = c->wake; k && *k; k += strlen(k) + 1)
-    if (key_matches(k, key, one)) return 1;
-  return 0;
+/* "ns:*" -> the oldest waiter with any key in ns (a rare, full scan). */
+static conn_t *first_in_namespace(server_t *srv, const char *key, uint64_t event) {
+  size_t ns = (size_t)(strrchr(key, ':') - key) + 1;
+  for (conn_t *c = srv->waiters.head; c; c = c->lnext) {
+    if (c->declined_event == event) continue;
+    for (const char *k = c->wake; k && *k; k += strlen(k) + 1)
+      if (strncmp(k, key, ns) == 0) return c;
+  }
+  return NULL;
+}
+
+/* For notify-one on "ns:value": the oldest waiter on it or on "ns:*". */
+static conn_t *pick_one(server_t *srv, const char *key, uint64_t event) {
+  const char *colon = strrchr(key, ':');
+  if (!colon) return first_undeclined(bucket_find(srv, key, 0), event);
+  if (strcmp(colon + 1, "*") == 0) return first_in_namespace(srv, key, event);
+  char any[256];
+  conn_t *exact = first_undeclined(bucket_find(srv, key, 0), event), *wild = NULL;
+  if ((size_t)(colon - key) + 3 <= sizeof any) {
+    snprintf(any, sizeof any, "%.*s:*", (int)(colon - key), key);
+    wild = first_undeclined(bucket_find(srv, any, 0), event);
+  }
+  if (!exact) return wild;
+  return wild && wild->wait_seq < exact->wait_seq ? wild : exact;
 }
 
 /* Wakes every waiter on key (NULL: every waiter), or only the one waiting
- * longest that has not already passed on this event. */
+ * longest that has not already passed on this event (hops: how many more
+ * times it may be passed on). */
 static void notify(server_t *srv, const char *key, int one, uint64_t event, int hops) {
-  for (conn_t *c = srv->waiters.head, *next; c; c = next) {
-    next = c->lnext;
-    if (key && !waits_for(c, key, one)) continue;
-    if (!one) {
-      resume(c, "woken");
-      continue;
-    }
-    if (c->declined_event == event) continue;
-    char *baton = strdup(key);
-    if (!baton) continue;
-    free(c->baton);
-    c->baton = baton;
-    c->baton_event = event;
-    c->baton_hops = hops;
-    resume(c, "woken");
+  if (!key) {
+    while (srv->waiters.head) resume(srv->waiters.head, "woken");
     return;
   }
+  if (!one) {
+    wake_bucket_t *b;
+    while ((b = bucket_find(srv, key, 0)) && b->head) resume(b->head->c, "woken");
+    return;
+  }
+  conn_t *c = pick_one(srv, key, event);
+  char *baton = c ? strdup(key) : NULL;
+  if (!baton) return;
+  free(c->baton);
+  c->baton = baton;
+  c->baton_event = event;
+  c->baton_hops = hops;
+  resume(c, "woken");
 }
 
 /* ---- connections handed back by workers ---- */
@@ -806,10 +918,11 @@ int server_io_start(server_t *srv, const char *host, int port, char *err, size_t
     return -1;
   }
   srv->addr_table = calloc(ADDR_BUCKETS, sizeof *srv->addr_table);
+  srv->wake_table = calloc(WAKE_BUCKETS, sizeof *srv->wake_table);
   srv->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   srv->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
   srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (!srv->addr_table || srv->listen_fd < 0 || srv->epoll_fd < 0 || srv->wake_fd < 0) {
+  if (!srv->addr_table || !srv->wake_table || srv->listen_fd < 0 || srv->epoll_fd < 0 || srv->wake_fd < 0) {
     snprintf(err, errlen, "cannot set up the server: %s", strerror(errno));
     return -1;
   }
@@ -860,6 +973,8 @@ void server_io_join(server_t *srv) {
     free(srv->addr_table);
     srv->addr_table = NULL;
   }
+  free(srv->wake_table); /* empty: every waiter left its buckets when it closed */
+  srv->wake_table = NULL;
   if (srv->listen_fd >= 0) close(srv->listen_fd);
   if (srv->epoll_fd >= 0) close(srv->epoll_fd);
   if (srv->wake_fd >= 0) close(srv->wake_fd);

@@ -157,6 +157,22 @@ describe("the HTTP server", function()
     assert.equal(8, woken)
     assert.equal("timeout", json.decode(results[9].body).resumed)
   end)
+
+  it("wakes one waiter for notify-one, oldest first, passed on by those that decline; ns:* matches", function()
+    local base = "http://127.0.0.1:" .. port
+    local reqs = {
+      { url = base .. "/wait/job:a?seconds=2&decline=1", timeout = 30 }, -- declines
+      { url = base .. "/wait/job:*?seconds=2&decline=1", timeout = 30 }, -- any job, declines too
+      { url = base .. "/wait/job:a?seconds=2&delay=0.1", timeout = 30 }, -- takes it
+      { url = base .. "/wait/job:a?seconds=2&delay=0.2", timeout = 30 }, -- younger: never woken
+      { url = base .. "/wait/other:a?seconds=2", timeout = 30 },        -- another namespace
+      { url = base .. "/notify/job:a?one=1&after=0.5", timeout = 30 },
+    }
+    local results = http.request_many(reqs)
+    local resumed = {}
+    for i = 1, 5 do resumed[i] = json.decode(results[i].body).resumed end
+    assert.same({ "timeout", "timeout", "woken", "timeout", "timeout" }, resumed)
+  end)
 end)
 
 describe("the HTTP server's connection limits", function()

@@ -34,10 +34,13 @@ return function()
         return json.encode { i = i } .. "\n"
       end }
     elseif path:match("^/wait/") then -- a long poll on a key: answers when woken or its time is up
-      if req.resumed then
+      local seconds = tonumber(req.query.seconds or "5")
+      if req.query.delay and not req.resumed then sys.sleep(tonumber(req.query.delay)) end -- to order the waiters
+      -- ?decline=1: woken, it waits on (as a miner the job does not fit)
+      if req.resumed and not (req.query.decline and req.resumed == "woken") then
         return reply(200, json.encode { resumed = req.resumed, waited = req.waited, connected = req.connected() })
       end
-      return { suspend = tonumber(req.query.seconds or "5"), wake = { path:match("^/wait/(.*)$") } }
+      return { suspend = seconds - (req.waited or 0), wake = { path:match("^/wait/(.*)$") } }
     elseif path:match("^/notify/") then
       if req.query.after then sys.sleep(tonumber(req.query.after)) end
       sys.notify(path:match("^/notify/(.*)$"), req.query.one and "one" or nil)

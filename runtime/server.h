@@ -77,11 +77,11 @@ struct conn {
   struct conn_list *list;
   struct conn *lprev, *lnext;
   double waiting_since, resume_at;
-  const char *resumed; /* "woken", "timeout", "shutdown" */
-  uint64_t wait_seq;   /* order among waiters */
+  const char *resumed;   /* "woken", "timeout", "shutdown" */
+  uint64_t wait_seq;     /* order among waiters */
   wake_entry_t *entries; /* one per wake key, in its bucket */
   int nentries;
-  char *baton;         /* the key of the notify-one that woke it */
+  char *baton; /* the key of the notify-one that woke it */
   uint64_t baton_event, declined_event;
   int baton_hops;
 

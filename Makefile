@@ -22,7 +22,7 @@ WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS) \
              -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"'
 
-C_MODULES := main host interrupt crypto http http_parse server server_io net db sys shared json gpu
+C_MODULES := main host interrupt crypto http http_parse server server_io net db sys shared json gpu sandbox lpattern
 OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
 LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 # Embedded as bytecode (luac5.4 keeps line information): parsing the CLI's
@@ -50,7 +50,7 @@ $(BUILD)/lua/aitbc/wallet/wordlist.lua: $(BUILD)/gen/lua/aitbc/wallet/wordlist.l
 $(BUILD)/embedded.c: $(BUILD)/embed $(LUA_BC)
 	$(BUILD)/embed $@ $(LUA_BC)
 
-$(BUILD)/%.o: runtime/%.c runtime/aitbc.h runtime/server.h runtime/http_parse.h | $(BUILD)
+$(BUILD)/%.o: runtime/%.c runtime/aitbc.h runtime/server.h runtime/http_parse.h runtime/lpattern.h | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(BUILD)/embedded.o: $(BUILD)/embedded.c runtime/aitbc.h

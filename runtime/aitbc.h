@@ -49,6 +49,7 @@ int luaopen_aitbc_native_sys(lua_State *L);
 int luaopen_aitbc_native_json(lua_State *L);
 int luaopen_aitbc_native_gpu(lua_State *L);
 int luaopen_aitbc_native_net(lua_State *L);
+int luaopen_aitbc_native_sandbox(lua_State *L);
 
 /* Embedded Lua sources, generated at build time by embed.c. */
 struct aitbc_embedded_file {

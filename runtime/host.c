@@ -49,6 +49,7 @@ void aitbc_host_init(lua_State *L) {
                                      {"aitbc.native.json", luaopen_aitbc_native_json},
                                      {"aitbc.native.gpu", luaopen_aitbc_native_gpu},
                                      {"aitbc.native.net", luaopen_aitbc_native_net},
+                                     {"aitbc.native.sandbox", luaopen_aitbc_native_sandbox},
                                      {NULL, NULL}};
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

@@ -31,7 +31,9 @@ LUA_BC    := $(LUA_FILES:%=$(BUILD)/%) $(BUILD)/lua/aitbc/wallet/wordlist.lua
 
 .PHONY: all deps test check demo asan lint format install uninstall clean bench reference help
 
-all: $(BUILD)/aitbc
+# alloc_fail.so: fault injection the specs of the native modules load
+# (package.loadlib); a test helper, never installed.
+all: $(BUILD)/aitbc $(BUILD)/test/alloc_fail.so
 
 $(BUILD)/embed: runtime/embed.c | $(BUILD)
 	$(CC) -O1 -o $@ $<
@@ -61,6 +63,10 @@ $(BUILD)/aitbc: $(OBJS)
 
 $(BUILD):
 	mkdir -p $@
+
+$(BUILD)/test/alloc_fail.so: tests/support/alloc_fail.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -fPIC -shared -o $@ $<
 
 # Installs whichever of DEB_PKGS are missing (needs root, as on CI).
 deps:

@@ -31,7 +31,9 @@ LUA_BC    := $(LUA_FILES:%=$(BUILD)/%) $(BUILD)/lua/aitbc/wallet/wordlist.lua
 
 .PHONY: all deps test check demo asan lint format install uninstall clean bench reference help
 
-all: $(BUILD)/aitbc
+# alloc_fail.so: fault injection the specs of the native modules load
+# (package.loadlib); a test helper, never installed.
+all: $(BUILD)/aitbc $(BUILD)/test/alloc_fail.so
 
 $(BUILD)/embed: runtime/embed.c | $(BUILD)
 	$(CC) -O1 -o $@ $<
@@ -62,6 +64,10 @@ $(BUILD)/aitbc: $(OBJS)
 $(BUILD):
 	mkdir -p $@
 
+$(BUILD)/test/alloc_fail.so: tests/support/alloc_fail.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -fPIC -shared -o $@ $<
+
 # Installs whichever of DEB_PKGS are missing (needs root, as on CI).
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
@@ -84,9 +90,15 @@ demo: deps
 	$(MAKE) all
 	scripts/demo.sh $(BUILD)/aitbc
 
+# Every process the suites start (nodes, miners, CLI runs, daemons) writes
+# its sanitizer reports to SAN_LOG, whatever became of its stderr; any
+# report there is printed and fails the run.
+SAN_LOG := $(CURDIR)/build-asan/sanitizer-reports
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" LDFLAGS="-fsanitize=address,undefined" all
-	ASAN_OPTIONS=detect_leaks=1 tests/run build-asan/aitbc
+	@rm -rf $(SAN_LOG) && mkdir -p $(SAN_LOG)
+	@ASAN_OPTIONS=detect_leaks=1:log_path=$(SAN_LOG)/asan UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SAN_LOG)/ubsan \
+	  tests/run build-asan/aitbc; rc=$$?; tests/sanitizer-reports $(SAN_LOG) $(CURDIR)/build-asan/aitbc && exit $$rc
 
 lint:
 	luacheck -q lua tests scripts bench $(wildcard scenarios/*.lua)
@@ -119,7 +131,7 @@ help:
 	@echo "make            build $(BUILD)/aitbc"
 	@echo "make deps       install missing Debian packages"
 	@echo "make test       deps + build + all test suites (ends with 'N passed, N failed')"
-	@echo "make asan       build with ASan/UBSan and run the tests with it"
+	@echo "make asan       build with ASan/UBSan and run the tests with it; a report from any process fails it"
 	@echo "make lint       luacheck + clang-format check"
 	@echo "make bench      start-up and node benchmarks (bench/startup, bench/node)"
 	@echo "make install    install to \$$(DESTDIR)\$$(PREFIX)/bin (PREFIX=$(PREFIX))"

@@ -3,7 +3,10 @@
  *   db:exec(sql)                       -> true | nil, err   (several statements)
  *   db:prepare(sql)                    -> stmt | nil, err
  *   db:changes(), db:last_insert_id(), db:backup(path), db:close()
- *   stmt:bind(...) / stmt:bind{name=v} -> stmt
+ *   db:limit(name [, value])           -> the previous value (name: length,
+ *                                         sql_length, column, variable_number)
+ *   stmt:bind(...) / stmt:bind{name=v} -> stmt | nil, err (a value SQLite
+ *                                         refuses, e.g. too big: named)
  *   stmt:step()  -> row table | false (done) | nil, err
  *   stmt:reset(), stmt:finalize()
  * Integers stay integers (amounts are integer base units); strings bind as
@@ -71,17 +74,12 @@ static int l_open(lua_State *L) {
   return 1;
 }
 
+/* The error is read from the connection (sqlite3_exec's own copy of it
+ * would be a malloc'd string held across the push, which can raise). */
 static int l_exec(lua_State *L) {
   db_t *d = check_db(L);
   const char *sql = luaL_checkstring(L, 2);
-  char *msg = NULL;
-  if (sqlite3_exec(d->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-    lua_pushnil(L);
-    lua_pushstring(L, msg ? msg : sqlite3_errmsg(d->db));
-    lua_pushinteger(L, sqlite3_extended_errcode(d->db));
-    sqlite3_free(msg);
-    return 3;
-  }
+  if (sqlite3_exec(d->db, sql, NULL, NULL, NULL) != SQLITE_OK) return push_error(L, d->db);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -113,20 +111,27 @@ static int l_last_insert_id(lua_State *L) {
   return 1;
 }
 
-/* Online backup into a new file, a few pages at a time so writers proceed. */
+/* Online backup into a new file, a few pages at a time so writers proceed.
+ * The destination is a db userdata, so a raise while pushing its error
+ * message still closes it. */
 static int l_backup(lua_State *L) {
   db_t *d = check_db(L);
   const char *path = luaL_checkstring(L, 2);
-  sqlite3 *dest = NULL;
-  if (sqlite3_open_v2(path, &dest, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
-    int n = push_error(L, dest);
-    sqlite3_close_v2(dest);
+  db_t *to = lua_newuserdatauv(L, sizeof *to, 0);
+  to->db = NULL;
+  luaL_setmetatable(L, DB_MT);
+  if (sqlite3_open_v2(path, &to->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+    int n = push_error(L, to->db);
+    sqlite3_close_v2(to->db);
+    to->db = NULL;
     return n;
   }
+  sqlite3 *dest = to->db;
   sqlite3_backup *b = sqlite3_backup_init(dest, "main", d->db, "main");
   if (!b) {
     int n = push_error(L, dest);
     sqlite3_close_v2(dest);
+    to->db = NULL;
     return n;
   }
   int rc;
@@ -136,14 +141,27 @@ static int l_backup(lua_State *L) {
   } while (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED);
   int pages = sqlite3_backup_pagecount(b);
   sqlite3_backup_finish(b);
+  sqlite3_close_v2(dest);
+  to->db = NULL;
   if (rc != SQLITE_DONE) {
     lua_pushnil(L);
     lua_pushstring(L, sqlite3_errstr(rc));
-    sqlite3_close_v2(dest);
     return 2;
   }
-  sqlite3_close_v2(dest);
   lua_pushinteger(L, pages);
+  return 1;
+}
+
+/* limit(name [, value]) -> the previous value; without a value, only reads. */
+static int l_limit(lua_State *L) {
+  static const char *const names[] = {"length", "sql_length", "column", "variable_number", NULL};
+  static const int ids[] = {SQLITE_LIMIT_LENGTH, SQLITE_LIMIT_SQL_LENGTH, SQLITE_LIMIT_COLUMN,
+                            SQLITE_LIMIT_VARIABLE_NUMBER};
+  db_t *d = check_db(L);
+  int id = ids[luaL_checkoption(L, 2, NULL, names)];
+  lua_Integer value = luaL_optinteger(L, 3, -1);
+  luaL_argcheck(L, value >= -1 && value <= INT32_MAX, 3, "a limit is from 0 to 2^31-1");
+  lua_pushinteger(L, sqlite3_limit(d->db, id, (int)value));
   return 1;
 }
 
@@ -183,6 +201,20 @@ static int bind_value(lua_State *L, sqlite3_stmt *st, int pos, int idx) {
   }
 }
 
+/* A value SQLite refused (too big, out of memory): nil, message naming the
+ * parameter, code; the statement is left with no values bound. */
+static int push_bind_error(lua_State *L, stmt_t *s, int pos, int rc) {
+  const char *name = sqlite3_bind_parameter_name(s->stmt, pos);
+  sqlite3_clear_bindings(s->stmt);
+  lua_pushnil(L);
+  if (name)
+    lua_pushfstring(L, "cannot bind parameter %s (#%d): %s", name, pos, sqlite3_errstr(rc));
+  else
+    lua_pushfstring(L, "cannot bind parameter #%d: %s", pos, sqlite3_errstr(rc));
+  lua_pushinteger(L, rc);
+  return 3;
+}
+
 static int l_bind(lua_State *L) {
   stmt_t *s = check_stmt(L);
   sqlite3_reset(s->stmt);
@@ -193,14 +225,18 @@ static int l_bind(lua_State *L) {
       const char *name = sqlite3_bind_parameter_name(s->stmt, i);
       if (!name) luaL_error(L, "parameter %d has no name; bind positionally", i);
       lua_getfield(L, 2, name + 1); /* skip the ':' / '@' / '$' */
-      bind_value(L, s->stmt, i, -1);
+      int rc = bind_value(L, s->stmt, i, -1);
+      if (rc != SQLITE_OK) return push_bind_error(L, s, i, rc);
       lua_pop(L, 1);
     }
   } else {
     int n = lua_gettop(L) - 1;
     if (n != sqlite3_bind_parameter_count(s->stmt))
       luaL_error(L, "statement takes %d parameters, got %d", sqlite3_bind_parameter_count(s->stmt), n);
-    for (int i = 1; i <= n; i++) bind_value(L, s->stmt, i, i + 1);
+    for (int i = 1; i <= n; i++) {
+      int rc = bind_value(L, s->stmt, i, i + 1);
+      if (rc != SQLITE_OK) return push_bind_error(L, s, i, rc);
+    }
   }
   lua_settop(L, 1);
   return 1;
@@ -263,13 +299,9 @@ static int l_blob(lua_State *L) {
 }
 
 int luaopen_aitbc_native_db(lua_State *L) {
-  static const luaL_Reg db_methods[] = {{"exec", l_exec},
-                                        {"prepare", l_prepare},
-                                        {"changes", l_changes},
-                                        {"last_insert_id", l_last_insert_id},
-                                        {"backup", l_backup},
-                                        {"close", l_close},
-                                        {NULL, NULL}};
+  static const luaL_Reg db_methods[] = {
+      {"exec", l_exec},     {"prepare", l_prepare}, {"changes", l_changes}, {"last_insert_id", l_last_insert_id},
+      {"backup", l_backup}, {"limit", l_limit},     {"close", l_close},     {NULL, NULL}};
   static const luaL_Reg stmt_methods[] = {
       {"bind", l_bind}, {"step", l_step}, {"reset", l_reset}, {"finalize", l_finalize}, {NULL, NULL}};
   luaL_newmetatable(L, DB_MT);

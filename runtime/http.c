@@ -6,7 +6,10 @@
  * on_data(chunk) streams the body instead (return false to stop); it runs
  * under pcall so a Lua error never unwinds through libcurl, and is re-raised
  * once the transfer is over.  Kinds: connect, resolve, timeout, tls, url,
- * aborted, interrupted, network. */
+ * aborted, interrupted, network.  Only http:// and https:// URLs are
+ * fetched (libcurl would also read file://, ftp://, …).
+ * Every handle and buffer is owned by a userdata (__gc), so a raise at any
+ * point leaks nothing, and nothing raises while libcurl is on the C stack. */
 #define CURL_DISABLE_TYPECHECK
 #include <curl/curl.h>
 #include <dlfcn.h>
@@ -17,6 +20,7 @@
 #include "aitbc.h"
 
 #define TRANSFER_MT "aitbc.http.transfer"
+#define MULTI_MT "aitbc.http.multi"
 #define SHARE_MT "aitbc.http.share"
 #define SHARE_KEY "aitbc.http.connection_cache" /* this state's share handle */
 
@@ -41,6 +45,7 @@
   X(curl_multi_poll) \
   X(curl_multi_info_read) \
   X(curl_multi_cleanup) \
+  X(curl_multi_strerror) \
   X(curl_share_init) \
   X(curl_share_setopt) \
   X(curl_share_cleanup)
@@ -88,6 +93,7 @@ static void curl_load(void) {
 #define curl_multi_poll curl.curl_multi_poll
 #define curl_multi_info_read curl.curl_multi_info_read
 #define curl_multi_cleanup curl.curl_multi_cleanup
+#define curl_multi_strerror curl.curl_multi_strerror
 #define curl_share_init curl.curl_share_init
 #undef curl_share_setopt
 #define curl_share_setopt curl.curl_share_setopt
@@ -104,7 +110,8 @@ typedef struct {
   growbuf_t body, head;
   lua_State *L;
   int on_data;          /* registry ref of the streaming callback, or LUA_NOREF */
-  int callback_err;     /* registry ref of an error raised by the callback */
+  int callback_err;     /* registry slot, reserved up front, for the callback's error */
+  int callback_failed;  /* the callback raised: its error is in callback_err */
   int aborted;          /* the callback asked to stop */
   int ignore_interrupt; /* finish even after Ctrl-C (a miner's job in hand) */
   char errbuf[CURL_ERROR_SIZE];
@@ -141,21 +148,41 @@ static int transfer_gc(lua_State *L) {
   return 0;
 }
 
+/* Calls on_data(chunk) -> whether to go on.  Runs under lua_pcall: even
+ * pushing the chunk can raise (out of memory). */
+static int call_on_data(lua_State *L) {
+  transfer_t *t = lua_touserdata(L, 1);
+  const char *p = lua_touserdata(L, 2);
+  size_t len = (size_t)lua_tointeger(L, 3);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->on_data);
+  lua_pushlstring(L, p, len);
+  lua_call(L, 1, 1);
+  lua_pushboolean(L, !(lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)));
+  return 1;
+}
+
+/* libcurl's write callback: no Lua call here may raise, so only pushes
+ * that cannot allocate happen outside the pcall, and the error is stored
+ * into a registry slot reserved when the transfer was built. */
 static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   transfer_t *t = ud;
   size_t len = size * n;
   if (t->on_data == LUA_NOREF) return growbuf_append(&t->body, p, len) == 0 ? len : 0;
   lua_State *L = t->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->on_data);
-  lua_pushlstring(L, p, len);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-    t->callback_err = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (!lua_checkstack(L, 4)) return 0; /* a write error: the transfer fails as "network" */
+  lua_pushcfunction(L, call_on_data);
+  lua_pushlightuserdata(L, t);
+  lua_pushlightuserdata(L, p);
+  lua_pushinteger(L, (lua_Integer)len);
+  if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+    lua_rawseti(L, LUA_REGISTRYINDEX, t->callback_err); /* an existing key: no allocation */
+    t->callback_failed = 1;
     return 0;
   }
-  int stop = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+  int go_on = lua_toboolean(L, -1);
   lua_pop(L, 1);
-  if (stop) t->aborted = 1;
-  return stop ? 0 : len;
+  if (!go_on) t->aborted = 1;
+  return go_on ? len : 0;
 }
 
 static size_t on_header(char *p, size_t size, size_t n, void *ud) {
@@ -171,23 +198,52 @@ static int on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_
   return !t->ignore_interrupt && aitbc_interrupted();
 }
 
-static double opt_number(lua_State *L, int idx, const char *key, double dflt) {
+/* A time limit in seconds -> milliseconds (0: none); a negative, NaN or
+ * huge one would be undefined as a long, or silently ignored by libcurl. */
+static long opt_millis(lua_State *L, int idx, const char *key, double dflt) {
   lua_getfield(L, idx, key);
   double v = luaL_optnumber(L, -1, dflt);
   lua_pop(L, 1);
-  return v;
+  if (!(v >= 0 && v <= 1e9)) luaL_error(L, "%s must be a number of seconds from 0 to 1e9", key);
+  return (long)(v * 1000);
+}
+
+static void check_setopt(lua_State *L, CURLcode rc, const char *what) {
+  if (rc != CURLE_OK) luaL_error(L, "cannot set %s: %s", what, curl_easy_strerror(rc));
+}
+
+/* An HTTP token (RFC 9110 5.6.2): what a method or a header name may be. */
+static int is_token(const char *s, size_t len) {
+  if (len == 0) return 0;
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (!(c >= '0' && c <= '9') && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') &&
+        !(c && strchr("!#$%&'*+-.^_`|~", c)))
+      return 0;
+  }
+  return 1;
+}
+
+static void append_header(lua_State *L, transfer_t *t, const char *line) {
+  struct curl_slist *list = curl_slist_append(t->headers, line);
+  if (!list) luaL_error(L, "out of memory adding a request header");
+  t->headers = list;
 }
 
 static void set_headers(lua_State *L, int idx, transfer_t *t) {
-  t->headers = curl_slist_append(NULL, "Expect:");
+  append_header(L, t, "Expect:");
   lua_getfield(L, idx, "headers");
   if (lua_istable(L, -1)) {
     lua_pushnil(L);
     while (lua_next(L, -2)) {
       if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
-        const char *line = lua_pushfstring(L, "%s: %s", lua_tostring(L, -2), lua_tostring(L, -1));
-        if (strpbrk(line, "\r\n")) luaL_error(L, "header %s contains a line break", lua_tostring(L, -3));
-        t->headers = curl_slist_append(t->headers, line);
+        size_t nlen, vlen;
+        const char *name = lua_tolstring(L, -2, &nlen), *value = lua_tolstring(L, -1, &vlen);
+        if (!is_token(name, nlen))
+          luaL_error(L, "a header name is not an HTTP token (no spaces, colons or line breaks)");
+        if (strlen(value) != vlen || strpbrk(value, "\r\n"))
+          luaL_error(L, "header %s contains a line break or NUL", name);
+        append_header(L, t, lua_pushfstring(L, "%s: %s", name, value));
         lua_pop(L, 1);
       }
       lua_pop(L, 1);
@@ -196,23 +252,26 @@ static void set_headers(lua_State *L, int idx, transfer_t *t) {
     luaL_error(L, "headers must be a table");
   }
   lua_pop(L, 1);
-  curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers);
+  check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_HTTPHEADER, t->headers), "headers");
 }
 
 static void set_method_and_body(lua_State *L, int idx, transfer_t *t) {
   lua_getfield(L, idx, "method");
-  const char *method = luaL_optstring(L, -1, "GET");
+  size_t mlen;
+  const char *method = luaL_optlstring(L, -1, "GET", &mlen);
+  if (!is_token(method, mlen)) luaL_error(L, "method is not an HTTP token (e.g. GET, POST; no spaces or line breaks)");
   lua_getfield(L, idx, "body");
   size_t blen = 0;
   const char *body = luaL_optlstring(L, -1, NULL, &blen);
+  CURL *e = t->easy;
   if (strcmp(method, "HEAD") == 0)
-    curl_easy_setopt(t->easy, CURLOPT_NOBODY, 1L);
+    check_setopt(L, curl_easy_setopt(e, CURLOPT_NOBODY, 1L), "method");
   else if (strcmp(method, "GET") != 0)
-    curl_easy_setopt(t->easy, CURLOPT_CUSTOMREQUEST, method);
+    check_setopt(L, curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method), "method");
   if (body) {
-    curl_easy_setopt(t->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
-    curl_easy_setopt(t->easy, CURLOPT_COPYPOSTFIELDS, body);
-    if (strcmp(method, "POST") != 0) curl_easy_setopt(t->easy, CURLOPT_CUSTOMREQUEST, method);
+    check_setopt(L, curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen), "body");
+    check_setopt(L, curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, body), "body");
+    if (strcmp(method, "POST") != 0) check_setopt(L, curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method), "method");
   }
   lua_pop(L, 2);
 }
@@ -231,12 +290,17 @@ static transfer_t *transfer_new(lua_State *L, int idx) {
   lua_getfield(L, idx, "url");
   const char *url = lua_tostring(L, -1);
   if (!url) luaL_error(L, "request needs a url");
-  curl_easy_setopt(t->easy, CURLOPT_URL, url);
+  check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_URL, url), "url");
   lua_pop(L, 1);
+  /* http and https only, redirects included: a URL from a user or an agent
+   * must not read local files (file://) or speak other protocols. */
+  check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_PROTOCOLS_STR, "http,https"), "protocols");
+  check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https"), "redirect protocols");
   set_method_and_body(L, idx, t);
   set_headers(L, idx, t);
-  curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, (long)(opt_number(L, idx, "timeout", 30) * 1000));
-  curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(opt_number(L, idx, "connect_timeout", 10) * 1000));
+  check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, opt_millis(L, idx, "timeout", 30)), "timeout");
+  check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, opt_millis(L, idx, "connect_timeout", 10)),
+               "connect_timeout");
   lua_getfield(L, idx, "insecure");
   if (lua_toboolean(L, -1)) {
     curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 0L);
@@ -248,6 +312,8 @@ static transfer_t *transfer_new(lua_State *L, int idx) {
   lua_getfield(L, idx, "on_data");
   if (lua_isfunction(L, -1)) {
     t->on_data = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushboolean(L, 0); /* the slot on_body fills without allocating */
+    t->callback_err = luaL_ref(L, LUA_REGISTRYINDEX);
   } else {
     if (!lua_isnil(L, -1)) luaL_error(L, "on_data must be a function");
     lua_pop(L, 1);
@@ -316,7 +382,7 @@ static void push_headers(lua_State *L, const growbuf_t *head) {
 /* Pushes the outcome of a finished transfer: a response table, or nil,
  * message, kind.  Re-raises an error thrown by the on_data callback. */
 static int transfer_result(lua_State *L, transfer_t *t, CURLcode rc) {
-  if (t->callback_err != LUA_NOREF) {
+  if (t->callback_failed) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->callback_err);
     return lua_error(L);
   }
@@ -327,6 +393,8 @@ static int transfer_result(lua_State *L, transfer_t *t, CURLcode rc) {
       lua_pushliteral(L, "transfer stopped by the caller");
     else if (strcmp(kind, "interrupted") == 0)
       lua_pushliteral(L, "interrupted");
+    else if (rc == CURLE_UNSUPPORTED_PROTOCOL)
+      lua_pushliteral(L, "only http:// and https:// URLs are allowed");
     else
       lua_pushstring(L, t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
     lua_pushstring(L, kind);
@@ -358,6 +426,49 @@ static int l_request(lua_State *L) {
   return n;
 }
 
+/* The multi handle is owned by a userdata: a request that turns out to be
+ * invalid raises half-way through building the set, and __gc frees it
+ * (the transfers built so far are userdata too, and detach themselves). */
+static CURLM **multi_new(lua_State *L) {
+  CURLM **multi = lua_newuserdatauv(L, sizeof *multi, 0);
+  *multi = NULL;
+  luaL_setmetatable(L, MULTI_MT);
+  if (!(*multi = curl_multi_init())) luaL_error(L, "curl_multi_init failed");
+  return multi;
+}
+
+static void multi_close(CURLM **multi) {
+  if (*multi) curl_multi_cleanup(*multi);
+  *multi = NULL;
+}
+
+static int multi_gc(lua_State *L) {
+  multi_close(lua_touserdata(L, 1));
+  return 0;
+}
+
+static void check_multi(lua_State *L, CURLMcode rc, const char *what) {
+  if (rc != CURLM_OK) luaL_error(L, "%s: %s", what, curl_multi_strerror(rc));
+}
+
+/* Runs the added transfers until all are done; codes[i] gets the result of
+ * the i-th.  A failing multi call raises (else the loop could spin). */
+static void multi_run(lua_State *L, CURLM *multi, CURLcode *codes) {
+  int running = 1;
+  while (running > 0) {
+    check_multi(L, curl_multi_perform(multi, &running), "curl_multi_perform");
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(multi, &left)))
+      if (msg->msg == CURLMSG_DONE) {
+        char *i = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &i);
+        codes[(intptr_t)i] = msg->data.result;
+      }
+    if (running > 0) check_multi(L, curl_multi_poll(multi, NULL, 0, 100, NULL), "curl_multi_poll");
+  }
+}
+
 /* Runs several requests at once on one multi handle. */
 static int l_request_many(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -365,32 +476,20 @@ static int l_request_many(lua_State *L) {
   luaL_argcheck(L, n <= 10000, 1, "at most 10000 requests at once");
   /* one transfer userdata per request stays on the stack until the end */
   luaL_checkstack(L, n + 16, "too many requests at once");
-  CURLM *multi = curl_multi_init();
-  if (!multi) return luaL_error(L, "curl_multi_init failed");
+  CURLM **multi = multi_new(L);
   int base = lua_gettop(L);
   for (int i = 1; i <= n; i++) {
     lua_geti(L, 1, i);
     transfer_t *t = transfer_new(L, lua_gettop(L));
     lua_remove(L, -2);
-    curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)(intptr_t)i);
-    curl_multi_add_handle(multi, t->easy);
+    check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (void *)(intptr_t)i), "private");
+    check_multi(L, curl_multi_add_handle(*multi, t->easy), "curl_multi_add_handle");
   }
   CURLcode *codes = lua_newuserdatauv(L, sizeof(CURLcode) * (size_t)(n + 1), 0);
-  int running = n;
-  while (running > 0) {
-    curl_multi_perform(multi, &running);
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(multi, &left)))
-      if (msg->msg == CURLMSG_DONE) {
-        intptr_t i;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&i);
-        codes[i] = msg->data.result;
-      }
-    if (running > 0) curl_multi_poll(multi, NULL, 0, 100, NULL);
-  }
-  for (int i = 1; i <= n; i++) curl_multi_remove_handle(multi, ((transfer_t *)lua_touserdata(L, base + i))->easy);
-  curl_multi_cleanup(multi);
+  for (int i = 0; i <= n; i++) codes[i] = CURLE_FAILED_INIT;
+  multi_run(L, *multi, codes);
+  for (int i = 1; i <= n; i++) curl_multi_remove_handle(*multi, ((transfer_t *)lua_touserdata(L, base + i))->easy);
+  multi_close(multi);
   lua_createtable(L, n, 0);
   for (int i = 1; i <= n; i++) {
     transfer_t *t = lua_touserdata(L, base + i);
@@ -422,6 +521,11 @@ int luaopen_aitbc_native_http(lua_State *L) {
   if (curl_load_error) return luaL_error(L, "cannot load libcurl (%s): %s", AITBC_CURL_SONAME, curl_load_error);
   if (luaL_newmetatable(L, TRANSFER_MT)) {
     lua_pushcfunction(L, transfer_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, MULTI_MT)) {
+    lua_pushcfunction(L, multi_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);

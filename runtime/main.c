@@ -6,6 +6,27 @@
 
 #include "aitbc.h"
 
+#ifdef __SANITIZE_ADDRESS__
+#include <dlfcn.h>
+#include <string.h>
+/* `make asan` gives every process a sanitizer log_path, so that a report
+ * from a node or a daemon (whose stderr is a pipe nobody reads) is seen.
+ * GCC links ASan and UBSan as two runtimes, and UBSan applies its
+ * log_path through ASan's interposed __sanitizer_set_report_path: its own
+ * reports would stay on stderr.  Give it the path itself. */
+static void ubsan_log_path(void) {
+  const char *opts = getenv("UBSAN_OPTIONS");
+  const char *at = opts ? strstr(opts, "log_path=") : NULL;
+  void *ubsan = at ? dlopen("libubsan.so.1", RTLD_NOW | RTLD_NOLOAD) : NULL;
+  if (!ubsan) return; /* no log_path, or one runtime for both (clang) */
+  void (*set_path)(const char *) = (void (*)(const char *))dlsym(ubsan, "__sanitizer_set_report_path");
+  char path[4096];
+  at += strlen("log_path=");
+  snprintf(path, sizeof path, "%.*s", (int)strcspn(at, ":"), at);
+  if (set_path) set_path(path);
+}
+#endif
+
 static int traceback(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL && !lua_isnoneornil(L, 1)) {
@@ -33,6 +54,9 @@ static int run_main(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+#ifdef __SANITIZE_ADDRESS__
+  ubsan_log_path();
+#endif
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     fputs("aitbc: cannot create Lua state (out of memory)\n", stderr);

@@ -24,6 +24,8 @@
 
 #define PROC_MT "aitbc.proc"
 #define GROWBUF_MT "aitbc.growbuf"
+#define DIR_MT "aitbc.dir"
+#define SPAWN_FDS_MT "aitbc.spawn_fds"
 
 extern char **environ;
 
@@ -120,7 +122,9 @@ static int l_term_size(lua_State *L) {
   return 2;
 }
 
-/* read_password(prompt) -> text | nil, err: from the terminal, not echoed. */
+/* read_password(prompt) -> text | nil, err: from the terminal, not echoed.
+ * Read into a stack buffer, so nothing can raise while the terminal is
+ * silent (it would stay so) and no copy of the secret is left behind. */
 static int l_read_password(lua_State *L) {
   const char *prompt = luaL_optstring(L, 1, "Password: ");
   int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
@@ -137,20 +141,22 @@ static int l_read_password(lua_State *L) {
     tcsetattr(fd, TCSAFLUSH, &quiet);
   }
   (void)!write(fd, prompt, strlen(prompt));
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  char c;
+  char text[4096], c;
+  size_t len = 0, total = 0;
   ssize_t n;
-  while ((n = read(fd, &c, 1)) == 1 && c != '\n') luaL_addchar(&b, c);
+  while ((n = read(fd, &c, 1)) == 1 && c != '\n')
+    if (total++ < sizeof text) text[len++] = c;
   if (have_termios) tcsetattr(fd, TCSAFLUSH, &old);
   (void)!write(fd, "\n", 1);
   close(fd);
-  if (n < 0) {
+  if (n < 0 || total > sizeof text) {
+    explicit_bzero(text, sizeof text);
     lua_pushnil(L);
-    lua_pushliteral(L, "interrupted");
+    lua_pushstring(L, n < 0 ? "interrupted" : "the answer is longer than 4096 bytes");
     return 2;
   }
-  luaL_pushresult(&b);
+  lua_pushlstring(L, text, len);
+  explicit_bzero(text, sizeof text);
   return 1;
 }
 
@@ -237,16 +243,18 @@ static int l_write_file(lua_State *L) {
   }
   int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
   if (fd < 0) return push_errno(L, path);
+  /* the file is closed and removed before the error is pushed (which can raise) */
+  int e = 0;
   if (fchmod(fd, mode) != 0 || write_all(fd, data, len) != 0 || fsync(fd) != 0) {
-    int n = push_errno(L, path);
+    e = errno;
     close(fd);
-    unlink(tmp);
-    return n;
+  } else if (close(fd) != 0 || rename(tmp, path) != 0) {
+    e = errno;
   }
-  if (close(fd) != 0 || rename(tmp, path) != 0) {
-    int n = push_errno(L, path);
+  if (e) {
     unlink(tmp);
-    return n;
+    errno = e;
+    return push_errno(L, path);
   }
   fsync_parent(path);
   lua_pushboolean(L, 1);
@@ -319,20 +327,33 @@ static int l_geteuid(lua_State *L) {
   return 1;
 }
 
-/* list_dir(path) -> sorted names (without . and ..) | nil, err */
+static void dir_close(DIR **d) {
+  if (*d) closedir(*d);
+  *d = NULL;
+}
+
+static int dir_gc(lua_State *L) {
+  dir_close(lua_touserdata(L, 1));
+  return 0;
+}
+
+/* list_dir(path) -> sorted names (without . and ..) | nil, err
+ * The DIR is owned by a userdata: pushing a name can raise. */
 static int l_list_dir(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
-  DIR *d = opendir(path);
-  if (!d) return push_errno(L, path);
+  DIR **d = lua_newuserdatauv(L, sizeof *d, 0);
+  *d = NULL;
+  luaL_setmetatable(L, DIR_MT);
+  if (!(*d = opendir(path))) return push_errno(L, path);
   lua_newtable(L);
   int i = 0;
   struct dirent *e;
-  while ((e = readdir(d)))
+  while ((e = readdir(*d)))
     if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
       lua_pushstring(L, e->d_name);
       lua_rawseti(L, -2, ++i);
     }
-  closedir(d);
+  dir_close(d);
   lua_getglobal(L, "table");
   lua_getfield(L, -1, "sort");
   lua_pushvalue(L, -3);
@@ -461,7 +482,20 @@ static char **build_env(lua_State *L, int env_idx) {
   size_t extra = 0;
   if (lua_istable(L, env_idx)) {
     lua_pushnil(L);
-    while (lua_next(L, env_idx)) extra++, lua_pop(L, 1);
+    while (lua_next(L, env_idx)) {
+      size_t klen;
+      const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+      if (!key || klen == 0 || strlen(key) != klen || strchr(key, '='))
+        luaL_error(L, "env keys must be variable names (strings without '=')");
+      int t = lua_type(L, -1);
+      size_t vlen;
+      if ((t != LUA_TSTRING && t != LUA_TNUMBER && !(t == LUA_TBOOLEAN && !lua_toboolean(L, -1))) ||
+          (t == LUA_TSTRING && strlen(lua_tolstring(L, -1, &vlen)) != vlen))
+        luaL_error(L, "env.%s must be a string (without NUL), a number or false (to unset it)", key);
+      extra++, lua_pop(L, 1);
+    }
+  } else if (!lua_isnil(L, env_idx)) {
+    luaL_error(L, "env must be a table");
   }
   char **envp = lua_newuserdatauv(L, sizeof(char *) * (n + extra + 1), 1);
   lua_newtable(L); /* keeps the "K=V" strings alive */
@@ -482,8 +516,8 @@ static char **build_env(lua_State *L, int env_idx) {
     int keep = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, env_idx)) {
-      if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-        lua_pushfstring(L, "%s=%s", luaL_checkstring(L, -2), lua_tostring(L, -1));
+      if (lua_type(L, -1) != LUA_TBOOLEAN) {
+        lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
         envp[k++] = (char *)lua_tostring(L, -1);
         lua_rawseti(L, keep, (lua_Integer)k);
       }
@@ -495,11 +529,53 @@ static char **build_env(lua_State *L, int env_idx) {
   return envp;
 }
 
+/* The descriptors spawn opens, owned by a userdata until they are closed
+ * or handed to the process object: an error return closes them at once, a
+ * raise leaves them to __gc. */
+typedef struct {
+  int log, report[2], pipes[3][2];
+} spawn_fds_t;
+
+static void spawn_fds_close(spawn_fds_t *f) {
+  close_fd(&f->log), close_fd(&f->report[0]), close_fd(&f->report[1]);
+  for (int i = 0; i < 3; i++) close_fd(&f->pipes[i][0]), close_fd(&f->pipes[i][1]);
+}
+
+static int spawn_fds_gc(lua_State *L) {
+  spawn_fds_close(lua_touserdata(L, 1));
+  return 0;
+}
+
+static spawn_fds_t *spawn_fds_new(lua_State *L) {
+  spawn_fds_t *f = lua_newuserdatauv(L, sizeof *f, 0);
+  f->log = f->report[0] = f->report[1] = -1;
+  for (int i = 0; i < 3; i++) f->pipes[i][0] = f->pipes[i][1] = -1;
+  luaL_setmetatable(L, SPAWN_FDS_MT);
+  return f;
+}
+
+/* Closes what spawn opened, then pushes nil, message, errno. */
+static int spawn_fail(lua_State *L, spawn_fds_t *f, const char *what) {
+  int e = errno;
+  spawn_fds_close(f);
+  errno = e;
+  return push_errno(L, what);
+}
+
+/* Opens the log file and the pipes the child needs; 0 or -1 (errno). */
+static int spawn_open(spawn_fds_t *f, const char *log_path, const int modes[3]) {
+  if (log_path && (f->log = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0) return -1;
+  for (int i = 0; i < 3; i++)
+    if (modes[i] == 1 && pipe2(f->pipes[i], O_CLOEXEC) != 0) return -1;
+  return pipe2(f->report, O_CLOEXEC);
+}
+
 /* spawn{argv={...}, env={NAME=value|false}, cwd=, stdin=, stdout=, stderr=}
  * Streams: "inherit" (default), "pipe", "null"; stderr may also be "stdout".
  * log=PATH appends the child's stdout and stderr to that file (daemons);
  * die_with_parent=true sends the child SIGTERM when this process ends.
- * env entries (false to unset) apply on top of the current environment. */
+ * env entries (false to unset) apply on top of the current environment.
+ * Everything that can raise runs before the first descriptor is opened. */
 static int l_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "argv");
@@ -523,34 +599,35 @@ static int l_spawn(lua_State *L) {
   pid_t die_with = lua_toboolean(L, -1) ? getpid() : 0;
   lua_getfield(L, 1, "log");
   const char *log_path = lua_tostring(L, -1);
-  int log_fd = -1;
-  if (log_path && (log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) < 0)
-    return push_errno(L, log_path);
   lua_getfield(L, 1, "env");
-  int env_idx = lua_gettop(L);
-  int fds[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}}, report[2];
-  for (int i = 0; i < 3; i++)
-    if (modes[i] == 1 && pipe2(fds[i], O_CLOEXEC) != 0) return push_errno(L, "pipe");
-  if (pipe2(report, O_CLOEXEC) != 0) return push_errno(L, "pipe");
-  fflush(NULL);
-  char **envp = build_env(L, env_idx);
-  pid_t pid = fork();
-  if (pid < 0) return push_errno(L, "fork");
-  if (pid == 0) child_exec(argv, envp, fds, modes, cwd, report[1], new_session, log_fd, die_with);
-  if (log_fd >= 0) close(log_fd);
-  close(report[1]);
-  int child_errno = 0;
-  ssize_t got = read(report[0], &child_errno, sizeof child_errno);
-  close(report[0]);
+  char **envp = build_env(L, lua_gettop(L));
   proc_t *p = lua_newuserdatauv(L, sizeof *p, 0);
+  memset(p, 0, sizeof *p);
+  p->in = p->out = p->err = -1;
+  p->done = 1; /* no child yet: nothing to wait for */
+  luaL_setmetatable(L, PROC_MT);
+  int proc_idx = lua_gettop(L);
+  spawn_fds_t *f = spawn_fds_new(L);
+  if (spawn_open(f, log_path, modes) != 0) return spawn_fail(L, f, log_path && f->log < 0 ? log_path : "pipe");
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) return spawn_fail(L, f, "fork");
+  if (pid == 0) child_exec(argv, envp, f->pipes, modes, cwd, f->report[1], new_session, f->log, die_with);
   p->pid = pid;
   p->done = 0;
-  p->in = modes[0] == 1 ? fds[0][1] : -1;
-  p->out = modes[1] == 1 ? fds[1][0] : -1;
-  p->err = modes[2] == 1 ? fds[2][0] : -1;
-  for (int i = 0; i < 3; i++)
-    if (modes[i] == 1) close(i == 0 ? fds[i][0] : fds[i][1]);
-  luaL_setmetatable(L, PROC_MT);
+  /* the parent's ends go to the process object, the rest is closed */
+  int *ends[3] = {&p->in, &p->out, &p->err};
+  for (int i = 0; i < 3; i++) {
+    *ends[i] = f->pipes[i][i == 0 ? 1 : 0];
+    f->pipes[i][i == 0 ? 1 : 0] = -1;
+  }
+  close_fd(&f->report[1]);
+  int child_errno = 0;
+  ssize_t got;
+  do got = read(f->report[0], &child_errno, sizeof child_errno);
+  while (got < 0 && errno == EINTR);
+  spawn_fds_close(f);
+  lua_settop(L, proc_idx);
   if (got == (ssize_t)sizeof child_errno) {
     waitpid(pid, &p->status, 0);
     p->done = 1;
@@ -733,6 +810,13 @@ int luaopen_aitbc_native_sys(lua_State *L) {
                                    {"getppid", l_getppid},
                                    {NULL, NULL}};
   aitbc_shared_metatables(L);
+  luaL_newmetatable(L, DIR_MT);
+  lua_pushcfunction(L, dir_gc);
+  lua_setfield(L, -2, "__gc");
+  luaL_newmetatable(L, SPAWN_FDS_MT);
+  lua_pushcfunction(L, spawn_fds_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 2);
   luaL_newmetatable(L, PROC_MT);
   luaL_newlib(L, proc_methods);
   lua_setfield(L, -2, "__index");

@@ -1,5 +1,6 @@
 local db = require "aitbc.db"
 local cli = require "support.cli"
+local leaks = require "support.leaks"
 
 describe("db (SQLite)", function()
   local dir, conn
@@ -36,6 +37,37 @@ describe("db (SQLite)", function()
     local st, perr = conn:statement("SELEC nonsense")
     assert.is_nil(st)
     assert.matches("syntax error", perr)
+  end)
+
+  it("refuses a value SQLite cannot bind, naming the parameter, instead of storing NULL", function()
+    assert.equal(1000000000, conn:limit("length", 1000))
+    local ok, err = conn:run("INSERT INTO t (amount, note) VALUES (:amount, :note)",
+      { amount = 1, note = string.rep("x", 2000) })
+    assert.is_nil(ok)
+    assert.equal("cannot bind parameter :note (#2): string or blob too big", err)
+    ok, err = conn:run("INSERT INTO t (amount, data) VALUES (?, ?)", 2, db.blob(string.rep("x", 2000)))
+    assert.is_nil(ok)
+    assert.equal("cannot bind parameter #2: string or blob too big", err)
+    assert.equal(0, conn:first("SELECT count(*) AS n FROM t").n)
+    assert.equal(1, conn:run("INSERT INTO t (amount, note) VALUES (?, ?)", 3, "short"))
+  end)
+
+  it("frees SQLite's error message even when pushing it fails", function()
+    -- checked by LeakSanitizer (make asan): the message is SQLite's until pushed
+    local alloc = leaks.alloc_fail()
+    for i = 1, 5 do
+      local sql = "SELECT * FROM no_such_table_" .. i -- a message never pushed before: it must be allocated
+      collectgarbage("stop")
+      alloc.fail(2)
+      local ok, err = pcall(conn.exec, conn, sql)
+      collectgarbage("restart")
+      assert.is_false(ok)
+      assert.matches("not enough memory", err)
+      assert.equal(0, alloc.pending())
+    end
+    local ok, err = conn:exec("SELECT * FROM no_such_table")
+    assert.is_nil(ok)
+    assert.equal("no such table: no_such_table", err)
   end)
 
   it("rolls a failed transaction back completely", function()

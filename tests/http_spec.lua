@@ -2,6 +2,7 @@
 local http = require "aitbc.http"
 local json = require "aitbc.json"
 local cli = require "support.cli"
+local leaks = require "support.leaks"
 
 describe("http client and server", function()
   local srv, base
@@ -91,6 +92,57 @@ describe("http client and server", function()
   it("rejects a malformed URL as a usage problem", function()
     local _, err = http.request { url = "notaurl://x" }
     assert.equal("usage", err.kind)
+  end)
+
+  it("fetches http and https only: file:// and other protocols are refused", function()
+    local native = require "aitbc.native.http"
+    for _, url in ipairs { "file:///etc/hostname", "ftp://127.0.0.1/", "dict://127.0.0.1/", "gopher://127.0.0.1/" } do
+      local res, err = http.request { url = url }
+      assert.is_nil(res)
+      assert.equal("usage", err.kind)
+      assert.matches("only http:// and https:// URLs", err.message)
+      local many = native.request_many { { url = url } }
+      assert.equal("url", many[1].kind)
+    end
+  end)
+
+  it("refuses a method or header name that is not an HTTP token (no request smuggling)", function()
+    for _, method in ipairs { "GET\r\nX-Injected: 1", "GET /x HTTP/1.1", "", "G\0T" } do
+      assert.has_error(function() http.request { method = method, url = base .. "/echo" } end,
+        "method is not an HTTP token (e.g. GET, POST; no spaces or line breaks)")
+    end
+    assert.has_error(function() http.request { url = base .. "/echo", headers = { ["X-A: b\r\nX-C"] = "d" } } end,
+      "a header name is not an HTTP token (no spaces, colons or line breaks)")
+    assert.has_error(function() http.request { url = base .. "/echo", headers = { ["X-A"] = "b\0\r\nX-C: d" } } end,
+      "header X-A contains a line break or NUL")
+    assert.equal("PROPFIND", http.request { method = "PROPFIND", url = base .. "/echo" }.json.method)
+  end)
+
+  it("leaks nothing when a request in request_many is invalid", function()
+    local before = leaks.open_fds()
+    for _ = 1, 10 do
+      local ok, err = pcall(http.request_many, { { url = base .. "/health" }, { url = base .. "/health", headers = 5 } })
+      assert.is_false(ok)
+      assert.matches("headers must be a table", err)
+    end
+    local after = leaks.open_fds()
+    assert.is_true(after <= before + 2, ("%d descriptors before, %d after"):format(before, after))
+  end)
+
+  it("leaks nothing when the streaming callback's chunk cannot be allocated", function()
+    local alloc = leaks.alloc_fail()
+    local function starve() alloc.fail(2) end -- the next push and its retry after a collection fail
+    assert(http.request { url = base .. "/health" })
+    local before = leaks.open_fds()
+    for _ = 1, 5 do
+      assert.has_error(function() http.request { url = base .. "/stream/5", on_data = starve } end, "not enough memory")
+      assert.has_error(function() http.request_many { { url = base .. "/stream/5", on_data = starve } } end,
+        "not enough memory")
+      assert.equal(0, alloc.pending())
+    end
+    local after = leaks.open_fds()
+    assert.is_true(after <= before + 2, ("%d descriptors before, %d after"):format(before, after))
+    assert.equal(200, assert(http.request { url = base .. "/health" }).status)
   end)
 
   it("runs several requests at once, results in request order", function()

@@ -1,5 +1,6 @@
 local sys = require "aitbc.sys"
 local cli = require "support.cli"
+local leaks = require "support.leaks"
 
 describe("sys", function()
   after_each(cli.cleanup)
@@ -58,6 +59,42 @@ describe("sys", function()
     local p, err = sys.spawn { argv = { "/no/such/program" } }
     assert.is_nil(p)
     assert.matches("cannot run /no/such/program: No such file", err)
+  end)
+
+  it("refuses a bad env entry before opening anything (no descriptor leaks)", function()
+    local log = cli.tempdir() .. "/child.log"
+    local before = leaks.open_fds()
+    for _, env in ipairs { { [true] = "x" }, { [1] = "x" }, { ["A=B"] = "x" }, { X = {} }, { X = true }, { X = "a\0b" } } do
+      for _ = 1, 5 do
+        local ok, err = pcall(sys.spawn, { argv = { "true" }, stdin = "pipe", stdout = "pipe", stderr = "pipe",
+          log = log, env = env })
+        assert.is_false(ok)
+        assert.equal(before, leaks.open_fds())
+        assert.matches("^env", err)
+      end
+    end
+    local p, err = sys.spawn { argv = { "true" }, stdout = "pipe", log = "/nonexistent/dir/child.log" }
+    assert.is_nil(p)
+    assert.matches("/nonexistent/dir/child.log", err)
+    assert.equal(before, leaks.open_fds())
+  end)
+
+  it("closes a directory it was listing when a name cannot be allocated", function()
+    local dir = cli.tempdir()
+    for i = 1, 40 do assert(sys.write_file(("%s/list-dir-leak-%d"):format(dir, i), "")) end
+    local alloc = leaks.alloc_fail()
+    local before = leaks.open_fds()
+    for _ = 1, 10 do
+      collectgarbage("stop") -- no collector step (and finalizer) between here and list_dir
+      alloc.fail(2, 5) -- the sixth allocation (a name, some way into the listing) fails
+      local ok, err = pcall(sys.list_dir, dir)
+      collectgarbage("restart")
+      assert.is_false(ok)
+      assert.matches("not enough memory", err)
+      assert.equal(0, alloc.pending())
+    end
+    assert.equal(before, leaks.open_fds())
+    assert.equal(40, #sys.list_dir(dir))
   end)
 
   it("reads clocks, sleeps, and reads /proc", function()

@@ -4,6 +4,8 @@
 --   db:query("SELECT ...", ...)                    -> rows | nil, err
 --   db:first("SELECT ...", ...)                    -> row | false | nil, err
 --   db:transaction(function() ... end)             -> results of fn (rolled back on error)
+-- A value SQLite refuses to bind (over its length limit) is an error naming
+-- the parameter, like any SQL error, never a silent NULL.
 local native = require "aitbc.native.db"
 
 local M = { blob = native.blob, sqlite_version = native.sqlite_version }
@@ -56,7 +58,8 @@ end
 function Db:query(sql, ...)
   local st, err = self:statement(sql)
   if not st then return nil, err end
-  bind(st, ...)
+  local bound, berr = bind(st, ...)
+  if not bound then return nil, berr end
   local rows = {}
   while true do
     local row, serr = st:step()
@@ -70,7 +73,8 @@ end
 function Db:first(sql, ...)
   local st, err = self:statement(sql)
   if not st then return nil, err end
-  bind(st, ...)
+  local bound, berr = bind(st, ...)
+  if not bound then return nil, berr end
   local row, serr = st:step()
   st:reset()
   if row == nil then return nil, serr end
@@ -80,7 +84,8 @@ end
 function Db:run(sql, ...)
   local st, err = self:statement(sql)
   if not st then return nil, err end
-  bind(st, ...)
+  local bound, berr = bind(st, ...)
+  if not bound then return nil, berr end
   local row, serr = st:step()
   if row == nil then return nil, serr end
   st:reset()
@@ -88,6 +93,7 @@ function Db:run(sql, ...)
 end
 
 function Db:exec(sql) return self.handle:exec(sql) end
+function Db:limit(name, value) return self.handle:limit(name, value) end
 function Db:backup(path) return self.handle:backup(path) end
 
 --- Runs fn inside BEGIN IMMEDIATE ... COMMIT; any error rolls back and is

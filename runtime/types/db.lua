@@ -15,11 +15,16 @@ function handle:changes() end
 function handle:last_insert_id() end
 ---@return integer|nil pages, string? err
 function handle:backup(path) end
+---@param name "length"|"sql_length"|"column"|"variable_number"
+---@param value? integer  the new limit; without it, only reads
+---@return integer previous
+function handle:limit(name, value) end
 function handle:close() end
 
 ---@class aitbc.db.stmt
 local stmt = {}
----@return aitbc.db.stmt  positional values, or one table of named values
+---@return aitbc.db.stmt|nil, string? err  positional values, or one table of named values;
+---nil, "cannot bind parameter :name (#2): string or blob too big" when SQLite refuses a value
 function stmt:bind(...) end
 ---@return table|false|nil row, string? err  false when done
 function stmt:step() end

@@ -4,11 +4,11 @@ local http = {}
 http.curl_version = ""
 
 ---@class aitbc.http.request
----@field url string
----@field method? string            GET by default
----@field headers? table<string,string>
+---@field url string                http:// or https:// only (other schemes: kind "url")
+---@field method? string            GET by default; an HTTP token (else it raises)
+---@field headers? table<string,string>  names are tokens, values without CR, LF or NUL
 ---@field body? string
----@field timeout? number           seconds for the whole transfer (default 30)
+---@field timeout? number           seconds for the whole transfer (default 30; 0 none; max 1e9)
 ---@field connect_timeout? number   seconds (default 10)
 ---@field insecure? boolean         skip TLS verification (on by default)
 ---@field on_data? fun(chunk: string): boolean?  stream the body; return false to stop

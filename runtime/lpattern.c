@@ -59,7 +59,7 @@ static int class_has(int c, int cl) {
     case 'w': r = isalnum(c); break;
     case 'x': r = isxdigit(c); break;
     case 'z': r = c == 0; break; /* deprecated, but Lua 5.4 still has it */
-    default: return cl == c; /* %x for a non-letter x: x itself */
+    default: return cl == c;     /* %x for a non-letter x: x itself */
   }
   r = r != 0;
   return isupper(cl) ? !r : r;

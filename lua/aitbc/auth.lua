@@ -7,6 +7,7 @@ local crypto = require "aitbc.crypto"
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
 local keys = require "aitbc.keys"
+local sealed = require "aitbc.secrets.sealed"
 local sys = require "aitbc.sys"
 
 local auth = {}
@@ -471,39 +472,17 @@ end
 -- ---- backup / recover ----
 
 local BACKUP_AD = "aitbc-key-backup-v1"
-local KDF = { ops = 3, mem = 64 * 1024 * 1024 }
 
-local function password(ctx, confirm)
-  local env = sys.getenv("AITBC_BACKUP_PASSWORD")
-  if env and env ~= "" then return env end
-  if ctx.opts.password_file then
-    return (config.read_input(ctx.opts.password_file, "--password-file"):gsub("\r?\n$", ""))
-  end
-  local pw, err = sys.read_password("Backup password: ")
-  if not pw then
-    errors.raise("usage", "a password is needed (" .. err .. ")", "set AITBC_BACKUP_PASSWORD or pass --password-file FILE")
-  end
-  if confirm then
-    local again = sys.read_password("Repeat the password: ")
-    if again ~= pw then errors.raise("usage", "the passwords differ") end
-  end
-  return pw
-end
+--- The backup password: --password-file > AITBC_BACKUP_PASSWORD > a prompt.
+local function password(ctx, new) return require("aitbc.secrets.password").get("backup", ctx.opts.password_file, new) end
 
 function auth.backup(ctx)
   local all = keys.all(ctx.config.file)
   if #all == 0 then errors.raise("not_found", "no API keys to back up", "import them with 'aitbc auth import-env'") end
   local pw = password(ctx, true)
-  if #pw < 8 then errors.raise("usage", "the backup password must be at least 8 characters") end
-  local salt, nonce = crypto.random(crypto.SALT_BYTES), crypto.random(crypto.AEAD_NONCE_BYTES)
-  local key <close> = assert(crypto.argon2id(pw, salt, KDF))
   local plaintext = json.encode { format = "aitbc-keys", version = 1, created_at = iso(), keys = ctx.config.file.keys,
     environments = ctx.config.file.environments }
-  local doc = {
-    format = "aitbc-key-backup", version = 1, created_at = iso(), cipher = "xchacha20poly1305-ietf",
-    kdf = { alg = "argon2id13", salt = crypto.base64(salt), ops = KDF.ops, mem = KDF.mem },
-    nonce = crypto.base64(nonce), ciphertext = crypto.base64(crypto.aead_encrypt(plaintext, key, nonce, BACKUP_AD)),
-  }
+  local doc = sealed.seal({ format = "aitbc-key-backup", version = 1, created_at = iso() }, plaintext, pw, BACKUP_AD)
   local path = config.expand(ctx.opts.output)
   local ok, err = sys.write_file(path, json.encode(doc, { pretty = true }) .. "\n", tonumber("600", 8))
   if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. err) end
@@ -519,18 +498,9 @@ function auth.recover(ctx)
   if type(doc) ~= "table" or doc.format ~= "aitbc-key-backup" or doc.version ~= 1 or type(doc.kdf) ~= "table" then
     errors.raise("failure", path .. " is not an aitbc key backup (made by 'aitbc auth backup')")
   end
-  local salt, nonce = crypto.unbase64(doc.kdf.salt or ""), crypto.unbase64(doc.nonce or "")
-  local ct = crypto.unbase64(doc.ciphertext or "")
-  if not salt or #salt ~= crypto.SALT_BYTES or not nonce or #nonce ~= crypto.AEAD_NONCE_BYTES or not ct then
-    errors.raise("failure", path .. " is damaged (bad salt, nonce or ciphertext)")
-  end
-  local ops, mem = math.tointeger(doc.kdf.ops), math.tointeger(doc.kdf.mem)
-  if not ops or not mem or ops < 1 or ops > 20 or mem < 8192 or mem > (1 << 30) then
-    errors.raise("failure", path .. " has implausible key-derivation parameters")
-  end
-  local pw = password(ctx, false)
-  local key <close> = assert(crypto.argon2id(pw, salt, { ops = ops, mem = mem }))
-  local plaintext = crypto.aead_decrypt(ct, key, nonce, BACKUP_AD)
+  local intact, why = sealed.check(doc)
+  if not intact then errors.raise("failure", path .. " is damaged (" .. why .. ")") end
+  local plaintext = sealed.open(doc, password(ctx, false), BACKUP_AD)
   if not plaintext then
     errors.raise("auth", "cannot decrypt " .. path .. ": wrong password, or the file was altered",
       "nothing was changed; try again with the right password", { code = "decrypt_failed" })

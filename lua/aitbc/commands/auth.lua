@@ -93,7 +93,7 @@ return {
     {
       name = "backup",
       summary = "Write an encrypted backup of the stored keys (Argon2id + XChaCha20-Poly1305)",
-      description = "The password comes from AITBC_BACKUP_PASSWORD, --password-file, or a hidden prompt.",
+      description = "The password comes from --password-file, else AITBC_BACKUP_PASSWORD, else a hidden prompt.",
       options = {
         { "--output", metavar = "FILE", required = true, help = "backup file to write (mode 0600)" },
         { "--password-file", metavar = "FILE", help = "read the password from this file" },

@@ -224,8 +224,9 @@ return {
         local units = require("aitbc.money").from_option(text, "--amount")
         local client = api(ctx)
         local payment_path = job_path("/v1/jobs/{job_id}/payment", ctx.args.job_id)
+        local password = require("aitbc.secrets.password").get("wallet", ctx.opts.password_file)
         local body = require("aitbc.wallet").signed_tx(ctx, client, "escrow_lock",
-          { job_id = ctx.args.job_id, amount = tostring(units) })
+          { job_id = ctx.args.job_id, amount = tostring(units) }, password)
         local res = client:call("POST", payment_path, { json = body,
           expect = { amount = "scalar", job_id = "string", tx_hash = "string?", chain_id = "string?" } })
         if not ctx.opts.no_wait then

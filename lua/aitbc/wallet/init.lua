@@ -8,10 +8,11 @@ local bip39 = require "aitbc.wallet.bip39"
 local crypto = require "aitbc.crypto"
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
+local sealed = require "aitbc.secrets.sealed"
 local slip10 = require "aitbc.wallet.slip10"
 local sys = require "aitbc.sys"
 
-local wallet = { PATH = "m/44'/8888'/0'/0'/0'", HRP = "ait", KDF = { ops = 3, mem = 64 * 1024 * 1024 } }
+local wallet = { PATH = "m/44'/8888'/0'/0'/0'", HRP = "ait" }
 
 -- Both are pure, and a node sees the same accounts again and again: the
 -- answers are remembered (bounded; the memo is dropped when full).
@@ -92,34 +93,24 @@ function wallet.path(name)
   return wallet.dir() .. "/" .. name .. ".json"
 end
 
+local function keystore_ad(address) return "aitbc-keystore-v1:" .. tostring(address) end
+
 --- Seals phrase into a keystore document.
 function wallet.seal(name, phrase, password)
   local keys = wallet.keys(phrase)
-  local salt, nonce = crypto.random(crypto.SALT_BYTES), crypto.random(crypto.AEAD_NONCE_BYTES)
-  local key <close> = assert(crypto.argon2id(password, salt, wallet.KDF))
-  return {
+  return sealed.seal({
     format = "aitbc-keystore", version = 1, name = name, address = keys.address,
     public_key = crypto.hex(keys.public_key), path = wallet.PATH, created_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
-    kdf = { alg = "argon2id13", salt = crypto.base64(salt), ops = wallet.KDF.ops, mem = wallet.KDF.mem },
-    cipher = "xchacha20poly1305-ietf", nonce = crypto.base64(nonce),
-    ciphertext = crypto.base64(crypto.aead_encrypt(phrase, key, nonce, "aitbc-keystore-v1:" .. keys.address)),
-  }
+  }, phrase, password, keystore_ad(keys.address))
 end
 
 --- Opens a keystore document: the phrase and keys | raises (4 on a wrong password).
 function wallet.open(doc, password)
-  if type(doc) ~= "table" or doc.format ~= "aitbc-keystore" or doc.version ~= 1 or type(doc.kdf) ~= "table" then
+  if type(doc) ~= "table" or doc.format ~= "aitbc-keystore" or doc.version ~= 1 then
     errors.raise("failure", "not an aitbc keystore")
   end
-  local salt, nonce = crypto.unbase64(doc.kdf.salt or ""), crypto.unbase64(doc.nonce or "")
-  local ct = crypto.unbase64(doc.ciphertext or "")
-  local ops, mem = math.tointeger(doc.kdf.ops), math.tointeger(doc.kdf.mem)
-  if not salt or #salt ~= crypto.SALT_BYTES or not nonce or #nonce ~= crypto.AEAD_NONCE_BYTES or not ct
-    or not ops or not mem or ops < 1 or ops > 20 or mem < 8192 or mem > (1 << 30) then
-    errors.raise("failure", "the keystore is damaged (bad salt, nonce, ciphertext or parameters)")
-  end
-  local key <close> = assert(crypto.argon2id(password, salt, { ops = ops, mem = mem }))
-  local phrase = crypto.aead_decrypt(ct, key, nonce, "aitbc-keystore-v1:" .. tostring(doc.address))
+  local phrase, refused, why = sealed.open(doc, password, keystore_ad(doc.address))
+  if refused == "damaged" then errors.raise("failure", "the keystore is damaged (" .. why .. ")") end
   if not phrase then
     errors.raise("auth", "cannot open wallet " .. tostring(doc.name) .. ": wrong password, or the keystore was altered",
       "nothing was changed", { code = "keystore_refused" })
@@ -166,10 +157,10 @@ function wallet.active_name(ctx, name)
 end
 
 --- Builds and signs a transaction from the active wallet on the chain of
--- ctx.settings.chain; the nonce comes from the node.  Returns {tx,
--- signature}, the sender's address.
-function wallet.signed_tx(ctx, client, kind, payload)
-  local keys = wallet.open(wallet.read(wallet.active_name(ctx)), wallet.password(ctx, false))
+-- ctx.settings.chain, opened with password; the nonce comes from the node.
+-- Returns {tx, signature}, the sender's address.
+function wallet.signed_tx(ctx, client, kind, payload, password)
+  local keys = wallet.open(wallet.read(wallet.active_name(ctx)), password)
   local account = client:call("GET", require("aitbc.api").path("/v1/chain/{chain}/accounts/{address}",
     { chain = ctx.settings.chain, address = keys.address }), { expect = { nonce = "integer" } })
   local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
@@ -186,28 +177,6 @@ function wallet.active_address(ctx)
   local text = name and sys.read_file(wallet.path(name))
   local doc = text and json.decode(text)
   return type(doc) == "table" and doc.address or nil
-end
-
---- The password: --password-file, AITBC_WALLET_PASSWORD, or a hidden prompt
--- (a flag beats the environment, as everywhere).
-function wallet.password(ctx, confirm)
-  local env = sys.getenv("AITBC_WALLET_PASSWORD")
-  local pw
-  if ctx.opts.password_file then
-    pw = require("aitbc.config").read_input(ctx.opts.password_file, "--password-file"):gsub("\r?\n$", "")
-  elseif env and env ~= "" then
-    pw = env
-  else
-    local got, err = sys.read_password("Wallet password: ")
-    if not got then
-      errors.raise("usage", "a wallet password is needed (" .. err .. ")",
-        "set AITBC_WALLET_PASSWORD or pass --password-file FILE")
-    end
-    if confirm and sys.read_password("Repeat the password: ") ~= got then errors.raise("usage", "the passwords differ") end
-    pw = got
-  end
-  if confirm and #pw < 8 then errors.raise("usage", "the wallet password must be at least 8 characters") end
-  return pw
 end
 
 return wallet

@@ -1,7 +1,7 @@
 --- The `aitbc auth` commands: API keys kept locally (aitbc.keys) and
 -- managed on the node (/v1/admin/keys, /v1/auth/whoami, /v1/admin/audit).
 local api = require "aitbc.api"
-local apikey = require "aitbc.apikey"
+local apikey = require "aitbc.protocol.apikey"
 local config = require "aitbc.config"
 local crypto = require "aitbc.crypto"
 local errors = require "aitbc.errors"

@@ -3,7 +3,7 @@
 -- A command that needs a role gets its key by the usual precedence:
 --   --api-key > AITBC_<ROLE>_KEY > AITBC_API_KEY > stored key of the active
 --   environment > api_key in the config file.
-local apikey = require "aitbc.apikey"
+local apikey = require "aitbc.protocol.apikey"
 local sys = require "aitbc.sys"
 
 local keys = {}

@@ -3,6 +3,7 @@
 -- Each server worker state calls factory(config_json) once and then the
 -- returned handle(request) for every request.
 local admin = require "aitbc.node.admin"
+local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
@@ -115,7 +116,7 @@ return function(config_text)
     if not key or key == "" then
       util.fail(401, "missing_api_key", "this endpoint needs an API key in the X-Api-Key header")
     end
-    local key_id, hash = util.key_identity(key)
+    local key_id, hash = apikey.identity(key)
     ctx.audit_key_id = key_id
     local k = store:key_get(key_id)
     if not k or not crypto.equal(k.hash, hash) then util.fail(401, "invalid_api_key", "invalid api key") end

@@ -1,4 +1,5 @@
 --- `aitbc serve`: start-up, the supervisor loop and shutdown of a node.
+local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
@@ -39,8 +40,8 @@ local function ensure_admin_key(store, data_dir, out)
   for _, k in ipairs(store:keys_list()) do
     if k.role == "admin" then unusable = unusable + 1 end
   end
-  local key = util.generate_key("admin")
-  local key_id, hash = util.key_identity(key)
+  local key = apikey.generate("admin")
+  local key_id, hash = apikey.identity(key)
   store:key_create { key_id = key_id, hash = hash, role = "admin",
     name = unusable > 0 and "admin key made at start-up: no usable one was left" or "initial admin key",
     environment = "default", created_at = now }

@@ -17,6 +17,7 @@
 local crypto = require "aitbc.crypto"
 local json = require "aitbc.json"
 local money = require "aitbc.money"
+local signing = require "aitbc.protocol.signing"
 local util = require "aitbc.node.util"
 local wallet = require "aitbc.wallet"
 
@@ -26,10 +27,8 @@ local M = { SUPPLY = 1000000000 * money.UNIT }
 
 local ZERO = string.rep("0", 64)
 
-function M.hash(obj) return crypto.hex(crypto.sha256(json.encode(obj))) end
-
---- A signature over a hash, as blocks and transactions carry it.
-function M.sign(hash, secret) return crypto.base64(crypto.sign(hash, secret), "urlsafe") end
+-- What blocks and transactions are hashed and signed over (aitbc.protocol.signing).
+M.hash, M.sign = signing.hash, signing.sign
 
 --- A block's transaction root: SHA-256 of its transaction hashes in order.
 local function tx_root(hashes)
@@ -179,9 +178,8 @@ local function check_tx(chain_id, tx, signature, kinds, now)
     tx_address(to, "payload.to")
     if to == tx.from then fail(400, "self_transfer", "payload.to is the sender", "payload.to") end
   end
-  local sig = type(signature) == "string" and crypto.unbase64(signature, "urlsafe")
   local hash = M.hash(tx)
-  if not sig or not crypto.verify(sig, hash, pk) then fail(400, "bad_signature", "the signature does not verify", "signature") end
+  if not signing.verify(signature, hash, pk) then fail(400, "bad_signature", "the signature does not verify", "signature") end
   return { hash = hash, tx = tx, signature = signature, amount = amount, to = to }
 end
 
@@ -354,8 +352,7 @@ local function replay_settlement(store, chain_id, tx, signature, authority_publi
   if math.type(tx.nonce) ~= "integer" or math.type(tx.timestamp) ~= "integer" then
     fail(400, "invalid_tx", "a settlement's nonce and timestamp must be whole numbers", "nonce")
   end
-  local sig = type(signature) == "string" and crypto.unbase64(signature, "urlsafe")
-  if tx.public_key ~= crypto.hex(authority_public) or not sig or not crypto.verify(sig, M.hash(tx), authority_public) then
+  if tx.public_key ~= crypto.hex(authority_public) or not signing.verify(signature, M.hash(tx), authority_public) then
     fail(400, "bad_signature", "the settlement is not signed by the authority", "signature")
   end
   local escrow = store:chain_account(chain_id, tx.from)
@@ -405,8 +402,7 @@ function M.follow_block(store, chain_id, block, txs, authority_public)
         tx_count = block.tx_count, tx_root = block.tx_root, proposer = block.proposer }
     end
     if M.hash(header) ~= block.hash then refuse("block " .. block.height .. ": its hash does not match its header") end
-    local sig = crypto.unbase64(block.signature or "", "urlsafe")
-    if not sig or not crypto.verify(sig, block.hash, authority_public) then
+    if not signing.verify(block.signature, block.hash, authority_public) then
       refuse("block " .. block.height .. " is not signed by the authority")
     end
     if #txs ~= block.tx_count then refuse("block " .. block.height .. ": transaction count differs") end

@@ -165,10 +165,9 @@ function wallet.signed_tx(ctx, client, kind, payload, password)
     { chain = ctx.settings.chain, address = keys.address }), { expect = { nonce = "integer" } })
   local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
     nonce = account.nonce + 1, payload = payload, timestamp = os.time() }
-  local chain = require "aitbc.node.chain"
-  local signature = chain.sign(chain.hash(tx), keys.secret_key)
+  local signed = require("aitbc.protocol.signing").signed_tx(tx, keys.secret_key)
   keys.secret_key:wipe()
-  return { tx = tx, signature = signature }, keys.address
+  return signed, keys.address
 end
 
 --- The active wallet's address, or nil (for defaults such as a payout address).

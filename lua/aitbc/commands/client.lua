@@ -93,7 +93,7 @@ local function fetch_result(client, job_id)
   if type(receipt) == "table" then
     local node = client:call("GET", "/v1/node", { expect = { node_key = "string" } })
     local crypto = require "aitbc.crypto"
-    local ok, why = require("aitbc.node.receipts").verify(receipt, crypto.unbase64(node.node_key, "urlsafe"))
+    local ok, why = require("aitbc.protocol.receipts").verify(receipt, crypto.unbase64(node.node_key, "urlsafe"))
     res.receipt_verified = ok == true
     if not ok then
       errors.raise("failure", "the receipt of job " .. job_id .. " does not verify: " .. tostring(why),

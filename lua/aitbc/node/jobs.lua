@@ -2,6 +2,7 @@
 local json = require "aitbc.json"
 local money = require "aitbc.money"
 local receipts = require "aitbc.node.receipts"
+local signed_receipts = require "aitbc.protocol.receipts"
 local sys = require "aitbc.sys"
 local util = require "aitbc.node.util"
 
@@ -375,7 +376,7 @@ function M.submit_result(ctx, job_id)
   local metrics = util.optional_object(body, "metrics") or {}
   local miner = current_miner(ctx)
   local job = running_job(ctx, miner, job_id)
-  local receipt = receipts.sign(receipts.build(job, miner, body.result, metrics, ctx.now), ctx.node_key.public,
+  local receipt = signed_receipts.sign(receipts.build(job, miner, body.result, metrics, ctx.now), ctx.node_key.public,
     ctx.node_key.secret)
   local ok = ctx.store:job_finish(job_id, miner.miner_id, { state = "COMPLETED", result = json.encode(body.result),
     metrics = json.encode(metrics), receipt = json.encode(receipt), finished_at = ctx.now }, "jobs_completed")

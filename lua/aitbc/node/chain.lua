@@ -14,12 +14,12 @@
 -- miner's payout address when the job completed) and escrow_refund (to the
 -- payer when it failed, expired or was canceled, or the miner named no
 -- payout address).
+local addresses = require "aitbc.protocol.address"
 local crypto = require "aitbc.crypto"
 local json = require "aitbc.json"
 local money = require "aitbc.money"
 local signing = require "aitbc.protocol.signing"
 local util = require "aitbc.node.util"
-local wallet = require "aitbc.wallet"
 
 local fail = util.fail
 
@@ -47,14 +47,14 @@ end
 
 local function genesis_header(chain_id, authority_public, timestamp)
   return { chain_id = chain_id, height = 0, prev_hash = ZERO, timestamp = timestamp, tx_count = 0, tx_root = ZERO,
-    proposer = crypto.base64(authority_public, "urlsafe"), faucet = wallet.address(authority_public),
+    proposer = crypto.base64(authority_public, "urlsafe"), faucet = addresses.of(authority_public),
     supply = tostring(M.SUPPLY) }
 end
 
 --- The genesis of a chain: the node's faucet account holds the supply.
 function M.genesis(store, chain_id, node_key, now)
   if store:chain_head(chain_id) then return end
-  local faucet = wallet.address(node_key.public)
+  local faucet = addresses.of(node_key.public)
   store:transaction(function()
     store:chain_put_account { chain_id = chain_id, address = faucet, balance = M.SUPPLY, staked = 0, nonce = 0 }
     local header = genesis_header(chain_id, node_key.public, math.floor(now))
@@ -118,7 +118,7 @@ end
 -- The signature covers the transaction as sent, so the node cannot rewrite
 -- an upper-case address to its one spelling: it refuses it.
 local function tx_address(value, field)
-  if type(value) ~= "string" or not wallet.parse_address(value) then
+  if type(value) ~= "string" or not addresses.parse(value) then
     fail(400, "invalid_address", field .. " is not an AITBC address", field)
   end
   if value ~= value:lower() then
@@ -152,7 +152,7 @@ local function check_tx(chain_id, tx, signature, kinds, now)
   tx_address(tx.from, "from")
   local pk = type(tx.public_key) == "string" and #tx.public_key == 64 and crypto.unhex(tx.public_key)
   if not pk or #pk ~= 32 then fail(400, "invalid_key", "tx.public_key must be 32 bytes of hex", "public_key") end
-  if wallet.address(pk) ~= tx.from then fail(400, "key_mismatch", "tx.public_key is not the key of tx.from", "public_key") end
+  if addresses.of(pk) ~= tx.from then fail(400, "key_mismatch", "tx.public_key is not the key of tx.from", "public_key") end
   if math.type(tx.nonce) ~= "integer" or tx.nonce < 1 then
     fail(400, "invalid_nonce", "tx.nonce must be a whole number of at least 1 (a JSON number, not a string)", "nonce")
   end
@@ -264,7 +264,7 @@ end
 function M.settle_jobs(store, node_key, now)
   local n = 0
   for _, job in ipairs(store:jobs_to_settle()) do
-    local payout = job.state == "COMPLETED" and job.payout_address and wallet.normalize_address(job.payout_address)
+    local payout = job.state == "COMPLETED" and job.payout_address and addresses.normalize(job.payout_address)
     local to = payout or job.payer
     local kind = payout and "escrow_release" or "escrow_refund"
     -- one transaction: the escrow and the job's payment status change together
@@ -492,7 +492,7 @@ function M.chains(ctx)
   local authority = ctx.config.authority or ctx.node_key.id
   return 200, { items = items, block_time = ctx.config.block_time, authority = authority, node_key = authority,
     this_node_key = ctx.node_key.id, follows = ctx.config.follow,
-    faucet = wallet.address(crypto.unbase64(authority, "urlsafe")) }
+    faucet = addresses.of(crypto.unbase64(authority, "urlsafe")) }
 end
 
 function M.head(ctx, chain_id)
@@ -531,7 +531,7 @@ end
 
 --- An address from a path or a body, in its one (lower-case) spelling.
 local function address_arg(text, field)
-  local address, why = wallet.normalize_address(text)
+  local address, why = addresses.normalize(text)
   if not address then fail(400, "invalid_address", tostring(text) .. " is not an AITBC address: " .. tostring(why), field) end
   return address
 end
@@ -664,7 +664,7 @@ function M.faucet(ctx, chain_id)
     end
     amount = ok
   end
-  local from = wallet.address(ctx.node_key.public)
+  local from = addresses.of(ctx.node_key.public)
   if to == from then fail(400, "self_transfer", "address is the faucet's own", "address") end
   -- the limits and the nonce are read and used under one write lock:
   -- concurrent faucet requests must not both pass them, nor share a nonce

@@ -274,7 +274,7 @@ function M.register(ctx)
   local payout = util.optional_string(body, "payout_address", 128)
   if payout then
     local why
-    payout, why = require("aitbc.wallet").normalize_address(payout) -- one spelling: lower case
+    payout, why = require("aitbc.protocol.address").normalize(payout) -- one spelling: lower case
     if not payout then invalid("payout_address", "is not an AITBC address: " .. tostring(why)) end
   end
   local m = {

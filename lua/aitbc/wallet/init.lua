@@ -1,66 +1,21 @@
 --- Wallets: Ed25519 keys from a BIP-39 phrase (SLIP-0010, path PATH below),
--- bech32 addresses "ait1…" over BLAKE2b-160 of the public key, and one
+-- their addresses (aitbc.protocol.address), and one
 -- encrypted keystore file per wallet in AITBC_HOME/wallets (mode 0600):
 -- Argon2id derives the key from the password, XChaCha20-Poly1305 seals the
 -- phrase, with the address as associated data, so an edited file is refused.
-local bech32 = require "aitbc.wallet.bech32"
 local bip39 = require "aitbc.wallet.bip39"
 local crypto = require "aitbc.crypto"
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
+local addresses = require "aitbc.protocol.address"
 local sealed = require "aitbc.secrets.sealed"
 local slip10 = require "aitbc.wallet.slip10"
 local sys = require "aitbc.sys"
 
-local wallet = { PATH = "m/44'/8888'/0'/0'/0'", HRP = "ait" }
+local wallet = { PATH = "m/44'/8888'/0'/0'/0'", HRP = addresses.HRP }
 
--- Both are pure, and a node sees the same accounts again and again: the
--- answers are remembered (bounded; the memo is dropped when full).
-local memo_address, memo_parsed, memo_size = {}, {}, 0
-local function remember()
-  memo_size = memo_size + 1
-  if memo_size > 50000 then memo_address, memo_parsed, memo_size = {}, {}, 0 end
-end
-
-function wallet.address(public_key)
-  local a = memo_address[public_key]
-  if not a then
-    a = bech32.encode(wallet.HRP, bech32.bytes_to_words(crypto.blake2b(public_key, 20)))
-    memo_address[public_key] = a
-    remember()
-  end
-  return a
-end
-
---- parse_address(text) -> 20-byte hash | nil, reason.  Upper-case text
--- parses too (BIP-173); to name an account use normalize_address.
-function wallet.parse_address(text)
-  local known = memo_parsed[text]
-  if known then return known end
-  local hrp, words = bech32.decode(text)
-  if not hrp then return nil, words end
-  if hrp ~= wallet.HRP then return nil, "not an AITBC address (prefix '" .. hrp .. "', expected 'ait')" end
-  local bytes, err = bech32.words_to_bytes(words)
-  if not bytes or #bytes ~= 20 then return nil, err or "wrong length" end
-  memo_parsed[text] = bytes
-  remember()
-  return bytes
-end
-
---- The one spelling of an address: BIP-173 lets an address be written all
--- in upper case (the same address) and forbids mixing cases, so every
--- address read from outside goes through here before it names an account.
--- normalize_address(text) -> lower-case address | nil, reason
-function wallet.normalize_address(text)
-  if type(text) ~= "string" then return nil, "not a string" end
-  if text:lower() ~= text and text:upper() ~= text then
-    return nil, "mixes upper and lower case (BIP-173 forbids it); write the address all in lower case"
-  end
-  local lower = text:lower()
-  local ok, why = wallet.parse_address(lower)
-  if not ok then return nil, why end
-  return lower
-end
+-- Addresses (aitbc.protocol.address), under the names wallet code uses.
+wallet.address, wallet.parse_address, wallet.normalize_address = addresses.of, addresses.parse, addresses.normalize
 
 --- An address a user typed (a command's argument or option), in its one
 -- spelling | raises a usage error naming `what`.

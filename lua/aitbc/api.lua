@@ -28,11 +28,11 @@ function M.new(opts)
 end
 
 --- A client configured from a command's context (flags, env, config).
--- opts.role picks the key for that role (see aitbc.keys); opts.api_key and
+-- opts.role picks the key for that role (see aitbc.auth.keys); opts.api_key and
 -- opts.url override.
 function M.from_context(ctx, opts)
   opts = opts or {}
-  local keys = require "aitbc.keys"
+  local keys = require "aitbc.auth.keys"
   return M.new {
     url = opts.url or keys.url(ctx),
     api_key = opts.api_key or keys.resolve(ctx, opts.role),

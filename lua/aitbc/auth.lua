@@ -1,4 +1,4 @@
---- The `aitbc auth` commands: API keys kept locally (aitbc.keys) and
+--- The `aitbc auth` commands: API keys kept locally (aitbc.auth.keys) and
 -- managed on the node (/v1/admin/keys, /v1/auth/whoami, /v1/admin/audit).
 local api = require "aitbc.api"
 local apikey = require "aitbc.protocol.apikey"
@@ -6,7 +6,7 @@ local config = require "aitbc.config"
 local crypto = require "aitbc.crypto"
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
-local keys = require "aitbc.keys"
+local keys = require "aitbc.auth.keys"
 local sealed = require "aitbc.secrets.sealed"
 local sys = require "aitbc.sys"
 

@@ -108,7 +108,7 @@ end
 local function start_heartbeats(ctx, miner_id, interval)
   local argv = { sys.exe_path(), "--url", ctx.settings.url, "miner", "heartbeat", "--miner-id", miner_id,
     "--every", tostring(interval), "--parent", tostring(sys.getpid()) }
-  local key = require("aitbc.keys").resolve(ctx, "miner")
+  local key = require("aitbc.auth.keys").resolve(ctx, "miner")
   return sys.spawn { argv = argv, env = { AITBC_MINER_KEY = key, AITBC_API_KEY = false }, stdin = "null",
     stdout = "null", stderr = "null" }
 end

@@ -58,7 +58,7 @@ local function up(ctx)
   local miner = admin_call(node.url, admin, { role = "miner", name = "devnet miner", environment = "devnet" })
   -- the local config: the spec's commands work against this devnet
   local config = require "aitbc.config"
-  local keys = require "aitbc.keys"
+  local keys = require "aitbc.auth.keys"
   local file = ctx.config.file
   file.url = node.url
   file.ollama_url = state.ollama.url

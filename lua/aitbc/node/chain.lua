@@ -129,16 +129,8 @@ end
 
 local function is_object(v) return type(v) == "table" and not (json.is_array(v) and #v > 0) end
 
---- Checks what a transaction says on its own (fields, key, signature) — no
--- state, so outside the write lock; returns what commit needs.  kinds: the
--- types this route takes; now: the leader's clock (nil when a follower
--- replays a sealed block: the timestamp was checked when it was accepted).
-local function check_tx(chain_id, tx, signature, kinds, now)
-  if not is_object(tx) then fail(400, "invalid_tx", "tx must be an object", "tx") end
-  only_fields(tx, TX_FIELDS, "")
-  if tx.chain_id ~= chain_id then
-    fail(400, "wrong_chain", "tx.chain_id is " .. tostring(tx.chain_id) .. ", not " .. chain_id, "chain_id")
-  end
+--- The transaction's type, refused unless this route takes it (kinds).
+local function check_type(tx, kinds)
   if tx.type == "escrow_lock" and not kinds.escrow_lock then
     fail(400, "use_payment_route", "an escrow_lock pays for a job: send it to POST /v1/jobs/{job_id}/payment "
       .. "(aitbc client pay JOB_ID --amount AITBC), which checks that the job is yours and can be paid", "type")
@@ -149,10 +141,18 @@ local function check_tx(chain_id, tx, signature, kinds, now)
     table.sort(names)
     fail(400, "invalid_type", "tx.type must be " .. table.concat(names, ", "), "type")
   end
+end
+
+--- The sender's public key (raw bytes), which must be the key of tx.from.
+local function sender_key(tx)
   tx_address(tx.from, "from")
   local pk = type(tx.public_key) == "string" and #tx.public_key == 64 and crypto.unhex(tx.public_key)
   if not pk or #pk ~= 32 then fail(400, "invalid_key", "tx.public_key must be 32 bytes of hex", "public_key") end
   if addresses.of(pk) ~= tx.from then fail(400, "key_mismatch", "tx.public_key is not the key of tx.from", "public_key") end
+  return pk
+end
+
+local function check_nonce_and_time(tx, now)
   if math.type(tx.nonce) ~= "integer" or tx.nonce < 1 then
     fail(400, "invalid_nonce", "tx.nonce must be a whole number of at least 1 (a JSON number, not a string)", "nonce")
   end
@@ -163,21 +163,41 @@ local function check_tx(chain_id, tx, signature, kinds, now)
     fail(400, "invalid_timestamp", string.format("tx.timestamp %d is more than %d seconds from the node's clock (%d); "
       .. "check this computer's clock", tx.timestamp, M.CLOCK_SKEW, math.floor(now)), "timestamp")
   end
+end
+
+--- The payload's amount (base units) and the account it goes to (nil for stake and unstake).
+local function check_payload(tx)
   local payload = tx.payload
   if not is_object(payload) then fail(400, "invalid_payload", "tx.payload must be an object", "payload") end
   only_fields(payload, PAYLOAD_FIELDS[tx.type], "payload.")
   local amount = units(payload.amount, "payload.amount")
-  local to
   if tx.type == "escrow_lock" then
     if type(payload.job_id) ~= "string" or #payload.job_id > 64 or not payload.job_id:match("^%x+$") then
       fail(400, "invalid_job", "payload.job_id must be a job id", "payload.job_id")
     end
-    to = "escrow:" .. payload.job_id
+    return amount, "escrow:" .. payload.job_id
   elseif tx.type == "transfer" or tx.type == "faucet" then
-    to = payload.to
-    tx_address(to, "payload.to")
-    if to == tx.from then fail(400, "self_transfer", "payload.to is the sender", "payload.to") end
+    tx_address(payload.to, "payload.to")
+    if payload.to == tx.from then fail(400, "self_transfer", "payload.to is the sender", "payload.to") end
+    return amount, payload.to
   end
+  return amount, nil
+end
+
+--- Checks what a transaction says on its own (fields, key, signature) — no
+-- state, so outside the write lock; returns what commit needs.  kinds: the
+-- types this route takes; now: the leader's clock (nil when a follower
+-- replays a sealed block: the timestamp was checked when it was accepted).
+local function check_tx(chain_id, tx, signature, kinds, now)
+  if not is_object(tx) then fail(400, "invalid_tx", "tx must be an object", "tx") end
+  only_fields(tx, TX_FIELDS, "")
+  if tx.chain_id ~= chain_id then
+    fail(400, "wrong_chain", "tx.chain_id is " .. tostring(tx.chain_id) .. ", not " .. chain_id, "chain_id")
+  end
+  check_type(tx, kinds)
+  local pk = sender_key(tx)
+  check_nonce_and_time(tx, now)
+  local amount, to = check_payload(tx)
   local hash = M.hash(tx)
   if not signing.verify(signature, hash, pk) then fail(400, "bad_signature", "the signature does not verify", "signature") end
   return { hash = hash, tx = tx, signature = signature, amount = amount, to = to }

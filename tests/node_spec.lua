@@ -2,7 +2,7 @@
 local cli = require "support.cli"
 local json = require "aitbc.json"
 local nodes = require "support.node"
-local receipts = require "aitbc.node.receipts"
+local receipts = require "aitbc.protocol.receipts"
 local crypto = require "aitbc.crypto"
 local sys = require "aitbc.sys"
 

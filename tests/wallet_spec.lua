@@ -1,6 +1,6 @@
 -- Wallet keys: BIP-173, BIP-39 and SLIP-0010 known answers, then the
 -- wallet commands with real keystores.
-local bech32 = require "aitbc.wallet.bech32"
+local bech32 = require "aitbc.protocol.bech32"
 local bip39 = require "aitbc.wallet.bip39"
 local slip10 = require "aitbc.wallet.slip10"
 local crypto = require "aitbc.crypto"

@@ -28,11 +28,11 @@ function M.new(opts)
 end
 
 --- A client configured from a command's context (flags, env, config).
--- opts.role picks the key for that role (see aitbc.keys); opts.api_key and
+-- opts.role picks the key for that role (see aitbc.auth.keys); opts.api_key and
 -- opts.url override.
 function M.from_context(ctx, opts)
   opts = opts or {}
-  local keys = require "aitbc.keys"
+  local keys = require "aitbc.auth.keys"
   return M.new {
     url = opts.url or keys.url(ctx),
     api_key = opts.api_key or keys.resolve(ctx, opts.role),
@@ -82,48 +82,63 @@ local function kind_of(v)
   return "a " .. type(v)
 end
 
---- Walks value against spec, adding what is wrong to `problems` as
--- {field, text}; a list stops at its first wrong item.
--- spec: "type" or "type?" (absent or null allowed) with type one of string,
--- number, integer, boolean, scalar, id (one path segment), time (ISO 8601),
--- object, array, any; a table {field = spec} for an object; {"array", spec}
--- for a list of spec; {"object?", {fields}} for an optional object.
-local function check(value, spec, where, problems)
+--- A spec's parts: the type wanted, the inner spec, whether it may be absent.
+local function spec_parts(spec)
   local want, inner
   if type(spec) == "string" then want = spec
   elseif type(spec[1]) == "string" then want, inner = spec[1], spec[2]
   else want, inner = "object", spec end
   local optional = want:sub(-1) == "?"
   if optional then want = want:sub(1, -2) end
-  local name = where and ("'" .. where .. "'") or "the reply"
-  if value == nil or value == json.null then
-    if not optional then problems[#problems + 1] = { where, name .. " is missing, expected " .. WANTS[want] } end
-    return
-  end
-  if not has_type(value, want) then
-    local fields = {}
-    if want == "object" and type(inner) == "table" then
-      for f, fs in pairs(inner) do -- the required ones
-        local w = type(fs) == "string" and fs or (type(fs[1]) == "string" and fs[1]) or "object"
-        if w:sub(-1) ~= "?" then fields[#fields + 1] = f end
-      end
-      table.sort(fields)
+  return want, inner, optional
+end
+
+--- "'where' is a list, expected an object with a, b" (naming the required fields).
+local function wrong_type(value, want, inner, name)
+  local fields = {}
+  if want == "object" and type(inner) == "table" then
+    for f, fs in pairs(inner) do -- the required ones
+      local _, _, optional = spec_parts(fs)
+      if not optional then fields[#fields + 1] = f end
     end
-    problems[#problems + 1] = { where, string.format("%s is %s, expected %s%s", name, kind_of(value), WANTS[want],
-      #fields > 0 and (" with " .. table.concat(fields, ", ")) or "") }
-    return
+    table.sort(fields)
   end
-  if inner and want == "object" then
+  return string.format("%s is %s, expected %s%s", name, kind_of(value), WANTS[want],
+    #fields > 0 and (" with " .. table.concat(fields, ", ")) or "")
+end
+
+local check
+
+local function check_inner(value, want, inner, where, problems)
+  if want == "object" then
     local names = {}
     for f in pairs(inner) do names[#names + 1] = f end
     table.sort(names) -- the same order every time
     for _, f in ipairs(names) do check(value[f], inner[f], where and (where .. "." .. f) or f, problems) end
-  elseif inner and want == "array" then
+  elseif want == "array" then
     for i, item in ipairs(value) do
       local before = #problems
       check(item, inner, (where or "") .. "[" .. i .. "]", problems)
       if #problems > before then break end
     end
+  end
+end
+
+--- Walks value against spec, adding what is wrong to `problems` as
+-- {field, text}; a list stops at its first wrong item.
+-- spec: "type" or "type?" (absent or null allowed) with type one of string,
+-- number, integer, boolean, scalar, id (one path segment), time (ISO 8601),
+-- object, array, any; a table {field = spec} for an object; {"array", spec}
+-- for a list of spec; {"object?", {fields}} for an optional object.
+check = function(value, spec, where, problems)
+  local want, inner, optional = spec_parts(spec)
+  local name = where and ("'" .. where .. "'") or "the reply"
+  if value == nil or value == json.null then
+    if not optional then problems[#problems + 1] = { where, name .. " is missing, expected " .. WANTS[want] } end
+  elseif not has_type(value, want) then
+    problems[#problems + 1] = { where, wrong_type(value, want, inner, name) }
+  elseif inner then
+    check_inner(value, want, inner, where, problems)
   end
 end
 

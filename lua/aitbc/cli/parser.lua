@@ -94,6 +94,56 @@ local function unknown(name, by, where)
     near and ("did you mean '" .. near .. "'?") or ("see 'aitbc " .. (where or "") .. " --help'"):gsub("  ", " "))
 end
 
+--- A long option at tokens[i] (--name, --name=value, --name value,
+-- --no-name for a boolean); returns the index of its last token.
+local function long_option(tokens, i, by, values, where)
+  local tok = tokens[i]
+  local name, inline = tok:match("^(%-%-[^=]+)=(.*)$")
+  name = name or tok
+  local d = by[name]
+  if not d and name:sub(1, 5) == "--no-" then
+    local base = by["--" .. name:sub(6)]
+    if base and base.type == "boolean" then d, inline = base, false end
+  end
+  if not d then unknown(name, by, where) end
+  if not takes_value(d) then
+    if inline ~= nil and inline ~= false then usage("option " .. name .. " takes no value", nil, where) end
+    store(values, d, inline ~= false)
+    return i
+  end
+  if inline == nil then
+    i = i + 1
+    inline = tokens[i]
+    if inline == nil then
+      usage("option " .. name .. " needs a value" .. (d.metavar and (" (" .. d.metavar .. ")") or ""), nil, where)
+    end
+  end
+  store(values, d, convert(d, inline, where))
+  return i
+end
+
+--- Short options at tokens[i]: -v, -vv, -o json, -ojson; returns the
+-- index of their last token.
+local function short_options(tokens, i, by, values, where)
+  local tok = tokens[i]
+  for j = 2, #tok do
+    local d = by["-" .. tok:sub(j, j)]
+    if not d then unknown("-" .. tok:sub(j, j), by, where) end
+    if takes_value(d) then
+      local v = tok:sub(j + 1)
+      if v == "" then
+        i = i + 1
+        v = tokens[i]
+        if v == nil then usage("option -" .. tok:sub(j, j) .. " needs a value", nil, where) end
+      end
+      store(values, d, convert(d, v, where))
+      return i
+    end
+    store(values, d, true)
+  end
+  return i
+end
+
 --- parse(tokens, decls, where) -> values (by key), positionals
 -- decls: option declarations, earlier ones win on a name clash.
 function parser.parse(tokens, decls, where)
@@ -106,46 +156,9 @@ function parser.parse(tokens, decls, where)
       for j = i + 1, #tokens do positionals[#positionals + 1] = tokens[j] end
       break
     elseif tok:sub(1, 2) == "--" and #tok > 2 then
-      local name, inline = tok:match("^(%-%-[^=]+)=(.*)$")
-      name = name or tok
-      local d = by[name]
-      if not d and name:sub(1, 5) == "--no-" then
-        local base = by["--" .. name:sub(6)]
-        if base and base.type == "boolean" then d, inline = base, false end
-      end
-      if not d then unknown(name, by, where) end
-      if takes_value(d) then
-        if inline == nil then
-          i = i + 1
-          inline = tokens[i]
-          if inline == nil then
-            usage("option " .. name .. " needs a value" .. (d.metavar and (" (" .. d.metavar .. ")") or ""), nil, where)
-          end
-        end
-        store(values, d, convert(d, inline, where))
-      else
-        if inline ~= nil and inline ~= false then usage("option " .. name .. " takes no value", nil, where) end
-        store(values, d, inline ~= false)
-      end
+      i = long_option(tokens, i, by, values, where)
     elseif tok:sub(1, 1) == "-" and #tok > 1 and not tonumber(tok) then
-      -- short options: -v, -vv, -o json, -ojson
-      local j = 2
-      while j <= #tok do
-        local d = by["-" .. tok:sub(j, j)]
-        if not d then unknown("-" .. tok:sub(j, j), by, where) end
-        if takes_value(d) then
-          local v = tok:sub(j + 1)
-          if v == "" then
-            i = i + 1
-            v = tokens[i]
-            if v == nil then usage("option -" .. tok:sub(j, j) .. " needs a value", nil, where) end
-          end
-          store(values, d, convert(d, v, where))
-          break
-        end
-        store(values, d, true)
-        j = j + 1
-      end
+      i = short_options(tokens, i, by, values, where)
     else
       positionals[#positionals + 1] = tok
     end

@@ -93,7 +93,7 @@ local function fetch_result(client, job_id)
   if type(receipt) == "table" then
     local node = client:call("GET", "/v1/node", { expect = { node_key = "string" } })
     local crypto = require "aitbc.crypto"
-    local ok, why = require("aitbc.node.receipts").verify(receipt, crypto.unbase64(node.node_key, "urlsafe"))
+    local ok, why = require("aitbc.protocol.receipts").verify(receipt, crypto.unbase64(node.node_key, "urlsafe"))
     res.receipt_verified = ok == true
     if not ok then
       errors.raise("failure", "the receipt of job " .. job_id .. " does not verify: " .. tostring(why),
@@ -224,8 +224,9 @@ return {
         local units = require("aitbc.money").from_option(text, "--amount")
         local client = api(ctx)
         local payment_path = job_path("/v1/jobs/{job_id}/payment", ctx.args.job_id)
+        local password = require("aitbc.secrets.password").get("wallet", ctx.opts.password_file)
         local body = require("aitbc.wallet").signed_tx(ctx, client, "escrow_lock",
-          { job_id = ctx.args.job_id, amount = tostring(units) })
+          { job_id = ctx.args.job_id, amount = tostring(units) }, password)
         local res = client:call("POST", payment_path, { json = body,
           expect = { amount = "scalar", job_id = "string", tx_hash = "string?", chain_id = "string?" } })
         if not ctx.opts.no_wait then

@@ -81,7 +81,7 @@ return {
                   miner_id },
       examples = { "aitbc miner poll", "aitbc miner poll --wait 10" },
       run = function(ctx)
-        local client = mining().client(ctx)
+        local client = mining().client(ctx, ctx.opts.miner_id)
         local job, res = client:call("POST", "/v1/miners/poll", { json = { max_wait_seconds = ctx.opts.wait },
           timeout = ctx.opts.wait + 30, expect = mining().JOB })
         if res.status == 204 then
@@ -119,7 +119,8 @@ return {
         end
         if o.price_per_hour then require("aitbc.money").from_option(o.price_per_hour, "--price-per-hour", true) end
         local stream = ctx.out.format == "table" and io.stdout or io.stderr
-        local summary = m.mine(ctx, { model = o.model, ollama_url = o.ollama_url, miner_id = o.miner_id, gpus = gpus,
+        local worker = require "aitbc.mining.worker"
+        local summary = worker.run(ctx, { model = o.model, ollama_url = o.ollama_url, miner_id = o.miner_id, gpus = gpus,
           price_per_hour = o.price_per_hour, jobs = not o.continuous and (o.jobs or 1) or nil, poll_wait = o.poll_wait,
           heartbeat_interval = o.heartbeat_interval, stream_tokens = o.stream },
           function(line) stream:write(os.date("%Y-%m-%d %H:%M:%S"), "  ", line, "\n") stream:flush() end)
@@ -135,7 +136,7 @@ return {
         { "--every", type = "number", min = 1, metavar = "SECONDS", help = "keep sending, this often" },
         { "--parent", type = "integer", metavar = "PID", help = "with --every: stop when this process is gone" } },
       run = function(ctx)
-        local client = mining().client(ctx)
+        local client = mining().client(ctx, ctx.opts.miner_id)
         local sys = require "aitbc.sys"
         if not ctx.opts.every then
           local r = client:call("POST", "/v1/miners/heartbeat", { json = {}, expect = { miner_id = "string" } })
@@ -155,7 +156,7 @@ return {
       summary = "This miner as the node sees it",
       options = { miner_id },
       run = function(ctx)
-        local me = mining().client(ctx):call("GET", "/v1/miners/me", { expect = mining().MINER })
+        local me = mining().client(ctx, ctx.opts.miner_id):call("GET", "/v1/miners/me", { expect = mining().MINER })
         return me, function(d, out)
           local caps = d.capabilities or {}
           out:print(out:format_record({ miner_id = d.miner_id, status = d.status, gpus = mining().describe(caps.gpus or {}),

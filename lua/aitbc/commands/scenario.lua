@@ -1,55 +1,14 @@
 --- aitbc scenario: run QA scenario scripts (scenarios/NN_*.lua).
 local errors = require "aitbc.errors"
 
-local function expand(paths)
-  local sys = require "aitbc.sys"
-  local files = {}
-  for _, p in ipairs(paths) do
-    local st = sys.stat(p)
-    if not st then errors.raise("not_found", "no such scenario file or directory: " .. p) end
-    if st.type == "directory" then
-      for _, name in ipairs(sys.list_dir(p)) do
-        if name:match("%.lua$") then files[#files + 1] = p:gsub("/$", "") .. "/" .. name end
-      end
-    else
-      files[#files + 1] = p
-    end
-  end
-  return files
-end
-
---- An ephemeral node for a run without --url: a temporary data directory,
--- a free loopback port, its admin key.  Returns {url, admin_key, stop()}.
-local function start_node(exe, dir)
-  local sys = require "aitbc.sys"
-  local proc, err = sys.spawn { argv = { exe, "serve", "--listen", "127.0.0.1:0", "--data-dir", dir },
-    stdin = "null", stdout = "pipe", stderr = "pipe", env = { AITBC_HOME = dir } }
-  if not proc then errors.raise("failure", "cannot start a node: " .. err) end
-  local line = ""
-  while not line:find("\n") do
-    local chunk = proc:read(15)
-    if not chunk then
-      local _, _, stderr = proc:communicate(nil, 5)
-      errors.raise("failure", "the ephemeral node did not start: " .. tostring(stderr))
-    end
-    line = line .. chunk
-  end
-  local node = { url = line:match("listening on (%S+)"), proc = proc }
-  node.admin_key = (assert(sys.read_file(dir .. "/admin.key")):gsub("%s+$", ""))
-  function node.stop()
-    proc:kill(15)
-    proc:communicate(nil, 20)
-  end
-  return node
-end
-
 local function run(ctx)
   local scenario = require "aitbc.scenario"
+  local runner = require "aitbc.scenario.runner"
   local sys = require "aitbc.sys"
   local out = ctx.out
   local tap = ctx.opts.tap
   local human = out.format == "table" and not tap
-  local files = expand(#ctx.args.paths > 0 and ctx.args.paths or { "scenarios" })
+  local files = runner.files(#ctx.args.paths > 0 and ctx.args.paths or { "scenarios" })
   local exe = assert(sys.exe_path())
   local bindir = exe:match("^(.*)/[^/]*$")
   local reports, passed, failed, skipped, n = {}, 0, 0, 0, 0
@@ -58,7 +17,7 @@ local function run(ctx)
   local node, node_dir
   if not url then
     node_dir = assert(sys.tempdir("aitbc-scenario-node"))
-    node = start_node(exe, node_dir)
+    node = runner.ephemeral_node(exe, node_dir)
     url, admin_key = node.url, node.admin_key
     if human then out:print(out:style("ephemeral node at " .. url, "dim")) end
   end

@@ -1,4 +1,50 @@
---- aitbc serve: run the AITBC node (coordinator API, storage, keys).
+--- aitbc serve: run the AITBC node (coordinator API, storage, keys).  The
+-- node itself is aitbc.node.serve; here are its options, --detach and what
+-- the command says.
+
+--- Starts the node in a new session and returns once it answers.  Every
+-- option given to this command is passed on (from its declaration).
+local function detach(ctx, opts)
+  local args = { "serve", "--url-file", opts.data_dir .. "/node.url", "--pid-file", opts.pid_file,
+    "--data-dir", opts.data_dir }
+  for _, o in ipairs(ctx.command.options) do
+    local v = opts[o.key]
+    if v ~= nil and not ({ detach = true, url_file = true, pid_file = true, data_dir = true })[o.key] then
+      if o.type == "boolean" then
+        if v then args[#args + 1] = o.long end
+      else
+        args[#args + 1] = o.long
+        args[#args + 1] = tostring(v)
+      end
+    end
+  end
+  local started = require("aitbc.daemon").start {
+    args = args,
+    ready_file = opts.data_dir .. "/node.url", log = opts.data_dir .. "/serve.out",
+  }
+  return { pid = started.pid, url = started.url, data_dir = opts.data_dir, pid_file = opts.pid_file,
+    log = opts.data_dir .. "/node.log" }
+end
+
+
+local function render_detached(d, out)
+  out:success(string.format("node running in the background (pid %d) at %s", d.pid, d.url))
+  out:print("  data dir: " .. d.data_dir .. "\n  log:      " .. d.log .. "\n  stop it:  kill $(cat " .. d.pid_file .. ")")
+end
+
+local function run(ctx)
+  local config = require "aitbc.config"
+  local serve = require "aitbc.node.serve"
+  local opts = ctx.opts
+  opts.data_dir = config.expand(opts.data_dir or (config.home() .. "/node"))
+  opts.host, opts.port = serve.parse_listen(opts.listen)
+  serve.private_data_dir(opts.data_dir)
+  opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
+  if opts.detach then return detach(ctx, opts), render_detached end
+  opts.environment = ctx.settings.environment
+  serve.run(opts, function(level, text) ctx.out[level](ctx.out, text) end)
+end
+
 return {
   name = "serve",
   category = "Node",
@@ -38,5 +84,5 @@ return {
   },
   examples = { "aitbc serve", "aitbc serve --listen 0.0.0.0:8000 --data-dir /var/lib/aitbc",
                "aitbc serve --detach --data-dir /tmp/node" },
-  run = function(ctx) return require("aitbc.node.serve").run(ctx) end,
+  run = run,
 }

@@ -7,6 +7,8 @@ local function W() return require "aitbc.wallet" end
 
 local password_file = { "--password-file", metavar = "FILE",
   help = "read the password from FILE (else AITBC_WALLET_PASSWORD or a prompt)" }
+--- The wallet password: --password-file > AITBC_WALLET_PASSWORD > a prompt.
+local function password(ctx, new) return require("aitbc.secrets.password").get("wallet", ctx.opts.password_file, new) end
 
 local function set_active(ctx, name)
   ctx.config.file.active_wallet = name
@@ -48,7 +50,7 @@ local TX_STATUS = { status = "string", block_height = "integer?" }
 --- Signs a transaction with the active wallet and sends it; returns the node's answer.
 local function send_tx(ctx, kind, payload)
   local client = node(ctx)
-  local body, from = W().signed_tx(ctx, client, kind, payload)
+  local body, from = W().signed_tx(ctx, client, kind, payload, password(ctx))
   local res = client:call("POST", chain_path(ctx, "/transactions"), { json = body,
     expect = { hash = "id", status = "string" } })
   if ctx.opts.wait then
@@ -169,8 +171,7 @@ local function new_wallet(ctx, name, phrase, restored)
   if require("aitbc.sys").stat(w.path(name)) then
     errors.raise("failure", "a wallet named '" .. name .. "' already exists", "choose another --name")
   end
-  local password = w.password(ctx, true)
-  local doc = w.seal(name, phrase, password)
+  local doc = w.seal(name, phrase, password(ctx, true))
   local path = w.write(doc)
   local first = not ctx.config.file.active_wallet
   if first or ctx.opts.activate then set_active(ctx, name) end
@@ -297,7 +298,7 @@ local keystore_commands = {
       local w = W()
       local doc = json.decode(require("aitbc.config").read_input(ctx.args.file, "keystore file"))
       if type(doc) ~= "table" then errors.raise("failure", ctx.args.file .. " is not a keystore") end
-      w.open(doc, w.password(ctx, false)) -- refuses a wrong password or an altered file
+      w.open(doc, password(ctx)) -- refuses a wrong password or an altered file
       doc.name = ctx.opts.name or doc.name
       local path = w.write(doc)
       if not ctx.config.file.active_wallet then set_active(ctx, doc.name) end

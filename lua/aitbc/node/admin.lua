@@ -1,4 +1,5 @@
 --- Admin routes (API keys, stats, jobs, miners, audit) and /v1/auth/whoami.
+local apikey = require "aitbc.protocol.apikey"
 local json = require "aitbc.json"
 local jobs = require "aitbc.node.jobs"
 local util = require "aitbc.node.util"
@@ -31,15 +32,15 @@ function M.create_key(ctx)
   if not role or not ROLES[role] then invalid("role", "must be client, miner or admin") end
   local key = util.optional_string(body, "key", 256)
   if key then
-    local ok, why = util.valid_key_format(key)
+    local ok, why = apikey.check(key)
     if not ok then invalid("key", why) end
   else
-    key = util.generate_key(role)
+    key = apikey.generate(role)
   end
   local expires_at
   local days = util.optional_number(body, "expires_in_days", 0.00001, 3650)
   if days then expires_at = ctx.now + days * 86400 end
-  local key_id, hash = util.key_identity(key)
+  local key_id, hash = apikey.identity(key)
   if ctx.store:key_get(key_id) then fail(409, "key_exists", "that key is already registered as " .. key_id) end
   local row = { key_id = key_id, hash = hash, role = role, name = util.optional_string(body, "name", 100),
     environment = util.optional_string(body, "environment", 64) or "default", created_at = ctx.now, expires_at = expires_at }

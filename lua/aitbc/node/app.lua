@@ -3,6 +3,7 @@
 -- Each server worker state calls factory(config_json) once and then the
 -- returned handle(request) for every request.
 local admin = require "aitbc.node.admin"
+local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
@@ -115,7 +116,7 @@ return function(config_text)
     if not key or key == "" then
       util.fail(401, "missing_api_key", "this endpoint needs an API key in the X-Api-Key header")
     end
-    local key_id, hash = util.key_identity(key)
+    local key_id, hash = apikey.identity(key)
     ctx.audit_key_id = key_id
     local k = store:key_get(key_id)
     if not k or not crypto.equal(k.hash, hash) then util.fail(401, "invalid_api_key", "invalid api key") end
@@ -276,72 +277,52 @@ return function(config_text)
     sys.counter_add("lat_sum|" .. route_name, seconds)
   end
 
-  return function(req)
-    local started = sys.monotonic()
-    local request_id = req.headers["x-request-id"]
-    if not request_id or not request_id:match("^[%w%-_]+$") or #request_id > 64 then request_id = util.new_id(8) end
-    local bad_field, bad_what = not_utf8(req)
-    local path = bad_field and "(not UTF-8)" or req.path:gsub("^/api/v1/", "/v1/"):gsub("/+$", "")
-    if path == "" then path = "/" end
-    local ctx = {
-      req = req, headers = req.headers, query = req.query, now = sys.time(), request_id = request_id,
-      store = store, log = logger, config = config, node_key = node_key, body_object = body_object,
-      permissions = permissions, flush_audit = flush_audit,
-    }
-    local route, arg
-    if not bad_field then route, arg = match(req.method, path) end
-    local status, body, ctype, retry_after
+  --- Runs the route's handler: status, body, content type, Retry-After;
+  -- errors become their JSON answer (an unexpected one a logged 500).
+  local function dispatch(ctx, route, arg, bad_field, bad_what)
+    local req, status, body, ctype = ctx.req, nil, nil, nil
     local ok, err = pcall(function()
       if bad_field then util.fail(400, "invalid_utf8", bad_what .. " is not valid UTF-8", bad_field) end
       if not route then
         if arg then
           util.fail(405, "method_not_allowed",
-            req.method .. " is not allowed on " .. path .. " (use " .. table.concat(arg, ", ") .. ")")
+            req.method .. " is not allowed on " .. ctx.path .. " (use " .. table.concat(arg, ", ") .. ")")
         end
-        util.fail(404, "not_found", "no such endpoint: " .. req.method .. " " .. path)
+        util.fail(404, "not_found", "no such endpoint: " .. req.method .. " " .. ctx.path)
       end
       if route[3] then authenticate(ctx, route) end
       local handler = route[4]
       if type(handler) == "string" then handler = builtin[handler] end
       status, body, ctype = handler(ctx, table.unpack(arg or {}, 1, arg and arg.n or 0))
     end)
-    -- a long poll waits without holding a worker, and is audited once, when it answers
-    if ok and status == util.SUSPEND then return { suspend = body.seconds, wake = body.wake } end
-    if not ok then
-      if util.is_http_error(err) then
-        status, body = err.status, error_body(err.status, err.code, err.message, err.field, request_id)
-        body.error.limit, body.error.retry_after, retry_after = err.limit, err.retry_after, err.retry_after
-      else
-        logger:error("handler failed", { request_id = request_id, route = route and route.name, error = tostring(err),
-          traceback = debug.traceback() })
-        status, body = 500, error_body(500, "internal", "internal server error", nil, request_id)
-      end
+    if ok then return status, body, ctype end
+    if util.is_http_error(err) then
+      body = error_body(err.status, err.code, err.message, err.field, ctx.request_id)
+      body.error.limit, body.error.retry_after = err.limit, err.retry_after
+      return err.status, body, nil, err.retry_after
     end
-    local route_name = route and route.name or "unmatched"
-    local elapsed = sys.monotonic() - started
-    record(route_name, status, elapsed)
-    -- what one request leaves on disk is bounded: the path is clipped, and
-    -- refused requests (401) are counted per address, minute and outcome
-    local logged_path = util.clip(path, AUDIT_PATH_MAX)
-    local audited
-    if route and route[3] then
-      local row = { time = ctx.now, key_id = ctx.audit_key_id, role = ctx.audit_role, method = req.method,
-        route = route_name, path = logged_path, status = status, remote = req.remote, request_id = request_id }
-      if status == 401 then
-        row.key_id = ctx.audit_role and ctx.audit_key_id or nil -- a key this node knows, never an invented one
-        row.outcome = type(body) == "table" and body.error and body.error.code or "refused"
-        store:audit_refused_push(row)
-      else
-        audited = store:audit_push(row)
-      end
-    end
-    if logger:enabled("info") then
-      logger:info("request", { request_id = request_id, method = req.method, path = logged_path, status = status,
-        ms = math.floor(elapsed * 1e4 + 0.5) / 10, key_id = ctx.audit_key_id, remote = req.remote })
-    end
-    -- the answer leaves only once its audit row is committed
-    local after = audited and { queue = store.audit_queue, seq = audited } or nil
-    local headers = { ["X-Request-ID"] = request_id, ["Retry-After"] = retry_after and tostring(retry_after) }
+    logger:error("handler failed", { request_id = ctx.request_id, route = route and route.name, error = tostring(err),
+      traceback = debug.traceback() })
+    return 500, error_body(500, "internal", "internal server error", nil, ctx.request_id)
+  end
+
+  --- Audits a request to an authenticated route; returns the sequence
+  -- number of its row when the answer must wait for it to be committed.
+  -- What one request leaves on disk is bounded: the path is clipped, and
+  -- refused requests (401) are counted per address, minute and outcome.
+  local function audit(ctx, route, status, body, logged_path)
+    if not (route and route[3]) then return nil end
+    local req = ctx.req
+    local row = { time = ctx.now, key_id = ctx.audit_key_id, role = ctx.audit_role, method = req.method,
+      route = route.name, path = logged_path, status = status, remote = req.remote, request_id = ctx.request_id }
+    if status ~= 401 then return store:audit_push(row) end
+    row.key_id = ctx.audit_role and ctx.audit_key_id or nil -- a key this node knows, never an invented one
+    row.outcome = type(body) == "table" and body.error and body.error.code or "refused"
+    store:audit_refused_push(row)
+  end
+
+  --- The response the server sends: headers, body and the audit row it waits for.
+  local function answer(status, body, ctype, headers, after)
     if status == 204 or body == nil then return { status = status, headers = headers, body = "", after = after } end
     if type(body) == "string" then
       headers["Content-Type"] = ctype or "text/plain"
@@ -350,5 +331,36 @@ return function(config_text)
     headers["Content-Type"] = "application/json"
     if status == 401 then headers["WWW-Authenticate"] = 'ApiKey header="X-Api-Key"' end
     return { status = status, headers = headers, body = json.encode(body), after = after }
+  end
+
+  return function(req)
+    local started = sys.monotonic()
+    local request_id = req.headers["x-request-id"]
+    if not request_id or not request_id:match("^[%w%-_]+$") or #request_id > 64 then request_id = util.new_id(8) end
+    local bad_field, bad_what = not_utf8(req)
+    local path = bad_field and "(not UTF-8)" or req.path:gsub("^/api/v1/", "/v1/"):gsub("/+$", "")
+    if path == "" then path = "/" end
+    local ctx = {
+      req = req, headers = req.headers, query = req.query, now = sys.time(), request_id = request_id, path = path,
+      store = store, log = logger, config = config, node_key = node_key, body_object = body_object,
+      permissions = permissions, flush_audit = flush_audit,
+    }
+    local route, arg
+    if not bad_field then route, arg = match(req.method, path) end
+    local status, body, ctype, retry_after = dispatch(ctx, route, arg, bad_field, bad_what)
+    -- a long poll waits without holding a worker, and is audited once, when it answers
+    if status == util.SUSPEND then return { suspend = body.seconds, wake = body.wake } end
+    local elapsed = sys.monotonic() - started
+    record(route and route.name or "unmatched", status, elapsed)
+    local logged_path = util.clip(path, AUDIT_PATH_MAX)
+    local audited = audit(ctx, route, status, body, logged_path)
+    if logger:enabled("info") then
+      logger:info("request", { request_id = request_id, method = req.method, path = logged_path, status = status,
+        ms = math.floor(elapsed * 1e4 + 0.5) / 10, key_id = ctx.audit_key_id, remote = req.remote })
+    end
+    -- the answer leaves only once its audit row is committed
+    local after = audited and { queue = store.audit_queue, seq = audited } or nil
+    return answer(status, body, ctype, { ["X-Request-ID"] = request_id, ["Retry-After"] = retry_after and tostring(retry_after) },
+      after)
   end
 end

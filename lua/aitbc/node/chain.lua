@@ -14,11 +14,12 @@
 -- miner's payout address when the job completed) and escrow_refund (to the
 -- payer when it failed, expired or was canceled, or the miner named no
 -- payout address).
+local addresses = require "aitbc.protocol.address"
 local crypto = require "aitbc.crypto"
 local json = require "aitbc.json"
 local money = require "aitbc.money"
+local signing = require "aitbc.protocol.signing"
 local util = require "aitbc.node.util"
-local wallet = require "aitbc.wallet"
 
 local fail = util.fail
 
@@ -26,10 +27,8 @@ local M = { SUPPLY = 1000000000 * money.UNIT }
 
 local ZERO = string.rep("0", 64)
 
-function M.hash(obj) return crypto.hex(crypto.sha256(json.encode(obj))) end
-
---- A signature over a hash, as blocks and transactions carry it.
-function M.sign(hash, secret) return crypto.base64(crypto.sign(hash, secret), "urlsafe") end
+-- What blocks and transactions are hashed and signed over (aitbc.protocol.signing).
+M.hash, M.sign = signing.hash, signing.sign
 
 --- A block's transaction root: SHA-256 of its transaction hashes in order.
 local function tx_root(hashes)
@@ -48,14 +47,14 @@ end
 
 local function genesis_header(chain_id, authority_public, timestamp)
   return { chain_id = chain_id, height = 0, prev_hash = ZERO, timestamp = timestamp, tx_count = 0, tx_root = ZERO,
-    proposer = crypto.base64(authority_public, "urlsafe"), faucet = wallet.address(authority_public),
+    proposer = crypto.base64(authority_public, "urlsafe"), faucet = addresses.of(authority_public),
     supply = tostring(M.SUPPLY) }
 end
 
 --- The genesis of a chain: the node's faucet account holds the supply.
 function M.genesis(store, chain_id, node_key, now)
   if store:chain_head(chain_id) then return end
-  local faucet = wallet.address(node_key.public)
+  local faucet = addresses.of(node_key.public)
   store:transaction(function()
     store:chain_put_account { chain_id = chain_id, address = faucet, balance = M.SUPPLY, staked = 0, nonce = 0 }
     local header = genesis_header(chain_id, node_key.public, math.floor(now))
@@ -119,7 +118,7 @@ end
 -- The signature covers the transaction as sent, so the node cannot rewrite
 -- an upper-case address to its one spelling: it refuses it.
 local function tx_address(value, field)
-  if type(value) ~= "string" or not wallet.parse_address(value) then
+  if type(value) ~= "string" or not addresses.parse(value) then
     fail(400, "invalid_address", field .. " is not an AITBC address", field)
   end
   if value ~= value:lower() then
@@ -129,6 +128,61 @@ local function tx_address(value, field)
 end
 
 local function is_object(v) return type(v) == "table" and not (json.is_array(v) and #v > 0) end
+
+--- The transaction's type, refused unless this route takes it (kinds).
+local function check_type(tx, kinds)
+  if tx.type == "escrow_lock" and not kinds.escrow_lock then
+    fail(400, "use_payment_route", "an escrow_lock pays for a job: send it to POST /v1/jobs/{job_id}/payment "
+      .. "(aitbc client pay JOB_ID --amount AITBC), which checks that the job is yours and can be paid", "type")
+  end
+  if type(tx.type) ~= "string" or not kinds[tx.type] then
+    local names = {}
+    for k in pairs(kinds) do names[#names + 1] = k end
+    table.sort(names)
+    fail(400, "invalid_type", "tx.type must be " .. table.concat(names, ", "), "type")
+  end
+end
+
+--- The sender's public key (raw bytes), which must be the key of tx.from.
+local function sender_key(tx)
+  tx_address(tx.from, "from")
+  local pk = type(tx.public_key) == "string" and #tx.public_key == 64 and crypto.unhex(tx.public_key)
+  if not pk or #pk ~= 32 then fail(400, "invalid_key", "tx.public_key must be 32 bytes of hex", "public_key") end
+  if addresses.of(pk) ~= tx.from then fail(400, "key_mismatch", "tx.public_key is not the key of tx.from", "public_key") end
+  return pk
+end
+
+local function check_nonce_and_time(tx, now)
+  if math.type(tx.nonce) ~= "integer" or tx.nonce < 1 then
+    fail(400, "invalid_nonce", "tx.nonce must be a whole number of at least 1 (a JSON number, not a string)", "nonce")
+  end
+  if math.type(tx.timestamp) ~= "integer" or tx.timestamp < 0 then
+    fail(400, "invalid_timestamp", "tx.timestamp must be a whole number of Unix seconds (a JSON number)", "timestamp")
+  end
+  if now and math.abs(tx.timestamp - now) > M.CLOCK_SKEW then
+    fail(400, "invalid_timestamp", string.format("tx.timestamp %d is more than %d seconds from the node's clock (%d); "
+      .. "check this computer's clock", tx.timestamp, M.CLOCK_SKEW, math.floor(now)), "timestamp")
+  end
+end
+
+--- The payload's amount (base units) and the account it goes to (nil for stake and unstake).
+local function check_payload(tx)
+  local payload = tx.payload
+  if not is_object(payload) then fail(400, "invalid_payload", "tx.payload must be an object", "payload") end
+  only_fields(payload, PAYLOAD_FIELDS[tx.type], "payload.")
+  local amount = units(payload.amount, "payload.amount")
+  if tx.type == "escrow_lock" then
+    if type(payload.job_id) ~= "string" or #payload.job_id > 64 or not payload.job_id:match("^%x+$") then
+      fail(400, "invalid_job", "payload.job_id must be a job id", "payload.job_id")
+    end
+    return amount, "escrow:" .. payload.job_id
+  elseif tx.type == "transfer" or tx.type == "faucet" then
+    tx_address(payload.to, "payload.to")
+    if payload.to == tx.from then fail(400, "self_transfer", "payload.to is the sender", "payload.to") end
+    return amount, payload.to
+  end
+  return amount, nil
+end
 
 --- Checks what a transaction says on its own (fields, key, signature) — no
 -- state, so outside the write lock; returns what commit needs.  kinds: the
@@ -140,48 +194,12 @@ local function check_tx(chain_id, tx, signature, kinds, now)
   if tx.chain_id ~= chain_id then
     fail(400, "wrong_chain", "tx.chain_id is " .. tostring(tx.chain_id) .. ", not " .. chain_id, "chain_id")
   end
-  if tx.type == "escrow_lock" and not kinds.escrow_lock then
-    fail(400, "use_payment_route", "an escrow_lock pays for a job: send it to POST /v1/jobs/{job_id}/payment "
-      .. "(aitbc client pay JOB_ID --amount AITBC), which checks that the job is yours and can be paid", "type")
-  end
-  if type(tx.type) ~= "string" or not kinds[tx.type] then
-    local names = {}
-    for k in pairs(kinds) do names[#names + 1] = k end
-    table.sort(names)
-    fail(400, "invalid_type", "tx.type must be " .. table.concat(names, ", "), "type")
-  end
-  tx_address(tx.from, "from")
-  local pk = type(tx.public_key) == "string" and #tx.public_key == 64 and crypto.unhex(tx.public_key)
-  if not pk or #pk ~= 32 then fail(400, "invalid_key", "tx.public_key must be 32 bytes of hex", "public_key") end
-  if wallet.address(pk) ~= tx.from then fail(400, "key_mismatch", "tx.public_key is not the key of tx.from", "public_key") end
-  if math.type(tx.nonce) ~= "integer" or tx.nonce < 1 then
-    fail(400, "invalid_nonce", "tx.nonce must be a whole number of at least 1 (a JSON number, not a string)", "nonce")
-  end
-  if math.type(tx.timestamp) ~= "integer" or tx.timestamp < 0 then
-    fail(400, "invalid_timestamp", "tx.timestamp must be a whole number of Unix seconds (a JSON number)", "timestamp")
-  end
-  if now and math.abs(tx.timestamp - now) > M.CLOCK_SKEW then
-    fail(400, "invalid_timestamp", string.format("tx.timestamp %d is more than %d seconds from the node's clock (%d); "
-      .. "check this computer's clock", tx.timestamp, M.CLOCK_SKEW, math.floor(now)), "timestamp")
-  end
-  local payload = tx.payload
-  if not is_object(payload) then fail(400, "invalid_payload", "tx.payload must be an object", "payload") end
-  only_fields(payload, PAYLOAD_FIELDS[tx.type], "payload.")
-  local amount = units(payload.amount, "payload.amount")
-  local to
-  if tx.type == "escrow_lock" then
-    if type(payload.job_id) ~= "string" or #payload.job_id > 64 or not payload.job_id:match("^%x+$") then
-      fail(400, "invalid_job", "payload.job_id must be a job id", "payload.job_id")
-    end
-    to = "escrow:" .. payload.job_id
-  elseif tx.type == "transfer" or tx.type == "faucet" then
-    to = payload.to
-    tx_address(to, "payload.to")
-    if to == tx.from then fail(400, "self_transfer", "payload.to is the sender", "payload.to") end
-  end
-  local sig = type(signature) == "string" and crypto.unbase64(signature, "urlsafe")
+  check_type(tx, kinds)
+  local pk = sender_key(tx)
+  check_nonce_and_time(tx, now)
+  local amount, to = check_payload(tx)
   local hash = M.hash(tx)
-  if not sig or not crypto.verify(sig, hash, pk) then fail(400, "bad_signature", "the signature does not verify", "signature") end
+  if not signing.verify(signature, hash, pk) then fail(400, "bad_signature", "the signature does not verify", "signature") end
   return { hash = hash, tx = tx, signature = signature, amount = amount, to = to }
 end
 
@@ -266,7 +284,7 @@ end
 function M.settle_jobs(store, node_key, now)
   local n = 0
   for _, job in ipairs(store:jobs_to_settle()) do
-    local payout = job.state == "COMPLETED" and job.payout_address and wallet.normalize_address(job.payout_address)
+    local payout = job.state == "COMPLETED" and job.payout_address and addresses.normalize(job.payout_address)
     local to = payout or job.payer
     local kind = payout and "escrow_release" or "escrow_refund"
     -- one transaction: the escrow and the job's payment status change together
@@ -354,8 +372,7 @@ local function replay_settlement(store, chain_id, tx, signature, authority_publi
   if math.type(tx.nonce) ~= "integer" or math.type(tx.timestamp) ~= "integer" then
     fail(400, "invalid_tx", "a settlement's nonce and timestamp must be whole numbers", "nonce")
   end
-  local sig = type(signature) == "string" and crypto.unbase64(signature, "urlsafe")
-  if tx.public_key ~= crypto.hex(authority_public) or not sig or not crypto.verify(sig, M.hash(tx), authority_public) then
+  if tx.public_key ~= crypto.hex(authority_public) or not signing.verify(signature, M.hash(tx), authority_public) then
     fail(400, "bad_signature", "the settlement is not signed by the authority", "signature")
   end
   local escrow = store:chain_account(chain_id, tx.from)
@@ -405,8 +422,7 @@ function M.follow_block(store, chain_id, block, txs, authority_public)
         tx_count = block.tx_count, tx_root = block.tx_root, proposer = block.proposer }
     end
     if M.hash(header) ~= block.hash then refuse("block " .. block.height .. ": its hash does not match its header") end
-    local sig = crypto.unbase64(block.signature or "", "urlsafe")
-    if not sig or not crypto.verify(sig, block.hash, authority_public) then
+    if not signing.verify(block.signature, block.hash, authority_public) then
       refuse("block " .. block.height .. " is not signed by the authority")
     end
     if #txs ~= block.tx_count then refuse("block " .. block.height .. ": transaction count differs") end
@@ -496,7 +512,7 @@ function M.chains(ctx)
   local authority = ctx.config.authority or ctx.node_key.id
   return 200, { items = items, block_time = ctx.config.block_time, authority = authority, node_key = authority,
     this_node_key = ctx.node_key.id, follows = ctx.config.follow,
-    faucet = wallet.address(crypto.unbase64(authority, "urlsafe")) }
+    faucet = addresses.of(crypto.unbase64(authority, "urlsafe")) }
 end
 
 function M.head(ctx, chain_id)
@@ -535,7 +551,7 @@ end
 
 --- An address from a path or a body, in its one (lower-case) spelling.
 local function address_arg(text, field)
-  local address, why = wallet.normalize_address(text)
+  local address, why = addresses.normalize(text)
   if not address then fail(400, "invalid_address", tostring(text) .. " is not an AITBC address: " .. tostring(why), field) end
   return address
 end
@@ -668,7 +684,7 @@ function M.faucet(ctx, chain_id)
     end
     amount = ok
   end
-  local from = wallet.address(ctx.node_key.public)
+  local from = addresses.of(ctx.node_key.public)
   if to == from then fail(400, "self_transfer", "address is the faucet's own", "address") end
   -- the limits and the nonce are read and used under one write lock:
   -- concurrent faucet requests must not both pass them, nor share a nonce

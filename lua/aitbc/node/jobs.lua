@@ -2,6 +2,7 @@
 local json = require "aitbc.json"
 local money = require "aitbc.money"
 local receipts = require "aitbc.node.receipts"
+local signed_receipts = require "aitbc.protocol.receipts"
 local sys = require "aitbc.sys"
 local util = require "aitbc.node.util"
 
@@ -273,7 +274,7 @@ function M.register(ctx)
   local payout = util.optional_string(body, "payout_address", 128)
   if payout then
     local why
-    payout, why = require("aitbc.wallet").normalize_address(payout) -- one spelling: lower case
+    payout, why = require("aitbc.protocol.address").normalize(payout) -- one spelling: lower case
     if not payout then invalid("payout_address", "is not an AITBC address: " .. tostring(why)) end
   end
   local m = {
@@ -375,7 +376,7 @@ function M.submit_result(ctx, job_id)
   local metrics = util.optional_object(body, "metrics") or {}
   local miner = current_miner(ctx)
   local job = running_job(ctx, miner, job_id)
-  local receipt = receipts.sign(receipts.build(job, miner, body.result, metrics, ctx.now), ctx.node_key.public,
+  local receipt = signed_receipts.sign(receipts.build(job, miner, body.result, metrics, ctx.now), ctx.node_key.public,
     ctx.node_key.secret)
   local ok = ctx.store:job_finish(job_id, miner.miner_id, { state = "COMPLETED", result = json.encode(body.result),
     metrics = json.encode(metrics), receipt = json.encode(receipt), finished_at = ctx.now }, "jobs_completed")

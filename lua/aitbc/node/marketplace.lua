@@ -12,8 +12,8 @@
 -- that median and the median those jobs paid.
 local json = require "aitbc.json"
 local money = require "aitbc.money"
+local addresses = require "aitbc.protocol.address"
 local util = require "aitbc.node.util"
-local wallet = require "aitbc.wallet"
 
 local fail, invalid = util.fail, util.invalid
 
@@ -73,7 +73,7 @@ end
 local function payout_address(body)
   local text = util.optional_string(body, "payout_address", 128)
   if not text then return nil end
-  local address, why = wallet.normalize_address(text)
+  local address, why = addresses.normalize(text)
   if not address then invalid("payout_address", "is not an AITBC address: " .. tostring(why)) end
   return address
 end

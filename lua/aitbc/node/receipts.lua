@@ -1,6 +1,6 @@
---- Receipts: the node's signed proof that a miner completed a job.
--- The signature is Ed25519 over the canonical JSON (sorted keys, no
--- spaces) of the receipt without its `signature` field.
+--- The node's side of receipts: what one holds when a miner completes a
+-- job (durations, tokens, price, the result's hash).  Signing and checking
+-- a receipt is aitbc.protocol.receipts, shared with the clients.
 local crypto = require "aitbc.crypto"
 local json = require "aitbc.json"
 local util = require "aitbc.node.util"
@@ -45,33 +45,6 @@ function receipts.build(job, miner, result, metrics, now)
     unit_type = "gpu_ms",
     price_units = price_units,
   }
-end
-
-function receipts.sign(receipt, public_key, secret_key)
-  receipt.signature = nil
-  local sig = crypto.sign(json.encode(receipt), secret_key)
-  receipt.signature = {
-    alg = "Ed25519",
-    key_id = crypto.base64(public_key, "urlsafe"),
-    sig = crypto.base64(sig, "urlsafe"),
-  }
-  return receipt
-end
-
---- verify(receipt, public_key) -> true | nil, reason
-function receipts.verify(receipt, public_key)
-  local s = type(receipt) == "table" and receipt.signature
-  if type(s) ~= "table" or s.alg ~= "Ed25519" then return nil, "receipt has no Ed25519 signature" end
-  local sig = crypto.unbase64(s.sig or "", "urlsafe")
-  if not sig then return nil, "signature is not base64url" end
-  if public_key and s.key_id ~= crypto.base64(public_key, "urlsafe") then
-    return nil, "signed by another key than the node's"
-  end
-  local key = public_key or crypto.unbase64(s.key_id or "", "urlsafe")
-  local copy = {}
-  for k, v in pairs(receipt) do copy[k] = v end
-  copy.signature = nil
-  return crypto.verify(sig, json.encode(copy), key or "")
 end
 
 return receipts

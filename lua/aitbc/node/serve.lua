@@ -1,4 +1,5 @@
 --- `aitbc serve`: start-up, the supervisor loop and shutdown of a node.
+local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
@@ -10,7 +11,7 @@ local M = {}
 
 --- "A.B.C.D:PORT" -> host, port | a usage error, raised before anything is
 -- created: four decimal octets 0..255 without leading zeros, a port 0..65535.
-local function parse_listen(text)
+function M.parse_listen(text)
   local a, b, c, d, port = text:match("^(%d+)%.(%d+)%.(%d+)%.(%d+):(%d+)$")
   local ok = a ~= nil and #port <= 5 and tonumber(port) <= 65535
   for _, octet in ipairs { a, b, c, d } do
@@ -32,15 +33,15 @@ end
 --- The first start creates an admin key, writes it (0600) to the data
 -- directory, and says where.  So does a start that finds no usable admin
 -- key (every one revoked or expired): otherwise nobody could manage the node.
-local function ensure_admin_key(store, data_dir, out)
+local function ensure_admin_key(store, data_dir, say)
   local now = sys.time()
   if store:keys_count("admin", now) > 0 then return nil end
   local unusable = 0
   for _, k in ipairs(store:keys_list()) do
     if k.role == "admin" then unusable = unusable + 1 end
   end
-  local key = util.generate_key("admin")
-  local key_id, hash = util.key_identity(key)
+  local key = apikey.generate("admin")
+  local key_id, hash = apikey.identity(key)
   store:key_create { key_id = key_id, hash = hash, role = "admin",
     name = unusable > 0 and "admin key made at start-up: no usable one was left" or "initial admin key",
     environment = "default", created_at = now }
@@ -50,10 +51,10 @@ local function ensure_admin_key(store, data_dir, out)
   if unusable > 0 then
     local note = string.format("no usable admin API key (%d admin key(s), all revoked or expired): created a new one, "
       .. "%s; it is in %s (mode 0600)", unusable, key_id, path)
-    out:warn(note)
+    say("warn", note)
     return note
   end
-  out:info("created the admin API key " .. key_id .. "; it is in " .. path .. " (mode 0600)")
+  say("info", "created the admin API key " .. key_id .. "; it is in " .. path .. " (mode 0600)")
   return nil
 end
 
@@ -66,7 +67,7 @@ local DATA_FILES = { "node.db", "node.db-wal", "node.db-shm", "node.log", "node.
 -- Every file the node creates is 0600 (umask 077 for this process), a
 -- directory it owns is tightened to 0700 (and files an older version left
 -- readable to 0600); one it cannot make private stops the start.
-local function private_data_dir(dir)
+function M.private_data_dir(dir)
   sys.umask(tonumber("077", 8))
   local ok, err = sys.mkdir(dir, tonumber("700", 8))
   if not ok then errors.raise("failure", "cannot create the data directory: " .. err) end
@@ -92,30 +93,6 @@ local function private_data_dir(dir)
       sys.chmod(dir .. "/" .. name, tonumber("600", 8))
     end
   end
-end
-
---- Starts the node in a new session and returns once it answers.  Every
--- option given to this command is passed on (from its declaration).
-local function detach(ctx, opts)
-  local args = { "serve", "--url-file", opts.data_dir .. "/node.url", "--pid-file", opts.pid_file,
-    "--data-dir", opts.data_dir }
-  for _, o in ipairs(ctx.command.options) do
-    local v = opts[o.key]
-    if v ~= nil and not ({ detach = true, url_file = true, pid_file = true, data_dir = true })[o.key] then
-      if o.type == "boolean" then
-        if v then args[#args + 1] = o.long end
-      else
-        args[#args + 1] = o.long
-        args[#args + 1] = tostring(v)
-      end
-    end
-  end
-  local started = require("aitbc.daemon").start {
-    args = args,
-    ready_file = opts.data_dir .. "/node.url", log = opts.data_dir .. "/serve.out",
-  }
-  return { pid = started.pid, url = started.url, data_dir = opts.data_dir, pid_file = opts.pid_file,
-    log = opts.data_dir .. "/node.log" }
 end
 
 --- A follower of another node's chains: the chains and the authority key
@@ -191,129 +168,161 @@ function M.follower(url, authority)
   return f
 end
 
-function M.run(ctx)
-  local opts = ctx.opts
-  local config = require "aitbc.config"
-  opts.data_dir = config.expand(opts.data_dir or (config.home() .. "/node"))
-  local host, port = parse_listen(opts.listen)
-  private_data_dir(opts.data_dir)
-  opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
-  if opts.detach then
-    local info = detach(ctx, opts)
-    return info, function(d, out)
-      out:success(string.format("node running in the background (pid %d) at %s", d.pid, d.url))
-      out:print("  data dir: " .. d.data_dir .. "\n  log:      " .. d.log .. "\n  stop it:  kill $(cat " .. d.pid_file .. ")")
-    end
+--- The chains this node keeps (from --chains) | a usage error.
+local function chain_names(text)
+  local chains = {}
+  for c in text:gmatch("[^,%s]+") do
+    if not c:match("^[%w][%w_%-%.]*$") then errors.raise("usage", "--chains: '" .. c .. "' is not a chain name") end
+    chains[#chains + 1] = c
   end
+  return chains
+end
 
+--- Opens the data directory's database and keys and sets up the chains:
+-- a follower's come from its leader; a leader's get their genesis.
+-- Returns the node's state {store, node_key, chains, follow, faucet_chains, admin_note}.
+local function open_node(opts, say)
   local db_path = opts.data_dir .. "/node.db"
   local store, serr = store_mod.open(db_path)
   if not store then errors.raise("failure", "cannot open " .. db_path .. ": " .. tostring(serr)) end
   ensure_node_key(opts.data_dir .. "/node.key")
-  local admin_note = ensure_admin_key(store, opts.data_dir, ctx.out)
-  local started_at = sys.time()
-  local chains = {}
-  for c in opts.chains:gmatch("[^,%s]+") do
-    if not c:match("^[%w][%w_%-%.]*$") then errors.raise("usage", "--chains: '" .. c .. "' is not a chain name") end
-    chains[#chains + 1] = c
+  local node = { store = store, db_path = db_path, started_at = sys.time(), faucet_chains = json.array() }
+  node.admin_note = ensure_admin_key(store, opts.data_dir, say)
+  node.chains = chain_names(opts.chains)
+  node.node_key = util.read_node_key(opts.data_dir .. "/node.key")
+  node.follow = opts.follow and M.follower(opts.follow, opts.authority)
+  if node.follow then
+    node.chains = node.follow.chains
+    node.follow.start(store)
+    return node
   end
-  local node_key = util.read_node_key(opts.data_dir .. "/node.key")
   local chain = require "aitbc.node.chain"
-  local follow = opts.follow and M.follower(opts.follow, opts.authority)
-  local faucet_chains = json.array()
-  if follow then
-    chains = follow.chains
-    follow.start(store)
-  else
-    store:chain_follow_reset(nil, {}, started_at)
-    for _, c in ipairs(chains) do
-      chain.genesis(store, c, node_key, started_at)
-      if opts.faucet == "on" or (opts.faucet == "auto" and chain.is_devnet(c)) then faucet_chains[#faucet_chains + 1] = c end
+  store:chain_follow_reset(nil, {}, node.started_at)
+  for _, c in ipairs(node.chains) do
+    chain.genesis(store, c, node.node_key, node.started_at)
+    if opts.faucet == "on" or (opts.faucet == "auto" and chain.is_devnet(c)) then
+      node.faucet_chains[#node.faucet_chains + 1] = c
     end
-    local refunds = chain.refund_stranded(store, node_key, started_at)
-    if refunds > 0 then ctx.out:info("refunded " .. refunds .. " escrow lock(s) that no job payment accounted for") end
   end
-  local node_config = {
-    chains = json.array(chains), block_time = opts.block_time, follow = opts.follow,
-    authority = follow and follow.authority or node_key.id, faucet_chains = faucet_chains,
-    db_path = db_path, log_path = opts.data_dir .. "/node.log", log_level = opts.log_level,
+  local refunds = chain.refund_stranded(store, node.node_key, node.started_at)
+  if refunds > 0 then say("info", "refunded " .. refunds .. " escrow lock(s) that no job payment accounted for") end
+  return node
+end
+
+--- What every worker's Lua state and the audit writer read (aitbc.node.app).
+local function node_config(opts, node)
+  return {
+    chains = json.array(node.chains), block_time = opts.block_time, follow = opts.follow,
+    authority = node.follow and node.follow.authority or node.node_key.id, faucet_chains = node.faucet_chains,
+    db_path = node.db_path, log_path = opts.data_dir .. "/node.log", log_level = opts.log_level,
     node_key_path = opts.data_dir .. "/node.key", heartbeat_timeout = opts.heartbeat_timeout,
-    started_at = started_at, environment = ctx.settings.environment,
+    started_at = node.started_at, environment = opts.environment,
   }
-  local server = require "aitbc.server"
-  sys.on_interrupt("flag")
+end
+
+--- Starts the audit writer and the HTTP server; returns the server and the writer thread.
+local function start_server(opts, node, config)
   -- audit rows are committed by a thread of their own; answers wait for theirs
-  local audit_writer = assert(sys.thread("aitbc.node.audit_writer", json.encode(node_config)))
-  local srv, lerr = server.start { host = host, port = port, handler = "aitbc.node.app",
-    config = json.encode(node_config), max_body = opts.max_body, workers = opts.handler_slots,
+  local audit_writer = assert(sys.thread("aitbc.node.audit_writer", json.encode(config)))
+  local srv, lerr = require("aitbc.server").start { host = opts.host, port = opts.port, handler = "aitbc.node.app",
+    config = json.encode(config), max_body = opts.max_body, workers = opts.handler_slots,
     max_connections = opts.max_connections, max_per_address = opts.max_per_address,
-    idle_timeout = opts.idle_timeout, log_queue = "aitbc.node.log:" .. node_config.log_path }
+    idle_timeout = opts.idle_timeout, log_queue = "aitbc.node.log:" .. config.log_path }
   if not srv then
-    store:audit_close()
+    node.store:audit_close()
     audit_writer:join()
     errors.raise("failure", lerr, "choose another port with --listen, or stop what uses it")
   end
-  local url = string.format("http://%s:%d", host, srv:port())
-  local log = require "aitbc.node.log"
-  local writer, werr = log.writer(node_config.log_path)
-  if not writer then errors.raise("failure", "cannot open " .. node_config.log_path .. ": " .. tostring(werr)) end
-  local logger = log.open(node_config.log_path, opts.log_level, "node")
-  logger:info("node started", { url = url, pid = sys.getpid(), data_dir = opts.data_dir })
-  if admin_note then logger:warn(admin_note) end
-  writer:drain()
-  if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("600", 8)) end
-  if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("600", 8)) end
-  io.stdout:write("aitbc node listening on ", url, "\n")
-  io.stdout:flush()
-  ctx.out:info("data dir " .. opts.data_dir .. "; log " .. node_config.log_path .. "; Ctrl-C stops")
+  return srv, audit_writer
+end
 
-  -- Supervisor: blocks, WAL checkpoints (often, so each holds the write lock
-  -- only briefly), expiry and dead-miner re-queueing (twice a second).
+--- Produces the blocks that are due (a leader), or syncs from the leader
+-- (a follower); returns when the next block is due.
+local function produce_blocks(opts, node, logger, next_block)
+  local chain = require "aitbc.node.chain"
+  if node.follow then
+    local ok, err = pcall(node.follow.sync, node.store, logger)
+    if not ok then logger:error("following " .. opts.follow .. " failed", { error = tostring(err) }) end
+    return sys.monotonic() + 0.2
+  end
+  if sys.monotonic() < next_block then return next_block end
+  for _, c in ipairs(node.chains) do
+    local ok, err = pcall(chain.produce, node.store, c, node.node_key, sys.time())
+    if not ok then logger:error("block production failed", { chain = c, error = tostring(err) }) end
+  end
+  next_block = next_block + opts.block_time
+  if next_block < sys.monotonic() then next_block = sys.monotonic() + opts.block_time end
+  return next_block
+end
+
+--- Expiry, dead-miner and lapsed-job re-queueing, escrow settlement; wakes
+-- waiting long polls when anything changed.
+local function sweep(opts, node, logger)
+  local store, now = node.store, sys.time()
+  local ok, changed = pcall(function()
+    local requeued, failed = store:requeue_lapsed(now, require("aitbc.node.jobs").MAX_ATTEMPTS)
+    local n = store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout) + requeued + failed
+    require("aitbc.node.chain").settle_jobs(store, node.node_key, now) -- escrows of jobs that ended
+    return n
+  end)
+  if not ok then
+    logger:error("sweep failed", { error = tostring(changed) })
+  elseif changed > 0 then
+    logger:info("sweep", { changed = changed })
+    sys.notify()
+  end
+end
+
+--- Supervisor: blocks, WAL checkpoints (often, so each holds the write lock
+-- only briefly), sweeps (twice a second), log writing; until a signal.
+local function supervise(opts, node, logger, writer)
   local next_sweep, next_block = 0, sys.monotonic() + opts.block_time
   while not sys.interrupted() do
-    if follow then
-      local fok, ferr = pcall(follow.sync, store, logger)
-      if not fok then logger:error("following " .. opts.follow .. " failed", { error = tostring(ferr) }) end
-      next_block = sys.monotonic() + 0.2
-    elseif sys.monotonic() >= next_block then
-      for _, c in ipairs(chains) do
-        local bok, berr = pcall(chain.produce, store, c, node_key, sys.time())
-        if not bok then logger:error("block production failed", { chain = c, error = tostring(berr) }) end
-      end
-      next_block = next_block + opts.block_time
-      if next_block < sys.monotonic() then next_block = sys.monotonic() + opts.block_time end
-    end
-    local cok, cerr = pcall(store.checkpoint, store)
-    if not cok then logger:error("checkpoint failed", { error = tostring(cerr) }) end
+    next_block = produce_blocks(opts, node, logger, next_block)
+    local ok, err = pcall(node.store.checkpoint, node.store)
+    if not ok then logger:error("checkpoint failed", { error = tostring(err) }) end
     if sys.monotonic() >= next_sweep then
-      local now = sys.time()
-      local sok, changed = pcall(function()
-        local requeued, failed = store:requeue_lapsed(now, require("aitbc.node.jobs").MAX_ATTEMPTS)
-        local n = store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout) + requeued + failed
-        chain.settle_jobs(store, node_key, now) -- escrows of jobs that ended
-        return n
-      end)
-      if not sok then
-        logger:error("sweep failed", { error = tostring(changed) })
-      elseif changed > 0 then
-        logger:info("sweep", { changed = changed })
-        sys.notify()
-      end
+      sweep(opts, node, logger)
       next_sweep = sys.monotonic() + 0.5
     end
     writer:drain()
     sys.sleep(math.min(0.1, math.max(0.01, next_block - sys.monotonic())))
   end
+end
+
+--- Runs the node in the foreground until SIGTERM or Ctrl-C.  opts: the
+-- serve command's options with host, port (from --listen), data_dir (a
+-- private directory: M.private_data_dir), pid_file and environment.
+-- say(level, text) tells the operator (info, warn) what happens.
+function M.run(opts, say)
+  local node = open_node(opts, say)
+  local config = node_config(opts, node)
+  sys.on_interrupt("flag")
+  local srv, audit_writer = start_server(opts, node, config)
+  local url = string.format("http://%s:%d", opts.host, srv:port())
+  local log = require "aitbc.node.log"
+  local writer, werr = log.writer(config.log_path)
+  if not writer then errors.raise("failure", "cannot open " .. config.log_path .. ": " .. tostring(werr)) end
+  local logger = log.open(config.log_path, opts.log_level, "node")
+  logger:info("node started", { url = url, pid = sys.getpid(), data_dir = opts.data_dir })
+  if node.admin_note then logger:warn(node.admin_note) end
+  writer:drain()
+  if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("600", 8)) end
+  if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("600", 8)) end
+  io.stdout:write("aitbc node listening on ", url, "\n")
+  io.stdout:flush()
+  say("info", "data dir " .. opts.data_dir .. "; log " .. config.log_path .. "; Ctrl-C stops")
+  supervise(opts, node, logger, writer)
   logger:info("shutting down", { signal = sys.interrupted() })
   srv:stop(opts.grace) -- long polls answer at once; requests in flight get the grace period
-  store:audit_close()
+  node.store:audit_close()
   local joined, why = audit_writer:join()
   if not joined then logger:error("the audit writer failed", { error = tostring(why) }) end
   logger:info("stopped")
   writer:close()
-  store:close()
+  node.store:close()
   if opts.pid_file then os.remove(opts.pid_file) end
-  ctx.out:info("node stopped")
+  say("info", "node stopped")
 end
 
 return M

@@ -1,5 +1,5 @@
 --- Helpers shared by the node's request handlers: errors with a status,
--- field validation, time formatting, API key derivation.
+-- field validation, time formatting.
 local crypto = require "aitbc.crypto"
 local json = require "aitbc.json"
 local money = require "aitbc.money"
@@ -49,15 +49,6 @@ end
 -- milliseconds, then 80 random bits) so that new rows append to the index.
 function util.new_job_id(now)
   return string.format("%012x", math.floor(now * 1000)) .. crypto.hex(crypto.random(10))
-end
-
-local apikey = require "aitbc.apikey"
-util.key_identity = apikey.identity
-util.generate_key = apikey.generate
-function util.valid_key_format(key)
-  local ok, why = apikey.check(key)
-  if not ok then return nil, why end
-  return true
 end
 
 -- ---- field validation (body is a decoded JSON object) ----

@@ -1,65 +1,21 @@
 --- Wallets: Ed25519 keys from a BIP-39 phrase (SLIP-0010, path PATH below),
--- bech32 addresses "ait1…" over BLAKE2b-160 of the public key, and one
+-- their addresses (aitbc.protocol.address), and one
 -- encrypted keystore file per wallet in AITBC_HOME/wallets (mode 0600):
 -- Argon2id derives the key from the password, XChaCha20-Poly1305 seals the
 -- phrase, with the address as associated data, so an edited file is refused.
-local bech32 = require "aitbc.wallet.bech32"
 local bip39 = require "aitbc.wallet.bip39"
 local crypto = require "aitbc.crypto"
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
+local addresses = require "aitbc.protocol.address"
+local sealed = require "aitbc.secrets.sealed"
 local slip10 = require "aitbc.wallet.slip10"
 local sys = require "aitbc.sys"
 
-local wallet = { PATH = "m/44'/8888'/0'/0'/0'", HRP = "ait", KDF = { ops = 3, mem = 64 * 1024 * 1024 } }
+local wallet = { PATH = "m/44'/8888'/0'/0'/0'", HRP = addresses.HRP }
 
--- Both are pure, and a node sees the same accounts again and again: the
--- answers are remembered (bounded; the memo is dropped when full).
-local memo_address, memo_parsed, memo_size = {}, {}, 0
-local function remember()
-  memo_size = memo_size + 1
-  if memo_size > 50000 then memo_address, memo_parsed, memo_size = {}, {}, 0 end
-end
-
-function wallet.address(public_key)
-  local a = memo_address[public_key]
-  if not a then
-    a = bech32.encode(wallet.HRP, bech32.bytes_to_words(crypto.blake2b(public_key, 20)))
-    memo_address[public_key] = a
-    remember()
-  end
-  return a
-end
-
---- parse_address(text) -> 20-byte hash | nil, reason.  Upper-case text
--- parses too (BIP-173); to name an account use normalize_address.
-function wallet.parse_address(text)
-  local known = memo_parsed[text]
-  if known then return known end
-  local hrp, words = bech32.decode(text)
-  if not hrp then return nil, words end
-  if hrp ~= wallet.HRP then return nil, "not an AITBC address (prefix '" .. hrp .. "', expected 'ait')" end
-  local bytes, err = bech32.words_to_bytes(words)
-  if not bytes or #bytes ~= 20 then return nil, err or "wrong length" end
-  memo_parsed[text] = bytes
-  remember()
-  return bytes
-end
-
---- The one spelling of an address: BIP-173 lets an address be written all
--- in upper case (the same address) and forbids mixing cases, so every
--- address read from outside goes through here before it names an account.
--- normalize_address(text) -> lower-case address | nil, reason
-function wallet.normalize_address(text)
-  if type(text) ~= "string" then return nil, "not a string" end
-  if text:lower() ~= text and text:upper() ~= text then
-    return nil, "mixes upper and lower case (BIP-173 forbids it); write the address all in lower case"
-  end
-  local lower = text:lower()
-  local ok, why = wallet.parse_address(lower)
-  if not ok then return nil, why end
-  return lower
-end
+-- Addresses (aitbc.protocol.address), under the names wallet code uses.
+wallet.address, wallet.parse_address, wallet.normalize_address = addresses.of, addresses.parse, addresses.normalize
 
 --- An address a user typed (a command's argument or option), in its one
 -- spelling | raises a usage error naming `what`.
@@ -92,34 +48,24 @@ function wallet.path(name)
   return wallet.dir() .. "/" .. name .. ".json"
 end
 
+local function keystore_ad(address) return "aitbc-keystore-v1:" .. tostring(address) end
+
 --- Seals phrase into a keystore document.
 function wallet.seal(name, phrase, password)
   local keys = wallet.keys(phrase)
-  local salt, nonce = crypto.random(crypto.SALT_BYTES), crypto.random(crypto.AEAD_NONCE_BYTES)
-  local key <close> = assert(crypto.argon2id(password, salt, wallet.KDF))
-  return {
+  return sealed.seal({
     format = "aitbc-keystore", version = 1, name = name, address = keys.address,
     public_key = crypto.hex(keys.public_key), path = wallet.PATH, created_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
-    kdf = { alg = "argon2id13", salt = crypto.base64(salt), ops = wallet.KDF.ops, mem = wallet.KDF.mem },
-    cipher = "xchacha20poly1305-ietf", nonce = crypto.base64(nonce),
-    ciphertext = crypto.base64(crypto.aead_encrypt(phrase, key, nonce, "aitbc-keystore-v1:" .. keys.address)),
-  }
+  }, phrase, password, keystore_ad(keys.address))
 end
 
 --- Opens a keystore document: the phrase and keys | raises (4 on a wrong password).
 function wallet.open(doc, password)
-  if type(doc) ~= "table" or doc.format ~= "aitbc-keystore" or doc.version ~= 1 or type(doc.kdf) ~= "table" then
+  if type(doc) ~= "table" or doc.format ~= "aitbc-keystore" or doc.version ~= 1 then
     errors.raise("failure", "not an aitbc keystore")
   end
-  local salt, nonce = crypto.unbase64(doc.kdf.salt or ""), crypto.unbase64(doc.nonce or "")
-  local ct = crypto.unbase64(doc.ciphertext or "")
-  local ops, mem = math.tointeger(doc.kdf.ops), math.tointeger(doc.kdf.mem)
-  if not salt or #salt ~= crypto.SALT_BYTES or not nonce or #nonce ~= crypto.AEAD_NONCE_BYTES or not ct
-    or not ops or not mem or ops < 1 or ops > 20 or mem < 8192 or mem > (1 << 30) then
-    errors.raise("failure", "the keystore is damaged (bad salt, nonce, ciphertext or parameters)")
-  end
-  local key <close> = assert(crypto.argon2id(password, salt, { ops = ops, mem = mem }))
-  local phrase = crypto.aead_decrypt(ct, key, nonce, "aitbc-keystore-v1:" .. tostring(doc.address))
+  local phrase, refused, why = sealed.open(doc, password, keystore_ad(doc.address))
+  if refused == "damaged" then errors.raise("failure", "the keystore is damaged (" .. why .. ")") end
   if not phrase then
     errors.raise("auth", "cannot open wallet " .. tostring(doc.name) .. ": wrong password, or the keystore was altered",
       "nothing was changed", { code = "keystore_refused" })
@@ -166,18 +112,17 @@ function wallet.active_name(ctx, name)
 end
 
 --- Builds and signs a transaction from the active wallet on the chain of
--- ctx.settings.chain; the nonce comes from the node.  Returns {tx,
--- signature}, the sender's address.
-function wallet.signed_tx(ctx, client, kind, payload)
-  local keys = wallet.open(wallet.read(wallet.active_name(ctx)), wallet.password(ctx, false))
+-- ctx.settings.chain, opened with password; the nonce comes from the node.
+-- Returns {tx, signature}, the sender's address.
+function wallet.signed_tx(ctx, client, kind, payload, password)
+  local keys = wallet.open(wallet.read(wallet.active_name(ctx)), password)
   local account = client:call("GET", require("aitbc.api").path("/v1/chain/{chain}/accounts/{address}",
     { chain = ctx.settings.chain, address = keys.address }), { expect = { nonce = "integer" } })
   local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
     nonce = account.nonce + 1, payload = payload, timestamp = os.time() }
-  local chain = require "aitbc.node.chain"
-  local signature = chain.sign(chain.hash(tx), keys.secret_key)
+  local signed = require("aitbc.protocol.signing").signed_tx(tx, keys.secret_key)
   keys.secret_key:wipe()
-  return { tx = tx, signature = signature }, keys.address
+  return signed, keys.address
 end
 
 --- The active wallet's address, or nil (for defaults such as a payout address).
@@ -186,28 +131,6 @@ function wallet.active_address(ctx)
   local text = name and sys.read_file(wallet.path(name))
   local doc = text and json.decode(text)
   return type(doc) == "table" and doc.address or nil
-end
-
---- The password: --password-file, AITBC_WALLET_PASSWORD, or a hidden prompt
--- (a flag beats the environment, as everywhere).
-function wallet.password(ctx, confirm)
-  local env = sys.getenv("AITBC_WALLET_PASSWORD")
-  local pw
-  if ctx.opts.password_file then
-    pw = require("aitbc.config").read_input(ctx.opts.password_file, "--password-file"):gsub("\r?\n$", "")
-  elseif env and env ~= "" then
-    pw = env
-  else
-    local got, err = sys.read_password("Wallet password: ")
-    if not got then
-      errors.raise("usage", "a wallet password is needed (" .. err .. ")",
-        "set AITBC_WALLET_PASSWORD or pass --password-file FILE")
-    end
-    if confirm and sys.read_password("Repeat the password: ") ~= got then errors.raise("usage", "the passwords differ") end
-    pw = got
-  end
-  if confirm and #pw < 8 then errors.raise("usage", "the wallet password must be at least 8 characters") end
-  return pw
 end
 
 return wallet

@@ -3,7 +3,8 @@
 -- A command that needs a role gets its key by the usual precedence:
 --   --api-key > AITBC_<ROLE>_KEY > AITBC_API_KEY > stored key of the active
 --   environment > api_key in the config file.
-local apikey = require "aitbc.apikey"
+local apikey = require "aitbc.protocol.apikey"
+local json = require "aitbc.json"
 local sys = require "aitbc.sys"
 
 local keys = {}
@@ -66,6 +67,55 @@ function keys.remove(file, key_id)
     end
   end
   return removed
+end
+
+--- Stored keys of one environment, or of all when environment is nil
+-- (the rows of keys.all).
+function keys.of_environment(file, environment)
+  local out = {}
+  for _, e in ipairs(keys.all(file)) do
+    if not environment or e.environment == environment then out[#out + 1] = e end
+  end
+  return out
+end
+
+--- The keys the environment holds for these types (`auth import-env`):
+-- chosen {type -> {var, key}} (a type's later, more specific variable
+-- wins), failed {{type, variable, reason, fix}}, and how many were set.
+function keys.from_env(types)
+  local chosen, failed, seen = {}, json.array(), 0
+  for _, key_type in ipairs(types) do
+    for _, var in ipairs(keys.IMPORT_VARS[key_type]) do
+      local value = env_value(var)
+      if value then
+        seen = seen + 1
+        local ok, why, fix = apikey.check(value)
+        if ok then
+          chosen[key_type] = { var = var, key = value }
+        else
+          failed[#failed + 1] = { type = key_type, variable = var, reason = var .. " " .. why, fix = fix }
+        end
+      end
+    end
+  end
+  return chosen, failed, seen
+end
+
+--- Keys as environment assignments: format "env" (export VAR=...),
+-- "dotenv" (VAR=...) or "json" (an object); `when` goes in the header.
+function keys.export_text(format, entries, environment, when)
+  if format == "json" then
+    local obj = {}
+    for _, e in ipairs(entries) do obj[keys.ROLE_VAR[e.type]] = e.key end
+    return json.encode(obj, { pretty = true }) .. "\n"
+  end
+  local lines = { "# AITBC API keys, environment " .. environment .. ", exported " .. when .. ".",
+    "# Secret: keep this file private (mode 0600) and out of version control." }
+  for _, e in ipairs(entries) do
+    local prefix = format == "env" and "export " or ""
+    lines[#lines + 1] = prefix .. keys.ROLE_VAR[e.type] .. "=" .. sys.shell_quote(e.key)
+  end
+  return table.concat(lines, "\n") .. "\n"
 end
 
 --- key, source for a role (nil when none is configured).

@@ -108,7 +108,7 @@ return function(config_text)
   local node_key = util.read_node_key(config.node_key_path)
   local function flush_audit()
     if not store:audit_sync(5) then logger:warn("audit rows are not written yet; the report may lack the newest") end
-    store:audit_refused_flush()
+    if not store:audit_refused_sync(5) then logger:warn("refused requests are not counted yet") end
   end
 
   local function authenticate(ctx, route)

@@ -254,11 +254,16 @@ function Store:audit_refused_push(row)
   sys.queue_push(self.audit_queue .. ":refused", json.encode(row))
 end
 
+--- Waits until the refusals queued so far are counted in the database.
+function Store:audit_refused_sync(timeout)
+  return sys.queue_sync(self.audit_queue .. ":refused", timeout or 5)
+end
+
 local REFUSED_FIND = [[SELECT id FROM audit WHERE minute = :minute AND remote = :remote AND outcome = :outcome
   AND coalesce(key_id, '') = :key]]
 
 function Store:audit_refused_flush()
-  local items = sys.queue_drain(self.audit_queue .. ":refused", 20000)
+  local items, last = sys.queue_drain(self.audit_queue .. ":refused", 20000)
   if #items == 0 then return 0 end
   -- counted in memory first: one write per group, not per request
   local groups, order = {}, {}
@@ -297,6 +302,7 @@ function Store:audit_refused_flush()
     end
     return true
   end))
+  sys.queue_commit(self.audit_queue .. ":refused", last)
   return #items
 end
 

@@ -249,8 +249,9 @@ describe("node input", function()
     it("accepts a payload at the body limit and reads it back on every path; one level more is refused", function()
       local limit = util.MAX_BODY_DEPTH or 32
       -- the body is one level above its payload
-      local at = '{"model": "deep", "payload": ' .. nested(limit - 1) .. "}"
-      local beyond = '{"model": "deep", "payload": ' .. nested(limit) .. "}"
+      -- an inference payload: a prompt, and the nesting beside it
+      local at = '{"model": "deep", "payload": {"prompt": "x", "deep": ' .. nested(limit - 2) .. "}}"
+      local beyond = '{"model": "deep", "payload": {"prompt": "x", "deep": ' .. nested(limit - 1) .. "}}"
       local s, body = post("/v1/jobs", client, beyond)
       assert.equal(400, s)
       assert.equal("invalid_json", body.error.code)

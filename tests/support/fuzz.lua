@@ -299,7 +299,7 @@ function M.prepare(url, admin_key)
   state.miner_id = "fuzz-miner-" .. crypto.hex(crypto.random(4))
   call(url, "POST", "/v1/miners/register", state.keys.miner, { miner_id = state.miner_id,
     capabilities = { models = { "fuzz" } } })
-  local function job() return call(url, "POST", "/v1/jobs", state.keys.client, { payload = { p = 1 }, model = "fuzz" }).job_id end
+  local function job() return call(url, "POST", "/v1/jobs", state.keys.client, { payload = { prompt = "fuzz" }, model = "fuzz" }).job_id end
   state.done_id = job()
   local claimed = call(url, "POST", "/v1/miners/poll", state.keys.miner, { max_wait_seconds = 0 })
   call(url, "POST", "/v1/miners/" .. claimed.job_id .. "/result", state.keys.miner, { result = { ok = true } })

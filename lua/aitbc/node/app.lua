@@ -3,6 +3,8 @@
 -- Each server worker state calls factory(config_json) once and then the
 -- returned handle(request) for every request.
 local admin = require "aitbc.node.admin"
+local agents = require "aitbc.node.agents"
+local events = require "aitbc.node.events"
 local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
@@ -29,6 +31,7 @@ local ROUTES = {
   { "GET", "/v1/jobs/{id}/result", CLIENT, jobs.result },
   { "GET", "/v1/jobs/{id}/receipt", CLIENT, jobs.receipt },
   { "POST", "/v1/jobs/{id}/cancel", CLIENT, jobs.cancel },
+  { "GET", "/v1/jobs/{id}/events", CLIENT, function(ctx, id) return events.get(ctx, id, jobs.own_job) end },
   { "POST", "/v1/jobs/{id}/payment", CLIENT, chain.pay_job },
   { "POST", "/v1/miners/register", MINER, jobs.register },
   { "POST", "/v1/miners/heartbeat", MINER, jobs.heartbeat },
@@ -37,6 +40,15 @@ local ROUTES = {
   { "GET", "/v1/miners/jobs", MINER, jobs.miner_jobs },
   { "POST", "/v1/miners/{id}/result", MINER, jobs.submit_result },
   { "POST", "/v1/miners/{id}/fail", MINER, jobs.submit_failure },
+  { "POST", "/v1/miners/{id}/events", MINER, function(ctx, id) return events.post(ctx, id, jobs.current_miner(ctx)) end },
+  { "POST", "/v1/agents", CLIENT, agents.create },
+  { "GET", "/v1/agents", CLIENT, agents.list },
+  { "GET", "/v1/agents/{id}", CLIENT, agents.show },
+  { "PATCH", "/v1/agents/{id}", CLIENT, agents.update },
+  { "DELETE", "/v1/agents/{id}", CLIENT, agents.delete },
+  { "GET", "/v1/agents/{id}/versions", CLIENT, agents.versions },
+  { "POST", "/v1/agents/{id}/rollback", CLIENT, agents.rollback },
+  { "POST", "/v1/agents/{id}/execute", CLIENT, agents.execute },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },
   { "GET", "/v1/chains", PUBLIC, chain.chains },
   { "GET", "/v1/chain/{chain}/head", PUBLIC, chain.head },

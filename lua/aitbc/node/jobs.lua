@@ -6,6 +6,8 @@ local signed_receipts = require "aitbc.protocol.receipts"
 local sys = require "aitbc.sys"
 local util = require "aitbc.node.util"
 
+local job_types = require "aitbc.jobs"
+
 local fail, invalid = util.fail, util.invalid
 
 local M = {}
@@ -29,6 +31,7 @@ function M.view(job, now)
   local queue_end = job.started_at or job.finished_at or now
   return {
     job_id = job.job_id,
+    type = job.job_type or "inference",
     state = job.state,
     status = job.state:lower(),
     model = job.model,
@@ -110,34 +113,42 @@ local function parse_capabilities(c)
     memory = util.optional_object(c, "memory", "capabilities.memory") }
 end
 
---- Does this job (row with model, constraints) fit this miner (row)?
+local function cached(job, field, cache)
+  local v = job[cache]
+  if v == nil then
+    v = decode(job[field]) or {}
+    job[cache] = v
+  end
+  return v
+end
+
+--- Has the miner (caps) every model the job names?  A miner listing none takes any.
+local function has_models(job, want, caps)
+  if #caps.models == 0 then return true end
+  local have = {}
+  for _, m in ipairs(caps.models) do have[util.model_name(m)] = true end
+  if job.model and not have[util.model_name(job.model)] then return false end
+  for _, m in ipairs(want.models or {}) do
+    if not have[util.model_name(m)] then return false end
+  end
+  return true
+end
+
+local function has_gpu(want, caps)
+  if not (want.min_vram_gb or want.gpu) then return true end
+  for _, g in ipairs(caps.gpus) do
+    if (not want.min_vram_gb or (g.memory_gb or 0) >= want.min_vram_gb)
+      and (not want.gpu or g.name:lower():find(want.gpu:lower(), 1, true)) then return true end
+  end
+  return false
+end
+
+--- Does this job (row with model, constraints, needs) fit this miner (row)?
 function M.fits(job, miner)
   local caps = miner.caps
-  local want = job.constraints_table
-  if not want then
-    want = decode(job.constraints) or {}
-    job.constraints_table = want
-  end
-  local models = caps.models
-  if #models > 0 then
-    local needed = { job.model }
-    for _, m in ipairs(want.models or {}) do needed[#needed + 1] = m end
-    for _, need in ipairs(needed) do
-      local found = false
-      for _, have in ipairs(models) do
-        if util.model_name(have) == util.model_name(need) then found = true break end
-      end
-      if not found then return false end
-    end
-  end
-  if want.min_vram_gb or want.gpu then
-    local ok = false
-    for _, g in ipairs(caps.gpus) do
-      if (not want.min_vram_gb or (g.memory_gb or 0) >= want.min_vram_gb)
-        and (not want.gpu or g.name:lower():find(want.gpu:lower(), 1, true)) then ok = true end
-    end
-    if not ok then return false end
-  end
+  if job.needs and not job_types.meets(cached(job, "needs", "needs_table"), caps) then return false end
+  local want = cached(job, "constraints", "constraints_table")
+  if not has_models(job, want, caps) or not has_gpu(want, caps) then return false end
   if want.region and want.region ~= miner.region then return false end
   if want.max_price_units and miner.price_units and miner.price_units > want.max_price_units then return false end
   return true
@@ -156,6 +167,29 @@ local function own_job(ctx, job_id)
   end
   return job
 end
+M.own_job = own_job
+
+local MAX_PAYLOAD = 512 * 1024
+
+--- Queues a job: spec {job_type, payload (a table), model, needs, ttl,
+-- run_timeout, constraints}; returns its view.  Submit and agent execution
+-- both come here.
+function M.enqueue(ctx, spec)
+  local encoded = json.encode(spec.payload)
+  if #encoded > MAX_PAYLOAD then invalid("payload", "must be at most 512 KiB of JSON") end
+  local ttl = spec.ttl or 900
+  local job = {
+    job_id = util.new_job_id(ctx.now), client_key_id = ctx.key.key_id, payload = encoded, model = spec.model,
+    model_key = util.model_name(spec.model), constraints = json.encode(spec.constraints or {}), ttl_seconds = ttl,
+    requested_at = ctx.now, expires_at = ctx.now + ttl, job_type = spec.job_type,
+    run_timeout = math.min(spec.run_timeout or job_types.get(spec.job_type).run_timeout, ttl),
+    needs = spec.needs and json.encode(spec.needs) or nil,
+  }
+  ctx.store:job_insert(job)
+  announce(job)
+  job.state, job.attempts = "QUEUED", 0
+  return M.view(job, ctx.now)
+end
 
 function M.submit(ctx)
   local body = ctx:body_object()
@@ -163,20 +197,17 @@ function M.submit(ctx)
   if not payload then invalid("payload", "is required (an object, e.g. {\"prompt\": \"...\"})") end
   local model = util.optional_string(body, "model", 200) or util.optional_string(payload, "model", 200)
   local ttl = util.optional_integer(body, "ttl_seconds", 1, 86400, 900)
-  local run_timeout = util.optional_integer(body, "run_timeout_seconds", 1, 86400, M.DEFAULT_RUN_TIMEOUT)
+  local run_timeout = util.optional_integer(body, "run_timeout_seconds", 1, 86400)
   local constraints = parse_constraints(util.optional_object(body, "constraints"))
-  local encoded = json.encode(payload)
-  if #encoded > 512 * 1024 then invalid("payload", "must be at most 512 KiB of JSON") end
-  local job = {
-    job_id = util.new_job_id(ctx.now), client_key_id = ctx.key.key_id, payload = encoded, model = model,
-    model_key = util.model_name(model),
-    constraints = json.encode(constraints), ttl_seconds = ttl, requested_at = ctx.now, expires_at = ctx.now + ttl,
-    run_timeout = math.min(run_timeout, ttl),
-  }
-  ctx.store:job_insert(job)
-  announce(job)
-  job.state, job.attempts = "QUEUED", 0
-  return 201, M.view(job, ctx.now)
+  local type_name = util.optional_string(body, "type", 32) or util.optional_string(payload, "type", 32) or "inference"
+  local jt, why = job_types.get(type_name)
+  if not jt then invalid("type", why) end
+  if not jt.direct then
+    invalid("type", type_name .. " jobs come from POST /v1/agents/{agent_id}/execute (aitbc agent execute)")
+  end
+  local needs = jt.validate(payload, model, { invalid = invalid })
+  return 201, M.enqueue(ctx, { job_type = type_name, payload = payload, model = model, needs = needs, ttl = ttl,
+    run_timeout = run_timeout, constraints = constraints })
 end
 
 function M.get(ctx, job_id)
@@ -222,6 +253,7 @@ function M.cancel(ctx, job_id)
   if not ctx.store:job_cancel(job_id, ctx.now) then
     fail(409, "not_cancelable", "job " .. job_id .. " is " .. job.state .. " and cannot be canceled")
   end
+  sys.notify("job:" .. job_id)
   return 200, M.view(ctx.store:job_get(job_id), ctx.now)
 end
 
@@ -249,6 +281,7 @@ local function current_miner(ctx)
   if #mine > 1 then fail(400, "miner_ambiguous", "several miners use this API key; name one with the X-Miner-ID header") end
   return with_caps(mine[1])
 end
+M.current_miner = current_miner
 
 local function miner_view(m)
   return {
@@ -309,7 +342,7 @@ function M.me(ctx)
 end
 
 local function assigned_view(job)
-  return { job_id = job.job_id, payload = decode(job.payload), model = job.model,
+  return { job_id = job.job_id, type = job.job_type or "inference", payload = decode(job.payload), model = job.model,
     constraints = decode(job.constraints), requested_at = util.iso(job.requested_at),
     expires_at = util.iso(job.expires_at), attempt = job.attempts, run_timeout_seconds = job.run_timeout,
     lease_expires_at = util.iso(job.lease_expires_at) }
@@ -345,7 +378,10 @@ function M.poll(ctx)
   -- a poller that hung up (a stopped miner) must not be handed a job
   if ctx.req.connected and not ctx.req.connected() then return 204, nil end
   local job = ctx.store:job_claim(miner, sys.time(), function(j) return M.fits(j, miner) end, model_keys(miner))
-  if job then return 200, assigned_view(job) end
+  if job then
+    sys.notify("job:" .. job.job_id) -- its event readers see it running
+    return 200, assigned_view(job)
+  end
   local left = wait - (ctx.req.waited or 0)
   if left < 0.01 or ctx.req.resumed == "shutdown" or sys.interrupted() then return 204, nil end
   return util.SUSPEND, { seconds = left, wake = wake_keys(miner) }
@@ -382,6 +418,7 @@ function M.submit_result(ctx, job_id)
     metrics = json.encode(metrics), receipt = json.encode(receipt), finished_at = ctx.now }, "jobs_completed")
   if not ok then fail(409, "not_assigned", "job " .. job_id .. " stopped running on this miner meanwhile") end
   sys.notify("miner:" .. miner.miner_id) -- a slot came free: its waiting poll may take a job
+  sys.notify("job:" .. job_id)             -- and its event readers learn it ended
   return 200, { status = "ok", job_id = job_id, receipt = receipt }
 end
 
@@ -397,6 +434,7 @@ function M.submit_failure(ctx, job_id)
     error = code .. ": " .. message, finished_at = ctx.now }, "jobs_failed")
   if not ok then fail(409, "not_assigned", "job " .. job_id .. " stopped running on this miner meanwhile") end
   sys.notify("miner:" .. miner.miner_id)
+  sys.notify("job:" .. job_id)
   return 200, { status = "ok", job_id = job_id, state = "FAILED" }
 end
 

@@ -126,6 +126,34 @@ local MIGRATIONS = {
       ELSE lower(model) END WHERE model IS NOT NULL;
     CREATE INDEX jobs_queue_model ON jobs(model_key, requested_at) WHERE state = 'QUEUED';
   ]],
+  [9] = [[
+    -- job types (inference, agent, multimodal) and what a miner needs to run one
+    ALTER TABLE jobs ADD COLUMN job_type TEXT NOT NULL DEFAULT 'inference';
+    ALTER TABLE jobs ADD COLUMN needs TEXT;
+    -- what a job did, in order: tokens, an agent's steps, the node's state changes
+    CREATE TABLE job_events (
+      job_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, type TEXT NOT NULL, data TEXT,
+      PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
+    -- every state change leaves an event, whichever statement made it
+    CREATE TRIGGER job_queued_event AFTER INSERT ON jobs BEGIN
+      INSERT INTO job_events (job_id, seq, time, type, data) VALUES (NEW.job_id, 1, NEW.requested_at, 'job.queued',
+        json_object('state', 'QUEUED'));
+    END;
+    CREATE TRIGGER job_state_event AFTER UPDATE OF state ON jobs WHEN NEW.state <> OLD.state BEGIN
+      INSERT INTO job_events (job_id, seq, time, type, data) VALUES (NEW.job_id,
+        coalesce((SELECT max(seq) FROM job_events WHERE job_id = NEW.job_id), 0) + 1,
+        (julianday('now') - 2440587.5) * 86400.0, 'job.' || lower(NEW.state),
+        json_object('state', NEW.state, 'miner_id', NEW.miner_id, 'attempt', NEW.attempts, 'error', NEW.error));
+    END;
+    -- agents: versioned definitions owned by an API key
+    CREATE TABLE agents (
+      agent_id TEXT PRIMARY KEY, owner_key_id TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL,
+      version INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE INDEX agents_owner ON agents(owner_key_id, created_at);
+    CREATE TABLE agent_versions (
+      agent_id TEXT NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL, created_at REAL NOT NULL,
+      note TEXT, PRIMARY KEY (agent_id, version)) WITHOUT ROWID;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -395,8 +423,9 @@ end
 function Store:job_insert(j)
   check(self.db:transaction(function()
     return check(self.db:run([[INSERT INTO jobs (job_id, client_key_id, state, payload, model, model_key, constraints,
-        ttl_seconds, requested_at, expires_at, run_timeout) VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model,
-        :model_key, :constraints, :ttl_seconds, :requested_at, :expires_at, :run_timeout)]], j))
+        ttl_seconds, requested_at, expires_at, run_timeout, job_type, needs) VALUES (:job_id, :client_key_id, 'QUEUED',
+        :payload, :model, :model_key, :constraints, :ttl_seconds, :requested_at, :expires_at, :run_timeout,
+        coalesce(:job_type, 'inference'), :needs)]], j))
   end))
 end
 
@@ -425,11 +454,11 @@ function Store:jobs_by_state()
 end
 
 local CANDIDATES = 256
-local QUEUED_ANY = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED'
+local QUEUED_ANY = [[SELECT job_id, model, constraints, needs, requested_at FROM jobs WHERE state = 'QUEUED'
   AND expires_at > ? ORDER BY requested_at LIMIT ?]]
-local QUEUED_MODEL = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED'
+local QUEUED_MODEL = [[SELECT job_id, model, constraints, needs, requested_at FROM jobs WHERE state = 'QUEUED'
   AND model_key = ? AND expires_at > ? ORDER BY requested_at LIMIT ?]]
-local QUEUED_NO_MODEL = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED'
+local QUEUED_NO_MODEL = [[SELECT job_id, model, constraints, needs, requested_at FROM jobs WHERE state = 'QUEUED'
   AND model_key IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
 
 --- The oldest queued jobs a miner with these model keys (nil: any model)
@@ -531,6 +560,86 @@ function Store:requeue_stale(cutoff)
       AND miner_id IN (SELECT miner_id FROM miners WHERE last_seen < ?)]], cutoff))
     check(self.db:run("UPDATE miners SET status = 'OFFLINE' WHERE status = 'ONLINE' AND last_seen < ?", cutoff))
     return n
+  end))
+end
+
+-- ---- job events ----
+
+M.EVENTS_PER_JOB = 20000
+
+--- Appends events {type, data (JSON text)} after the job's last one;
+-- returns the last sequence number, or nil when the job already has
+-- EVENTS_PER_JOB of them.
+function Store:events_append(job_id, events, now)
+  return check(self.db:transaction(function()
+    local last = check(self.db:first("SELECT coalesce(max(seq), 0) AS s FROM job_events WHERE job_id = ?", job_id)).s
+    if last + #events > M.EVENTS_PER_JOB then return false end
+    for _, e in ipairs(events) do
+      last = last + 1
+      check(self.db:run("INSERT INTO job_events (job_id, seq, time, type, data) VALUES (?, ?, ?, ?, ?)",
+        job_id, last, now, e.type, e.data))
+    end
+    return last
+  end)) or nil
+end
+
+--- Events after seq (oldest first, at most limit).
+function Store:events_after(job_id, after, limit)
+  return check(self.db:query("SELECT seq, time, type, data FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+    job_id, after, limit))
+end
+
+-- ---- agents ----
+
+function Store:agent_insert(a, definition, now)
+  check(self.db:transaction(function()
+    check(self.db:run([[INSERT INTO agents (agent_id, owner_key_id, name, type, version, created_at, updated_at)
+      VALUES (?, ?, ?, ?, 1, ?, ?)]], a.agent_id, a.owner_key_id, a.name, a.type, now, now))
+    return check(self.db:run([[INSERT INTO agent_versions (agent_id, version, definition, created_at, note)
+      VALUES (?, 1, ?, ?, 'created')]], a.agent_id, definition, now))
+  end))
+end
+
+--- An agent with its current definition (or the given version's).
+function Store:agent_get(agent_id, version)
+  return check(self.db:first([[SELECT a.*, v.definition, v.version AS defined_version, v.created_at AS version_created_at
+    FROM agents a JOIN agent_versions v ON v.agent_id = a.agent_id AND v.version = coalesce(?, a.version)
+    WHERE a.agent_id = ?]], version, agent_id)) or nil
+end
+
+function Store:agents_of(owner_key_id, limit, offset)
+  local rows = check(self.db:query([[SELECT a.*, v.definition FROM agents a JOIN agent_versions v
+    ON v.agent_id = a.agent_id AND v.version = a.version WHERE a.owner_key_id = ? ORDER BY a.created_at
+    LIMIT ? OFFSET ?]], owner_key_id, limit, offset))
+  local total = check(self.db:first("SELECT count(*) AS n FROM agents WHERE owner_key_id = ?", owner_key_id)).n
+  return rows, total
+end
+
+--- A new version becomes current; returns its number.  expected: the
+-- version the change was made against (nil: any).
+function Store:agent_new_version(agent_id, definition, name, note, now, expected)
+  return check(self.db:transaction(function()
+    local a = check(self.db:first("SELECT version FROM agents WHERE agent_id = ?", agent_id))
+    if not a then return false end
+    if expected and a.version ~= expected then return false end
+    local v = check(self.db:first("SELECT max(version) AS v FROM agent_versions WHERE agent_id = ?", agent_id)).v + 1
+    check(self.db:run("INSERT INTO agent_versions (agent_id, version, definition, created_at, note) VALUES (?, ?, ?, ?, ?)",
+      agent_id, v, definition, now, note))
+    check(self.db:run("UPDATE agents SET version = ?, name = coalesce(?, name), updated_at = ? WHERE agent_id = ?",
+      v, name, now, agent_id))
+    return v
+  end)) or nil
+end
+
+function Store:agent_versions(agent_id)
+  return check(self.db:query([[SELECT version, created_at, note, length(definition) AS size FROM agent_versions
+    WHERE agent_id = ? ORDER BY version]], agent_id))
+end
+
+function Store:agent_delete(agent_id)
+  return check(self.db:transaction(function()
+    check(self.db:run("DELETE FROM agent_versions WHERE agent_id = ?", agent_id))
+    return check(self.db:run("DELETE FROM agents WHERE agent_id = ?", agent_id)) > 0
   end))
 end
 

@@ -50,8 +50,15 @@ describe("ollama binding (against the simulated Ollama)", function()
   end)
 
   it("passes images and honours num_predict", function()
-    local final = assert(client:generate { model = "llava", prompt = "Analyze this chart", images = { "\137PNG\r\n" .. string.rep("x", 100) } })
-    assert.matches("I see 1 image %(106 bytes%)", final.response)
+    local png = "\137PNG\r\n\26\n\0\0\0\13IHDR\0\0\0\64\0\0\0\32\8\2\0\0\0" .. string.rep("x", 40)
+    local final = assert(client:generate { model = "llava", prompt = "Analyze this chart",
+      images = { png } })
+    -- it reads what it is given: format, size and a digest of the content
+    assert.matches("image 1 is a 64x32 PNG %(sha256 %x+%)", final.response)
+    local junk = assert(client:generate { model = "llava", prompt = "Analyze this chart", images = { "not an image" } })
+    assert.matches("image 1 is not an image I can read", junk.response)
+    local blind = client:generate { model = "llama3", prompt = "x", images = { png } }
+    assert.is_nil(blind)
     local short = assert(client:generate { model = "llama3", prompt = "long story", options = { num_predict = 3 } })
     assert.equal(3, short.eval_count)
   end)

@@ -153,20 +153,26 @@ function Client:generate(req)
   return final
 end
 
---- chat{model, messages = {{role, content, images}}, on_token} -> final
--- with message = {role = "assistant", content = whole text}
+--- chat{model, messages = {{role, content, images (base64)}}, tools, format,
+-- options, on_token} -> final with message = {role = "assistant", content =
+-- whole text, tool_calls = {{function = {name, arguments}}} | nil}.  A
+-- streamed tool call arrives whole in one chunk (Ollama 0.8+); some models
+-- put it in the content instead, as JSON: the agent workflows read both.
 function Client:chat(req)
-  local parts = {}
+  local parts, calls = {}, {}
   local final, err = self:stream("/api/chat", { model = req.model, messages = json.array(req.messages),
+    tools = req.tools and #req.tools > 0 and json.array(req.tools) or nil, format = req.format,
     options = req.options, stream = true }, function(obj)
-    local text = obj.message and obj.message.content
+    local message = obj.message or {}
+    for _, call in ipairs(message.tool_calls or {}) do calls[#calls + 1] = call end
+    local text = message.content
     if text and text ~= "" then
       parts[#parts + 1] = text
       if req.on_token then return req.on_token(text) end
     end
   end, req)
   if not final then return nil, err end
-  final.message = { role = "assistant", content = table.concat(parts) }
+  final.message = { role = "assistant", content = table.concat(parts), tool_calls = #calls > 0 and calls or nil }
   return final
 end
 

@@ -2,10 +2,16 @@
 -- run: the same routes (/api/version, /api/tags, /api/show, /api/generate,
 -- /api/chat), the same fields and NDJSON streaming, and a small
 -- deterministic "model" whose answer depends on the prompt (and on any
--- images).  It says what it is: /api/version reports "…-aitbc-simulated"
--- and every model's family is "aitbc-sim".
+-- images, whose format, size and content hash it reads).  It speaks Ollama's
+-- tool calling (`tools` in, `message.tool_calls` out: one call chosen from
+-- what the conversation asks and the tools offered, then an answer built on
+-- the tool's output), `format: "json"`, and /api/show's `capabilities`
+-- (completion, tools; vision for llava).  It says what it is:
+-- /api/version reports "…-aitbc-simulated", every model's family is
+-- "aitbc-sim", and its answers end with "[simulated]".
 -- Run with `aitbc ollama serve-sim`; config (JSON): {models = {...}, token_delay = seconds}.
 local crypto = require "aitbc.crypto"
+local images_mod = require "aitbc.agents.images"
 local json = require "aitbc.json"
 local sys = require "aitbc.sys"
 
@@ -16,34 +22,138 @@ local VOCABULARY = {
 
 local function iso() return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(sys.time())) .. "Z" end
 
---- The answer, as tokens: a greeting or a summary of the prompt, then
--- words chosen by the prompt's hash.  Same prompt, same answer.
-local function answer(prompt, images, limit)
+--- Simple arithmetic in the text ("17 * 23", "(120 + 200) / 2"), computed:
+-- a model that can add.
+local function arithmetic(text)
+  local expr = text:match("([%d%.%s%(%)]*%d[%d%.%s%(%)]*[%+%-%*/][%d%.%s%(%)%+%-%*/]*%d[%s%)]*)")
+  if not expr or not expr:match("^[%d%.%s%(%)%+%-%*/]+$") then return nil end
+  local fn = load("return " .. expr, "=sim", "t", {})
+  local ok, value = pcall(fn or error)
+  if ok and type(value) == "number" and value == value and math.abs(value) < 1e15 then return expr, value end
+end
+
+local function number_text(v)
+  if math.type(v) == "integer" or (v == math.floor(v) and math.abs(v) < 1e15) then return string.format("%d", v) end
+  return string.format("%.6g", v)
+end
+
+--- What it says it sees in the images: format, size, a digest; a count
+-- chosen by the content (it cannot really count shapes).
+local function describe_images(list)
+  local words = {}
+  for i, img in ipairs(list) do
+    local bytes = crypto.unbase64(img) or img
+    local info = images_mod.sniff(bytes)
+    local digest = crypto.hex(crypto.sha256(bytes))
+    if info then
+      words[#words + 1] = string.format("image %d is a %dx%d %s (sha256 %s), in which I count %d shapes", i,
+        info.width, info.height, info.format:upper(), digest:sub(1, 12), digest:byte(1) % 7 + 1)
+    else
+      words[#words + 1] = string.format("image %d is not an image I can read (%d bytes)", i, #bytes)
+    end
+  end
+  return " I see: " .. table.concat(words, "; ") .. "."
+end
+
+local function split_tokens(text)
   local tokens = {}
+  for word in text:gmatch("%s*%S+") do tokens[#tokens + 1] = word end
+  return tokens
+end
+
+--- The answer, as tokens: a greeting, the value of arithmetic in the
+-- prompt, or a summary of the prompt, then words chosen by the prompt's
+-- hash.  Same prompt, same answer.
+local function answer(prompt, images, limit)
   local p = (prompt or ""):lower()
+  local text
+  local expr, value = arithmetic(prompt or "")
   if p:find("hello") or p:find("hi%f[%A]") then
-    for _, w in ipairs { "Hello", "!", " I", " am", " the", " AITBC", " simulated", " model", "." } do tokens[#tokens + 1] = w end
+    text = "Hello! I am the AITBC simulated model."
+  elseif expr then
+    text = "The answer is " .. number_text(value) .. "."
   else
     local words = {}
     for w in (prompt or ""):gmatch("%w+") do words[#words + 1] = w end
-    tokens[#tokens + 1] = "You"
-    tokens[#tokens + 1] = " asked"
-    tokens[#tokens + 1] = " about"
-    for i = 1, math.min(#words, 6) do tokens[#tokens + 1] = " " .. words[i] end
-    tokens[#tokens + 1] = "."
+    text = "You asked about " .. table.concat(words, " ", 1, math.min(#words, 6)) .. "."
   end
-  if images and #images > 0 then
-    local bytes = 0
-    for _, img in ipairs(images) do bytes = bytes + #(crypto.unbase64(img) or img) end
-    for _, w in ipairs { " I", " see", " " .. #images, " image" .. (#images > 1 and "s" or ""), " (" .. bytes, " bytes)", "." } do
-      tokens[#tokens + 1] = w
+  if images and #images > 0 then text = text .. describe_images(images) end
+  local digest = crypto.sha256(prompt or "")
+  for i = 1, 8 do text = text .. " " .. VOCABULARY[digest:byte(i) % #VOCABULARY + 1] end
+  local tokens = split_tokens(text .. ". [simulated]")
+  while limit and limit > 0 and #tokens > limit do table.remove(tokens) end
+  return tokens
+end
+
+--- The datasets a conversation mentions, as the analysis workflow lists them
+-- ("- q3 (csv; columns: region, revenue)").
+local function datasets(messages)
+  local out = {}
+  for _, m in ipairs(messages) do
+    for name, format, columns in tostring(m.content or ""):gmatch("%- ([%w_%-%.]+) %((%a+); columns: ([^%)]*)%)") do
+      local cols = {}
+      for c in columns:gmatch("[^,%s]+") do cols[#cols + 1] = c end
+      out[#out + 1] = { name = name, format = format, columns = cols }
+    end
+    for name, format in tostring(m.content or ""):gmatch("%- ([%w_%-%.]+) %((%a+)%)") do
+      out[#out + 1] = { name = name, format = format, columns = {} }
     end
   end
-  local digest = crypto.sha256(prompt or "")
-  for i = 1, 8 do tokens[#tokens + 1] = " " .. VOCABULARY[digest:byte(i) % #VOCABULARY + 1] end
-  tokens[#tokens + 1] = "."
-  while limit and #tokens > limit do table.remove(tokens) end
-  return tokens
+  return out
+end
+
+--- The one tool call the conversation asks for, if any: chosen from the
+-- user's words and the tools offered, with arguments drawn from them.
+local function choose_tool(messages, tools)
+  local offered = {}
+  for _, t in ipairs(tools) do
+    local f = type(t) == "table" and t["function"]
+    if f and f.name then offered[f.name] = true end
+  end
+  local user = ""
+  for _, m in ipairs(messages) do if m.role == "user" then user = tostring(m.content) end end
+  local lower = user:lower()
+  local expr = arithmetic(user)
+  if offered.calculator and expr then return "calculator", { expression = expr } end
+  for _, d in ipairs(datasets(messages)) do
+    if d.format == "csv" and offered.csv_query then
+      local column = d.columns[#d.columns]
+      return "csv_query", { dataset = d.name, aggregate = { fn = "sum", column = column } }
+    elseif d.format == "json" and offered.json_query then
+      return "json_query", { dataset = d.name, path = "" }
+    end
+  end
+  if offered.chain and (lower:find("balance") or lower:find("block") or lower:find("chain")) then
+    return "chain", { query = "head" }
+  end
+  if offered.marketplace and (lower:find("gpu") or lower:find("price") or lower:find("market")) then
+    return "marketplace", { query = "offers" }
+  end
+end
+
+--- An answer built on the tool outputs in the conversation.
+local function answer_from_tools(messages)
+  local parts = {}
+  for _, m in ipairs(messages) do
+    if m.role == "tool" then
+      local out = tostring(m.content or "")
+      parts[#parts + 1] = (m.tool_name or "a tool") .. " returned " .. (#out > 300 and (out:sub(1, 300) .. "…") or out)
+    end
+  end
+  return split_tokens("Based on what I found: " .. table.concat(parts, "; ") .. ". That is my analysis. [simulated]")
+end
+
+--- A JSON object with the keys the prompt asks for ("keys: a, b"), each
+-- filled from "key: value" or "key = value" in the text, else null.
+local function json_answer(prompt)
+  local keys = (prompt or ""):match("[Kk]eys?:%s*([^\n%.]+)") or ""
+  local obj = {}
+  for key in keys:gmatch("[%w_]+") do
+    local value = (prompt or ""):match(key .. "%s*[:=]%s*(%-?%d+%.?%d*)")
+      or (prompt or ""):match(key .. "%s*[:=]%s*([%w_%-]+)")
+    obj[key] = value and (tonumber(value) or value) or json.null
+  end
+  return json.encode(obj)
 end
 
 return function(config_text)
@@ -71,18 +181,36 @@ return function(config_text)
     return reply(404, { error = string.format("model \"%s\" not found, try pulling it first", tostring(name)) })
   end
 
-  --- A generate or chat answer, streamed as NDJSON or whole.
+  --- What the model says: tokens, or a tool call (and no tokens).
+  local function decide(body, chat, messages, prompt, images)
+    local used_tools = false
+    for _, m in ipairs(messages) do if m.role == "tool" then used_tools = true end end
+    if chat and used_tools then return answer_from_tools(messages) end
+    if chat and type(body.tools) == "table" and #body.tools > 0 then
+      local name, args = choose_tool(messages, body.tools)
+      if name then return {}, { ["function"] = { name = name, arguments = args } } end
+    end
+    if body.format == "json" then return { json_answer(prompt) } end
+    local limit = type(body.options) == "table" and math.tointeger(body.options.num_predict) or nil
+    return answer(prompt, images, limit)
+  end
+
+  --- A generate or chat answer, streamed as NDJSON or whole; a chat that
+  -- offers tools may get one tool call instead.
   local function respond(body, chat)
     local model = find(body.model)
     if not model then return missing(body.model) end
     local prompt, images = body.prompt, body.images
+    local messages = chat and type(body.messages) == "table" and body.messages or {}
     if chat then
-      local last = type(body.messages) == "table" and body.messages[#body.messages] or {}
+      local last = messages[#messages] or {}
       prompt, images = last.content, last.images
     end
     if prompt == "__simulate_failure__" then return reply(500, { error = "simulated inference failure" }) end
-    local limit = type(body.options) == "table" and math.tointeger(body.options.num_predict) or nil
-    local tokens = answer(prompt, images, limit)
+    if images and #images > 0 and not model.name:find("llava") then
+      return reply(400, { error = "model \"" .. model.name .. "\" does not support images" })
+    end
+    local tokens, tool_call = decide(body, chat, messages, prompt, images)
     local started = sys.monotonic()
     local function chunk(text, done)
       local obj = { model = model.name, created_at = iso(), done = done }
@@ -93,23 +221,35 @@ return function(config_text)
         obj.total_duration, obj.load_duration = elapsed + 1000000, 1000000
         obj.prompt_eval_count = #tostring(prompt or "") // 4 + 1
         obj.prompt_eval_duration = 500000
-        obj.eval_count, obj.eval_duration = #tokens, elapsed
+        obj.eval_count, obj.eval_duration = math.max(#tokens, 1), elapsed
       end
       return json.encode(obj)
     end
     if body.stream == false then
       if delay > 0 then sys.sleep(delay * #tokens) end
       local final = json.decode(chunk("", true))
-      if chat then final.message.content = table.concat(tokens) else final.response = table.concat(tokens) end
+      if chat then
+        final.message.content = table.concat(tokens)
+        if tool_call then final.message.tool_calls = json.array { tool_call } end
+      else
+        final.response = table.concat(tokens)
+      end
       return { status = 200, headers = { ["Content-Type"] = "application/json" }, body = json.encode(final) }
     end
+    -- streamed: content token by token; a tool call arrives whole in one chunk
     local i = 0
     return { status = 200, headers = { ["Content-Type"] = "application/x-ndjson" }, stream = function()
       i = i + 1
-      if i > #tokens + 1 then return nil end
+      if tool_call and i == 1 then
+        local obj = json.decode(chunk("", false))
+        obj.message.tool_calls = json.array { tool_call }
+        return json.encode(obj) .. "\n"
+      end
+      local n = tool_call and i - 1 or i
+      if n > #tokens + 1 then return nil end
       if delay > 0 then sys.sleep(delay) end
-      if i == #tokens + 1 then return chunk("", true) .. "\n" end
-      return chunk(tokens[i], false) .. "\n"
+      if n == #tokens + 1 then return chunk("", true) .. "\n" end
+      return chunk(tokens[n], false) .. "\n"
     end }
   end
 
@@ -130,7 +270,9 @@ return function(config_text)
     if path == "/api/show" then
       local model = find(body.model or body.name)
       if not model then return missing(body.model or body.name) end
-      return reply(200, { details = model.details, modelfile = "# aitbc simulated model", parameters = "", template = "" })
+      local caps = model.name:find("llava") and { "completion", "vision" } or { "completion", "tools" }
+      return reply(200, { details = model.details, modelfile = "# aitbc simulated model", parameters = "", template = "",
+        capabilities = json.array(caps), model_info = { ["general.architecture"] = "aitbc-sim" } })
     elseif path == "/api/generate" then
       return respond(body, false)
     elseif path == "/api/chat" then

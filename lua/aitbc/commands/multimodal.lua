@@ -43,7 +43,8 @@ return {
       summary = "Analyze an image (and text) with an agent's vision model",
       options = {
         { "--agent-id", metavar = "AGENT", help = "the agent (it needs a vision model, models.vision)" },
-        { "--image", metavar = "FILE", repeatable = true, help = "a PNG, JPEG, WebP or GIF image (up to 4 MiB; repeat for more)" },
+        { "--image", metavar = "FILE", repeatable = true,
+          help = "a PNG, JPEG, WebP or GIF image (up to 4 MiB; repeat for more)" },
         { "--text", metavar = "TEXT", help = "what to do with it, e.g. \"Analyze this chart\"" },
         { "--timeout", type = "number", min = 1, default = 600, metavar = "SECONDS", help = "how long to follow it" },
       },

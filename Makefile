@@ -6,11 +6,12 @@ CC      ?= cc
 CFLAGS  ?= -O2 -g
 PKGS    := lua5.4 libcurl libsodium sqlite3
 # Linked at build time; libcurl is dlopen'ed on first use (its dependency
-# tree costs more start-up time than everything else).
+# tree costs more start-up time than everything else), and so is libjq
+# (--jq only; the binary runs without it).
 LINK_PKGS := lua5.4 libsodium sqlite3
 # Debian packages the build, the tests and the linters need.
 DEB_PKGS := build-essential pkg-config ca-certificates liblua5.4-dev lua-cjson-dev \
-            libcurl4-openssl-dev libsodium-dev libsqlite3-dev \
+            libcurl4-openssl-dev libsodium-dev libsqlite3-dev libjq-dev \
             lua5.4 lua-busted lua-check clang-format wrk python3-mnemonic
 
 # Lazily expanded: pkg-config runs when a recipe needs it, after `deps`.
@@ -20,9 +21,9 @@ SONAME     = $(shell objdump -p $$($(CC) -print-file-name=$(1)) | awk '/SONAME/ 
 CJSON_A    = $(shell $(CC) -print-file-name=liblua5.4-cjson.a)
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS) \
-             -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"'
+             -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"' -DAITBC_JQ_SONAME='"$(call SONAME,libjq.so)"'
 
-C_MODULES := main host interrupt crypto http http_parse server server_io net db sys shared json gpu sandbox lpattern
+C_MODULES := main host interrupt crypto http http_parse server server_io net db sys shared json jq gpu sandbox lpattern
 OBJS      := $(C_MODULES:%=$(BUILD)/%.o) $(BUILD)/embedded.o
 LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 # Embedded as bytecode (luac5.4 keeps line information): parsing the CLI's

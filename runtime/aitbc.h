@@ -47,6 +47,7 @@ int luaopen_aitbc_native_server(lua_State *L);
 int luaopen_aitbc_native_db(lua_State *L);
 int luaopen_aitbc_native_sys(lua_State *L);
 int luaopen_aitbc_native_json(lua_State *L);
+int luaopen_aitbc_native_jq(lua_State *L);
 int luaopen_aitbc_native_gpu(lua_State *L);
 int luaopen_aitbc_native_net(lua_State *L);
 int luaopen_aitbc_native_sandbox(lua_State *L);

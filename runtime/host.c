@@ -47,6 +47,7 @@ void aitbc_host_init(lua_State *L) {
                                      {"aitbc.native.db", luaopen_aitbc_native_db},
                                      {"aitbc.native.sys", luaopen_aitbc_native_sys},
                                      {"aitbc.native.json", luaopen_aitbc_native_json},
+                                     {"aitbc.native.jq", luaopen_aitbc_native_jq},
                                      {"aitbc.native.gpu", luaopen_aitbc_native_gpu},
                                      {"aitbc.native.net", luaopen_aitbc_native_net},
                                      {"aitbc.native.sandbox", luaopen_aitbc_native_sandbox},

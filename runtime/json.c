@@ -6,10 +6,18 @@
  * sequences.  null: the light userdata NULL (cjson.null).  NaN and infinities
  * raise (JSON has no such numbers).  Output is always valid UTF-8: a byte
  * that does not start a valid sequence becomes U+FFFD, so a strict reader
- * never chokes on what the node wrote. */
+ * never chokes on what the node wrote.
+ *   mark_empty_arrays(text) -> text' | nil: lua-cjson 2.1 decodes `[]` and `{}`
+ *   alike (an empty table), so aitbc.json rewrites each empty array outside
+ *   strings as `["<EMPTY_ARRAY>"]` first and turns that back into a marked
+ *   empty array; nil when the text holds no empty array.  EMPTY_ARRAY is
+ *   random per process, so no input can forge it. */
 #include <math.h>
+#include <pthread.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "aitbc.h"
 
@@ -283,8 +291,72 @@ static int l_encode(lua_State *L) {
   return 1;
 }
 
+static char empty_array[48]; /* "aitbc-empty-array-" and 24 hex digits */
+static pthread_once_t empty_array_once = PTHREAD_ONCE_INIT;
+
+static void empty_array_init(void) {
+  static const char hex[] = "0123456789abcdef";
+  unsigned char r[12] = {0};
+  if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) { /* no entropy: the address and time still vary */
+    uintptr_t a = (uintptr_t)&r ^ (uintptr_t)time(NULL);
+    memcpy(r, &a, sizeof a < sizeof r ? sizeof a : sizeof r);
+  }
+  char *p = empty_array + sprintf(empty_array, "aitbc-empty-array-");
+  for (size_t i = 0; i < sizeof r; i++) {
+    *p++ = hex[r[i] >> 4];
+    *p++ = hex[r[i] & 15];
+  }
+  *p = 0;
+}
+
+static int is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static int l_mark_empty_arrays(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (!memchr(s, '[', len)) return 0;
+  luaL_Buffer b;
+  int found = 0, in_string = 0;
+  size_t copied = 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    if (in_string) {
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_string = 0;
+      continue;
+    }
+    if (c == '"') {
+      in_string = 1;
+      continue;
+    }
+    if (c != '[') continue;
+    size_t j = i + 1;
+    while (j < len && is_json_space(s[j])) j++;
+    if (j >= len || s[j] != ']') continue;
+    if (!found) luaL_buffinit(L, &b);
+    found = 1;
+    luaL_addlstring(&b, s + copied, i - copied);
+    luaL_addstring(&b, "[\"");
+    luaL_addstring(&b, empty_array);
+    luaL_addstring(&b, "\"]");
+    copied = j + 1;
+    i = j;
+  }
+  if (!found) return 0;
+  luaL_addlstring(&b, s + copied, len - copied);
+  luaL_pushresult(&b);
+  return 1;
+}
+
 int luaopen_aitbc_native_json(lua_State *L) {
+  pthread_once(&empty_array_once, empty_array_init);
   lua_newtable(L);
+  lua_pushcfunction(L, l_mark_empty_arrays);
+  lua_setfield(L, -2, "mark_empty_arrays");
+  lua_pushstring(L, empty_array);
+  lua_setfield(L, -2, "EMPTY_ARRAY");
   lua_pushcfunction(L, l_encode);
   lua_setfield(L, -2, "encode");
   luaL_newmetatable(L, ARRAY_MT);

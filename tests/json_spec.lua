@@ -17,6 +17,19 @@ describe("json and yaml", function()
     assert.is_nil((json.decode(nil)))
   end)
 
+  it("keeps an empty array an array through decode and encode, wherever it is", function()
+    for _, text in ipairs { "[]", '{"a":[],"b":{},"c":[[],[ ],{"d":[]}]}', '{"s":"[]","t":"x\\"[]"}', "[1,[]]" } do
+      assert.equal(json.encode(json.decode(text)), (text:gsub("%[ %]", "[]")))
+    end
+    assert.is_true(json.is_array(json.decode('{"models":[]}').models))
+    assert.is_false(json.is_array(json.decode('{"models":{}}').models))
+    -- what stands for an empty array while decoding cannot be forged by input
+    local v = json.decode('["aitbc-empty-array-000000000000000000000000"]')
+    assert.equal("aitbc-empty-array-000000000000000000000000", v[1])
+    local _, err = json.decode('{"a":[],')
+    assert.matches("at character 9", err) -- positions in the text as given
+  end)
+
   it("writes yaml that quotes what would be misread", function()
     assert.equal('a: "yes"\nb:\n  - 1\n  - x\nc: "12"\nd: {}\n', yaml.encode { a = "yes", b = { 1, "x" }, c = "12", d = {} })
   end)

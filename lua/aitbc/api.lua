@@ -33,11 +33,26 @@ end
 function M.from_context(ctx, opts)
   opts = opts or {}
   local keys = require "aitbc.auth.keys"
-  return M.new {
+  local client = M.new {
     url = opts.url or keys.url(ctx),
     api_key = opts.api_key or keys.resolve(ctx, opts.role),
     timeout = ctx.settings.timeout,
   }
+  client.page = ctx.page -- a list command's --limit/--offset, for the route its declaration names
+  return client
+end
+
+--- The query of a GET to the paged route with --limit/--offset added
+-- (what the command set itself wins).
+local function paged_query(page, method, path, query)
+  if not page or method ~= "GET" then return query end
+  local pattern = "^" .. page.route:gsub("[%-%.%+%*%?%^%$%%]", "%%%0"):gsub("{[%w_]+}", "[^/]+") .. "$"
+  if not path:match(pattern) then return query end
+  local q = {}
+  for k, v in pairs(query or {}) do q[k] = v end
+  if q.limit == nil then q.limit = page.limit end
+  if q.offset == nil and page.offset and page.offset > 0 then q.offset = page.offset end
+  return q
 end
 
 --- A path from a template: path("/v1/jobs/{job_id}/result", {job_id = id}).
@@ -218,7 +233,7 @@ function Client:request(method, path, opts)
   local headers = { Accept = "application/json" }
   if self.api_key and self.api_key ~= "" then headers["X-Api-Key"] = self.api_key end
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
-  local url = http.with_query(self.url .. path, opts.query)
+  local url = http.with_query(self.url .. path, paged_query(self.page, method, path, opts.query))
   local attempts = IDEMPOTENT[method] and (self.retries + 1) or 1
   local res, err
   for attempt = 1, attempts do

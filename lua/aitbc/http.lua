@@ -4,8 +4,14 @@
 local native = require "aitbc.native.http"
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
+local monotonic = require("aitbc.native.sys").monotonic
 
 local http = { request_many = native.request_many, curl_version = native.curl_version }
+
+--- http.trace(stage, req, res | nil, err | nil, seconds): when set (the
+-- CLI's -v, aitbc.cli.trace), called with "request" before each request
+-- and "response" after it, with the response or the error.
+http.trace = nil
 
 function http.escape(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
@@ -36,8 +42,15 @@ function http.request(req)
     copy.body, copy.headers, copy.json = json.encode(req.json), headers, nil
     req = copy
   end
+  local trace, started = http.trace, nil
+  if trace then
+    started = monotonic()
+    trace("request", req)
+  end
   local res, message, kind = native.request(req)
-  if not res then return nil, errors.from_http(message, kind, req.url) end
+  local err = not res and errors.from_http(message, kind, req.url) or nil
+  if trace then trace("response", req, res, err, monotonic() - started) end
+  if not res then return nil, err end
   local ctype = res.headers["content-type"] or ""
   if res.body and ctype:find("json", 1, true) then res.json = json.decode(res.body) end
   return res

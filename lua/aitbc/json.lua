@@ -48,9 +48,12 @@ end
 
 local trail = {} -- decoding never yields, so one is enough
 
+local EMPTY_ARRAY = native.EMPTY_ARRAY
+
 local function normalize(v, depth, max_depth)
   if type(v) == "table" then
     if depth >= max_depth then refuse("nesting deeper than " .. max_depth .. " levels", trail, depth) end
+    if v[1] == EMPTY_ARRAY and next(v, 1) == nil then return setmetatable({}, ARRAY) end
     for k, item in pairs(v) do
       if type(item) == "number" or type(item) == "table" then
         trail[depth + 1] = k
@@ -67,9 +70,13 @@ end
 --- decode(text [, max_depth]) -> value | nil, err, path
 -- max_depth (at most MAX_DEPTH) limits the nesting further; path names
 -- where a refused value was ("payload.items[2].x"), when known.
+-- An empty array comes back marked as one (json.array), so that it is
+-- written back as [] and not {}.
 function json.decode(text, max_depth)
   if type(text) ~= "string" then return nil, "expected a JSON string" end
-  local value, err = decoder.decode(text)
+  local marked = native.mark_empty_arrays(text)
+  local value, err = decoder.decode(marked or text)
+  if value == nil and err and marked then value, err = decoder.decode(text) end -- the error's position in the text as given
   if value == nil and err then
     return nil, "invalid JSON: " .. tostring(err):gsub("^Expected", "expected")
   end

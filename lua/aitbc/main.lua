@@ -10,9 +10,11 @@ local function argv_has(argv, flag)
 end
 
 --- The output format before anything is parsed, so that even a usage error
--- is JSON when JSON was asked for.
+-- is JSON when JSON was asked for (--json; not --jq, whose stdout is the filter's).
 local function early_format(argv)
+  if argv_has(argv, "--jq") then return "table" end
   for i, a in ipairs(argv) do
+    if a == "--json" or a:match("^%-%-json=") then return "json" end
     if a == "--output" or a == "-o" then return argv[i + 1] end
     local v = a:match("^%-%-output=(.*)$") or a:match("^%-o(%a+)$")
     if v then return v end
@@ -33,6 +35,7 @@ local function resolver(registry, suggest)
       end
     else
       found = node.by_name[word]
+      if not found and word == "help" then return { help_of = node, options = {}, args = {} } end -- aitbc GROUP help
       if not found then
         local names = {}
         for _, c in ipairs(node.commands) do names[#names + 1] = c.name end
@@ -86,18 +89,22 @@ local function bind_args(decl, positionals)
   return args
 end
 
-local function make_context(decl, args, opts, globals, raw)
+local function make_context(decl, args, opts, globals, raw, shape)
   local config = require "aitbc.config"
   local output = require "aitbc.cli.output"
   local resolved = config.resolve(globals, decl.creates_config)
   local settings = resolved.values
+  if globals.json or globals.jq then settings.output = "json" end -- --json and --jq imply JSON
   local out = output.new {
     format = settings.output, color = settings.color, no_color = globals.no_color,
     verbose = globals.verbose, debug = globals.debug,
   }
+  out.shape = shape or nil
   local ctx = {
     command = decl, args = args, opts = opts, globals = globals, raw = raw,
     settings = settings, config = resolved, out = out,
+    -- --limit/--offset of a list the node pages: aitbc.api adds them to that route's query
+    page = decl.paged and { route = decl.paged, limit = opts.limit, offset = opts.offset } or nil,
   }
   --- Asks before doing something that cannot be undone.  --yes answers;
   -- without a terminal (or in json mode) there is nobody to ask.
@@ -113,6 +120,28 @@ local function make_context(decl, args, opts, globals, raw)
   return ctx
 end
 
+--- `aitbc GROUP help [COMMAND...]`: the help of GROUP or of its command.
+local function group_help(decl, words)
+  for _, w in ipairs(words) do
+    if w:sub(1, 1) == "-" then break end -- options: the help is the same
+    local sub = decl.commands and decl.by_name[w]
+    if not sub then
+      errors.raise("usage", "unknown command '" .. w .. "' for 'aitbc " .. decl.path .. "'",
+        "run 'aitbc " .. decl.path .. " --help'", { code = "unknown_command" })
+    end
+    decl = sub
+  end
+  io.stdout:write(require("aitbc.cli.help").command(decl), "\n")
+  return 0
+end
+
+local function is_command(registry)
+  return function(node, word)
+    if node == nil then return registry.get(word) ~= nil end
+    return node.by_name[word] ~= nil
+  end
+end
+
 local function dispatch(argv, state)
   local registry = require "aitbc.cli.registry"
   local parser = require "aitbc.cli.parser"
@@ -121,7 +150,8 @@ local function dispatch(argv, state)
     io.stdout:write(help.top(), "\n")
     return 0
   end
-  local decl, rest_index, global_tokens = parser.locate(argv, resolver(registry, require "aitbc.cli.suggest"))
+  local decl, rest_index, global_tokens = parser.locate(argv, resolver(registry, require "aitbc.cli.suggest"),
+    is_command(registry))
   local globals = parser.parse(global_tokens, parser.GLOBALS)
   state.debug = state.debug or globals.debug
   if not decl then
@@ -133,6 +163,7 @@ local function dispatch(argv, state)
     return 0
   end
   local rest = { table.unpack(argv, rest_index) }
+  if decl.help_of then return group_help(decl.help_of, rest) end
   if decl.commands then
     if globals.help or #rest == 0 then
       io.stdout:write(help.command(decl), "\n")
@@ -159,10 +190,18 @@ local function dispatch(argv, state)
     return 0
   end
   local args = bind_args(decl, positionals)
-  local ctx = make_context(decl, args, opts, globals, rest)
+  local present = require "aitbc.cli.present"
+  local shape = present.prepare(decl, globals)
+  if shape == false then return 0 end -- --json alone listed the fields
+  local ctx = make_context(decl, args, opts, globals, rest, shape)
   state.out = ctx.out
-  local result, render = decl.run(ctx)
-  ctx.out:emit(result, render or decl.render)
+  local level = math.max(globals.verbose or 0, state.debug and 1 or 0)
+  if level > 0 then require("aitbc.cli.trace").install(level) end
+  local function emit(result, render)
+    ctx.out:emit(present.page_locally(decl, opts, result), render or decl.render)
+  end
+  if opts.watch then return require("aitbc.cli.watch").run(decl, ctx, opts.watch, emit) end
+  emit(decl.run(ctx))
   io.stdout:flush()
   return ctx.exit_code or 0
 end
@@ -172,7 +211,10 @@ return function(argv)
   for i = 1, #argv do args[i] = argv[i] end
   local state = { debug = argv_has(args, "--debug") or (sys.getenv("AITBC_DEBUG") or "") ~= "" }
   local ok, result = xpcall(dispatch, function(e)
-    if errors.is(e) then return e end
+    if errors.is(e) then
+      if state.debug then e.traceback = e.traceback or debug.traceback("raised here:", 2) end
+      return e
+    end
     if sys.interrupted() then return errors.new("interrupted", "interrupted") end
     return errors.new("failure", "internal error: " .. tostring(e),
       state.debug and nil or "re-run with --debug for the traceback, and please report it",

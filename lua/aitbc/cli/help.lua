@@ -55,7 +55,8 @@ function help.usage_line(decl)
   return table.concat(parts, " ")
 end
 
-local EXIT_CODES = "0 ok, 1 failure, 2 usage error, 3 not found, 4 auth/permission, 5 network/timeout, 130 interrupted"
+local EXIT_CODES = "0 ok, 1 failure, 2 usage error, 3 not found, 4 auth/permission, 5 network/timeout, "
+  .. "124 wait timed out, 130 interrupted"
 
 function help.global_rows()
   local rows = {}

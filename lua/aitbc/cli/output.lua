@@ -11,6 +11,15 @@ local M = {}
 
 local STYLES = { bold = "1", dim = "2", red = "31", green = "32", yellow = "33", cyan = "36" }
 
+--- The width tables fit on a terminal: COLUMNS when it holds a width, else
+-- the terminal's, else 80.
+local function terminal_width(fd)
+  local columns = math.tointeger(tonumber(sys.getenv("COLUMNS") or ""))
+  if columns and columns > 0 then return columns end
+  return (sys.term_size(fd)) or 80
+end
+M.terminal_width = terminal_width
+
 --- settings: {format, color = "auto"|"always"|"never", no_color, verbose, debug}
 function M.new(settings)
   settings = settings or {}
@@ -19,13 +28,15 @@ function M.new(settings)
     if settings.color == "always" then return true end
     return sys.isatty(fd) and sys.getenv("TERM") ~= "dumb"
   end
+  local tty = sys.isatty(1)
   return setmetatable({
     format = settings.format or "table",
     color = wants_color(1),
     err_color = wants_color(2),
     verbose = settings.verbose or 0,
     debug = settings.debug or false,
-    width = select(1, sys.term_size(1)) or 80,
+    tty = tty,
+    width = tty and terminal_width(1) or nil, -- nil: off a terminal, whole values
   }, Output)
 end
 
@@ -56,26 +67,19 @@ local function cell(v)
 end
 M.cell = cell
 
---- rows: list of records; columns: list of keys or {key, title, keep=}.
--- Fits the terminal (80 columns off a terminal) by shortening the widest
--- columns not marked keep (ids), marking cuts with "…".
-function Output:format_table(rows, columns)
+local function table_columns(columns)
   local cols = {}
   for i, c in ipairs(columns) do
     if type(c) == "table" then cols[i] = { key = c[1], title = c[2] or c[1], keep = c.keep }
     else cols[i] = { key = c, title = c } end
     cols[i].title = cols[i].title:upper():gsub("_", " ")
   end
-  local cells, widths = {}, {}
-  for i, c in ipairs(cols) do widths[i] = width(c.title) end
-  for r, row in ipairs(rows) do
-    cells[r] = {}
-    for i, c in ipairs(cols) do
-      cells[r][i] = cell(row[c.key])
-      widths[i] = math.max(widths[i], width(cells[r][i]))
-    end
-  end
-  local budget = math.max(self.width, 40) - 2 * (#cols - 1)
+  return cols
+end
+
+--- Shortens the widest columns not marked keep (ids) until the row fits.
+local function fit(widths, cols, room)
+  local budget = math.max(room, 40) - 2 * (#cols - 1)
   local total = 0
   for _, w in ipairs(widths) do total = total + w end
   while total > budget do
@@ -87,6 +91,32 @@ function Output:format_table(rows, columns)
     widths[wi] = widths[wi] - 1
     total = total - 1
   end
+end
+
+--- rows: list of records; columns: list of keys or {key, title, keep=}.
+-- On a terminal: aligned, fitting its width by shortening the widest
+-- columns not marked keep (ids), cuts marked "…".  Off a terminal (a pipe,
+-- a file): the header and whole values, separated by tabs, as gh prints
+-- them, so that grep, cut and awk -F'\t' see every value whole.
+function Output:format_table(rows, columns)
+  local cols = table_columns(columns)
+  local cells, widths = {}, {}
+  for i, c in ipairs(cols) do widths[i] = width(c.title) end
+  for r, row in ipairs(rows) do
+    cells[r] = {}
+    for i, c in ipairs(cols) do
+      cells[r][i] = cell(row[c.key])
+      widths[i] = math.max(widths[i], width(cells[r][i]))
+    end
+  end
+  local titles = {}
+  for i, c in ipairs(cols) do titles[i] = c.title end
+  if not self.width then
+    local lines = { self:style(table.concat(titles, "\t"), "bold") }
+    for _, r in ipairs(cells) do lines[#lines + 1] = table.concat(r, "\t") end
+    return table.concat(lines, "\n")
+  end
+  fit(widths, cols, self.width)
   local lines = {}
   local function line(values, style)
     local parts = {}
@@ -98,8 +128,6 @@ function Output:format_table(rows, columns)
     local text = table.concat(parts, "  ")
     lines[#lines + 1] = style and self:style(text, style) or text
   end
-  local titles = {}
-  for i, c in ipairs(cols) do titles[i] = c.title end
   line(titles, "bold")
   for _, r in ipairs(cells) do line(r) end
   return table.concat(lines, "\n")
@@ -153,11 +181,18 @@ function Output:print(text)
 end
 
 --- Emits a command's result.  render(data, out) draws the human form; in
--- json and yaml modes the data itself is printed.
+-- json and yaml modes the data itself is printed (one compact line per
+-- document when out.compact: --watch).  out.shape (aitbc.cli.present)
+-- applies --json FIELDS, --jq and -q first.
 function Output:emit(data, render)
   if data == nil then return end
+  if self.shape then
+    data = self.shape:apply(data)
+    if data == nil then return end
+    render = nil
+  end
   if self.format == "json" then
-    io.stdout:write(json.encode(data, { pretty = true }), "\n")
+    io.stdout:write(json.encode(data, { pretty = not self.compact }), "\n")
   elseif self.format == "yaml" then
     io.stdout:write(require("aitbc.yaml").encode(data))
   elseif render then
@@ -194,9 +229,12 @@ function Output:progress_done()
   if sys.isatty(2) then io.stderr:write("\r\27[K") io.stderr:flush() end
 end
 
+--- An error: a JSON document on stdout in json mode (not with --jq, whose
+-- stdout is the filter's), else text on stderr.
 function Output:error(e)
-  if self.format == "json" then
-    io.stdout:write(json.encode(require("aitbc.errors").to_json(e), { pretty = true }), "\n")
+  if self.format == "json" and not (self.shape and self.shape.jq) then
+    io.stdout:write(json.encode(require("aitbc.errors").to_json(e), { pretty = not self.compact }), "\n")
+    if self.debug and e.traceback then io.stderr:write(e.traceback, "\n") end
     return
   end
   io.stderr:write(self:style("error:", "red", self.err_color), " ", e.message, "\n")

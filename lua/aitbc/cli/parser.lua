@@ -22,8 +22,13 @@ parser.GLOBALS = {
   opt("--config", { metavar = "FILE", help = "config file (env AITBC_CONFIG; default ~/.aitbc/config.json)" }),
   opt("--environment", { metavar = "NAME", help = "environment whose keys and URL to use (env AITBC_ENVIRONMENT)" }),
   opt("--timeout", { type = "number", metavar = "SECONDS", help = "network timeout (env AITBC_TIMEOUT; default 30)" }),
-  opt("--verbose", { short = "-v", type = "count", help = "more detail on stderr (repeat for more)" }),
-  opt("--debug", { type = "boolean", help = "show internal details and tracebacks on errors" }),
+  opt("--json", { metavar = "[FIELDS]", optional_value = true,
+                  help = "JSON output with only these comma-separated fields (alone: list the fields)" }),
+  opt("--jq", { metavar = "EXPR", help = "filter the JSON output with a jq expression (strings print raw)" }),
+  opt("--quiet", { short = "-q", type = "boolean", help = "print only the id of what the command created (or listed)" }),
+  opt("--verbose", { short = "-v", type = "count",
+                     help = "show each HTTP request on stderr; -vv adds headers (keys masked) and bodies" }),
+  opt("--debug", { type = "boolean", help = "tracebacks on errors, and the requests -v shows" }),
   opt("--no-color", { type = "boolean", help = "no colours (also NO_COLOR=1)" }),
   opt("--yes", { short = "-y", type = "boolean", help = "answer yes to confirmations" }),
   opt("--help", { short = "-h", type = "boolean", help = "show help for the command" }),
@@ -42,6 +47,15 @@ end
 parser.GLOBAL_INDEX = index(parser.GLOBALS)
 
 local function takes_value(d) return d.type ~= "boolean" and d.type ~= "count" end
+
+--- Whether the token after an option with an optional value is its value:
+-- a number for a number option, else anything that is not an option.
+local function optional_value_fits(d, tok)
+  if tok == nil then return false end
+  if d.type == "number" or d.type == "integer" then return tonumber(tok) ~= nil end
+  return tok:sub(1, 1) ~= "-" or tok == "-"
+end
+parser.optional_value_fits = optional_value_fits
 
 local function usage(message, hint, where)
   errors.raise("usage", message, hint or (where and ("see 'aitbc " .. where .. " --help'")), { code = "usage_error" })
@@ -111,6 +125,10 @@ local function long_option(tokens, i, by, values, where)
     store(values, d, inline ~= false)
     return i
   end
+  if inline == nil and d.optional_value and not optional_value_fits(d, tokens[i + 1]) then
+    store(values, d, true) -- given without its value
+    return i
+  end
   if inline == nil then
     i = i + 1
     inline = tokens[i]
@@ -168,8 +186,10 @@ function parser.parse(tokens, decls, where)
 end
 
 --- How many tokens a global option at argv[i] spans (1 or 2), or nil
--- when the token is not a global option.
-local function global_span(tok)
+-- when the token is not a global option.  An option whose value is
+-- optional takes the next token unless it fits no value or names a command
+-- (is_command(word)).
+local function global_span(tok, next_tok, is_command)
   if tok:sub(1, 2) == "--" then
     local name, eq = tok:match("^(%-%-[^=]+)(=?)")
     local d = parser.GLOBAL_INDEX[name]
@@ -178,6 +198,9 @@ local function global_span(tok)
       if d and d.type ~= "boolean" then d = nil end
     end
     if not d then return nil end
+    if d.optional_value and eq == "" then
+      return (optional_value_fits(d, next_tok) and not is_command(next_tok)) and 2 or 1
+    end
     return (takes_value(d) and eq == "") and 2 or 1
   end
   local d = parser.GLOBAL_INDEX["-" .. tok:sub(2, 2)]
@@ -193,9 +216,10 @@ end
 --- Splits argv into the command path and the rest.  Tokens before and
 -- between the command words may only be global options.
 -- resolve(node, word) returns the child declaration (raising for an
--- unknown name).  Returns the declaration reached (nil for none), the index
--- of the first token after the path, and the global option tokens seen.
-function parser.locate(argv, resolve)
+-- unknown name), is_command(node, word) whether there is one.  Returns the
+-- declaration reached (nil for none), the index of the first token after
+-- the path, and the global option tokens seen.
+function parser.locate(argv, resolve, is_command)
   local globals_tokens = {}
   local i, node = 1, nil
   while i <= #argv do
@@ -203,7 +227,9 @@ function parser.locate(argv, resolve)
     -- after a command's own name everything is its to parse (its options win)
     if tok == "--" or (node and not node.commands) then break end
     if tok:sub(1, 1) == "-" and #tok > 1 then
-      local span = global_span(tok)
+      local span = global_span(tok, argv[i + 1], function(word)
+        return is_command ~= nil and (node == nil or node.commands ~= nil) and is_command(node, word)
+      end)
       if not span then
         if node then break end -- a command option: the path ends here
         unknown(tok:match("^(%-%-?[^=]+)"), parser.GLOBAL_INDEX)

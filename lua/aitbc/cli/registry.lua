@@ -4,6 +4,20 @@
 -- marks a command that writes the config file: a --config naming a file that
 -- is not there yet is fine for it (and exit 3 for every other command).  Discovery lists the
 -- module names without loading them; only what is needed gets loaded.
+--
+-- What the framework does for every command from fields of its declaration
+-- (aitbc.cli.present, aitbc.cli.watch):
+--   fields = {...}      the top-level fields of its JSON (of each item for a
+--                       list): `--json` lists them, `--json F,G` picks them
+--   id_field = "job_id" what -q/--quiet prints: the id it created (of each item for a list)
+--   list = "items"      the key of its result that holds a list: --json picks
+--                       fields of each item; adds --limit and --offset
+--   paged = "/v1/jobs"  the node route (a path template) whose own limit and
+--                       offset --limit/--offset go to; without it the list is
+--                       paged here, after the command ran
+--   watch = true        adds --watch [SECONDS]: run again until Ctrl-C
+--   args[i].complete = "job" | "wallet" | ...  completion offers live ids
+--                       (aitbc.commands.__complete)
 local registry = {}
 
 local PREFIX = "aitbc.commands."
@@ -37,11 +51,30 @@ end
 
 local cache = {}
 
+--- The options the framework adds to a declaration that asks for them.
+local function framework_options(decl)
+  local have = {}
+  for _, o in ipairs(decl.options) do have[o[1]] = true end
+  local function add(o)
+    if not have[o[1]] then decl.options[#decl.options + 1] = o end
+  end
+  if decl.list then
+    add { "--limit", type = "integer", min = 1, metavar = "N", help = "at most N items" }
+    add { "--offset", type = "integer", min = 0, default = 0, metavar = "N",
+          help = "skip the first N items (the next page: --offset N+limit)" }
+  end
+  if decl.watch then
+    add { "--watch", type = "number", min = 0.1, optional_value = true, metavar = "[SECONDS]",
+          help = "show it again every SECONDS (default 2) until Ctrl-C" }
+  end
+end
+
 local function normalise(decl, parent)
   decl.parent = parent
   decl.path = parent and (parent.path .. " " .. decl.name) or decl.name
   decl.options = decl.options or {}
   decl.args = decl.args or {}
+  if not decl.commands then framework_options(decl) end
   for _, opt in ipairs(decl.options) do
     opt.long = opt[1]
     opt.key = opt.long:sub(3):gsub("-", "_")

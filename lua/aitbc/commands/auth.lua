@@ -498,6 +498,8 @@ return {
     {
       name = "list",
       summary = "Stored keys (masked) with type, environment, status on the node, last use and permissions",
+      list = "keys", id_field = "key_id", fields = { "key_id", "key", "type", "environment", "active", "status",
+        "last_used_at", "permissions", "permission_summary", "source" },
       options = { { "--environment-only", type = "boolean", help = "only the active environment's keys" } },
       examples = { "aitbc auth list", "aitbc auth list --output json" },
       run = list,
@@ -548,7 +550,8 @@ return {
       name = "revoke",
       summary = "Revoke a key on the node and remove it from the local configuration",
       options = {
-        { "--key-id", metavar = "ID", required = true, help = "the key's id (key_..., see 'aitbc auth list')" },
+        { "--key-id", metavar = "ID", required = true, help = "the key's id (key_..., see 'aitbc auth list')",
+          complete = "key" },
         { "--confirm", type = "boolean", help = "do not ask for confirmation" },
       },
       examples = { "aitbc auth revoke --key-id key_0ed546631f4eb5de --confirm" },

@@ -12,6 +12,17 @@ local JOB = { job_id = "string", state = "string", assigned_miner_id = "string?"
 local RESULT = { result = "any", receipt = { "object?", { receipt_id = "scalar?", duration_ms = "number?",
   tokens = "object?" } } }
 
+-- The JSON fields of the job view and of a result (--json FIELDS; aitbc.cli.registry).
+local JOB_FIELDS = { "job_id", "state", "status", "model", "assigned_miner_id", "requested_at", "expires_at", "started_at",
+  "finished_at", "ttl_seconds", "attempts", "run_timeout_seconds", "lease_expires_at", "error", "payment_id",
+  "payment_status", "payment_amount", "settlement_id", "timings" }
+local RESULT_FIELDS = { "job_id", "state", "model", "result", "metrics", "receipt", "receipt_verified" }
+local SUBMIT_FIELDS = { table.unpack(JOB_FIELDS) }
+for _, f in ipairs(RESULT_FIELDS) do
+  if not ({ job_id = true, state = true, model = true })[f] then SUBMIT_FIELDS[#SUBMIT_FIELDS + 1] = f end
+end
+local job_arg = { "job_id", help = "the job's id", complete = "job" }
+
 local function ms(v) return v and string.format("%.1f s", v / 1000) or "-" end
 
 local function render_status(d, out)
@@ -126,6 +137,7 @@ return {
     {
       name = "submit",
       summary = "Submit a job (prints its id and initial status)",
+      id_field = "job_id", fields = SUBMIT_FIELDS,
       options = {
         { "--type", default = "inference", metavar = "TYPE", help = "job type" },
         { "--model", metavar = "MODEL", help = "model to run, e.g. llama3" },
@@ -168,7 +180,7 @@ return {
     {
       name = "status",
       summary = "A job's status: state, assigned miner and timings",
-      args = { { "job_id", help = "the job's id" } },
+      args = { job_arg }, fields = JOB_FIELDS, watch = true,
       examples = { "aitbc client status 0192af3c51d2e4c7a81f09b3c6d2e1f0" },
       run = function(ctx)
         local job = api(ctx):call("GET", job_path("/v1/jobs/{job_id}", ctx.args.job_id), { expect = JOB })
@@ -178,7 +190,7 @@ return {
     {
       name = "result",
       summary = "A completed job's output and its signed receipt (verified locally)",
-      args = { { "job_id", help = "the job's id" } },
+      args = { job_arg }, fields = RESULT_FIELDS,
       options = {
         { "--wait", type = "boolean", help = "wait until the job is done" },
         { "--timeout", type = "number", min = 1, default = 300, metavar = "SECONDS", help = "with --wait: how long" },
@@ -210,7 +222,8 @@ return {
       description = "Signs an escrow_lock transaction; the payment is funded once a block includes it. The node "
         .. "releases it to the miner's payout address when the job completes and refunds it if the job fails, "
         .. "expires or is canceled.",
-      args = { { "job_id", help = "the job's id" }, { "amount_arg", optional = true, help = "AITBC (or --amount)" } },
+      args = { job_arg, { "amount_arg", optional = true, help = "AITBC (or --amount)" } },
+      id_field = "tx_hash", fields = { "amount", "job_id", "tx_hash", "chain_id", "payment_status" },
       options = {
         { "--amount", metavar = "AITBC", help = "how much" },
         { "--password-file", metavar = "FILE", help = "wallet password from FILE (else AITBC_WALLET_PASSWORD or a prompt)" },
@@ -249,7 +262,7 @@ return {
     {
       name = "cancel",
       summary = "Cancel a queued or running job",
-      args = { { "job_id", help = "the job's id" } },
+      args = { job_arg }, fields = JOB_FIELDS,
       run = function(ctx)
         local job = api(ctx):call("POST", job_path("/v1/jobs/{job_id}/cancel", ctx.args.job_id),
           { expect = { job_id = "string" } })
@@ -260,6 +273,7 @@ return {
       name = "list",
       aliases = { "history" },
       summary = "Your jobs, newest first",
+      list = "items", paged = "/v1/jobs", id_field = "job_id", fields = JOB_FIELDS, watch = true,
       options = {
         { "--state", choices = { "queued", "running", "completed", "failed", "canceled", "expired" }, help = "only this state" },
         { "--model", metavar = "MODEL", help = "only this model" },

@@ -29,6 +29,7 @@ return {
     {
       name = "show",
       summary = "Every setting with its value and where it came from",
+      list = "settings", id_field = "key", fields = { "key", "value", "source" },
       options = { reveal },
       examples = { "aitbc config show", "aitbc config show --output json" },
       run = function(ctx)

@@ -57,6 +57,7 @@ return {
       run = up,
     },
     { name = "down", summary = "Stop everything the devnet started", options = { dir_opt }, run = down },
-    { name = "status", summary = "What runs in the devnet, and whether it answers", options = { dir_opt }, run = status },
+    { name = "status", summary = "What runs in the devnet, and whether it answers", options = { dir_opt }, run = status,
+      list = "parts", fields = { "part", "state", "pid", "where" }, watch = true },
   },
 }

@@ -14,6 +14,10 @@ end
 local LISTING = { listing_id = "id", count = "integer", model = "scalar", vram_gb = "number", hourly_rate = "scalar",
   reputation = "number?" }
 local LISTINGS = { items = { "array", LISTING } }
+-- The JSON fields of a listing (--json FIELDS; aitbc.cli.registry).
+local LISTING_FIELDS = { "listing_id", "provider", "miner_id", "model", "vram_gb", "count", "hourly_rate", "rate_units",
+  "region", "payout_address", "status", "available", "reputation", "record", "created_at", "updated_at" }
+
 
 local function render_listing(d, out)
   out:print(out:format_record({
@@ -50,6 +54,7 @@ return {
         {
           name = "register",
           summary = "List a GPU on the marketplace (live at once)",
+          id_field = "listing_id", fields = LISTING_FIELDS,
           options = {
             { "--model", required = true, metavar = "MODEL", help = "GPU model, e.g. \"RTX 4090\"" },
             { "--vram", type = "number", required = true, min = 0.001, max = 4096, metavar = "GB", help = "GPU memory" },
@@ -75,6 +80,7 @@ return {
         {
           name = "list",
           summary = "Your listings",
+          list = "items", paged = "/v1/marketplace/gpu/list", id_field = "listing_id", fields = LISTING_FIELDS,
           run = function(ctx)
             local res = client(ctx, "miner"):call("GET", "/v1/marketplace/gpu/list", { expect = LISTINGS })
             return res, function(d, out)
@@ -86,6 +92,7 @@ return {
         {
           name = "update",
           summary = "Change a listing's price, count, region or status",
+          fields = LISTING_FIELDS,
           args = { { "listing_id", help = "gpu_..." } },
           options = {
             { "--hourly-rate", metavar = "AITBC", help = "new price per GPU-hour" },
@@ -108,6 +115,7 @@ return {
         {
           name = "remove",
           summary = "Take a listing off the marketplace",
+          fields = LISTING_FIELDS,
           args = { { "listing_id", help = "gpu_..." } },
           run = function(ctx)
             local res = client(ctx, "miner"):call("DELETE", listing_path(ctx.args.listing_id),
@@ -124,6 +132,7 @@ return {
         {
           name = "list",
           summary = "Available GPUs, with providers, reputation and hourly prices",
+          list = "items", paged = "/v1/marketplace/offers", id_field = "listing_id", fields = LISTING_FIELDS, watch = true,
           options = {
             { "--model", metavar = "MODEL", help = "GPU model, e.g. \"RTX 4090\"" },
             { "--min-vram", type = "number", min = 0, metavar = "GB", help = "at least this much memory" },

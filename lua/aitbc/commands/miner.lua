@@ -4,6 +4,11 @@ local json = require "aitbc.json"
 
 local function mining() return require "aitbc.mining" end
 
+-- The JSON fields of the node's miner view (--json FIELDS; aitbc.cli.registry).
+local MINER_FIELDS = { "miner_id", "status", "capabilities", "concurrency", "region", "price_per_hour", "payout_address",
+  "registered_at", "last_seen", "jobs_completed", "jobs_failed", "inflight" }
+local REGISTER_FIELDS = { "miner_status", "session_token", "gpu_note", "model_note", table.unpack(MINER_FIELDS) }
+
 local miner_id = { "--miner-id", metavar = "ID", help = "which miner (default: the one this CLI registered)" }
 
 local function render_job(d, out)
@@ -22,6 +27,7 @@ return {
     {
       name = "register",
       summary = "Register this machine's GPUs (given or detected) and Ollama models with the node",
+      id_field = "miner_id", fields = REGISTER_FIELDS,
       options = {
         { "--gpus", metavar = "LIST", help = "e.g. \"1x RTX 4090\" or \"2x A100 80GB\" (default: detected via NVML)" },
         { "--price-per-hour", metavar = "AITBC", help = "hourly price in AITBC, e.g. 0.5" },
@@ -76,6 +82,8 @@ return {
     {
       name = "poll",
       summary = "Take one job that fits this miner, if there is one (it becomes processing)",
+      id_field = "job_id", fields = { "job_id", "payload", "model", "constraints", "requested_at", "expires_at", "attempt",
+        "run_timeout_seconds", "lease_expires_at", "job", "message" },
       options = { { "--wait", type = "number", min = 0, max = 30, default = 0, metavar = "SECONDS",
                     help = "wait this long for a job" },
                   miner_id },
@@ -93,6 +101,7 @@ return {
     {
       name = "mine-ollama",
       summary = "Mine: poll, run each job on Ollama, submit the result, repeat",
+      fields = { "miner_id", "jobs_completed", "jobs_failed", "model", "ollama", "simulated" },
       description = "Logs one line per step. Without --continuous it stops after --jobs jobs (default 1). "
         .. "Ctrl-C or SIGTERM lets the job in hand finish, then stops; a second Ctrl-C stops at once.",
       options = {
@@ -154,6 +163,7 @@ return {
     {
       name = "status",
       summary = "This miner as the node sees it",
+      fields = MINER_FIELDS, watch = true,
       options = { miner_id },
       run = function(ctx)
         local me = mining().client(ctx, ctx.opts.miner_id):call("GET", "/v1/miners/me", { expect = mining().MINER })
@@ -171,6 +181,7 @@ return {
     {
       name = "gpus",
       summary = "NVIDIA GPUs on this machine (NVML)",
+      list = "gpus", fields = { "index", "name", "memory_gb", "used_gb", "utilization", "temperature_c", "power_w", "uuid" },
       run = function()
         local list, note = require("aitbc.native.gpu").list()
         local rows = json.array()

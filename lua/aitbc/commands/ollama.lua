@@ -11,6 +11,7 @@ return {
     {
       name = "models",
       summary = "Models installed in Ollama (at --ollama-url or OLLAMA_HOST)",
+      list = "models", id_field = "name", fields = { "name", "size_gb", "family", "parameters" },
       options = { { "--ollama-url", metavar = "URL", help = "Ollama's URL (default OLLAMA_HOST or http://127.0.0.1:11434)" } },
       run = function(ctx)
         local client = require("aitbc.ollama").new(url_of(ctx))

@@ -76,11 +76,19 @@ end
 
 local wait = { "--wait", type = "boolean", help = "wait until a block includes it" }
 
+-- The JSON fields of transactions (--json FIELDS; aitbc.cli.registry).
+local TX_FIELDS = { "hash", "chain_id", "type", "from", "to", "amount", "nonce", "status", "block_height", "received_at",
+  "tx", "signature" }
+local SENT_FIELDS = { "hash", "tx_hash", "status", "block_height", "from", "chain_id" }
+local wallet_arg = { "name", optional = true, help = "wallet name", complete = "wallet" }
+
+
 local chain_commands = {
   {
     name = "balance",
     summary = "Available, staked and total balance of the active wallet (or NAME), from the chain",
-    args = { { "name", optional = true, help = "wallet name" } },
+    args = { wallet_arg }, watch = true,
+    fields = { "wallet", "address", "chain_id", "nonce", "balance", "staked", "total", "balance_units", "staked_units" },
     examples = { "aitbc wallet balance" },
     run = function(ctx)
       local name = active(ctx, ctx.args.name)
@@ -97,6 +105,7 @@ local chain_commands = {
   {
     name = "send",
     summary = "Send AITBC from the active wallet (signed here, checked by the node)",
+    id_field = "hash", fields = SENT_FIELDS,
     args = { { "to_arg", optional = true, help = "recipient address (or --to)" },
              { "amount_arg", optional = true, help = "AITBC (or --amount)" } },
     options = { { "--to", metavar = "ADDRESS", help = "recipient" }, { "--amount", metavar = "AITBC", help = "how much" },
@@ -114,6 +123,7 @@ local chain_commands = {
   {
     name = "stake",
     summary = "Stake AITBC from the active wallet",
+    id_field = "hash", fields = SENT_FIELDS,
     args = { { "amount", help = "AITBC" } }, options = { password_file, wait },
     run = function(ctx)
       return send_tx(ctx, "stake", { amount = tostring(amount_units(ctx.args.amount, "amount")) }),
@@ -123,6 +133,7 @@ local chain_commands = {
   {
     name = "unstake",
     summary = "Unstake AITBC back to the active wallet's balance",
+    id_field = "hash", fields = SENT_FIELDS,
     args = { { "amount", help = "AITBC" } }, options = { password_file, wait },
     run = function(ctx)
       return send_tx(ctx, "unstake", { amount = tostring(amount_units(ctx.args.amount, "amount")) }),
@@ -132,6 +143,7 @@ local chain_commands = {
   {
     name = "faucet",
     summary = "Get devnet coins for the active wallet (limited per address and per API key; see the README)",
+    id_field = "hash",
     options = { { "--amount", metavar = "AITBC", help = "how much (default 100, at most 1000)" } },
     run = function(ctx)
       if ctx.opts.amount then amount_units(ctx.opts.amount, "--amount") end -- the node checks its own limit
@@ -147,7 +159,8 @@ local chain_commands = {
   {
     name = "history",
     summary = "The active wallet's transactions, from the chain",
-    args = { { "name", optional = true, help = "wallet name" } },
+    args = { wallet_arg }, list = "items", paged = "/v1/chain/{chain}/accounts/{address}/transactions", id_field = "hash",
+    fields = TX_FIELDS,
     run = function(ctx)
       local doc = W().read(active(ctx, ctx.args.name))
       local res = node(ctx):call("GET", chain_path(ctx, "/accounts/{address}/transactions", { address = doc.address }),
@@ -184,6 +197,7 @@ local keystore_commands = {
     name = "create",
     creates_config = true,
     summary = "Create a wallet: a new phrase (shown once) and its address",
+    id_field = "address",
     args = { { "name_arg", optional = true, help = "wallet name (or --name)" } },
     options = { { "--name", metavar = "NAME", help = "wallet name" }, password_file,
                 { "--activate", type = "boolean", help = "make it the active wallet (the first one always is)" } },
@@ -207,6 +221,7 @@ local keystore_commands = {
     name = "restore",
     creates_config = true,
     summary = "Restore a wallet from its recovery phrase (same address as before)",
+    id_field = "address",
     options = { { "--name", metavar = "NAME", required = true, help = "wallet name" }, password_file,
                 { "--mnemonic-file", metavar = "FILE",
                   help = "read the phrase from FILE (else AITBC_WALLET_MNEMONIC or a prompt)" },
@@ -233,6 +248,7 @@ local keystore_commands = {
   {
     name = "list",
     summary = "Your wallets and their addresses",
+    list = "wallets", id_field = "name", fields = { "name", "address", "active", "created_at" },
     run = function(ctx)
       local w = W()
       local items = json.array()
@@ -253,7 +269,7 @@ local keystore_commands = {
     name = "switch",
     creates_config = true,
     summary = "Make another wallet the active one",
-    args = { { "name", help = "wallet name" } },
+    args = { { "name", help = "wallet name", complete = "wallet" } },
     run = function(ctx)
       local doc = W().read(ctx.args.name)
       set_active(ctx, ctx.args.name)
@@ -265,7 +281,7 @@ local keystore_commands = {
   {
     name = "address",
     summary = "The address of the active wallet (or of NAME)",
-    args = { { "name", optional = true, help = "wallet name" } },
+    args = { wallet_arg }, id_field = "address", fields = { "name", "address", "public_key" },
     run = function(ctx)
       local name = active(ctx, ctx.args.name)
       local doc = W().read(name)
@@ -275,7 +291,7 @@ local keystore_commands = {
   {
     name = "export",
     summary = "Copy a wallet's encrypted keystore to a file (mode 0600)",
-    args = { { "name", optional = true, help = "wallet name (default: the active one)" } },
+    args = { { "name", optional = true, help = "wallet name (default: the active one)", complete = "wallet" } },
     options = { { "--output", metavar = "FILE", required = true, help = "where to write it" } },
     run = function(ctx)
       local name = active(ctx, ctx.args.name)
@@ -292,6 +308,7 @@ local keystore_commands = {
     name = "import",
     creates_config = true,
     summary = "Add a wallet from an exported keystore (checks the password)",
+    id_field = "address",
     args = { { "file", help = "keystore file" } },
     options = { { "--name", metavar = "NAME", help = "name it (default: its own)" }, password_file },
     run = function(ctx)

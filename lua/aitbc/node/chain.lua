@@ -469,9 +469,10 @@ end
 
 -- ---- routes ----
 
+--- timestamp: the signed Unix seconds; time: the same instant in RFC 3339.
 local function block_view(b)
   return { chain_id = b.chain_id, height = b.height, hash = b.hash, prev_hash = b.prev_hash, timestamp = b.timestamp,
-    tx_count = b.tx_count, tx_root = b.tx_root, proposer = b.proposer, signature = b.signature }
+    time = util.iso(b.timestamp), tx_count = b.tx_count, tx_root = b.tx_root, proposer = b.proposer, signature = b.signature }
 end
 
 local function account_view(a)
@@ -563,9 +564,12 @@ end
 
 function M.history(ctx, chain_id, address)
   address = address_arg(address, "address")
+  local limit = util.query_integer(ctx.query, "limit", 1, 500, 100)
+  local offset = util.query_integer(ctx.query, "offset", 0, 1000000000, 0)
+  local rows, total = ctx.store:chain_history(chain_of(ctx, chain_id), address, limit, offset)
   local items = json.array()
-  for i, t in ipairs(ctx.store:chain_history(chain_of(ctx, chain_id), address, 100)) do items[i] = tx_view(t) end
-  return 200, { items = items }
+  for i, t in ipairs(rows) do items[i] = tx_view(t) end
+  return 200, { items = items, total = total, limit = limit, offset = offset }
 end
 
 function M.submit(ctx, chain_id)

@@ -114,10 +114,13 @@ end
 
 function M.list_own(ctx)
   local f = offers_filter(ctx)
-  f.key_id, f.order, f.limit = ctx.key.key_id, "l.created_at DESC", 1000
+  f.key_id, f.order = ctx.key.key_id, "l.created_at DESC"
+  f.limit = util.query_integer(ctx.query, "limit", 1, 1000, 1000)
+  f.offset = util.query_integer(ctx.query, "offset", 0, 1000000000, 0)
+  local rows, total = ctx.store:offers(f)
   local items = json.array()
-  for _, r in ipairs(ctx.store:offers(f)) do items[#items + 1] = view(r) end
-  return 200, { items = items }
+  for _, r in ipairs(rows) do items[#items + 1] = view(r) end
+  return 200, { items = items, total = total, limit = f.limit, offset = f.offset }
 end
 
 function M.update(ctx, listing_id)

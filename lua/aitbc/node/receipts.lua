@@ -16,6 +16,10 @@ local function count(t, ...)
 end
 
 --- job: the stored row; result, metrics: decoded tables; miner: row.
+-- Version 1.1: every time is RFC 3339 UTC text (1.0 had started_at and
+-- completed_at in Unix seconds, as the older coordinator wrote them).  A
+-- receipt is verified over the fields it holds, so 1.0 receipts stored
+-- before still verify: nothing rewrites a signed receipt.
 function receipts.build(job, miner, result, metrics, now)
   local duration_ms = math.max(0, math.floor((now - job.started_at) * 1000 + 0.5))
   local price_units
@@ -24,7 +28,7 @@ function receipts.build(job, miner, result, metrics, now)
     price_units = rate // hour * duration_ms + rate % hour * duration_ms // hour
   end
   return {
-    version = "1.0",
+    version = "1.1",
     receipt_id = util.new_id(16),
     job_id = job.job_id,
     provider = miner.miner_id,
@@ -32,8 +36,8 @@ function receipts.build(job, miner, result, metrics, now)
     status = "COMPLETED",
     model = job.model,
     requested_at = util.iso(job.requested_at),
-    started_at = math.floor(job.started_at),
-    completed_at = math.floor(now),
+    started_at = util.iso(job.started_at),
+    completed_at = util.iso(now),
     queue_ms = math.floor((job.started_at - job.requested_at) * 1000 + 0.5),
     duration_ms = duration_ms,
     tokens = {

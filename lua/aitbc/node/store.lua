@@ -734,9 +734,14 @@ function Store:chain_block_txs(chain_id, height)
   return check(self.db:query("SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ? ORDER BY seq", chain_id, height))
 end
 
-function Store:chain_history(chain_id, address, limit)
-  return check(self.db:query([[SELECT * FROM chain_txs WHERE chain_id = :c AND (sender = :a OR recipient = :a)
-    ORDER BY seq DESC LIMIT :l]], { c = chain_id, a = address, l = limit }))
+--- An address's transactions, newest first: a page of them and how many there are.
+function Store:chain_history(chain_id, address, limit, offset)
+  local args = { c = chain_id, a = address, l = limit, o = offset or 0 }
+  local rows = check(self.db:query([[SELECT * FROM chain_txs WHERE chain_id = :c AND (sender = :a OR recipient = :a)
+    ORDER BY seq DESC LIMIT :l OFFSET :o]], args))
+  local total = check(self.db:first("SELECT count(*) AS n FROM chain_txs WHERE chain_id = :c AND (sender = :a OR recipient = :a)",
+    args)).n
+  return rows, total
 end
 
 --- The faucet's grants on a chain since a time, oldest first, to one API

@@ -9,6 +9,9 @@ local function api(ctx) return require("aitbc.api").from_context(ctx, { role = "
 local function agent_path(template, id) return require("aitbc.api").path(template, { agent_id = id }) end
 
 local AGENT = { agent_id = "string", name = "string", type = "string", version = "integer", definition = "object" }
+local AGENT_FIELDS = { "agent_id", "name", "type", "version", "current_version", "created_at", "updated_at", "definition" }
+local CREATED_FIELDS = { "agent_id", "name", "type", "version", "current_version", "created_at", "updated_at",
+  "definition", "status", "warnings" }
 local FORMATS = { csv = "csv", json = "json" }
 
 --- A usage error naming the config file and the field.
@@ -200,6 +203,7 @@ return {
         { "--model", metavar = "MODEL", help = "the text model, e.g. llama3 (overrides the file)" },
         { "--vision-model", metavar = "MODEL", help = "a vision model for images, e.g. llava" },
       },
+      id_field = "agent_id", fields = CREATED_FIELDS,
       examples = { [[aitbc agent create --name "data_analyzer" --type "analysis" --config agent_config.json]] },
       run = function(ctx)
         local def = definition_from(ctx)
@@ -223,6 +227,8 @@ return {
         { "--stream", type = "boolean", help = "with --output json: one JSON event per line as they happen" },
         { "--timeout", type = "number", min = 1, default = 600, metavar = "SECONDS", help = "how long to follow it" },
       },
+      id_field = "job_id", fields = { "job_id", "agent_id", "state", "answer", "partial", "data", "steps", "usage",
+        "events", "receipt", "receipt_verified" },
       examples = { [[aitbc agent execute agent_0a1b2c3d4e5f6a7b --input "Analyze Q3 financial data"]],
                    [[aitbc -o json agent execute agent_0a1b2c3d4e5f6a7b --input "..." --stream]] },
       run = function(ctx)
@@ -239,8 +245,8 @@ return {
     {
       name = "list",
       summary = "Your agents",
-      options = { { "--limit", type = "integer", min = 1, max = 500, default = 50, help = "how many" },
-                  { "--offset", type = "integer", min = 0, default = 0, help = "skip this many" } },
+      list = "items", paged = "/v1/agents", id_field = "agent_id",
+      fields = { "agent_id", "name", "type", "version", "model", "tools", "created_at", "updated_at" },
       run = function(ctx)
         local page = api(ctx):call("GET", "/v1/agents", { query = { limit = ctx.opts.limit, offset = ctx.opts.offset },
           expect = { items = "array", total = "integer" } })
@@ -254,6 +260,7 @@ return {
     {
       name = "show",
       summary = "An agent's definition (the current version, or --version N)",
+      id_field = "agent_id", fields = AGENT_FIELDS,
       args = { { "agent_id", help = "the agent's id" } },
       options = { { "--version", type = "integer", min = 1, metavar = "N", help = "this version" } },
       run = function(ctx)
@@ -265,6 +272,8 @@ return {
     {
       name = "update",
       summary = "Change an agent: a new version (the fields given replace the current ones)",
+      id_field = "agent_id", fields = { "agent_id", "name", "type", "version", "current_version", "created_at",
+        "updated_at", "definition", "warnings" },
       args = { { "agent_id", help = "the agent's id" } },
       options = {
         { "--config", metavar = "FILE", help = "fields to change, JSON" },
@@ -299,6 +308,7 @@ return {
     {
       name = "versions",
       summary = "An agent's versions",
+      list = "items", fields = { "version", "current", "created_at", "note", "size" },
       args = { { "agent_id", help = "the agent's id" } },
       run = function(ctx)
         local v = api(ctx):call("GET", agent_path("/v1/agents/{agent_id}/versions", ctx.args.agent_id),

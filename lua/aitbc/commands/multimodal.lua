@@ -41,6 +41,8 @@ return {
     {
       name = "process",
       summary = "Analyze an image (and text) with an agent's vision model",
+      id_field = "job_id", fields = { "job_id", "agent_id", "images", "text", "answer", "usage", "receipt",
+        "receipt_verified" },
       options = {
         { "--agent-id", metavar = "AGENT", help = "the agent (it needs a vision model, models.vision)" },
         { "--image", metavar = "FILE", repeatable = true,
@@ -103,6 +105,7 @@ return {
     {
       name = "benchmark",
       summary = "Accuracy, latency, tokens/s and time to first token per input type (text, vision, audio)",
+      fields = { "agent_id", "seed", "models", "modalities", "simulated" },
       options = {
         { "--agent-id", metavar = "AGENT", help = "the agent to measure" },
         { "--tasks", type = "integer", min = 1, max = 100, default = 6, metavar = "N", help = "tasks per input type" },

@@ -194,7 +194,7 @@ describe("replies without what a command needs", function()
   setup(function()
     srv, base = cli.echo_server { handler = "support.hostile_app" }
     local dir = cli.tempdir()
-    ollama_proc = assert(sys.spawn { argv = { cli.bin, "ollama", "serve-sim", "--listen", "127.0.0.1:0",
+    ollama_proc = assert(cli.spawn { argv = { cli.bin, "ollama", "serve-sim", "--listen", "127.0.0.1:0",
       "--url-file", dir .. "/url" }, stdout = "null", stderr = "null" })
     for _ = 1, 500 do
       local text = sys.read_file(dir .. "/url")

@@ -8,7 +8,7 @@ local mining = require "aitbc.mining"
 --- A simulated Ollama in its own process; returns url, proc.
 local function sim(token_delay)
   local dir = cli.tempdir()
-  local proc = assert(sys.spawn { argv = { cli.bin, "ollama", "serve-sim", "--listen", "127.0.0.1:0", "--token-delay",
+  local proc = assert(cli.spawn { argv = { cli.bin, "ollama", "serve-sim", "--listen", "127.0.0.1:0", "--token-delay",
     tostring(token_delay or 0.001), "--url-file", dir .. "/url" }, stdout = "null", stderr = "null" })
   for _ = 1, 200 do
     local url = sys.read_file(dir .. "/url")
@@ -98,9 +98,9 @@ describe("client and miner journeys", function()
   end)
 
   it("re-queues the job of a killed miner, and another miner completes it", function()
-    local slow_url, slow_proc = sim(0.5)
+    local slow_url = sim(0.5)
     local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "slow work" }.json()
-    local doomed = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
+    local doomed = assert(cli.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
       "--jobs", "1", "--miner-id", "doomed", "--ollama-url", slow_url, "--heartbeat-interval", "1" },
       env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY }, stdout = "pipe", stderr = "pipe" })
     local out = ""
@@ -121,14 +121,12 @@ describe("client and miner journeys", function()
     assert.equal("COMPLETED", done.state)
     assert.equal("rescuer", done.assigned_miner_id)
     assert.equal(2, done.attempts)
-    slow_proc:kill(15)
-    slow_proc:wait()
   end)
 
   it("finishes the job in hand when told to stop (SIGTERM), then stops", function()
-    local slow_url, slow_proc = sim(0.1)
+    local slow_url = sim(0.1)
     local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "finish me" }.json()
-    local miner = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
+    local miner = assert(cli.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
       "--continuous", "--miner-id", "polite", "--ollama-url", slow_url },
       env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY }, stdout = "pipe", stderr = "pipe" })
     local out = ""
@@ -144,14 +142,12 @@ describe("client and miner journeys", function()
     assert.matches("result submitted", out)
     assert.matches("stopping", out)
     assert.equal("COMPLETED", run { "-o", "json", "client", "status", job.job_id }.json().state)
-    slow_proc:kill(15)
-    slow_proc:wait()
   end)
 
   it("keeps mining when the job in hand is canceled meanwhile", function()
-    local slow_url, slow_proc = sim(0.1)
+    local slow_url = sim(0.1)
     local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "cancel me midway" }.json()
-    local miner = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
+    local miner = assert(cli.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
       "--continuous", "--miner-id", "steady", "--ollama-url", slow_url },
       env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY }, stdout = "pipe", stderr = "pipe" })
     local out = ""
@@ -170,8 +166,6 @@ describe("client and miner journeys", function()
     miner:kill(15)
     local code = miner:communicate(nil, 30)
     assert.equal(0, code)
-    slow_proc:kill(15)
-    slow_proc:wait()
   end)
 
   it("polls: a job, or 'no jobs in queue'", function()

@@ -1,6 +1,7 @@
 -- Client and miner journeys with real processes: a node, simulated
 -- Ollamas, miners, and the CLI.
 local cli = require "support.cli"
+local json = require "aitbc.json"
 local nodes = require "support.node"
 local sys = require "aitbc.sys"
 local mining = require "aitbc.mining"
@@ -27,10 +28,24 @@ describe("mining", function()
     assert.equal("2x A100 (80 GB)", mining.describe { { name = "A100", count = 2, memory_gb = 80 } })
   end)
 
-  it("says clearly that there is no GPU without a driver", function()
+  it("lists the GPUs NVML reports, or says clearly why there is none", function()
+    -- what this machine has, asked in this process through the same NVML binding
+    local gpus, note = require("aitbc.native.gpu").list()
     local r = cli.run { "miner", "gpus" }
-    assert.equal(0, r.code)
-    assert.matches("no NVIDIA GPU found: ", r.out)
+    assert.equal(0, r.code, r.err)
+    local j = cli.run({ "-o", "json", "miner", "gpus" }).json()
+    assert.equal(#gpus, #j.gpus)
+    if #gpus == 0 then
+      assert.is_string(note)
+      assert.equal("no NVIDIA GPU found: " .. note .. "\n", r.out)
+      assert.equal(note, j.note)
+    else
+      for i, g in ipairs(gpus) do
+        assert.equal(g.name, j.gpus[i].name)
+        assert.matches(g.name:gsub("%p", "%%%0"), r.out)
+      end
+      assert.not_matches("no NVIDIA GPU found", r.out)
+    end
   end)
 end)
 
@@ -60,7 +75,17 @@ describe("client and miner journeys", function()
     local sub = run { "-o", "json", "client", "submit", "--type", "inference", "--model", "llama3", "--data", '{"prompt":"Hello AITBC"}' }
     assert.equal(0, sub.code, sub.err)
     local job = sub.json()
-    for _, f in ipairs { "job_id", "state", "requested_at", "expires_at", "assigned_miner_id" } do assert.is_not_nil(job[f], f) end
+    -- every field the README documents is there (null where it has no value yet)
+    for _, f in ipairs { "job_id", "state", "status", "model", "requested_at", "expires_at", "assigned_miner_id",
+      "ttl_seconds", "attempts", "timings", "error", "payment_id", "payment_status" } do
+      assert.is_true(job[f] ~= nil, f .. " is missing")
+    end
+    assert.matches("^%x+$", job.job_id)
+    assert.same({ "QUEUED", "llama3", 900, 0 }, { job.state, job.model, job.ttl_seconds, job.attempts })
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT", job.requested_at)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT", job.expires_at)
+    assert.equal(json.null, job.assigned_miner_id) -- no miner has it yet
+    assert.equal(json.null, job.error)
     local reg = run { "-o", "json", "miner", "register", "--gpus", "1x RTX 4090", "--price-per-hour", "0.5", "--miner-id", "journey-1" }
     assert.equal(0, reg.code, reg.err)
     local m = reg.json()

@@ -14,16 +14,6 @@ function M.tempdir()
   return dir
 end
 
---- Stops a process if it still runs: SIGTERM, then SIGKILL after grace seconds.
-function M.stop(proc, grace)
-  if proc:wait(true) then return end
-  proc:kill(15)
-  if not proc:communicate(nil, grace or 10) then
-    proc:kill(9)
-    proc:wait()
-  end
-end
-
 --- Whether process pid (not necessarily a child of this one) runs; a zombie
 -- no longer does (its parent may never reap it where PID 1 does not).
 function M.alive(pid)
@@ -32,12 +22,39 @@ function M.alive(pid)
   return not (stat and stat:match("^%d+ %b() (%a)") == "Z")
 end
 
+--- Stops a process if it still runs: SIGTERM, then SIGKILL after grace
+-- seconds.  proc: from sys.spawn, or a pid (a process that is not a child
+-- of this one, such as a detached node).
+function M.stop(proc, grace)
+  if math.type(proc) == "integer" then
+    if not M.alive(proc) then return end
+    sys.kill(proc, 15)
+    local deadline = sys.monotonic() + (grace or 10)
+    while M.alive(proc) and sys.monotonic() < deadline do sys.sleep(0.02) end
+    if M.alive(proc) then sys.kill(proc, 9) end
+    return
+  end
+  if proc:wait(true) then return end
+  proc:kill(15)
+  if not proc:communicate(nil, grace or 10) then
+    proc:kill(9)
+    proc:wait()
+  end
+end
+
 --- sys.spawn whose process M.cleanup() stops if it still runs, so that a
 -- failed test leaves nothing behind.
 function M.spawn(opts)
   local proc, err = sys.spawn(opts)
   if proc then procs[#procs + 1] = proc end
   return proc, err
+end
+
+--- A process started elsewhere (a detached node, a devnet's parts), by pid,
+-- to be stopped like those of M.spawn.
+function M.adopt(pid)
+  procs[#procs + 1] = pid
+  return pid
 end
 
 --- How many processes M.spawn has started so far (for M.stop_since).

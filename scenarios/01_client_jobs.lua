@@ -20,7 +20,7 @@ s:step("1.2", "Check job status", function(t)
   local r = t:run("aitbc client status " .. t.vars.job_id)
   t:expect_exit(r, 0)
   t:expect_match(r.stdout, "status%s+(%a+)", "the status")
-  t:expect_match(r.stdout, "queued", "queued: no miner has it yet")
+  t:expect_match(r.stdout, "status%s+queued %(pending", "queued: no miner has it yet")
   t:expect_match(r.stdout, "assigned miner", "the assigned miner")
   t:expect_match(r.stdout, "time queued%s+[%d.]+ s", "timing")
   -- a miner takes the job: the status shows it

@@ -6,18 +6,7 @@ local nodes = require "support.node"
 local sys = require "aitbc.sys"
 local mining = require "aitbc.mining"
 
---- A simulated Ollama in its own process; returns url, proc.
-local function sim(token_delay)
-  local dir = cli.tempdir()
-  local proc = assert(cli.spawn { argv = { cli.bin, "ollama", "serve-sim", "--listen", "127.0.0.1:0", "--token-delay",
-    tostring(token_delay or 0.001), "--url-file", dir .. "/url" }, stdout = "null", stderr = "null" })
-  for _ = 1, 200 do
-    local url = sys.read_file(dir .. "/url")
-    if url and url:find("\n") then return (url:gsub("%s+$", "")), proc end
-    sys.sleep(0.02)
-  end
-  error("simulated ollama did not start")
-end
+local sim = cli.simulated_ollama
 
 describe("mining", function()
   it("reads GPU descriptions", function()

@@ -90,6 +90,19 @@ function M.wait_for(what, check, timeout)
   end
 end
 
+--- The simulated Ollama in a process of its own (stopped when the test, or
+-- for setup's, the file ends); returns its URL and the process.
+function M.simulated_ollama(token_delay)
+  local dir = M.tempdir()
+  local proc = assert(M.spawn { argv = { M.bin, "ollama", "serve-sim", "--listen", "127.0.0.1:0", "--token-delay",
+    tostring(token_delay or 0.001), "--url-file", dir .. "/url" }, stdout = "null", stderr = "null" })
+  local url = M.wait_for("the simulated Ollama to start", function()
+    local text = sys.read_file(dir .. "/url")
+    return text and text:find("\n") and text:gsub("%s+$", "")
+  end)
+  return url, proc
+end
+
 -- Settings from the developer's shell must not leak into tests.
 local CLEAN_ENV = {
   AITBC_URL = false, AITBC_API_KEY = false, AITBC_OUTPUT = false, AITBC_CONFIG = false,

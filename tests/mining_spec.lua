@@ -3,7 +3,6 @@
 local cli = require "support.cli"
 local json = require "aitbc.json"
 local nodes = require "support.node"
-local sys = require "aitbc.sys"
 local mining = require "aitbc.mining"
 
 local sim = cli.simulated_ollama
@@ -51,6 +50,12 @@ describe("client and miner journeys", function()
     ollama_proc:kill(15)
     ollama_proc:wait()
     cli.cleanup()
+  end)
+
+  -- what a test left queued (when it failed half-way) is canceled: the next test's miners must not take it
+  after_each(function()
+    local _, queued = node:request("GET", "/v1/admin/jobs?state=QUEUED", { key = node.admin_key })
+    for _, j in ipairs(queued.items) do node:request("POST", "/v1/jobs/" .. j.job_id .. "/cancel", { key = node.admin_key }) end
   end)
 
   local function run(args, extra)
@@ -182,12 +187,68 @@ describe("client and miner journeys", function()
     assert.equal(0, code)
   end)
 
+  it("heart-beats once, or every few seconds for as long as its parent lives", function()
+    assert.equal(0, run({ "miner", "register", "--gpus", "1x RTX 4090", "--miner-id", "beating" }).code)
+    local function status() return run({ "-o", "json", "miner", "status", "--miner-id", "beating" }).json() end
+    -- silent past --heartbeat-timeout (2 s): offline; one heartbeat: online again
+    cli.wait_for("the silent miner to go offline", function() return status().status == "OFFLINE" end)
+    local r = run { "miner", "heartbeat", "--miner-id", "beating" }
+    assert.equal(0, r.code, r.err)
+    assert.matches("heartbeat sent for miner beating", r.out)
+    assert.equal("ONLINE", status().status)
+    assert.equal("beating", run({ "-o", "json", "miner", "heartbeat", "--miner-id", "beating" }).json().miner_id)
+    -- --every: keeps beating (last_seen moves on) until its parent is gone, then stops by itself
+    local parent = assert(cli.spawn { argv = { cli.bin, "run", "/dev/stdin" }, stdin = "pipe" }) -- reads until we close it
+    local beats = assert(cli.spawn { argv = { cli.bin, "--url", node.url, "miner", "heartbeat", "--miner-id", "beating",
+      "--every", "1", "--parent", tostring(parent:pid()) }, env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY },
+      stdout = "pipe", stderr = "pipe" })
+    local seen = { [status().last_seen] = true }
+    cli.wait_for("two more heartbeats", function()
+      seen[status().last_seen] = true
+      local n = 0
+      for _ in pairs(seen) do n = n + 1 end
+      return n >= 3
+    end)
+    assert.is_nil(beats:wait(true)) -- still beating
+    parent:kill(9)
+    parent:wait()
+    local code, _, err = beats:communicate(nil, 10)
+    assert.equal(0, code, err)
+    local unknown = run { "miner", "heartbeat", "--miner-id", "never-registered" }
+    assert.equal(3, unknown.code)
+  end)
+
+  it("prints the tokens as they come with --stream, on stderr, and nothing of them without", function()
+    local function mine(extra)
+      local job = run({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "stream these tokens" }).json()
+      local r = run { "miner", "mine-ollama", "--model", "llama3", "--jobs", "1", "--miner-id", "streamer", table.unpack(extra) }
+      assert.equal(0, r.code, r.err)
+      local res = run({ "-o", "json", "client", "result", job.job_id }).json()
+      return r, res.result.response
+    end
+    local r, text = mine {}
+    assert.matches("^You asked about stream these tokens%.", text)
+    assert.not_matches(text, r.out .. r.err, 1, true)
+    assert.matches("result submitted", r.out)
+    r, text = mine { "--stream" }
+    assert.matches(text, r.err, 1, true)
+    assert.not_matches(text, r.out, 1, true)
+    assert.matches("result submitted", r.out)
+    -- with --output json: stdout holds the one closing document; the log and the tokens are on stderr
+    r, text = mine { "--stream", "-o", "json" }
+    local done = require("aitbc.json").decode(r.out)
+    assert.same({ "streamer", 1 }, { done.miner_id, done.jobs_completed })
+    assert.matches(text, r.err, 1, true)
+    assert.matches("result submitted", r.err)
+  end)
+
   it("polls: a job, or 'no jobs in queue'", function()
-    local empty = run { "miner", "poll", "--miner-id", "journey-1" }
+    assert.equal(0, run({ "miner", "register", "--gpus", "1x RTX 4090", "--miner-id", "poller" }).code)
+    local empty = run { "miner", "poll", "--miner-id", "poller" }
     assert.equal(0, empty.code, empty.err)
     assert.matches("no jobs in queue", empty.out)
     local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "poll me" }.json()
-    local got = run { "-o", "json", "miner", "poll", "--miner-id", "journey-1" }.json()
+    local got = run { "-o", "json", "miner", "poll", "--miner-id", "poller" }.json()
     assert.equal(job.job_id, got.job_id)
     assert.equal("poll me", got.payload.prompt)
     local cancel = run { "client", "cancel", job.job_id }

@@ -312,6 +312,41 @@ describe("aitbc serve", function()
       node:request("POST", "/v1/miners/" .. job.job_id .. "/fail", { key = big, json = { error_code = "OOM", error_message = "out of memory" } })
     end)
 
+    it("gives a job only to a miner whose GPU name, region and price fit", function()
+      local rigs = {
+        { id = "gtx-eu-0.1", gpu = "GeForce GTX 1060", region = "eu", price = "0.1" },
+        { id = "rtx-us-0.2", gpu = "NVIDIA GeForce RTX 4090", region = "us", price = "0.2" },
+        { id = "rtx-eu-2", gpu = "RTX 4090", region = "eu", price = "2" },
+      }
+      for _, rig in ipairs(rigs) do
+        rig.key = node:key("miner")
+        register(rig.key, { miner_id = rig.id, region = rig.region, price_per_hour = rig.price,
+          capabilities = { gpus = { { name = rig.gpu, memory_gb = 24 } } } })
+      end
+      for _, case in ipairs {
+        { { gpu = "gtx" }, "gtx-eu-0.1" },
+        { { gpu = "4090", region = "eu" }, "rtx-eu-2" },
+        { { region = "eu", max_price = "0.5" }, "gtx-eu-0.1" },
+        { { gpu = "rtx 4090", max_price = "0.5" }, "rtx-us-0.2" },
+        { { region = "ap" }, nil },
+      } do
+        local job = submit { payload = { prompt = "fit" }, constraints = case[1] }
+        local what = json.encode(case[1])
+        for _, rig in ipairs(rigs) do -- those that do not fit first: none of them may take it
+          if rig.id ~= case[2] then assert.equal(204, (poll(rig.key, rig.id)), rig.id .. " took " .. what) end
+        end
+        for _, rig in ipairs(rigs) do
+          if rig.id == case[2] then
+            local s, got = poll(rig.key, rig.id)
+            assert.equal(200, s, rig.id .. " did not get " .. what)
+            assert.equal(job.job_id, got.job_id)
+            node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = rig.key,
+              headers = { ["X-Miner-ID"] = rig.id }, json = { result = "ok" } })
+          end
+        end
+      end
+    end)
+
     it("accepts a result only from the assigned miner", function()
       register(miner2, { miner_id = "idle-1" })
       local job = submit { payload = { prompt = "mine" } }
@@ -486,6 +521,52 @@ describe("node lifecycle", function()
     local res, err = http.request { url = node.url .. "/health", timeout = 2 }
     assert.is_nil(res)
     assert.equal("connect", err.code)
+  end)
+
+  it("takes bodies up to --max-body and refuses larger ones with 413 (1 MiB by default)", function()
+    --- A job submission of exactly size bytes of JSON.
+    local function body_of(size)
+      local empty = '{"payload":{"prompt":""}}'
+      return '{"payload":{"prompt":"' .. string.rep("a", size - #empty) .. '"}}'
+    end
+    local small = nodes.start { args = { "--max-body", "2048", "--log-level", "warn" } }
+    local key = small:key("client")
+    assert.equal(201, (small:request("POST", "/v1/jobs", { key = key, body = body_of(2048) })))
+    local s, err = small:request("POST", "/v1/jobs", { key = key, body = body_of(2049) })
+    assert.equal(413, s)
+    assert.equal("payload_too_large", err.error.code)
+    local default = nodes.start { args = { "--log-level", "warn" } }
+    key = default:key("client")
+    -- 1 MiB is read (and refused for its content: a payload holds at most 512 KiB), one byte more is not
+    local s1, e1 = default:request("POST", "/v1/jobs", { key = key, body = body_of(1 << 20) })
+    assert.same({ 422, "payload" }, { s1, e1.error.field })
+    assert.equal(413, (default:request("POST", "/v1/jobs", { key = key, body = body_of((1 << 20) + 1) })))
+    local r = cli.run { "serve", "--max-body", "100", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir() }
+    assert.equal(2, r.code)
+    assert.matches("%-%-max%-body", r.err)
+  end)
+
+  it("runs --handler-slots handlers at once; a waiting long poll holds none of them", function()
+    local function threads(node) return #assert(sys.list_dir("/proc/" .. node.proc:pid() .. "/task")) end
+    local one = nodes.start { args = { "--handler-slots", "1", "--log-level", "warn" } }
+    local five = nodes.start { args = { "--handler-slots", "5", "--log-level", "warn" } }
+    assert.equal(4, threads(five) - threads(one)) -- one thread per slot
+    five:stop()
+    -- with its one slot free while a miner's poll waits, the node answers others, and the poll gets their job
+    local m, c = one:key("miner"), one:key("client")
+    one:request("POST", "/v1/miners/register", { key = m, json = { miner_id = "waiting" } })
+    local poller = assert(cli.spawn { argv = { cli.bin, "--url", one.url, "--api-key", m, "-o", "json", "api", "POST",
+      "/v1/miners/poll", "-d", '{"max_wait_seconds": 20}' }, stdout = "pipe", stderr = "pipe" })
+    cli.wait_for("the poll to wait on the node", function()
+      local _, _, res = one:request("GET", "/metrics")
+      return tonumber(res.body:match("\naitbc_http_waiting (%d+)")) == 1
+    end)
+    local s, job = one:request("POST", "/v1/jobs", { key = c, json = { payload = { prompt = "for the waiting miner" } } })
+    assert.equal(201, s)
+    local code, out, err = poller:communicate(nil, 30)
+    assert.equal(0, code, err)
+    assert.equal(job.job_id, json.decode(out).job_id)
+    assert.equal(2, cli.run({ "serve", "--handler-slots", "0", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir() }).code)
   end)
 
   it("refuses a port in use and a bad --listen", function()

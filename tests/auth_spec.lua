@@ -132,6 +132,42 @@ describe("aitbc auth", function()
     assert.equal(2, run(home, { "auth", "backup", "--output", home .. "/c.enc" }, { AITBC_BACKUP_PASSWORD = "short" }).code)
   end)
 
+  it("switches environments with auth use: each its own node URL and keys", function()
+    local other = nodes.start { args = { "--log-level", "warn" } }
+    local home = cli.tempdir()
+    -- no AITBC_URL here: the URL comes from the config file, per environment
+    local function here(args, env)
+      env = env or {}
+      env.HOME = home
+      return cli.run(args, { home = home .. "/.aitbc", env = env })
+    end
+    local key_a, id_a = node:key("client")
+    local key_b, id_b = other:key("client")
+    assert.equal(0, here({ "config", "set", "url", node.url }).code)
+    assert.equal(0, here({ "auth", "import-env", "--key-type", "client" }, { AITBC_CLIENT_KEY = key_a }).code)
+    local r = here { "auth", "use", "production", "--url", other.url }
+    assert.equal(0, r.code, r.err)
+    assert.matches("active environment: production", r.out)
+    assert.matches("no keys stored for production yet", r.err)
+    r = here({ "auth", "import-env", "--key-type", "client" }, { AITBC_CLIENT_KEY = key_b })
+    assert.equal(0, r.code, r.err)
+    assert.matches("accepted by the node as a client key", r.out) -- checked against production's node
+    local function whoami()
+      local w = here { "-o", "json", "api", "--role", "client", "/v1/auth/whoami" }
+      assert.equal(0, w.code, w.err)
+      return w.json().key_id
+    end
+    assert.equal(id_b, whoami()) -- production's key, at production's URL (node A does not know it)
+    r = here { "auth", "use", "default" }
+    assert.equal(0, r.code, r.err)
+    assert.matches("keys stored there: client", r.out)
+    assert.equal(id_a, whoami())
+    local cfg = json.decode(sys.read_file(home .. "/.aitbc/config.json"))
+    assert.same({ "default", other.url, node.url }, { cfg.environment, cfg.environments.production.url, cfg.url })
+    assert.equal(2, here({ "auth", "use", "no spaces allowed" }).code)
+    assert.equal(2, here({ "auth", "use", "staging", "--url", "not a url" }).code)
+  end)
+
   it("finds a burst of refused requests and the use of a revoked key", function()
     local home = cli.tempdir()
     local key, id = node:key("client")

@@ -366,6 +366,32 @@ describe("a following node", function()
     leader:stop()
   end)
 
+  it("follows only the authority it was told to trust (--authority)", function()
+    local leader = nodes.start { args = { "--block-time", "0.2", "--log-level", "warn" } }
+    local _, lchains = leader:request("GET", "/v1/chains")
+    local follower = nodes.start { args = { "--follow", leader.url, "--authority", lchains.authority, "--log-level", "warn" } }
+    local _, lhead = leader:request("GET", "/v1/chain/ait-devnet/head")
+    cli.wait_for("the follower to reach the leader's height " .. lhead.height, function()
+      local _, fhead = follower:request("GET", "/v1/chain/ait-devnet/head")
+      return fhead.height and fhead.height >= lhead.height
+    end)
+    local _, fchains = follower:request("GET", "/v1/chains")
+    assert.same({ lchains.authority, leader.url }, { fchains.authority, fchains.follows })
+    local _, lb = leader:request("GET", "/v1/chain/ait-devnet/blocks/1")
+    local _, fb = follower:request("GET", "/v1/chain/ait-devnet/blocks/1")
+    assert.equal(lb.hash, fb.hash)
+    -- a leader that announces another key than the one to trust is not followed at all
+    local stranger = crypto.base64(crypto.sign_keypair(), "urlsafe")
+    local r = cli.run { "serve", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir(), "--follow", leader.url,
+      "--authority", stranger }
+    assert.equal(1, r.code)
+    assert.matches("announces another authority key than %-%-authority", r.err)
+    r = cli.run { "serve", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir(), "--follow", leader.url,
+      "--authority", "not-a-key" }
+    assert.equal(2, r.code)
+    assert.matches("%-%-authority must be a node key", r.err)
+  end)
+
   it("refuses a block that was altered, signed by someone else, or does not extend its head", function()
     local store = assert(require("aitbc.node.store").open(cli.tempdir() .. "/f.db"))
     local authority = { }

@@ -125,10 +125,10 @@ describe("aitbc wallet", function()
     assert.equal(0, r.code, r.err)
     assert.equal(0, cli.run({ "wallet", "export", "--output", home .. "/w.keystore" }, { home = home }).code)
     -- sealed with the file's password: the environment's does not open it, the file's (flag or variable) does
-    local function import(name, args, env)
+    local function import(name, args, with)
       local full = { "wallet", "import", home .. "/w.keystore", "--name", name }
       for _, a in ipairs(args) do full[#full + 1] = a end
-      return cli.run(full, { home = home, env = env }).code
+      return cli.run(full, { home = home, env = with }).code
     end
     assert.equal(4, import("a", {}, both))
     assert.equal(0, import("b", { "--password-file", file }, both))

@@ -17,7 +17,7 @@ describe("aitbc client", function()
   end)
   -- what a test left queued (when it failed half-way) is canceled: the next test's miners must not take it
   after_each(function()
-    local _, queued = node:request("GET", "/v1/admin/jobs?state=QUEUED", { key = node.admin_key })
+    local _, queued = node:request("GET", "/v1/admin/jobs?state=QUEUED&limit=500", { key = node.admin_key })
     for _, j in ipairs(queued.items) do node:request("POST", "/v1/jobs/" .. j.job_id .. "/cancel", { key = node.admin_key }) end
   end)
 

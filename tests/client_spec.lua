@@ -108,6 +108,27 @@ describe("aitbc client", function()
     assert.matches("no jobs", run({ "client", "list", "--state", "failed" }).out)
   end)
 
+  it("submit --gpu and --min-vram reach only a miner whose GPU fits", function()
+    local run = new_client()
+    local rigs = { { id = "small-gtx", name = "GeForce GTX 1060", gb = 6 }, { id = "big-gtx", name = "GeForce GTX 1080", gb = 24 },
+      { id = "big-rtx", name = "NVIDIA GeForce RTX 4090", gb = 24 } }
+    for _, rig in ipairs(rigs) do
+      rig.key = node:key("miner")
+      node:request("POST", "/v1/miners/register", { key = rig.key, headers = { ["X-Miner-ID"] = rig.id },
+        json = { capabilities = { gpus = { { name = rig.name, memory_gb = rig.gb } } } } })
+    end
+    local job = run({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "x", "--gpu", "rtx", "--min-vram", "20" }).json()
+    local function poll(rig)
+      return node:request("POST", "/v1/miners/poll", { key = rig.key, headers = { ["X-Miner-ID"] = rig.id }, json = {} })
+    end
+    assert.equal(204, (poll(rigs[1])))
+    assert.equal(204, (poll(rigs[2])))
+    local s, got = poll(rigs[3])
+    assert.equal(200, s)
+    assert.equal(job.job_id, got.job_id)
+    assert.same({ gpu = "rtx", min_vram_gb = 20 }, got.constraints)
+  end)
+
   it("result refuses a receipt that does not verify against the node's key", function()
     local run, key = new_client()
     local _, job = node:request("POST", "/v1/jobs", { key = key, json = { payload = { prompt = "x" }, model = "llama3" } })

@@ -42,8 +42,9 @@ function M.stop(proc, grace)
   end
 end
 
---- sys.spawn whose process M.cleanup() stops if it still runs, so that a
--- failed test leaves nothing behind.
+--- sys.spawn whose process, if it still runs, is stopped when the test that
+-- started it ends (a setup's: when its file ends), so that a failed test
+-- leaves nothing behind.
 function M.spawn(opts)
   local proc, err = sys.spawn(opts)
   if proc then procs[#procs + 1] = proc end

@@ -55,7 +55,8 @@ function Node:key(role, extra)
 end
 
 --- Stops with SIGTERM (or kill -9 with hard = true) and returns the exit
--- code.  (A node a test did not stop is stopped by cli.cleanup().)
+-- code.  A node nobody stopped is stopped when the test that started it
+-- ends, or for a setup's node when its file ends (tests/support/helper.lua).
 function Node:stop(hard)
   if not self.proc then return end
   self.proc:kill(hard and 9 or 15)

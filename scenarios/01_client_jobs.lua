@@ -19,9 +19,16 @@ end)
 s:step("1.2", "Check job status", function(t)
   local r = t:run("aitbc client status " .. t.vars.job_id)
   t:expect_exit(r, 0)
-  t:expect_match(r.stdout, "status%s+(%a+)", "the status")
-  t:expect_match(r.stdout, "queued", "queued: no miner has it yet")
-  t:expect_match(r.stdout, "assigned miner", "the assigned miner")
+  local status = t:expect_match(r.stdout, "status%s+(%a+)", "the status")
+  if status == "queued" then
+    t:expect_match(r.stdout, "status%s+queued %(pending: waiting for a miner%)", "queued: no miner has it yet")
+    t:expect_match(r.stdout, "assigned miner%s+%-\n", "no assigned miner yet")
+  else
+    -- a network with miners (make demo's devnet) may have taken it at once
+    t:expect(status == "processing" or status == "completed", "queued, processing or completed (got " .. status .. ")")
+    t:expect_match(r.stdout, "assigned miner%s+[^%s%-]%S*", "the assigned miner")
+    t:log("a miner of this network took the job at once")
+  end
   t:expect_match(r.stdout, "time queued%s+[%d.]+ s", "timing")
   -- a miner takes the job: the status shows it
   t:setenv("AITBC_MINER_KEY", (t:api_key("miner")))

@@ -31,9 +31,11 @@ s:step("2.2", "Poll for a job", function(t)
   t:expect_exit(r, 0)
   if r.stdout:find("no jobs in queue") then
     -- another miner on this network was quicker: the job must be in its hands
-    local st = t:run("aitbc client status " .. submitted.job_id).stdout
-    t:expect(not st:find("status%s+queued"), "the job was taken by another miner")
-    t:log("another miner took the job first")
+    local st = t:json(t:expect_exit(t:run("aitbc --output json client status " .. submitted.job_id), 0))
+    t:expect((st.state == "RUNNING" or st.state == "COMPLETED") and type(st.assigned_miner_id) == "string"
+      and st.assigned_miner_id ~= t.vars.miner_id,
+      "the job was taken by another miner (state " .. tostring(st.state) .. ", miner " .. tostring(st.assigned_miner_id) .. ")")
+    t:log("another miner (" .. st.assigned_miner_id .. ") took the job first")
   else
     t:expect_match(r.stdout, "job " .. submitted.job_id .. " assigned to this miner %(now processing%)", "marked processing")
     t:expect_match(r.stdout, "type%s+inference", "the job type")

@@ -191,7 +191,7 @@ describe("the data directory", function()
     assert(sys.chmod(dir, OPEN))
     local r = cli.run({ "-o", "json", "serve", "--detach", "--listen", "127.0.0.1:0", "--data-dir", dir }, { home = dir })
     assert.equal(0, r.code, r.err)
-    local pid = r.json().pid
+    local pid = cli.adopt(r.json().pid)
     assert.equal("0700", mode_of(dir))
     for _, name in ipairs { "node.pid", "node.url", "serve.out", "node.log", "node.db", "admin.key" } do
       assert.equal("0600", mode_of(dir .. "/" .. name), name)

@@ -15,6 +15,13 @@ describe("aitbc auth", function()
     return node:cli(args, { home = home .. "/.aitbc", env = env })
   end
 
+  --- run, for a step that must succeed.
+  local function ok(home, args, env)
+    local r = run(home, args, env)
+    assert.equal(0, r.code, table.concat(args, " ") .. ": " .. r.err)
+    return r
+  end
+
   it("says which variables to set when none is", function()
     local r = run(cli.tempdir(), { "auth", "import-env" })
     assert.equal(1, r.code)
@@ -47,10 +54,13 @@ describe("aitbc auth", function()
       { "-o", "json", "auth", "list" }, { "-o", "json", "auth", "validate" }, { "--debug", "auth", "list" },
     } do
       local r = run(home, args, { AITBC_API_KEY = key })
+      assert.equal(0, r.code, table.concat(args, " ") .. ": " .. r.err)
+      assert.matches("key_%x+", r.out) -- the key is there, by its id
       all[#all + 1] = r.out .. r.err
     end
     assert.not_matches(key, table.concat(all), 1, true)
     local r = run(home, { "config", "show" })
+    assert.equal(0, r.code, r.err)
     assert.not_matches(key, r.out, 1, true)
   end)
 
@@ -59,7 +69,7 @@ describe("aitbc auth", function()
     local stored_admin, stored_id = node:key("admin")
     local env_admin, env_id = node:key("admin")
     local flag_client, flag_id = node:key("client")
-    run(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = stored_admin })
+    ok(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = stored_admin })
     local function who(args, env)
       local full = { "-o", "json" }
       for _, a in ipairs(args) do full[#full + 1] = a end
@@ -73,7 +83,7 @@ describe("aitbc auth", function()
   it("asks before revoking, and refuses without a terminal unless confirmed", function()
     local home = cli.tempdir()
     local _, id = node:key("client")
-    run(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = node.admin_key })
+    ok(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = node.admin_key })
     local r = run(home, { "auth", "revoke", "--key-id", id })
     assert.equal(2, r.code)
     assert.matches("add %-%-yes", r.err)
@@ -87,7 +97,7 @@ describe("aitbc auth", function()
 
   it("exports with mode 0600 and a checksum that verifies", function()
     local home = cli.tempdir()
-    run(home, { "auth", "import-env" }, { AITBC_CLIENT_KEY = node:key("client"), AITBC_MINER_KEY = node:key("miner") })
+    ok(home, { "auth", "import-env" }, { AITBC_CLIENT_KEY = node:key("client"), AITBC_MINER_KEY = node:key("miner") })
     local r = run(home, { "-o", "json", "auth", "export", "--format", "dotenv", "--output", home .. "/k.env" })
     assert.equal(0, r.code, r.err)
     local d = json.decode(r.out)
@@ -103,7 +113,7 @@ describe("aitbc auth", function()
   it("refuses a wrong backup password or a tampered backup without writing anything", function()
     local home = cli.tempdir()
     local key = node:key("client")
-    run(home, { "auth", "import-env" }, { AITBC_CLIENT_KEY = key })
+    ok(home, { "auth", "import-env" }, { AITBC_CLIENT_KEY = key })
     local pw = { AITBC_BACKUP_PASSWORD = "a long enough password" }
     assert.equal(0, run(home, { "auth", "backup", "--output", home .. "/b.enc" }, pw).code)
     assert.equal(tonumber("600", 8), sys.stat(home .. "/b.enc").mode)
@@ -122,13 +132,49 @@ describe("aitbc auth", function()
     assert.equal(2, run(home, { "auth", "backup", "--output", home .. "/c.enc" }, { AITBC_BACKUP_PASSWORD = "short" }).code)
   end)
 
+  it("switches environments with auth use: each its own node URL and keys", function()
+    local other = nodes.start { args = { "--log-level", "warn" } }
+    local home = cli.tempdir()
+    -- no AITBC_URL here: the URL comes from the config file, per environment
+    local function here(args, env)
+      env = env or {}
+      env.HOME = home
+      return cli.run(args, { home = home .. "/.aitbc", env = env })
+    end
+    local key_a, id_a = node:key("client")
+    local key_b, id_b = other:key("client")
+    assert.equal(0, here({ "config", "set", "url", node.url }).code)
+    assert.equal(0, here({ "auth", "import-env", "--key-type", "client" }, { AITBC_CLIENT_KEY = key_a }).code)
+    local r = here { "auth", "use", "production", "--url", other.url }
+    assert.equal(0, r.code, r.err)
+    assert.matches("active environment: production", r.out)
+    assert.matches("no keys stored for production yet", r.err)
+    r = here({ "auth", "import-env", "--key-type", "client" }, { AITBC_CLIENT_KEY = key_b })
+    assert.equal(0, r.code, r.err)
+    assert.matches("accepted by the node as a client key", r.out) -- checked against production's node
+    local function whoami()
+      local w = here { "-o", "json", "api", "--role", "client", "/v1/auth/whoami" }
+      assert.equal(0, w.code, w.err)
+      return w.json().key_id
+    end
+    assert.equal(id_b, whoami()) -- production's key, at production's URL (node A does not know it)
+    r = here { "auth", "use", "default" }
+    assert.equal(0, r.code, r.err)
+    assert.matches("keys stored there: client", r.out)
+    assert.equal(id_a, whoami())
+    local cfg = json.decode(sys.read_file(home .. "/.aitbc/config.json"))
+    assert.same({ "default", other.url, node.url }, { cfg.environment, cfg.environments.production.url, cfg.url })
+    assert.equal(2, here({ "auth", "use", "no spaces allowed" }).code)
+    assert.equal(2, here({ "auth", "use", "staging", "--url", "not a url" }).code)
+  end)
+
   it("finds a burst of refused requests and the use of a revoked key", function()
     local home = cli.tempdir()
     local key, id = node:key("client")
     for _ = 1, 12 do node:request("GET", "/v1/jobs", { key = "aitbc_client_guessing_0000000000" }) end
     node:request("DELETE", "/v1/admin/keys/" .. id, { key = node.admin_key })
     node:request("GET", "/v1/jobs", { key = key })
-    run(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = node.admin_key })
+    ok(home, { "auth", "import-env", "--key-type", "admin" }, { AITBC_ADMIN_KEY = node.admin_key })
     local r = run(home, { "-o", "json", "auth", "audit", "--days", "1" })
     assert.equal(0, r.code, r.err)
     local kinds = {}

@@ -5,20 +5,29 @@ local nodes = require "support.node"
 local wallet = require "aitbc.wallet"
 local bip39 = require "aitbc.wallet.bip39"
 local chain = require "aitbc.node.chain"
-local sys = require "aitbc.sys"
 
 describe("chain", function()
   local node, client_key, alice, bob
+  -- every transaction a test had accepted on this node, by hash: the block test checks that each is sealed once
+  local accepted = {}
   setup(function()
     node = nodes.start { args = { "--block-time", "0.2", "--chains", "ait-devnet,ait-healthchain", "--log-level", "warn" } }
     client_key = node:key("client")
-    alice, bob = wallet.keys(bip39.generate(24)), wallet.keys(bip39.generate(24))
   end)
   teardown(function() node:stop() cli.cleanup() end)
+  -- fresh wallets for each test, so that each passes alone and in any order
+  before_each(function() alice, bob = wallet.keys(bip39.generate(24)), wallet.keys(bip39.generate(24)) end)
 
   local function account(who, chain_id)
     local _, a = node:request("GET", "/v1/chain/" .. (chain_id or "ait-devnet") .. "/accounts/" .. who.address)
     return a
+  end
+
+  local function faucet(who, amount)
+    local status, res = node:request("POST", "/v1/chain/ait-devnet/faucet", { key = client_key,
+      json = { address = who.address, amount = amount } })
+    if status == 202 then accepted[res.hash] = true end
+    return status, res
   end
 
   local function signed(who, fields, sign_with)
@@ -29,12 +38,21 @@ describe("chain", function()
   end
 
   local function send(body, chain_id)
-    return node:request("POST", "/v1/chain/" .. (chain_id or "ait-devnet") .. "/transactions", { json = body })
+    local status, res = node:request("POST", "/v1/chain/" .. (chain_id or "ait-devnet") .. "/transactions", { json = body })
+    if status == 202 then accepted[res.hash] = true end
+    for _, r in ipairs(status == 200 and res.results or {}) do
+      if r.status == "pending" then accepted[r.hash] = true end
+    end
+    return status, res
+  end
+
+  local function included(hash)
+    local _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. hash)
+    return t.status == "included" and t
   end
 
   it("funds from the faucet and moves exactly the amount", function()
-    local s = node:request("POST", "/v1/chain/ait-devnet/faucet", { key = client_key, json = { address = alice.address, amount = "50" } })
-    assert.equal(202, s)
+    assert.equal(202, (faucet(alice, "50")))
     assert.equal("50", account(alice).balance)
     local status, res = send(signed(alice, { payload = { to = bob.address, amount = tostring(12500000000) } }))
     assert.equal(202, status)
@@ -43,16 +61,15 @@ describe("chain", function()
     assert.equal(1, account(alice).nonce)
     local _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. res.hash)
     assert.equal("transfer", t.type)
-    sys.sleep(0.5)
-    _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. res.hash)
-    assert.equal("included", t.status)
+    t = cli.wait_for("a block to include the transfer", function() return included(res.hash) end)
     assert.is_number(t.block_height)
-    local s2, again = node:request("POST", "/v1/chain/ait-devnet/faucet", { key = client_key, json = { address = alice.address } })
+    local s2, again = faucet(alice)
     assert.equal(429, s2)
     assert.equal("faucet_rate_limited", again.error.code)
   end)
 
   it("refuses a replay, a bad signature, a wrong nonce, an overdraft, a foreign key and an unknown chain — changing nothing", function()
+    assert.equal(202, (faucet(alice, "50")))
     local ok_tx = signed(alice, { payload = { to = bob.address, amount = "1000000000" } })
     assert.equal(202, (send(ok_tx)))
     local before_a, before_b = account(alice), account(bob)
@@ -81,6 +98,7 @@ describe("chain", function()
   end)
 
   it("stakes and unstakes without ever going negative", function()
+    assert.equal(202, (faucet(alice, "50")))
     assert.equal(202, (send(signed(alice, { type = "stake", payload = { amount = "2000000000" } }))))
     local a = account(alice)
     assert.equal("2", a.staked)
@@ -93,6 +111,7 @@ describe("chain", function()
   end)
 
   it("takes a batch: each transaction checked and applied on its own, in order, refusals changing nothing", function()
+    assert.equal(202, (faucet(alice, "50")))
     local a, b = account(alice), account(bob)
     local n = a.nonce
     local status, res = send { transactions = {
@@ -120,12 +139,18 @@ describe("chain", function()
     assert.equal("invalid_batch", err.error.code)
   end)
 
-  it("produces blocks that are hash-linked, signed by the node, and seal what was accepted", function()
-    sys.sleep(0.5)
+  it("produces blocks that are hash-linked, signed by the node, and seal each accepted transaction once", function()
+    assert.equal(202, (faucet(alice, "50")))
+    assert.equal(202, (send(signed(alice, { payload = { to = bob.address, amount = "1000000000" } }))))
+    assert.equal(202, (send(signed(alice, { type = "stake", payload = { amount = "2000000000" } }))))
+    cli.wait_for("blocks to include every accepted transaction", function()
+      for hash in pairs(accepted) do if not included(hash) then return false end end
+      return true
+    end)
     local _, head = node:request("GET", "/v1/chain/ait-devnet/head")
     local _, h = node:request("GET", "/health")
     local pk = crypto.unbase64(h.node_key, "urlsafe")
-    local sealed = 0
+    local sealed = {}
     local block = head
     while block.height > 0 do
       local _, full = node:request("GET", "/v1/chain/ait-devnet/blocks/" .. block.height)
@@ -137,13 +162,23 @@ describe("chain", function()
       if #full.transactions > 0 then
         assert.equal(full.tx_root, crypto.hex(crypto.sha256(table.concat(full.transactions))))
       end
-      sealed = sealed + full.tx_count
+      for _, hash in ipairs(full.transactions) do
+        assert.is_nil(sealed[hash], hash .. " sealed twice")
+        sealed[hash] = full.height
+        assert.equal(full.height, included(hash).block_height)
+      end
       local _, prev = node:request("GET", "/v1/chain/ait-devnet/blocks/" .. full.prev_hash)
       assert.equal(full.height - 1, prev.height)
       block = prev
     end
-    assert.is_true(sealed >= 5) -- every accepted transaction (faucet, 2 transfers, stake, unstake) is in a block
-    assert.equal(h.chains["ait-devnet"] >= head.height, true)
+    -- what was sealed is exactly what was accepted: nothing lost, nothing added
+    local want, got = {}, {}
+    for hash in pairs(accepted) do want[#want + 1] = hash end
+    for hash in pairs(sealed) do got[#got + 1] = hash end
+    table.sort(want)
+    table.sort(got)
+    assert.same(want, got)
+    assert.is_true(h.chains["ait-devnet"] >= head.height)
   end)
 end)
 
@@ -220,13 +255,11 @@ describe("job payments (client pay)", function()
     assert.equal(job.job_id, got.job_id)
     node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner_key, headers = { ["X-Miner-ID"] = "paid-rig" },
       json = { result = "done" } })
-    local released
-    for _ = 1, 50 do
-      released = as_client({ "-o", "json", "client", "status", job.job_id }).json()
-      if released.payment_status == "released" then break end
-      sys.sleep(0.1)
-    end
-    assert.equal("released", released.payment_status)
+    local released = cli.wait_for("the escrow's release", function()
+      local st2 = as_client({ "-o", "json", "client", "status", job.job_id }).json()
+      assert.is_true(st2.payment_status == "funded" or st2.payment_status == "released", st2.payment_status)
+      return st2.payment_status == "released" and st2
+    end)
     assert.equal("10", node:cli({ "-o", "json", "wallet", "balance" }, { home = miner_home }).json().balance)
     local _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. released.settlement_id)
     assert.equal("escrow_release", t.type)
@@ -239,13 +272,11 @@ describe("job payments (client pay)", function()
     node:request("POST", "/v1/miners/poll", { key = miner_key, headers = { ["X-Miner-ID"] = "paid-rig" }, json = {} })
     node:request("POST", "/v1/miners/" .. job2.job_id .. "/fail", { key = miner_key, headers = { ["X-Miner-ID"] = "paid-rig" },
       json = { error_message = "out of memory" } })
-    local refunded
-    for _ = 1, 50 do
-      refunded = as_client({ "-o", "json", "client", "status", job2.job_id }).json()
-      if refunded.payment_status == "refunded" then break end
-      sys.sleep(0.1)
-    end
-    assert.equal("refunded", refunded.payment_status)
+    cli.wait_for("the escrow's refund", function()
+      local st2 = as_client({ "-o", "json", "client", "status", job2.job_id }).json()
+      assert.is_true(st2.payment_status == "funded" or st2.payment_status == "refunded", st2.payment_status)
+      return st2.payment_status == "refunded"
+    end)
     assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
     -- someone else's job, or more than the balance: refused, nothing moves
     local other = node:key("client")
@@ -281,34 +312,49 @@ describe("a following node", function()
     local _, acc = leader:request("GET", "/v1/chain/ait-devnet/accounts/" .. a.address)
     local lock = { chain_id = "ait-devnet", type = "escrow_lock", from = a.address, public_key = crypto.hex(a.public_key),
       nonce = acc.nonce + 1, payload = { job_id = job.job_id, amount = "3000000000" }, timestamp = os.time() }
-    assert.equal(202, (leader:request("POST", "/v1/jobs/" .. job.job_id .. "/payment", { key = ckey, json = { tx = lock,
-      signature = crypto.base64(crypto.sign(chain.hash(lock), a.secret_key), "urlsafe") } })))
+    local paid, payment = leader:request("POST", "/v1/jobs/" .. job.job_id .. "/payment", { key = ckey, json = { tx = lock,
+      signature = crypto.base64(crypto.sign(chain.hash(lock), a.secret_key), "urlsafe") } })
+    assert.equal(202, paid)
     leader:request("POST", "/v1/jobs/" .. job.job_id .. "/cancel", { key = ckey })
-    for _ = 1, 50 do
+    local refund = cli.wait_for("the escrow's refund", function()
       local _, j = leader:request("GET", "/v1/jobs/" .. job.job_id, { key = ckey })
-      if j.payment_status == "refunded" then break end
-      sys.sleep(0.1)
+      return j.payment_status == "refunded" and j.settlement_id
+    end)
+    local function tx_on(node, hash)
+      local _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. hash)
+      return t
     end
-    sys.sleep(0.5)
+    cli.wait_for("a block to include the refund", function() return tx_on(leader, refund).status == "included" end)
     local follower = nodes.start { args = { "--follow", leader.url, "--log-level", "warn" } }
     local _, lhead = leader:request("GET", "/v1/chain/ait-devnet/head")
-    local fhead
-    for _ = 1, 100 do
-      _, fhead = follower:request("GET", "/v1/chain/ait-devnet/head")
-      if fhead.height and fhead.height >= lhead.height then break end -- 404 until the genesis is fetched
-      sys.sleep(0.1)
-    end
-    assert.is_true(fhead.height >= lhead.height)
+    cli.wait_for("the follower to reach the leader's height " .. lhead.height, function()
+      local _, fhead = follower:request("GET", "/v1/chain/ait-devnet/head")
+      return fhead.height and fhead.height >= lhead.height -- 404 until the genesis is fetched
+    end)
     for h = 0, lhead.height do
       local _, lb = leader:request("GET", "/v1/chain/ait-devnet/blocks/" .. h)
       local _, fb = follower:request("GET", "/v1/chain/ait-devnet/blocks/" .. h)
       assert.equal(lb.hash, fb.hash)
     end
     local _, chains = leader:request("GET", "/v1/chains")
-    for _, who in ipairs { a.address, b.address, chains.faucet, "escrow:" .. job.job_id } do
+    for _, who in ipairs { a.address, b.address, chains.faucet } do
       local _, la = leader:request("GET", "/v1/chain/ait-devnet/accounts/" .. who)
       local _, fa = follower:request("GET", "/v1/chain/ait-devnet/accounts/" .. who)
-      if who:sub(1, 7) ~= "escrow:" then assert.same(la, fa) end
+      assert.same(la, fa)
+    end
+    -- the escrow: locked and refunded in the same blocks on both, and empty on both (the account
+    -- routes take wallet addresses only, so its balance is read from each node's store)
+    for _, hash in ipairs { payment.tx_hash, refund } do
+      local lt, ft = tx_on(leader, hash), tx_on(follower, hash)
+      assert.same({ "included", lt.block_height, lt.type, lt.from, lt.to, "3" },
+        { ft.status, ft.block_height, ft.type, ft.from, ft.to, ft.amount })
+    end
+    assert.same({ "escrow_lock", "escrow_refund" }, { tx_on(follower, payment.tx_hash).type, tx_on(follower, refund).type })
+    for _, n in ipairs { leader, follower } do
+      local store = assert(require("aitbc.node.store").open(n.dir .. "/node.db"))
+      local escrow = store:chain_account("ait-devnet", "escrow:" .. job.job_id)
+      store:close()
+      assert.same({ 0, 0 }, { escrow.balance, escrow.staked })
     end
     local _, fa = follower:request("GET", "/v1/chain/ait-devnet/accounts/" .. a.address)
     assert.equal("24", fa.balance) -- 30 - 5 - 2 (staked) + 1; the 3 locked in escrow came back
@@ -318,6 +364,32 @@ describe("a following node", function()
     assert.equal("follower", err.error.code)
     follower:stop()
     leader:stop()
+  end)
+
+  it("follows only the authority it was told to trust (--authority)", function()
+    local leader = nodes.start { args = { "--block-time", "0.2", "--log-level", "warn" } }
+    local _, lchains = leader:request("GET", "/v1/chains")
+    local follower = nodes.start { args = { "--follow", leader.url, "--authority", lchains.authority, "--log-level", "warn" } }
+    local _, lhead = leader:request("GET", "/v1/chain/ait-devnet/head")
+    cli.wait_for("the follower to reach the leader's height " .. lhead.height, function()
+      local _, fhead = follower:request("GET", "/v1/chain/ait-devnet/head")
+      return fhead.height and fhead.height >= lhead.height
+    end)
+    local _, fchains = follower:request("GET", "/v1/chains")
+    assert.same({ lchains.authority, leader.url }, { fchains.authority, fchains.follows })
+    local _, lb = leader:request("GET", "/v1/chain/ait-devnet/blocks/1")
+    local _, fb = follower:request("GET", "/v1/chain/ait-devnet/blocks/1")
+    assert.equal(lb.hash, fb.hash)
+    -- a leader that announces another key than the one to trust is not followed at all
+    local stranger = crypto.base64(crypto.sign_keypair(), "urlsafe")
+    local r = cli.run { "serve", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir(), "--follow", leader.url,
+      "--authority", stranger }
+    assert.equal(1, r.code)
+    assert.matches("announces another authority key than %-%-authority", r.err)
+    r = cli.run { "serve", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir(), "--follow", leader.url,
+      "--authority", "not-a-key" }
+    assert.equal(2, r.code)
+    assert.matches("%-%-authority must be a node key", r.err)
   end)
 
   it("refuses a block that was altered, signed by someone else, or does not extend its head", function()

@@ -190,23 +190,13 @@ describe("serve --listen", function()
 end)
 
 describe("replies without what a command needs", function()
-  local srv, base, ollama_proc, ollama_url
+  local srv, base, ollama_url
   setup(function()
     srv, base = cli.echo_server { handler = "support.hostile_app" }
-    local dir = cli.tempdir()
-    ollama_proc = assert(sys.spawn { argv = { cli.bin, "ollama", "serve-sim", "--listen", "127.0.0.1:0",
-      "--url-file", dir .. "/url" }, stdout = "null", stderr = "null" })
-    for _ = 1, 500 do
-      local text = sys.read_file(dir .. "/url")
-      if text and text:find("\n") then ollama_url = text:gsub("%s+$", "") break end
-      sys.sleep(0.02)
-    end
-    assert(ollama_url, "the simulated Ollama did not start")
+    ollama_url = cli.simulated_ollama()
   end)
   teardown(function()
     srv:stop(1)
-    ollama_proc:kill(15)
-    ollama_proc:wait()
     cli.cleanup()
   end)
 

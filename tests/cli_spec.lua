@@ -75,6 +75,63 @@ describe("aitbc CLI", function()
     assert.equal("", r.err)
   end)
 
+  it("colours only when asked, and never with NO_COLOR or --no-color", function()
+    local home = cli.tempdir()
+    local function coloured(args, env)
+      local r = cli.run(args, { home = home, env = env })
+      return (r.out .. r.err):find("\27[", 1, true) ~= nil
+    end
+    -- a success on stdout, an error on stderr
+    for _, args in ipairs { { "config", "set", "url", "http://127.0.0.1:9" }, { "config", "get", "nope" } } do
+      local what = table.concat(args, " ")
+      assert.is_false(coloured(args), what) -- not a terminal
+      assert.is_true(coloured(args, { AITBC_COLOR = "always" }), what)
+      assert.is_false(coloured(args, { AITBC_COLOR = "always", NO_COLOR = "1" }), what)
+      assert.is_true(coloured(args, { AITBC_COLOR = "always", NO_COLOR = "" }), what) -- empty: not set (no-color.org)
+      assert.is_false(coloured({ "--no-color", table.unpack(args) }, { AITBC_COLOR = "always" }), what)
+      assert.is_false(coloured(args, { AITBC_COLOR = "never" }), what)
+      assert.is_false(coloured({ "-o", "json", table.unpack(args) }, { AITBC_COLOR = "always" }), what)
+    end
+  end)
+
+  it("never prompts in JSON mode: what it would ask for is a JSON error naming how to give it", function()
+    local home = cli.tempdir()
+    -- setsid: no controlling terminal, so a prompt could not even be attempted on ours
+    local function json_run(args, env)
+      local full = { "-o", "json" }
+      for _, a in ipairs(args) do full[#full + 1] = a end
+      local r = cli.run(full, { home = home, env = env, setsid = true, stdin = "y\nsecret password\nsecret password\n" })
+      local doc = json.decode(r.out)
+      assert.is_table(doc, table.concat(args, " ") .. ": " .. r.out)
+      assert.equal("", r.err)
+      return r.code, doc.error
+    end
+    -- a confirmation: refused, not asked, even with "y" waiting on stdin
+    local code, err = json_run { "auth", "revoke", "--key-id", "key_0123456789abcdef" }
+    assert.equal(2, code)
+    assert.matches("confirmation needed", err.message)
+    assert.matches("%-%-yes", err.hint)
+    -- a password: refused, not read from stdin
+    code, err = json_run { "wallet", "create", "--name", "w" }
+    assert.equal(2, code)
+    assert.matches("password is needed", err.message)
+    assert.matches("AITBC_WALLET_PASSWORD", err.hint)
+    assert.matches("%-%-password%-file", err.hint)
+    assert.equal(0, cli.run({ "auth", "import-env" }, { home = home, env = { AITBC_URL = "http://127.0.0.1:" .. cli.closed_port(),
+      AITBC_CLIENT_KEY = "aitbc_client_0123456789abcdef01" } }).code)
+    code, err = json_run { "auth", "backup", "--output", home .. "/b.enc" }
+    assert.equal(2, code)
+    assert.matches("AITBC_BACKUP_PASSWORD", err.hint)
+    assert.is_nil(sys.stat(home .. "/wallets/w.json"))
+    assert.is_nil(sys.stat(home .. "/b.enc"))
+  end)
+
+  pending("never prompts in JSON mode on a terminal, and hides what is typed at a password prompt: needs a "
+    .. "pseudo-terminal to drive, which the runtime cannot open (sys.spawn has no pty; Lua's io cannot unlock "
+    .. "/dev/ptmx). Checked by hand with util-linux script(1): `aitbc -o json wallet create` DOES prompt "
+    .. "(\"Wallet password:\" on the terminal) — wallet.password and auth's password look-up call "
+    .. "sys.read_password whatever the output mode")
+
   it("renders yaml", function()
     local r = cli.run { "--output", "yaml", "config", "get", "url" }
     assert.equal(0, r.code)

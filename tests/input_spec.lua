@@ -18,6 +18,11 @@ describe("node input", function()
     node:stop()
     cli.cleanup()
   end)
+  -- jobs a test left queued are canceled: another test's miner must not take them (tests run in any order)
+  after_each(function()
+    local _, queued = node:request("GET", "/v1/admin/jobs?state=QUEUED&limit=500", { key = node.admin_key })
+    for _, j in ipairs(queued.items) do node:request("POST", "/v1/jobs/" .. j.job_id .. "/cancel", { key = node.admin_key }) end
+  end)
 
   -- raw JSON text as the body (NaN and 1e999 cannot be encoded)
   local function post(path, key, text, headers)

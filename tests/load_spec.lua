@@ -33,7 +33,7 @@ describe("under load", function()
     local miners = {}
     for i = 1, 16 do
       local key = node:key("miner")
-      miners[i] = assert(sys.spawn { argv = { cli.bin, "run", "tests/support/miner_loop.lua", node.url, key,
+      miners[i] = assert(cli.spawn { argv = { cli.bin, "run", "tests/support/miner_loop.lua", node.url, key,
         "racer-" .. i, "1" }, stdout = "pipe", stderr = "pipe" })
     end
     local seen, total = {}, 0
@@ -69,7 +69,7 @@ describe("under load", function()
         io.write(json.decode(res.body).job_id, "\n") io.flush()
       end
     ]], node.url .. "/v1/jobs", client)))
-    local submitter = assert(sys.spawn { argv = { cli.bin, "run", script }, stdout = "pipe", stderr = "null" })
+    local submitter = assert(cli.spawn { argv = { cli.bin, "run", script }, stdout = "pipe", stderr = "null" })
     local out = ""
     local until_kill = sys.monotonic() + 1
     while sys.monotonic() < until_kill do

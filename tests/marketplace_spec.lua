@@ -1,15 +1,17 @@
 -- The GPU marketplace on a real node.
 local cli = require "support.cli"
 local nodes = require "support.node"
-local sys = require "aitbc.sys"
 
 describe("marketplace", function()
+  -- a node of its own for each test, so that each passes alone and in any order
   local node, provider, other, client
-  setup(function()
+  before_each(function()
     node = nodes.start { args = { "--heartbeat-timeout", "1", "--log-level", "warn" } }
     provider, other, client = node:key("miner"), node:key("miner"), node:key("client")
   end)
-  teardown(function() node:stop() cli.cleanup() end)
+  after_each(function() node:stop() end)
+  teardown(cli.cleanup)
+
 
   local function list(key, body)
     local status, l = node:request("POST", "/v1/marketplace/gpu/register", { key = key, json = body })
@@ -25,11 +27,16 @@ describe("marketplace", function()
     return ids, res
   end
 
-  it("filters, sorts and pages exactly", function()
+  --- Four RTX 4090 listings, under three spellings of the model.
+  local function list_rtx_4090s()
     list(provider, { model = "RTX 4090", vram_gb = 24, hourly_rate = "0.6", region = "eu" })
     list(provider, { model = "NVIDIA GeForce RTX 4090", vram_gb = 24, hourly_rate = "0.4" })
     list(provider, { model = "rtx 4090", vram_gb = 24, hourly_rate = "0.9", region = "eu" })
     list(provider, { model = "RTX 4090", vram_gb = 24, hourly_rate = "0.5" })
+  end
+
+  it("filters, sorts and pages exactly", function()
+    list_rtx_4090s()
     list(other, { model = "A100", vram_gb = 80, hourly_rate = "1.9", region = "us" })
     list(other, { gpu = { name = "H100", memory_gb = 80, price_per_hour = 2.5 } }) -- the older API's shape
     assert.same({ "NVIDIA GeForce RTX 4090@0.4", "RTX 4090@0.5", "RTX 4090@0.6", "rtx 4090@0.9" },
@@ -44,6 +51,7 @@ describe("marketplace", function()
   end)
 
   it("computes the pricing oracle from the listings and completed jobs", function()
+    list_rtx_4090s()
     local status, p = node:request("GET", "/v1/marketplace/pricing/RTX%204090")
     assert.equal(200, status)
     assert.same({ count = 4, min = "0.4", p25 = "0.4", median = "0.55", average = "0.6", p75 = "0.6", p90 = "0.9", max = "0.9" },
@@ -116,8 +124,8 @@ describe("marketplace", function()
     assert.equal(1, #res.items)
     assert.equal(1, res.items[1].record.failed)
     assert.equal(0.333, res.items[1].reputation) -- (0 + 1) / (0 + 1 + 0 + 2)
-    sys.sleep(1.5) -- no heartbeat: the miner is offline
-    assert.same({}, (offers("model=T4")))
+    -- no heartbeat: after --heartbeat-timeout (1 s) the miner is offline, and its listing no longer offered
+    cli.wait_for("the listing to go", function() return #offers("model=T4") == 0 end)
     local _, all = offers("model=T4&available=all")
     assert.is_false(all.items[1].available)
   end)

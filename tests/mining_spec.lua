@@ -1,22 +1,11 @@
 -- Client and miner journeys with real processes: a node, simulated
 -- Ollamas, miners, and the CLI.
 local cli = require "support.cli"
+local json = require "aitbc.json"
 local nodes = require "support.node"
-local sys = require "aitbc.sys"
 local mining = require "aitbc.mining"
 
---- A simulated Ollama in its own process; returns url, proc.
-local function sim(token_delay)
-  local dir = cli.tempdir()
-  local proc = assert(sys.spawn { argv = { cli.bin, "ollama", "serve-sim", "--listen", "127.0.0.1:0", "--token-delay",
-    tostring(token_delay or 0.001), "--url-file", dir .. "/url" }, stdout = "null", stderr = "null" })
-  for _ = 1, 200 do
-    local url = sys.read_file(dir .. "/url")
-    if url and url:find("\n") then return (url:gsub("%s+$", "")), proc end
-    sys.sleep(0.02)
-  end
-  error("simulated ollama did not start")
-end
+local sim = cli.simulated_ollama
 
 describe("mining", function()
   it("reads GPU descriptions", function()
@@ -27,10 +16,24 @@ describe("mining", function()
     assert.equal("2x A100 (80 GB)", mining.describe { { name = "A100", count = 2, memory_gb = 80 } })
   end)
 
-  it("says clearly that there is no GPU without a driver", function()
+  it("lists the GPUs NVML reports, or says clearly why there is none", function()
+    -- what this machine has, asked in this process through the same NVML binding
+    local gpus, note = require("aitbc.native.gpu").list()
     local r = cli.run { "miner", "gpus" }
-    assert.equal(0, r.code)
-    assert.matches("no NVIDIA GPU found: ", r.out)
+    assert.equal(0, r.code, r.err)
+    local j = cli.run({ "-o", "json", "miner", "gpus" }).json()
+    assert.equal(#gpus, #j.gpus)
+    if #gpus == 0 then
+      assert.is_string(note)
+      assert.equal("no NVIDIA GPU found: " .. note .. "\n", r.out)
+      assert.equal(note, j.note)
+    else
+      for i, g in ipairs(gpus) do
+        assert.equal(g.name, j.gpus[i].name)
+        assert.matches(g.name:gsub("%p", "%%%0"), r.out)
+      end
+      assert.not_matches("no NVIDIA GPU found", r.out)
+    end
   end)
 end)
 
@@ -49,6 +52,12 @@ describe("client and miner journeys", function()
     cli.cleanup()
   end)
 
+  -- what a test left queued (when it failed half-way) is canceled: the next test's miners must not take it
+  after_each(function()
+    local _, queued = node:request("GET", "/v1/admin/jobs?state=QUEUED&limit=500", { key = node.admin_key })
+    for _, j in ipairs(queued.items) do node:request("POST", "/v1/jobs/" .. j.job_id .. "/cancel", { key = node.admin_key }) end
+  end)
+
   local function run(args, extra)
     local e = {}
     for k, v in pairs(env) do e[k] = v end
@@ -60,7 +69,17 @@ describe("client and miner journeys", function()
     local sub = run { "-o", "json", "client", "submit", "--type", "inference", "--model", "llama3", "--data", '{"prompt":"Hello AITBC"}' }
     assert.equal(0, sub.code, sub.err)
     local job = sub.json()
-    for _, f in ipairs { "job_id", "state", "requested_at", "expires_at", "assigned_miner_id" } do assert.is_not_nil(job[f], f) end
+    -- every field the README documents is there (null where it has no value yet)
+    for _, f in ipairs { "job_id", "state", "status", "model", "requested_at", "expires_at", "assigned_miner_id",
+      "ttl_seconds", "attempts", "timings", "error", "payment_id", "payment_status" } do
+      assert.is_true(job[f] ~= nil, f .. " is missing")
+    end
+    assert.matches("^%x+$", job.job_id)
+    assert.same({ "QUEUED", "llama3", 900, 0 }, { job.state, job.model, job.ttl_seconds, job.attempts })
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT", job.requested_at)
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT", job.expires_at)
+    assert.equal(json.null, job.assigned_miner_id) -- no miner has it yet
+    assert.equal(json.null, job.error)
     local reg = run { "-o", "json", "miner", "register", "--gpus", "1x RTX 4090", "--price-per-hour", "0.5", "--miner-id", "journey-1" }
     assert.equal(0, reg.code, reg.err)
     local m = reg.json()
@@ -98,9 +117,9 @@ describe("client and miner journeys", function()
   end)
 
   it("re-queues the job of a killed miner, and another miner completes it", function()
-    local slow_url, slow_proc = sim(0.5)
+    local slow_url = sim(0.5)
     local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "slow work" }.json()
-    local doomed = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
+    local doomed = assert(cli.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
       "--jobs", "1", "--miner-id", "doomed", "--ollama-url", slow_url, "--heartbeat-interval", "1" },
       env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY }, stdout = "pipe", stderr = "pipe" })
     local out = ""
@@ -121,14 +140,12 @@ describe("client and miner journeys", function()
     assert.equal("COMPLETED", done.state)
     assert.equal("rescuer", done.assigned_miner_id)
     assert.equal(2, done.attempts)
-    slow_proc:kill(15)
-    slow_proc:wait()
   end)
 
   it("finishes the job in hand when told to stop (SIGTERM), then stops", function()
-    local slow_url, slow_proc = sim(0.1)
+    local slow_url = sim(0.1)
     local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "finish me" }.json()
-    local miner = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
+    local miner = assert(cli.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
       "--continuous", "--miner-id", "polite", "--ollama-url", slow_url },
       env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY }, stdout = "pipe", stderr = "pipe" })
     local out = ""
@@ -144,14 +161,12 @@ describe("client and miner journeys", function()
     assert.matches("result submitted", out)
     assert.matches("stopping", out)
     assert.equal("COMPLETED", run { "-o", "json", "client", "status", job.job_id }.json().state)
-    slow_proc:kill(15)
-    slow_proc:wait()
   end)
 
   it("keeps mining when the job in hand is canceled meanwhile", function()
-    local slow_url, slow_proc = sim(0.1)
+    local slow_url = sim(0.1)
     local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "cancel me midway" }.json()
-    local miner = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
+    local miner = assert(cli.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
       "--continuous", "--miner-id", "steady", "--ollama-url", slow_url },
       env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY }, stdout = "pipe", stderr = "pipe" })
     local out = ""
@@ -170,16 +185,70 @@ describe("client and miner journeys", function()
     miner:kill(15)
     local code = miner:communicate(nil, 30)
     assert.equal(0, code)
-    slow_proc:kill(15)
-    slow_proc:wait()
+  end)
+
+  it("heart-beats once, or every few seconds for as long as its parent lives", function()
+    assert.equal(0, run({ "miner", "register", "--gpus", "1x RTX 4090", "--miner-id", "beating" }).code)
+    local function status() return run({ "-o", "json", "miner", "status", "--miner-id", "beating" }).json() end
+    -- silent past --heartbeat-timeout (2 s): offline; one heartbeat: online again
+    cli.wait_for("the silent miner to go offline", function() return status().status == "OFFLINE" end)
+    local r = run { "miner", "heartbeat", "--miner-id", "beating" }
+    assert.equal(0, r.code, r.err)
+    assert.matches("heartbeat sent for miner beating", r.out)
+    assert.equal("ONLINE", status().status)
+    assert.equal("beating", run({ "-o", "json", "miner", "heartbeat", "--miner-id", "beating" }).json().miner_id)
+    -- --every: keeps beating (last_seen moves on) until its parent is gone, then stops by itself
+    local parent = assert(cli.spawn { argv = { cli.bin, "run", "/dev/stdin" }, stdin = "pipe" }) -- reads until we close it
+    local beats = assert(cli.spawn { argv = { cli.bin, "--url", node.url, "miner", "heartbeat", "--miner-id", "beating",
+      "--every", "1", "--parent", tostring(parent:pid()) }, env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY },
+      stdout = "pipe", stderr = "pipe" })
+    local seen = { [status().last_seen] = true }
+    cli.wait_for("two more heartbeats", function()
+      seen[status().last_seen] = true
+      local n = 0
+      for _ in pairs(seen) do n = n + 1 end
+      return n >= 3
+    end)
+    assert.is_nil(beats:wait(true)) -- still beating
+    parent:kill(9)
+    parent:wait()
+    local code, _, err = beats:communicate(nil, 10)
+    assert.equal(0, code, err)
+    local unknown = run { "miner", "heartbeat", "--miner-id", "never-registered" }
+    assert.equal(3, unknown.code)
+  end)
+
+  it("prints the tokens as they come with --stream, on stderr, and nothing of them without", function()
+    local function mine(extra)
+      local job = run({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "stream these tokens" }).json()
+      local r = run { "miner", "mine-ollama", "--model", "llama3", "--jobs", "1", "--miner-id", "streamer", table.unpack(extra) }
+      assert.equal(0, r.code, r.err)
+      local res = run({ "-o", "json", "client", "result", job.job_id }).json()
+      return r, res.result.response
+    end
+    local r, text = mine {}
+    assert.matches("^You asked about stream these tokens%.", text)
+    assert.not_matches(text, r.out .. r.err, 1, true)
+    assert.matches("result submitted", r.out)
+    r, text = mine { "--stream" }
+    assert.matches(text, r.err, 1, true)
+    assert.not_matches(text, r.out, 1, true)
+    assert.matches("result submitted", r.out)
+    -- with --output json: stdout holds the one closing document; the log and the tokens are on stderr
+    r, text = mine { "--stream", "-o", "json" }
+    local done = require("aitbc.json").decode(r.out)
+    assert.same({ "streamer", 1 }, { done.miner_id, done.jobs_completed })
+    assert.matches(text, r.err, 1, true)
+    assert.matches("result submitted", r.err)
   end)
 
   it("polls: a job, or 'no jobs in queue'", function()
-    local empty = run { "miner", "poll", "--miner-id", "journey-1" }
+    assert.equal(0, run({ "miner", "register", "--gpus", "1x RTX 4090", "--miner-id", "poller" }).code)
+    local empty = run { "miner", "poll", "--miner-id", "poller" }
     assert.equal(0, empty.code, empty.err)
     assert.matches("no jobs in queue", empty.out)
     local job = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "poll me" }.json()
-    local got = run { "-o", "json", "miner", "poll", "--miner-id", "journey-1" }.json()
+    local got = run { "-o", "json", "miner", "poll", "--miner-id", "poller" }.json()
     assert.equal(job.job_id, got.job_id)
     assert.equal("poll me", got.payload.prompt)
     local cancel = run { "client", "cancel", job.job_id }

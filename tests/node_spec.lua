@@ -64,19 +64,22 @@ describe("aitbc serve", function()
     it("logs JSON lines with a request id", function()
       local _, _, res = node:request("GET", "/v1/jobs", { key = client, headers = { ["X-Request-ID"] = "trace-me-1" } })
       assert.equal("trace-me-1", res.headers["x-request-id"])
-      node:request("GET", "/metrics")
-      sys.sleep(0.3)
-      node:request("GET", "/health") -- triggers the periodic flush
-      local found
-      for line in (sys.read_file(node.dir .. "/node.log") or ""):gmatch("[^\n]+") do
-        local entry = json.decode(line)
-        assert.is_table(entry, line)
-        assert.is_string(entry.time)
-        assert.is_string(entry.level)
-        assert.is_string(entry.service)
-        if entry.request_id == "trace-me-1" then found = entry end
+      local function logged()
+        local found
+        for line in (sys.read_file(node.dir .. "/node.log") or ""):gmatch("[^\n]+") do
+          local entry = json.decode(line)
+          assert.is_table(entry, line)
+          assert.is_string(entry.time)
+          assert.is_string(entry.level)
+          assert.is_string(entry.service)
+          if entry.request_id == "trace-me-1" then found = entry end
+        end
+        return found
       end
-      assert.is_table(found)
+      local found = cli.wait_for("the request's log line", function()
+        node:request("GET", "/health") -- a request lets the node flush its log
+        return logged()
+      end)
       assert.equal("/v1/jobs", found.path)
     end)
   end)
@@ -136,10 +139,12 @@ describe("aitbc serve", function()
     end)
 
     it("expires keys", function()
-      local key = node:key("client", { expires_in_days = 0.00001 })
-      sys.sleep(1.1)
-      local status, body = node:request("GET", "/v1/jobs", { key = key })
-      assert.equal(401, status)
+      local key = node:key("client", { expires_in_days = 0.00001 }) -- 0.864 s
+      local body = cli.wait_for("the key to expire", function()
+        local status, b = node:request("GET", "/v1/jobs", { key = key })
+        assert.is_true(status == 200 or status == 401, tostring(status))
+        return status == 401 and b
+      end)
       assert.equal("api_key_expired", body.error.code)
     end)
 
@@ -153,19 +158,29 @@ describe("aitbc serve", function()
     end)
 
     it("audits every authenticated request", function()
-      node:request("GET", "/v1/jobs", { key = client2 })
-      node:request("GET", "/v1/jobs", { key = "aitbc_client_unknown_key_1234567" })
-      local status, audit = node:request("GET", "/v1/admin/audit?days=1", { key = node.admin_key })
-      assert.equal(200, status)
-      local seen_ok, seen_401 = false, false
-      for _, row in ipairs(audit.items) do
-        assert.is_string(row.time)
-        assert.equal("127.0.0.1", row.remote)
-        if row.route == "GET /v1/jobs" and row.status == 200 then seen_ok = true end
-        if row.status == 401 and row.key_id then seen_401 = true end
+      --- The audit rows by request id, and how many refusals of an unknown key
+      -- they count (refusals are counted per address, minute and outcome).
+      local function audit()
+        local status, a = node:request("GET", "/v1/admin/audit?days=1", { key = node.admin_key })
+        assert.equal(200, status)
+        local rows, unknown = {}, 0
+        for _, row in ipairs(a.items) do
+          assert.is_string(row.time)
+          assert.equal("127.0.0.1", row.remote)
+          if row.request_id then rows[row.request_id] = row end
+          if row.outcome == "invalid_api_key" then unknown = unknown + row.count end
+        end
+        return rows, unknown
       end
-      assert.is_true(seen_ok)
-      assert.is_true(seen_401)
+      local key, key_id = node:key("client")
+      local _, unknown_before = audit()
+      node:request("GET", "/v1/jobs", { key = key, headers = { ["X-Request-ID"] = "audit-ok-1" } })
+      local s401 = node:request("GET", "/v1/jobs", { key = "aitbc_client_unknown_key_1234567" })
+      assert.equal(401, s401)
+      local rows, unknown_after = audit()
+      local ok = rows["audit-ok-1"]
+      assert.same({ "GET /v1/jobs", 200, key_id, "client" }, { ok.route, ok.status, ok.key_id, ok.role })
+      assert.equal(unknown_before + 1, unknown_after)
     end)
   end)
 
@@ -203,6 +218,27 @@ describe("aitbc serve", function()
   end)
 
   describe("jobs and miners", function()
+    -- a node of its own for each test, so that each passes alone and in any order
+    local shared
+    before_each(function()
+      shared = { node, client, client2, miner, miner2 }
+      node = nodes.start { args = { "--log-level", "warn" } }
+      client, client2, miner, miner2 = node:key("client"), node:key("client"), node:key("miner"), node:key("miner")
+    end)
+    after_each(function()
+      node:stop()
+      node, client, client2, miner, miner2 = table.unpack(shared)
+    end)
+
+    --- Miner miner_id (key) takes the next job and completes it; returns the job.
+    local function complete(key, miner_id, result)
+      local s, job = poll(key, miner_id)
+      assert.equal(200, s)
+      assert.equal(200, (node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = key,
+        headers = { ["X-Miner-ID"] = miner_id }, json = { result = result or "ok" } })))
+      return job
+    end
+
     it("runs a job QUEUED -> RUNNING -> COMPLETED with a receipt signed by the node", function()
       local job = submit { payload = { prompt = "Hello AITBC" }, model = "llama3", ttl_seconds = 60 }
       assert.equal("QUEUED", job.state)
@@ -276,7 +312,43 @@ describe("aitbc serve", function()
       node:request("POST", "/v1/miners/" .. job.job_id .. "/fail", { key = big, json = { error_code = "OOM", error_message = "out of memory" } })
     end)
 
+    it("gives a job only to a miner whose GPU name, region and price fit", function()
+      local rigs = {
+        { id = "gtx-eu-0.1", gpu = "GeForce GTX 1060", region = "eu", price = "0.1" },
+        { id = "rtx-us-0.2", gpu = "NVIDIA GeForce RTX 4090", region = "us", price = "0.2" },
+        { id = "rtx-eu-2", gpu = "RTX 4090", region = "eu", price = "2" },
+      }
+      for _, rig in ipairs(rigs) do
+        rig.key = node:key("miner")
+        register(rig.key, { miner_id = rig.id, region = rig.region, price_per_hour = rig.price,
+          capabilities = { gpus = { { name = rig.gpu, memory_gb = 24 } } } })
+      end
+      for _, case in ipairs {
+        { { gpu = "gtx" }, "gtx-eu-0.1" },
+        { { gpu = "4090", region = "eu" }, "rtx-eu-2" },
+        { { region = "eu", max_price = "0.5" }, "gtx-eu-0.1" },
+        { { gpu = "rtx 4090", max_price = "0.5" }, "rtx-us-0.2" },
+        { { region = "ap" }, nil },
+      } do
+        local job = submit { payload = { prompt = "fit" }, constraints = case[1] }
+        local what = json.encode(case[1])
+        for _, rig in ipairs(rigs) do -- those that do not fit first: none of them may take it
+          if rig.id ~= case[2] then assert.equal(204, (poll(rig.key, rig.id)), rig.id .. " took " .. what) end
+        end
+        for _, rig in ipairs(rigs) do
+          if rig.id == case[2] then
+            local s, got = poll(rig.key, rig.id)
+            assert.equal(200, s, rig.id .. " did not get " .. what)
+            assert.equal(job.job_id, got.job_id)
+            node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = rig.key,
+              headers = { ["X-Miner-ID"] = rig.id }, json = { result = "ok" } })
+          end
+        end
+      end
+    end)
+
     it("accepts a result only from the assigned miner", function()
+      register(miner2, { miner_id = "idle-1" })
       local job = submit { payload = { prompt = "mine" } }
       local other = node:key("miner")
       register(other, { miner_id = "thief" })
@@ -301,6 +373,7 @@ describe("aitbc serve", function()
     end)
 
     it("records a failure with its reason: FAILED, and the result says why", function()
+      register(miner2, { miner_id = "idle-1" })
       local job = submit { payload = { prompt = "boom" } }
       local _, assigned = poll(miner2, "idle-1")
       assert.equal(job.job_id, assigned.job_id)
@@ -317,6 +390,7 @@ describe("aitbc serve", function()
     end)
 
     it("cancels queued and running jobs, frees the miner, and refuses to cancel twice", function()
+      register(miner2, { miner_id = "idle-1" })
       local job = submit { payload = { prompt = "cancel me" } }
       local _, assigned = poll(miner2, "idle-1")
       assert.equal(job.job_id, assigned.job_id)
@@ -336,20 +410,35 @@ describe("aitbc serve", function()
 
     it("expires a job past its TTL", function()
       local job = submit { payload = { prompt = "too slow" }, ttl_seconds = 1, model = "no-such-model" }
-      sys.sleep(1.2)
-      local _, view = node:request("GET", "/v1/jobs/" .. job.job_id, { key = client })
-      assert.equal("EXPIRED", view.state)
+      cli.wait_for("the job to expire", function()
+        local _, view = node:request("GET", "/v1/jobs/" .. job.job_id, { key = client })
+        assert.is_true(view.state == "QUEUED" or view.state == "EXPIRED", view.state)
+        return view.state == "EXPIRED"
+      end)
       assert.equal(409, (node:request("GET", "/v1/jobs/" .. job.job_id .. "/result", { key = client })))
     end)
 
     it("keeps each client's jobs to itself; lists with filters and paging", function()
+      register(miner, { miner_id = "rig-1" })
+      local done = {}
+      for i = 1, 3 do
+        submit { payload = { prompt = "done " .. i } }
+        done[complete(miner, "rig-1").job_id] = true
+      end
+      local queued = submit { payload = { prompt = "still queued" } }
       local job = submit({ payload = { prompt = "private" } }, client2)
       assert.equal(404, (node:request("GET", "/v1/jobs/" .. job.job_id, { key = client })))
       assert.equal(200, (node:request("GET", "/v1/jobs/" .. job.job_id, { key = node.admin_key })))
       local _, list = node:request("GET", "/v1/jobs?state=COMPLETED&limit=2", { key = client })
-      assert.is_true(#list.items <= 2)
-      assert.is_true(list.total >= 2)
-      for _, j in ipairs(list.items) do assert.equal("COMPLETED", j.state) end
+      assert.equal(2, #list.items)
+      assert.equal(3, list.total)
+      for _, j in ipairs(list.items) do
+        assert.equal("COMPLETED", j.state)
+        assert.is_true(done[j.job_id])
+      end
+      local _, all = node:request("GET", "/v1/jobs", { key = client })
+      assert.equal(4, all.total) -- client2's job is not among them
+      assert.equal(queued.job_id, all.items[1].job_id) -- newest first
       local s, bad = node:request("GET", "/v1/jobs?state=DONE", { key = client })
       assert.equal(422, s)
       assert.equal("state", bad.error.field)
@@ -357,10 +446,13 @@ describe("aitbc serve", function()
     end)
 
     it("handles heartbeats, miner status and unknown miners", function()
+      register(miner2, { miner_id = "idle-1" })
+      submit { payload = { prompt = "one" } }
+      complete(miner2, "idle-1")
       assert.equal(200, (node:request("POST", "/v1/miners/heartbeat", { key = miner2, headers = { ["X-Miner-ID"] = "idle-1" }, json = {} })))
       local _, me = node:request("GET", "/v1/miners/me", { key = miner2, headers = { ["X-Miner-ID"] = "idle-1" } })
       assert.equal("ONLINE", me.status)
-      assert.is_true(me.jobs_completed >= 1)
+      assert.equal(1, me.jobs_completed)
       local s, body = node:request("POST", "/v1/miners/heartbeat", { key = miner2, headers = { ["X-Miner-ID"] = "ghost" }, json = {} })
       assert.equal(404, s)
       assert.equal("miner_not_registered", body.error.code)
@@ -371,12 +463,17 @@ describe("aitbc serve", function()
     end)
 
     it("reports stats and miners to admins", function()
+      register(miner, { miner_id = "rig-1" })
+      register(miner2, { miner_id = "rig-2" })
+      submit { payload = { prompt = "one" } }
+      complete(miner, "rig-1")
+      submit { payload = { prompt = "two" } }
       local s, stats = node:request("GET", "/v1/admin/stats", { key = node.admin_key })
       assert.equal(200, s)
-      assert.is_true(stats.total_jobs > 0)
-      assert.is_true(stats.miners_online > 0)
+      assert.equal(2, stats.total_jobs)
+      assert.equal(2, stats.miners_online)
       local _, miners = node:request("GET", "/v1/admin/miners", { key = node.admin_key })
-      assert.is_true(#miners.items >= 2)
+      assert.equal(2, #miners.items)
     end)
   end)
 end)
@@ -392,9 +489,9 @@ describe("node lifecycle", function()
     local _, job = node:request("POST", "/v1/jobs", { key = client, json = { payload = { prompt = "survive" } } })
     local _, got = node:request("POST", "/v1/miners/poll", { key = m1, json = {} })
     assert.equal(job.job_id, got.job_id)
-    sys.sleep(1.2)
     node:request("POST", "/v1/miners/register", { key = m2, json = { miner_id = "lives" } })
-    local s, again = node:request("POST", "/v1/miners/poll", { key = m2, json = { max_wait_seconds = 5 } })
+    -- "dies" falls silent: once past --heartbeat-timeout its job is re-queued, which wakes this poll
+    local s, again = node:request("POST", "/v1/miners/poll", { key = m2, json = { max_wait_seconds = 20 } })
     assert.equal(200, s)
     assert.equal(job.job_id, again.job_id)
     assert.equal(2, again.attempt)
@@ -409,9 +506,12 @@ describe("node lifecycle", function()
     node:request("POST", "/v1/miners/register", { key = m, json = {} })
     local http = require "aitbc.http"
     -- a long poll in flight while the node is told to stop
-    local poller = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "--api-key", m, "api", "POST",
+    local poller = assert(cli.spawn { argv = { cli.bin, "--url", node.url, "--api-key", m, "api", "POST",
       "/v1/miners/poll", "-d", '{"max_wait_seconds": 20}' }, stdout = "pipe", stderr = "pipe" })
-    sys.sleep(0.5)
+    cli.wait_for("the poll to wait on the node", function()
+      local _, _, res = node:request("GET", "/metrics")
+      return tonumber(res.body:match("\naitbc_http_waiting (%d+)")) == 1
+    end)
     node.proc:kill(15)
     local code = node.proc:communicate(nil, 15)
     node.proc = nil
@@ -421,6 +521,52 @@ describe("node lifecycle", function()
     local res, err = http.request { url = node.url .. "/health", timeout = 2 }
     assert.is_nil(res)
     assert.equal("connect", err.code)
+  end)
+
+  it("takes bodies up to --max-body and refuses larger ones with 413 (1 MiB by default)", function()
+    --- A job submission of exactly size bytes of JSON.
+    local function body_of(size)
+      local empty = '{"payload":{"prompt":""}}'
+      return '{"payload":{"prompt":"' .. string.rep("a", size - #empty) .. '"}}'
+    end
+    local small = nodes.start { args = { "--max-body", "2048", "--log-level", "warn" } }
+    local key = small:key("client")
+    assert.equal(201, (small:request("POST", "/v1/jobs", { key = key, body = body_of(2048) })))
+    local s, err = small:request("POST", "/v1/jobs", { key = key, body = body_of(2049) })
+    assert.equal(413, s)
+    assert.equal("payload_too_large", err.error.code)
+    local default = nodes.start { args = { "--log-level", "warn" } }
+    key = default:key("client")
+    -- 1 MiB is read (and refused for its content: a payload holds at most 512 KiB), one byte more is not
+    local s1, e1 = default:request("POST", "/v1/jobs", { key = key, body = body_of(1 << 20) })
+    assert.same({ 422, "payload" }, { s1, e1.error.field })
+    assert.equal(413, (default:request("POST", "/v1/jobs", { key = key, body = body_of((1 << 20) + 1) })))
+    local r = cli.run { "serve", "--max-body", "100", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir() }
+    assert.equal(2, r.code)
+    assert.matches("%-%-max%-body", r.err)
+  end)
+
+  it("runs --handler-slots handlers at once; a waiting long poll holds none of them", function()
+    local function threads(node) return #assert(sys.list_dir("/proc/" .. node.proc:pid() .. "/task")) end
+    local one = nodes.start { args = { "--handler-slots", "1", "--log-level", "warn" } }
+    local five = nodes.start { args = { "--handler-slots", "5", "--log-level", "warn" } }
+    assert.equal(4, threads(five) - threads(one)) -- one thread per slot
+    five:stop()
+    -- with its one slot free while a miner's poll waits, the node answers others, and the poll gets their job
+    local m, c = one:key("miner"), one:key("client")
+    one:request("POST", "/v1/miners/register", { key = m, json = { miner_id = "waiting" } })
+    local poller = assert(cli.spawn { argv = { cli.bin, "--url", one.url, "--api-key", m, "-o", "json", "api", "POST",
+      "/v1/miners/poll", "-d", '{"max_wait_seconds": 20}' }, stdout = "pipe", stderr = "pipe" })
+    cli.wait_for("the poll to wait on the node", function()
+      local _, _, res = one:request("GET", "/metrics")
+      return tonumber(res.body:match("\naitbc_http_waiting (%d+)")) == 1
+    end)
+    local s, job = one:request("POST", "/v1/jobs", { key = c, json = { payload = { prompt = "for the waiting miner" } } })
+    assert.equal(201, s)
+    local code, out, err = poller:communicate(nil, 30)
+    assert.equal(0, code, err)
+    assert.equal(job.job_id, json.decode(out).job_id)
+    assert.equal(2, cli.run({ "serve", "--handler-slots", "0", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir() }).code)
   end)
 
   it("refuses a port in use and a bad --listen", function()
@@ -441,15 +587,11 @@ describe("node lifecycle", function()
     assert.equal(0, r.code, r.err)
     local info = r.json()
     assert.matches("^http://127%.0%.0%.1:%d+$", info.url)
-    local pid = tonumber(assert(sys.read_file(dir .. "/node.pid")))
+    local pid = cli.adopt(tonumber(assert(sys.read_file(dir .. "/node.pid"))))
     assert.equal(info.pid, pid)
     assert.equal(200, require("aitbc.http").request { url = info.url .. "/health" }.status)
-    local kill = assert(sys.spawn { argv = { "kill", tostring(pid) } })
-    kill:wait()
-    for _ = 1, 100 do
-      if not sys.stat(dir .. "/node.pid") then break end
-      sys.sleep(0.05)
-    end
-    assert.is_nil(sys.stat(dir .. "/node.pid"))
+    assert.is_true(sys.kill(pid, 15))
+    cli.wait_for("the node to remove its pid file", function() return not sys.stat(dir .. "/node.pid") end)
+    cli.wait_for("the node to exit", function() return not cli.alive(pid) end)
   end)
 end)

@@ -49,7 +49,7 @@ describe("aitbc run", function()
       for _ = 1, 200 do sys.sleep(0.05) end
       print("not interrupted")
     ]])
-    local p = assert(sys.spawn { argv = { cli.bin, "run", path }, stdout = "pipe", stderr = "pipe" })
+    local p = assert(cli.spawn { argv = { cli.bin, "run", path }, stdout = "pipe", stderr = "pipe" })
     assert.equal("ready\n", p:read(10))
     p:kill(2)
     local code, out, err = p:communicate(nil, 10)
@@ -176,7 +176,7 @@ describe("the installed binary", function()
     local copy = dir .. "/aitbc"
     local cp = assert(sys.spawn { argv = { "cp", cli.bin, copy } })
     assert.equal(0, cp:wait())
-    local p = assert(sys.spawn { argv = { copy, "--output", "json", "config", "show" }, cwd = dir,
+    local p = assert(cli.spawn { argv = { copy, "--output", "json", "config", "show" }, cwd = dir,
       env = { AITBC_HOME = dir, AITBC_LUA_DIR = false }, stdout = "pipe", stderr = "pipe" })
     local code, out, err = p:communicate(nil, 30)
     assert.equal(0, code, err)

@@ -16,7 +16,7 @@ function M.start(opts)
   local dir = opts.data_dir or cli.tempdir()
   local argv = { cli.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", dir }
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
-  local proc = assert(sys.spawn { argv = argv, stdout = "pipe", stderr = "pipe", env = { AITBC_HOME = dir },
+  local proc = assert(cli.spawn { argv = argv, stdout = "pipe", stderr = "pipe", env = { AITBC_HOME = dir },
     die_with_parent = true })
   local line = ""
   while not line:find("\n") do
@@ -54,7 +54,9 @@ function Node:key(role, extra)
   return data.key, data.key_id
 end
 
---- Stops with SIGTERM (or kill -9 with hard = true) and returns the exit code.
+--- Stops with SIGTERM (or kill -9 with hard = true) and returns the exit
+-- code.  A node nobody stopped is stopped when the test that started it
+-- ends, or for a setup's node when its file ends (tests/support/helper.lua).
 function Node:stop(hard)
   if not self.proc then return end
   self.proc:kill(hard and 9 or 15)

@@ -537,9 +537,9 @@ describe("node lifecycle", function()
     assert.equal("payload_too_large", err.error.code)
     local default = nodes.start { args = { "--log-level", "warn" } }
     key = default:key("client")
-    -- 1 MiB is read (and refused for its content: a payload holds at most 512 KiB), one byte more is not
+    -- 1 MiB is read (and refused for its content: a prompt holds at most 256 KiB), one byte more is not
     local s1, e1 = default:request("POST", "/v1/jobs", { key = key, body = body_of(1 << 20) })
-    assert.same({ 422, "payload" }, { s1, e1.error.field })
+    assert.same({ 422, "payload.prompt" }, { s1, e1.error.field })
     assert.equal(413, (default:request("POST", "/v1/jobs", { key = key, body = body_of((1 << 20) + 1) })))
     local r = cli.run { "serve", "--max-body", "100", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir() }
     assert.equal(2, r.code)

@@ -13,8 +13,8 @@ local RESULT = { result = "any", receipt = { "object?", { receipt_id = "scalar?"
   tokens = "object?" } } }
 
 -- The JSON fields of the job view and of a result (--json FIELDS; aitbc.cli.registry).
-local JOB_FIELDS = { "job_id", "type", "state", "status", "model", "assigned_miner_id", "requested_at", "expires_at", "started_at",
-  "finished_at", "ttl_seconds", "attempts", "run_timeout_seconds", "lease_expires_at", "error", "payment_id",
+local JOB_FIELDS = { "job_id", "type", "state", "status", "model", "assigned_miner_id", "requested_at", "expires_at",
+  "started_at", "finished_at", "ttl_seconds", "attempts", "run_timeout_seconds", "lease_expires_at", "error", "payment_id",
   "payment_status", "payment_amount", "settlement_id", "timings" }
 local RESULT_FIELDS = { "job_id", "state", "model", "result", "metrics", "receipt", "receipt_verified" }
 local SUBMIT_FIELDS = { table.unpack(JOB_FIELDS) }

@@ -6,20 +6,7 @@ local nodes = require "support.node"
 local json = require "aitbc.json"
 local sys = require "aitbc.sys"
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
---- Runs aitbc on a pseudo-terminal (util-linux script); prelude: shell
--- commands before it (e.g. stty).  Returns the exit code and what the
--- terminal showed (CR LF as LF).
-local function on_terminal(args, env, prelude)
-  local words = {}
-  for i, a in ipairs(args) do words[i] = shell_quote(a) end
-  local line = (prelude or "") .. "exec " .. shell_quote(cli.bin) .. " " .. table.concat(words, " ")
-  local proc = assert(sys.spawn { argv = { "script", "-qec", line, "/dev/null" }, env = env, stdin = "null",
-    stdout = "pipe", stderr = "pipe" })
-  local code, out = proc:communicate(nil, 30)
-  return code, (out:gsub("\r\n", "\n"))
-end
+local shell_quote, on_terminal = cli.shell_quote, cli.on_terminal
 
 --- Lines of text (without the empty last one).
 local function lines(text)

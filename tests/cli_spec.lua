@@ -126,11 +126,16 @@ describe("aitbc CLI", function()
     assert.is_nil(sys.stat(home .. "/b.enc"))
   end)
 
-  pending("never prompts in JSON mode on a terminal, and hides what is typed at a password prompt: needs a "
-    .. "pseudo-terminal to drive, which the runtime cannot open (sys.spawn has no pty; Lua's io cannot unlock "
-    .. "/dev/ptmx). Checked by hand with util-linux script(1): `aitbc -o json wallet create` DOES prompt "
-    .. "(\"Wallet password:\" on the terminal) — wallet.password and auth's password look-up call "
-    .. "sys.read_password whatever the output mode")
+  it("never prompts in JSON mode, even on a terminal", function()
+    local home = cli.tempdir()
+    local env = { AITBC_HOME = home, AITBC_WALLET_PASSWORD = false }
+    local code, shown = cli.on_terminal({ "-o", "json", "wallet", "create", "--name", "w" }, env)
+    assert.equal(2, code, shown)
+    assert.not_matches("Wallet password:", shown)
+    assert.matches('"code": ?"usage"', shown)
+    assert.matches("AITBC_WALLET_PASSWORD", shown)
+    assert.is_nil(sys.stat(home .. "/wallets/w.json"))
+  end)
 
   it("renders yaml", function()
     local r = cli.run { "--output", "yaml", "config", "get", "url" }

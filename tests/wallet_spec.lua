@@ -136,9 +136,7 @@ describe("aitbc wallet", function()
     assert.equal(3, import("d", { "--password-file", home .. "/missing" }, both))
   end)
 
-  pending("auth backup/recover take the password from --password-file before AITBC_BACKUP_PASSWORD, as wallets do "
-    .. "(README: a flag beats the environment): auth.lua's password look-up reads the variable first, so a backup "
-    .. "made with both set cannot be recovered with --password-file alone — issue 19 item 3 (one password resolver)",
+  it("auth backup/recover take the password from --password-file before AITBC_BACKUP_PASSWORD, as wallets do",
     function()
       local home = cli.tempdir()
       local file = home .. "/pw.txt"

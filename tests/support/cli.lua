@@ -147,4 +147,20 @@ function M.closed_port()
   return port
 end
 
+function M.shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+--- Runs aitbc on a pseudo-terminal (util-linux script, in every Debian);
+-- prelude: shell commands before it (e.g. stty); input: what is typed (its
+-- end then closes the terminal's input).  Returns the exit code and what the
+-- terminal showed (CR LF as LF).
+function M.on_terminal(args, env, prelude, input)
+  local words = {}
+  for i, a in ipairs(args) do words[i] = M.shell_quote(a) end
+  local line = (prelude or "") .. "exec " .. M.shell_quote(M.bin) .. " " .. table.concat(words, " ")
+  local proc = assert(sys.spawn { argv = { "script", "-qec", line, "/dev/null" }, env = env,
+    stdin = input and "pipe" or "null", stdout = "pipe", stderr = "pipe" })
+  local code, out = proc:communicate(input, 30)
+  return code, (out:gsub("\r\n", "\n"))
+end
+
 return M

@@ -375,7 +375,9 @@ end
 -- ---- backup / recover ----
 
 --- The backup password: --password-file > AITBC_BACKUP_PASSWORD > a prompt.
-local function password(ctx, new) return require("aitbc.secrets.password").get("backup", ctx.opts.password_file, new) end
+local function password(ctx, new)
+  return require("aitbc.secrets.password").get("backup", ctx.opts.password_file, new, ctx.out.format == "table")
+end
 
 local function backup(ctx)
   local keys = require "aitbc.auth.keys"

@@ -237,7 +237,8 @@ return {
         local units = require("aitbc.money").from_option(text, "--amount")
         local client = api(ctx)
         local payment_path = job_path("/v1/jobs/{job_id}/payment", ctx.args.job_id)
-        local password = require("aitbc.secrets.password").get("wallet", ctx.opts.password_file)
+        local password = require("aitbc.secrets.password").get("wallet", ctx.opts.password_file, false,
+          ctx.out.format == "table")
         local body = require("aitbc.wallet").signed_tx(ctx, client, "escrow_lock",
           { job_id = ctx.args.job_id, amount = tostring(units) }, password)
         local res = client:call("POST", payment_path, { json = body,

@@ -8,7 +8,9 @@ local function W() return require "aitbc.wallet" end
 local password_file = { "--password-file", metavar = "FILE",
   help = "read the password from FILE (else AITBC_WALLET_PASSWORD or a prompt)" }
 --- The wallet password: --password-file > AITBC_WALLET_PASSWORD > a prompt.
-local function password(ctx, new) return require("aitbc.secrets.password").get("wallet", ctx.opts.password_file, new) end
+local function password(ctx, new)
+  return require("aitbc.secrets.password").get("wallet", ctx.opts.password_file, new, ctx.out.format == "table")
+end
 
 local function set_active(ctx, name)
   ctx.config.file.active_wallet = name

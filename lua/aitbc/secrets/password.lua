@@ -22,10 +22,11 @@ local function prompt(kind, new)
   return got
 end
 
---- get(kind, file, new) -> password.  kind: a key of KINDS; file: the
--- --password-file value or nil; new: a password being set (asked twice,
--- at least MIN_LENGTH characters).
-function password.get(kind_name, file, new)
+--- get(kind, file, new, interactive) -> password.  kind: a key of KINDS;
+-- file: the --password-file value or nil; new: a password being set (asked
+-- twice, at least MIN_LENGTH characters); interactive: false when nothing
+-- may prompt (JSON mode never does).
+function password.get(kind_name, file, new, interactive)
   local kind = assert(password.KINDS[kind_name], "unknown password kind")
   local env = sys.getenv(kind.env)
   local pw
@@ -33,6 +34,9 @@ function password.get(kind_name, file, new)
     pw = require("aitbc.config").read_input(file, "--password-file"):gsub("\r?\n$", "")
   elseif env and env ~= "" then
     pw = env
+  elseif interactive == false then
+    errors.raise("usage", "a " .. kind.what .. " is needed, and JSON output never prompts",
+      "set " .. kind.env .. " or pass --password-file FILE")
   else
     pw = prompt(kind, new)
   end

@@ -32,7 +32,8 @@ end
 local function unreachable(self, err)
   local reason = err.message:match("%((.-)%)$") or err.message
   return errors.new("network", "cannot reach Ollama at " .. self.url .. " (" .. reason .. ")",
-    "start it with 'ollama serve', or point --ollama-url / OLLAMA_HOST at it", { code = "ollama_unreachable" })
+    "start it with 'ollama serve', or point --ollama-url, OLLAMA_HOST or 'aitbc config set ollama_url URL' at it",
+    { code = "ollama_unreachable" })
 end
 
 local function failure(self, res, model)

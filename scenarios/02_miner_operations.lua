@@ -1,12 +1,9 @@
 --- Spec §2: a miner registers, takes a job, and mines with Ollama (2.1–2.3),
--- with the spec's command lines as written (the simulated Ollama stands in
--- when no real one answers).
+-- with the spec's command lines as written after `aitbc devnet up` (its
+-- simulated Ollama stands in when no real one answers).
 local s = require("aitbc.scenario").new("2. Miner operations journey")
 
 s:step("2.1", "Register as a miner", function(t)
-  t:setenv("AITBC_MINER_KEY", (t:api_key("miner")))
-  t:setenv("AITBC_CLIENT_KEY", (t:api_key("client")))
-  t:ollama()
   local r = t:run([[aitbc miner register --gpus "1x RTX 4090" --price-per-hour 0.5]])
   t:expect_exit(r, 0)
   t.vars.miner_id = t:expect_match(r.stdout, "registered miner (%S+)", "the assigned miner_id")
@@ -71,9 +68,9 @@ s:step("2.3", "Mine with local Ollama (automated)", function(t)
     at = e
   end
   if t.vars.in_hand then t:expect_match(text, t.vars.in_hand .. " received", "the job in hand ran first") end
-  t:expect(require("aitbc.sys").kill(pid, 15), "SIGTERM")
+  t:expect(require("aitbc.sys").kill(pid, 2), "Ctrl-C")
   local code = proc:communicate(nil, 20)
-  t:expect(code == 0, "stopped cleanly on SIGTERM (exit " .. tostring(code) .. ")")
+  t:expect(code == 130, "stopped cleanly on Ctrl-C, exit 130 (exit " .. tostring(code) .. ")")
   t:expect_match(stream(), "stopping", "says it stops")
 end)
 

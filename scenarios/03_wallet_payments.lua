@@ -1,16 +1,17 @@
---- Spec §3: wallets and money (3.1–3.3), with the spec's command lines as written.
+--- Spec §3: wallets and money (3.1–3.3), with the spec's command lines as
+-- written after `aitbc devnet up` (and AITBC_WALLET_PASSWORD exported, as the
+-- README's wallet section says).
 local s = require("aitbc.scenario").new("3. Wallet and financial operations")
 
 s:step("3.1", "Create a new wallet", function(t)
   t:setenv("AITBC_WALLET_PASSWORD", "scenario wallet password")
-  t:setenv("AITBC_CLIENT_KEY", (t:api_key("client")))
   local r = t:run("aitbc wallet create --name test_wallet")
   t:expect_exit(r, 0)
   t:expect_match(r.stdout, "wallet test_wallet created", "a success message")
   t.vars.address = t:expect_match(r.stdout, "address%s+(ait1%w+)", "the new address")
   t:expect_match(r.stdout, "write these 24 words down", "instructions to back up the phrase")
   t:expect_match(r.stdout, " 1 %a+%s+ 7 %a+", "the phrase, shown once")
-  t:expect(t:run("stat -c %a $AITBC_HOME/wallets/test_wallet.json").stdout == "600\n", "keystore mode 0600")
+  t:expect(t:run("stat -c %a ~/.aitbc/wallets/test_wallet.json").stdout == "600\n", "keystore mode 0600")
 end)
 
 s:step("3.2", "Check wallet balance", function(t)

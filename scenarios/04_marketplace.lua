@@ -1,8 +1,8 @@
---- Spec §4: the GPU marketplace (4.1–4.3), with the spec's command lines as written.
+--- Spec §4: the GPU marketplace (4.1–4.3), with the spec's command lines as
+-- written after `aitbc devnet up`.
 local s = require("aitbc.scenario").new("4. GPU marketplace")
 
 s:step("4.1", "Register GPU on marketplace", function(t)
-  t:setenv("AITBC_MINER_KEY", (t:api_key("miner")))
   local r = t:run([[aitbc marketplace gpu register --model "RTX 4090" --vram 24 --hourly-rate 0.5]])
   t:expect_exit(r, 0)
   t.vars.listing = t:expect_match(r.stdout, "listing (gpu_%x+) is live on the network", "a listing_id, live")

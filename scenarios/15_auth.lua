@@ -1,5 +1,7 @@
 --- Spec §15: authentication and API key management, scenarios 15.1–15.14,
--- with the spec's command lines as written.
+-- with the spec's command lines as written after `aitbc devnet up` (15.1's
+-- keys come from the node's admin, as a user's would; each import sets the
+-- variables that scenario names).
 local scenario = require "aitbc.scenario"
 local s = scenario.new("15. Authentication & API key management")
 
@@ -26,7 +28,7 @@ s:step("15.1", "Import API keys from environment variables", function(t)
   t:expect_match(r.stdout, "imported coordinator key", "coordinator key imported")
   t:expect_match(r.stdout, "accepted by the node as a client key", "verified against the node")
   t:expect(not r.stdout:find(t.vars.admin, 1, true), "keys are not printed unmasked")
-  local stored = keys_in(t, "$AITBC_HOME/config.json").default
+  local stored = keys_in(t, "~/.aitbc/config.json").default
   t:expect(stored.client.key == t.vars.client and stored.admin.key == t.vars.admin, "stored in the CLI configuration")
 end)
 
@@ -77,7 +79,7 @@ s:step("15.7", "Rotate API keys", function(t)
   t:expect_match(r.stdout, "AITBC_ADMIN_KEY", "instructions for the environment variable")
   local old = t:run("aitbc --api-key " .. t.vars.admin .. " api /v1/auth/whoami")
   t:expect(old.code == 4, "the old key is refused by the node (exit " .. old.code .. ")")
-  t.vars.admin = keys_in(t, "$AITBC_HOME/config.json").default.admin.key
+  t.vars.admin = keys_in(t, "~/.aitbc/config.json").default.admin.key
   ok(t, "aitbc --api-key " .. t.vars.admin .. " api /v1/auth/whoami")
 end)
 
@@ -115,7 +117,7 @@ s:step("15.11", "Multi-environment key management", function(t)
   local r = ok(t, "aitbc auth import-env --environment production", { AITBC_ADMIN_KEY = prod })
   t:expect_match(r.stdout, "under environment 'production'", "keys tagged with the environment")
   t:expect_match(r.stdout, "active environment is 'default'", "clear indication of the active environment")
-  local cfg = keys_in(t, "$AITBC_HOME/config.json")
+  local cfg = keys_in(t, "~/.aitbc/config.json")
   t:expect(cfg.production.admin.key == prod and cfg.default.admin.key == t.vars.admin, "kept apart per environment")
   local who = t:json(t:run("aitbc --environment production --output json api --role admin /v1/auth/whoami"))
   t:expect(who.environment == "production", "--environment switches the keys used")
@@ -129,17 +131,17 @@ s:step("15.12", "Revoke API keys", function(t)
   t:expect_match(r.stdout, "audit log", "audit entry")
   local refused = t:run("aitbc --api-key " .. t.vars.client .. " api /v1/jobs")
   t:expect(refused.code == 4, "the revoked key is refused at once")
-  t:expect(not keys_in(t, "$AITBC_HOME/config.json").default.client, "no longer stored")
+  t:expect(not keys_in(t, "~/.aitbc/config.json").default.client, "no longer stored")
 end)
 
 s:step("15.13", "Emergency key recovery", function(t)
   local pw = { AITBC_BACKUP_PASSWORD = "correct horse battery" }
   ok(t, "aitbc auth backup --output ~/aitbc_backup.enc", pw)
-  ok(t, "rm $AITBC_HOME/config.json")
+  ok(t, "rm ~/.aitbc/config.json")
   local wrong = t:run("aitbc auth recover --backup-file ~/aitbc_backup.enc",
     { env = { AITBC_BACKUP_PASSWORD = "wrong password" } })
   t:expect(wrong.code == 4, "a wrong password is refused")
-  t:expect(t:run("test -e $AITBC_HOME/config.json").code == 1, "and nothing is written")
+  t:expect(t:run("test -e ~/.aitbc/config.json").code == 1, "and nothing is written")
   local r = ok(t, "aitbc auth recover --backup-file ~/aitbc_backup.enc", pw)
   t:expect_match(r.stdout, "decrypted .*aitbc_backup%.enc and restored %d key", "decryption and restoration")
   t:expect_match(r.stdout, "admin%s+key_%x+%s+valid%s+admin", "re-authentication test against the node")

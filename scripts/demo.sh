@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# make demo: a devnet in a temporary directory (node, Ollama — simulated when
-# no real one answers — and two miners), the spec's scenarios run against
-# it, the report printed, and nothing left running.
+# make demo: a devnet (node, Ollama — simulated when no real one answers —
+# and two miners) in a fresh HOME, then the spec's scenarios typed there by
+# one user, one after the other, the report printed, and nothing left running.
 set -uo pipefail
 bin=$(realpath "${1:-build/aitbc}")
 cd "$(dirname "$0")/.."
-export AITBC_HOME
-AITBC_HOME=$(mktemp -d /tmp/aitbc-demo-XXXXXX)
-cleanup() { "$bin" devnet down >/dev/null 2>&1 && echo "== devnet stopped"; rm -rf "$AITBC_HOME"; }
+unset AITBC_URL AITBC_CONFIG
+home=$(mktemp -d /tmp/aitbc-demo-XXXXXX)
+export AITBC_HOME=$home/.aitbc # this script's own commands see the ~/.aitbc of the scenarios' user
+cleanup() { "$bin" devnet down >/dev/null 2>&1 && echo "== devnet stopped"; rm -rf "$home"; }
 trap cleanup EXIT
 "$bin" devnet up --miners 2 || exit 1
-url=$("$bin" config get url)
 echo
-echo "== the spec's scenarios against the devnet at $url"
-AITBC_SCENARIO_ADMIN_KEY=$(cat "$AITBC_HOME/devnet/node/admin.key") "$bin" scenario run --url "$url" scenarios/
+echo "== the spec's scenarios, typed in that HOME after 'aitbc devnet up'"
+"$bin" scenario run --home "$home" scenarios/
 status=$?
 echo
 echo "== the devnet after the run (stopped and removed when this script exits)"

@@ -3,6 +3,7 @@
 local cli = require "support.cli"
 local json = require "aitbc.json"
 local nodes = require "support.node"
+local sys = require "aitbc.sys"
 local mining = require "aitbc.mining"
 
 local sim = cli.simulated_ollama
@@ -157,10 +158,26 @@ describe("client and miner journeys", function()
     miner:kill(15) -- mid-inference
     local code, rest = miner:communicate(nil, 30)
     out = out .. (rest or "")
-    assert.equal(0, code)
+    assert.equal(143, code) -- stopped by SIGTERM, after the job
     assert.matches("result submitted", out)
     assert.matches("stopping", out)
     assert.equal("COMPLETED", run { "-o", "json", "client", "status", job.job_id }.json().state)
+  end)
+
+  it("stops on Ctrl-C (SIGINT) with exit 130, as the README promises", function()
+    local miner = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3",
+      "--continuous", "--miner-id", "interrupted", "--ollama-url", ollama_url },
+      env = { AITBC_HOME = home, AITBC_MINER_KEY = env.AITBC_MINER_KEY }, stdout = "pipe", stderr = "pipe" })
+    local out = ""
+    while not out:find("polling for jobs") do
+      local chunk = miner:read(10)
+      assert(chunk, "the miner never polled")
+      out = out .. chunk
+    end
+    miner:kill(2)
+    local code, rest = miner:communicate(nil, 30)
+    assert.equal(130, code)
+    assert.matches("stopping %(signal%)", out .. rest)
   end)
 
   it("keeps mining when the job in hand is canceled meanwhile", function()
@@ -184,7 +201,7 @@ describe("client and miner journeys", function()
     until_seen("result submitted")
     miner:kill(15)
     local code = miner:communicate(nil, 30)
-    assert.equal(0, code)
+    assert.equal(143, code) -- SIGTERM: it finished the job in hand, then stopped
   end)
 
   it("heart-beats once, or every few seconds for as long as its parent lives", function()
@@ -253,6 +270,64 @@ describe("client and miner journeys", function()
     assert.equal("poll me", got.payload.prompt)
     local cancel = run { "client", "cancel", job.job_id }
     assert.equal(0, cancel.code)
+  end)
+
+  it("polls: says the miner is full, not 'no jobs in queue', when a fitting job waits and its slot is taken", function()
+    local held = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "held" }.json()
+    local waiting = run { "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "waiting" }.json()
+    assert.equal(held.job_id, run { "-o", "json", "miner", "poll", "--miner-id", "journey-1" }.json().job_id)
+    local full = run { "miner", "poll", "--miner-id", "journey-1" }
+    assert.equal(0, full.code, full.err)
+    assert.not_matches("no jobs in queue", full.out)
+    assert.matches("this miner is full: 1 of 1 job%(s%) in hand %(" .. held.job_id .. "%)", full.out)
+    assert.matches("aitbc miner mine%-ollama %-%-model llama3 %-%-jobs 1", full.out)
+    local j = run { "-o", "json", "miner", "poll", "--miner-id", "journey-1" }.json()
+    assert.equal("at_capacity", j.reason)
+    assert.same({ held.job_id }, j.jobs_in_hand)
+    assert.equal("QUEUED", run { "-o", "json", "client", "status", waiting.job_id }.json().state)
+    -- the wire stays what older miners expect (204, no body); the reason rides in headers
+    local status, body, res = node:request("POST", "/v1/miners/poll", { key = env.AITBC_MINER_KEY,
+      headers = { ["X-Miner-ID"] = "journey-1" }, json = {} })
+    assert.equal(204, status)
+    assert.is_nil(body)
+    assert.equal("at_capacity", res.headers["x-poll-reason"])
+    assert.equal("1", res.headers["x-miner-inflight"])
+    assert.equal("1", res.headers["x-miner-concurrency"])
+    for _, id in ipairs { held.job_id, waiting.job_id } do assert.equal(0, run({ "client", "cancel", id }).code) end
+    status, body, res = node:request("POST", "/v1/miners/poll", { key = env.AITBC_MINER_KEY,
+      headers = { ["X-Miner-ID"] = "journey-1" }, json = {} })
+    assert.equal(204, status)
+    assert.is_nil(body)
+    assert.equal("no_jobs", res.headers["x-poll-reason"])
+  end)
+
+  it("puts a job its miner cannot run (UNSUPPORTED_MODEL) back in the queue, attempt uncounted, for another miner", function()
+    local job = run { "-o", "json", "client", "submit", "--model", "mistral", "--prompt", "hand me on" }.json()
+    local other = node:key("miner")
+    node:request("POST", "/v1/miners/register", { key = other, json = { miner_id = "other-m",
+      capabilities = { models = { "mistral" } } } })
+    local failed_before = run { "-o", "json", "miner", "status", "--miner-id", "journey-1" }.json().jobs_failed
+    local got = run { "-o", "json", "miner", "poll", "--miner-id", "journey-1" }.json()
+    assert.equal(job.job_id, got.job_id)
+    -- another miner waits for a mistral job meanwhile: the hand-back wakes it
+    local waiter = assert(sys.spawn { argv = { cli.bin, "--url", node.url, "-o", "json", "miner", "poll", "--wait", "20",
+      "--miner-id", "other-m" }, env = { AITBC_HOME = cli.tempdir(), AITBC_MINER_KEY = other }, stdout = "pipe",
+      stderr = "pipe" })
+    local status, answer = node:request("POST", "/v1/miners/" .. job.job_id .. "/fail", { key = env.AITBC_MINER_KEY,
+      headers = { ["X-Miner-ID"] = "journey-1" },
+      json = { error_code = "UNSUPPORTED_MODEL", error_message = "Ollama here has no model mistral" } })
+    assert.equal(200, status)
+    assert.equal("QUEUED", answer.state)
+    local code, out, err = waiter:communicate(nil, 30)
+    assert.equal(0, code, err)
+    assert.equal(job.job_id, require("aitbc.json").decode(out).job_id)
+    local st = run { "-o", "json", "client", "status", job.job_id }.json()
+    assert.equal("RUNNING", st.state)
+    assert.equal("other-m", st.assigned_miner_id)
+    assert.equal(1, st.attempts) -- the hand-back did not count
+    local me = run { "-o", "json", "miner", "status", "--miner-id", "journey-1" }.json()
+    assert.equal(failed_before, me.jobs_failed)
+    assert.equal(0, run({ "client", "cancel", job.job_id }).code)
   end)
 
   it("fails clearly when Ollama is down or lacks the model", function()

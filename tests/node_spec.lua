@@ -497,7 +497,7 @@ describe("node lifecycle", function()
     assert.equal(2, again.attempt)
     assert.equal(409, (node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = m1, json = { result = "late" } })))
     assert.equal(200, (node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = m2, json = { result = "done" } })))
-    assert.equal(0, node:stop())
+    assert.equal(143, node:stop()) -- SIGTERM: a graceful stop, exit 128 + 15
   end)
 
   it("shuts down gracefully on SIGTERM, finishing a request in flight", function()
@@ -515,7 +515,7 @@ describe("node lifecycle", function()
     node.proc:kill(15)
     local code = node.proc:communicate(nil, 15)
     node.proc = nil
-    assert.equal(0, code)
+    assert.equal(143, code) -- stopped by SIGTERM (128 + 15), after a graceful shutdown
     local pcode = poller:communicate(nil, 15)
     assert.equal(0, pcode) -- answered (204), not cut off
     local res, err = http.request { url = node.url .. "/health", timeout = 2 }
@@ -567,6 +567,15 @@ describe("node lifecycle", function()
     assert.equal(0, code, err)
     assert.equal(job.job_id, json.decode(out).job_id)
     assert.equal(2, cli.run({ "serve", "--handler-slots", "0", "--listen", "127.0.0.1:0", "--data-dir", cli.tempdir() }).code)
+  end)
+
+  it("stops gracefully on Ctrl-C (SIGINT) and exits 130, as the README promises", function()
+    local node = nodes.start()
+    node.proc:kill(2)
+    local code, _, err = node.proc:communicate(nil, 15)
+    node.proc = nil
+    assert.equal(130, code)
+    assert.matches("node stopped", err)
   end)
 
   it("refuses a port in use and a bad --listen", function()

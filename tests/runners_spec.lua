@@ -72,7 +72,7 @@ describe("aitbc scenario run", function()
     end)
     s:step("0.2", "sees state from the step before", function(t)
       t:expect(t.vars.out == "12", "vars carried over")
-      t:expect(os.getenv("AITBC_HOME") ~= (t:run("echo $AITBC_HOME").stdout:gsub("\n", "")), "own home")
+      t:expect(os.getenv("HOME") ~= (t:run("echo $HOME").stdout:gsub("\n", "")), "own home")
     end)
     s:step("0.3", "fails", function(t) t:expect_exit(t:run("aitbc bogus"), 0) end)
     s:step("0.4", "skips", function(t) t:skip("not today") end)
@@ -108,24 +108,32 @@ describe("aitbc scenario run", function()
     assert.equal("fail", j.files[1].results[3].status)
   end)
 
-  it("starts an ephemeral node when no --url is given, and stops it afterwards", function()
+  it("types 'aitbc devnet up' before a file's steps and 'devnet down' after; steps get no variable a user would not set",
+    function()
     local dir = cli.tempdir()
-    local path = script(dir, "node.lua", [[
-      local s = require("aitbc.scenario").new("Node")
-      s:step("0.1", "talks to the node", function(t)
+    local path = script(dir, "devnet.lua", [==[
+      local s = require("aitbc.scenario").new("Devnet")
+      s:step("0.1", "talks to the devnet as its user", function(t)
+        local env = t:run("env").stdout
+        t:expect(not env:find("AITBC_") and not env:find("OLLAMA_HOST"), "no AITBC_* or OLLAMA_HOST:\n" .. env)
         local r = t:run("aitbc -o json api /health")
         t:expect_exit(r, 0)
         t:expect(t:json(r).status == "ok", "healthy")
-        local key = t:api_key("client")
-        r = t:run("aitbc --api-key " .. key .. " -o json api POST /v1/jobs -d '{\"payload\":{\"prompt\":\"hi\"}}'")
+        r = t:run([[aitbc client submit --type inference --model "llama3" --data '{"prompt":"Hello AITBC"}']])
         t:expect_exit(r, 0)
-        t:expect(t:json(r).state == "QUEUED", "queued")
+        t:expect_exit(t:run("aitbc ollama models"), 0)
+        local key = t:api_key("client")
+        t:expect(key:find("^aitbc_"), "a key made with the configured admin key")
+        t:log(t:run("aitbc config get url").stdout)
       end)
       return s
-    ]])
-    local r = cli.run { "scenario", "run", path }
+    ]==])
+    local r = cli.run({ "-o", "json", "scenario", "run", path },
+      { env = { OLLAMA_HOST = "127.0.0.1:1", AITBC_CLIENT_KEY = "aitbc_client_not_a_real_key_0000" }, timeout = 120 })
     assert.equal(0, r.code, r.out .. r.err)
-    local url = r.out:match("ephemeral node at (http://[%d%.:]+)")
+    local step = r.json().files[1].results[1]
+    assert.equal("pass", step.status, step.message)
+    local url = step.logs[1]:match("^(http://[%d%.:]+)")
     assert.is_string(url)
     local res, err = require("aitbc.http").request { url = url .. "/health", timeout = 2 }
     assert.is_nil(res)

@@ -15,6 +15,18 @@ local function check_url(v)
   return (v:gsub("/+$", ""))
 end
 
+--- Ollama's address as OLLAMA_HOST spells it ("host:port", ":port",
+-- "http://host:port", a bare host) -> its URL | nil, reason.
+function config.ollama_url(v)
+  v = tostring(v)
+  if v:match("%s") or v == "" then return nil, "must be Ollama's address, e.g. http://127.0.0.1:11434 or 127.0.0.1:11434" end
+  if v:sub(1, 1) == ":" then v = "127.0.0.1" .. v end
+  if not v:match("^%a[%w+.-]*://") then v = "http://" .. v end
+  if not v:match("^https?://[^/]+") then return nil, "must be an http:// or https:// address, e.g. http://127.0.0.1:11434" end
+  if not v:match("://[^/]+:%d+") and not v:match("^https://") then v = v:gsub("/*$", "") .. ":11434" end
+  return (v:gsub("/+$", ""))
+end
+
 local function check_timeout(v)
   local n = tonumber(v)
   if not n or n <= 0 or n > 86400 then return nil, "must be a number of seconds between 0 and 86400" end
@@ -46,6 +58,8 @@ config.keys = {
                   help = "active environment name (development, staging, production, ...)" },
   chain = { default = "ait-devnet", env = "AITBC_CHAIN", check = check_name,
             help = "chain the wallet and chain commands use" },
+  ollama_url = { default = "http://127.0.0.1:11434", env = "OLLAMA_HOST", check = config.ollama_url,
+                 help = "Ollama's URL, for the miner and ollama commands (OLLAMA_HOST as Ollama reads it: host:port or a URL)" },
   color = { default = "auto", env = "AITBC_COLOR", check = check_choice { "auto", "always", "never" },
             help = "colour in tables: auto (terminal only), always or never" },
 }

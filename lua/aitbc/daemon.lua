@@ -32,9 +32,12 @@ function daemon.start(opts)
     .. (opts.log and ("; see " .. opts.log) or ""))
 end
 
---- Whether a process (not necessarily our child) is alive.
+--- Whether a process (not necessarily our child) is alive.  A zombie (it
+-- exited; its parent, often init, has not reaped it yet) is not.
 function daemon.alive(pid)
-  return pid and sys.kill(pid, 0) ~= nil
+  if not (pid and sys.kill(pid, 0) ~= nil) then return false end
+  local stat = sys.read_file("/proc/" .. math.tointeger(pid) .. "/stat")
+  return not (stat and stat:match("^%d+ %b() (%a)") == "Z")
 end
 
 --- SIGTERM, then wait up to timeout seconds; SIGKILL if it will not go.

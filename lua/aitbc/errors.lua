@@ -32,7 +32,14 @@ function errors.is(value)
   return getmetatable(value) == Error
 end
 
+--- A stop by signal exits 128 + the signal, as shells report it: 130 for
+-- Ctrl-C (SIGINT), 143 for SIGTERM.
+function errors.signal_exit(signal)
+  return signal == 15 and 143 or errors.EXIT.interrupted
+end
+
 function errors.exit_code(e)
+  if e.kind == "interrupted" then return errors.signal_exit(e.signal or require("aitbc.sys").interrupted()) end
   return errors.EXIT[e.kind] or 1
 end
 

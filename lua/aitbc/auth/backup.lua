@@ -1,5 +1,5 @@
 --- Encrypted backups of the stored API keys (`aitbc auth backup/recover`):
--- the config file's keys and environments as JSON, sealed under a password
+-- the config file's keys, environments and node URL as JSON, sealed under a password
 -- (aitbc.secrets.sealed: Argon2id + XChaCha20-Poly1305).
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
@@ -14,7 +14,7 @@ local AD = "aitbc-key-backup-v1"
 --- The backup document of the config file's keys (now: an ISO time).
 function backup.seal(file, password, now)
   local plaintext = json.encode { format = "aitbc-keys", version = 1, created_at = now, keys = file.keys,
-    environments = file.environments }
+    environments = file.environments, url = file.url } -- url: the node the keys are for
   return sealed.seal({ format = "aitbc-key-backup", version = 1, created_at = now }, plaintext, password, AD)
 end
 
@@ -55,6 +55,7 @@ function backup.restore(file, content)
       end
     end
   end
+  if type(content.url) == "string" and file.url == nil then file.url = content.url end
   if type(content.environments) == "table" then
     file.environments = type(file.environments) == "table" and file.environments or {}
     for k, v in pairs(content.environments) do file.environments[k] = v end

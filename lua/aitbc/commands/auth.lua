@@ -401,7 +401,9 @@ local function recover(ctx)
   backups.check(doc, path)
   local content = backups.open(doc, password(ctx, false), path)
   local recovered = json.array()
-  for _, r in ipairs(backups.restore(ctx.config.file, content)) do
+  local restored = backups.restore(ctx.config.file, content)
+  if ctx.config.sources.url == "default" and ctx.config.file.url then ctx.settings.url = ctx.config.file.url end
+  for _, r in ipairs(restored) do
     local c = ctx.opts.no_verify and { status = "not checked" } or remote.check(ctx, r.key, r.environment)
     recovered[#recovered + 1] = { environment = r.environment, type = r.type, key_id = (apikey.identity(r.key)),
       key = apikey.mask(r.key), node = c.status, role = c.role }

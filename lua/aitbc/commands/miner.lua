@@ -32,7 +32,7 @@ return {
         { "--gpus", metavar = "LIST", help = "e.g. \"1x RTX 4090\" or \"2x A100 80GB\" (default: detected via NVML)" },
         { "--price-per-hour", metavar = "AITBC", help = "hourly price in AITBC, e.g. 0.5" },
         { "--models", metavar = "LIST", help = "comma-separated models (default: those installed in Ollama)" },
-        { "--ollama-url", metavar = "URL", help = "Ollama to read models from (default OLLAMA_HOST)" },
+        { "--ollama-url", metavar = "URL", help = "Ollama to read models from (default: the ollama_url setting)" },
         { "--region", metavar = "NAME", help = "region label" },
         { "--concurrency", type = "integer", min = 1, max = 64, default = 1, help = "jobs at once" },
         { "--payout-address", metavar = "ADDRESS", help = "where job payments go (default: your active wallet)" },
@@ -54,7 +54,7 @@ return {
         if o.models then
           for name in o.models:gmatch("[^,%s]+") do models[#models + 1] = name end
         else
-          local list, err = require("aitbc.ollama").new(o.ollama_url):models()
+          local list, err = require("aitbc.ollama").new(o.ollama_url or ctx.settings.ollama_url):models()
           if list then for _, x in ipairs(list) do models[#models + 1] = x.name end
           else model_note = err.message .. ": registered without a model list (any model's jobs may come)" end
         end
@@ -92,8 +92,24 @@ return {
         local client = mining().client(ctx, ctx.opts.miner_id)
         local job, res = client:call("POST", "/v1/miners/poll", { json = { max_wait_seconds = ctx.opts.wait },
           timeout = ctx.opts.wait + 30, expect = mining().JOB })
+        if res.status == 204 and res.headers["x-poll-reason"] == "at_capacity" then
+          -- full: the node would give this miner nothing, queued jobs or not
+          local held = client:call("GET", "/v1/miners/jobs", { expect = { items = { "array", mining().JOB } } }).items
+          local ids = json.array()
+          for i, j in ipairs(held) do ids[i] = j.job_id end
+          local concurrency = math.tointeger(tonumber(res.headers["x-miner-concurrency"])) or #ids
+          return { job = json.null, reason = "at_capacity", jobs_in_hand = ids, concurrency = concurrency,
+            model = held[1] and held[1].model or nil,
+            message = string.format("this miner is full: %d of %d job(s) in hand", #ids, concurrency) }, function(d, out)
+            out:print(d.message .. " (" .. table.concat(d.jobs_in_hand, ", ") .. "); it takes no new job until one is "
+              .. "answered")
+            out:print("run them: aitbc miner mine-ollama --model " .. (d.model or "MODEL") .. " --jobs " .. #d.jobs_in_hand
+              .. "   ·   or register with a higher --concurrency")
+          end
+        end
         if res.status == 204 then
-          return { job = json.null, message = "no jobs in queue" }, function(_, out) out:print("no jobs in queue") end
+          return { job = json.null, reason = "no_jobs", message = "no jobs in queue" },
+            function(_, out) out:print("no jobs in queue") end
         end
         return job, render_job
       end,
@@ -103,12 +119,15 @@ return {
       summary = "Mine: poll, run each job on Ollama, submit the result, repeat",
       fields = { "miner_id", "jobs_completed", "jobs_failed", "model", "ollama", "simulated" },
       description = "Logs one line per step. Without --continuous it stops after --jobs jobs (default 1). "
-        .. "Ctrl-C or SIGTERM lets the job in hand finish, then stops; a second Ctrl-C stops at once.",
+        .. "It declares the models its Ollama has, and updates that when they change, so it gets only jobs it can "
+        .. "run. Ctrl-C or SIGTERM lets the job in hand finish, then stops (exit 130, or 143 for SIGTERM); a second "
+        .. "Ctrl-C stops at once.",
       options = {
         { "--model", metavar = "MODEL", required = true, help = "default model (a job may name another installed one)" },
         { "--continuous", type = "boolean", help = "run until stopped" },
         { "--jobs", type = "integer", min = 1, metavar = "N", help = "stop after N jobs (default 1 without --continuous)" },
-        { "--ollama-url", metavar = "URL", help = "Ollama's URL (default OLLAMA_HOST or http://127.0.0.1:11434)" },
+        { "--ollama-url", metavar = "URL", help = "Ollama's URL (default: the ollama_url setting: OLLAMA_HOST, config file, "
+          .. "http://127.0.0.1:11434)" },
         { "--gpus", metavar = "LIST", help = "GPUs to register with, if not registered yet" },
         { "--price-per-hour", metavar = "AITBC", help = "price to register with, if not registered yet" },
         { "--poll-wait", type = "number", min = 1, max = 30, default = 10, metavar = "SECONDS", help = "long-poll time" },
@@ -129,10 +148,13 @@ return {
         if o.price_per_hour then require("aitbc.money").from_option(o.price_per_hour, "--price-per-hour", true) end
         local stream = ctx.out.format == "table" and io.stdout or io.stderr
         local worker = require "aitbc.mining.worker"
-        local summary = worker.run(ctx, { model = o.model, ollama_url = o.ollama_url, miner_id = o.miner_id, gpus = gpus,
+        local summary = worker.run(ctx, { model = o.model, ollama_url = o.ollama_url or ctx.settings.ollama_url,
+          miner_id = o.miner_id, gpus = gpus,
           price_per_hour = o.price_per_hour, jobs = not o.continuous and (o.jobs or 1) or nil, poll_wait = o.poll_wait,
           heartbeat_interval = o.heartbeat_interval, stream_tokens = o.stream },
           function(line) stream:write(os.date("%Y-%m-%d %H:%M:%S"), "  ", line, "\n") stream:flush() end)
+        local signal = require("aitbc.sys").interrupted()
+        if signal then ctx.exit_code = errors.signal_exit(signal) end -- stopped, after finishing the job in hand
         return summary, function(d, out)
           out:print(string.format("done: %d job(s) completed, %d failed", d.jobs_completed, d.jobs_failed))
         end
@@ -158,6 +180,7 @@ return {
           local until_next = sys.monotonic() + ctx.opts.every
           while sys.monotonic() < until_next and not sys.interrupted() do sys.sleep(0.2) end
         end
+        if sys.interrupted() then ctx.exit_code = errors.signal_exit(sys.interrupted()) end
       end,
     },
     {

@@ -1,7 +1,7 @@
 --- aitbc ollama: the Ollama a miner uses, and the simulated one.
 local errors = require "aitbc.errors"
 
-local function url_of(ctx) return require("aitbc.ollama").normalize(ctx.opts.ollama_url) end
+local function url_of(ctx) return require("aitbc.ollama").normalize(ctx.opts.ollama_url or ctx.settings.ollama_url) end
 
 return {
   name = "ollama",
@@ -10,9 +10,10 @@ return {
   commands = {
     {
       name = "models",
-      summary = "Models installed in Ollama (at --ollama-url or OLLAMA_HOST)",
+      summary = "Models installed in Ollama (at --ollama-url, else the ollama_url setting)",
       list = "models", id_field = "name", fields = { "name", "size_gb", "family", "parameters" },
-      options = { { "--ollama-url", metavar = "URL", help = "Ollama's URL (default OLLAMA_HOST or http://127.0.0.1:11434)" } },
+      options = { { "--ollama-url", metavar = "URL",
+        help = "Ollama's URL (default: the ollama_url setting: OLLAMA_HOST, config file, http://127.0.0.1:11434)" } },
       run = function(ctx)
         local client = require("aitbc.ollama").new(url_of(ctx))
         local version, simulated = client:version()
@@ -66,7 +67,8 @@ return {
         for name in ctx.opts.models:gmatch("[^,%s]+") do models[#models + 1] = name end
         sys.on_interrupt("flag")
         local srv, err = require("aitbc.server").start { host = host, port = math.tointeger(tonumber(port)),
-          handler = "aitbc.ollama.sim", config = json.encode { models = models, token_delay = ctx.opts.token_delay } }
+          handler = "aitbc.ollama.sim", config = json.encode { models = models, token_delay = ctx.opts.token_delay,
+            state = require("aitbc.crypto").hex(require("aitbc.crypto").random(8)) } }
         if not srv then errors.raise("failure", err) end
         local url = string.format("http://%s:%d", host, srv:port())
         if ctx.opts.url_file then sys.write_file(ctx.opts.url_file, url .. "\n", tonumber("644", 8)) end
@@ -74,6 +76,7 @@ return {
         io.stdout:flush()
         while not sys.interrupted() do sys.sleep(0.2) end
         srv:stop(2)
+        ctx.exit_code = errors.signal_exit(sys.interrupted())
       end,
     },
   },

@@ -13,14 +13,7 @@ local function run(ctx)
   local bindir = exe:match("^(.*)/[^/]*$")
   local reports, passed, failed, skipped, n = {}, 0, 0, 0, 0
   local url = ctx.globals.url or ((sys.getenv("AITBC_URL") or "") ~= "" and sys.getenv("AITBC_URL")) or nil
-  local admin_key = sys.getenv("AITBC_SCENARIO_ADMIN_KEY")
-  local node, node_dir
-  if not url then
-    node_dir = assert(sys.tempdir("aitbc-scenario-node"))
-    node = runner.ephemeral_node(exe, node_dir)
-    url, admin_key = node.url, node.admin_key
-    if human then out:print(out:style("ephemeral node at " .. url, "dim")) end
-  end
+  local setup = url and runner.remote_setup(url, sys.getenv("AITBC_SCENARIO_ADMIN_KEY")) or runner.devnet_setup()
   if tap then out:print("TAP version 13") end
   local ran, failure = pcall(function()
     for _, file in ipairs(files) do
@@ -28,7 +21,7 @@ local function run(ctx)
       if not s then errors.raise("usage", "cannot load scenario " .. file .. ": " .. tostring(err)) end
       local home = ctx.opts.home or assert(sys.tempdir("aitbc-scenario"))
       if human then out:print(out:style(file, "bold") .. " — " .. s.title) end
-      local results = scenario.execute(s, { bindir = bindir, home = home, url = url, admin_key = admin_key }, function(r)
+      local results = scenario.execute(s, { bindir = bindir, home = home, setup = setup }, function(r)
         n = n + 1
         if r.status == "pass" then passed = passed + 1
         elseif r.status == "skip" then skipped = skipped + 1
@@ -49,10 +42,6 @@ local function run(ctx)
       reports[#reports + 1] = { file = file, title = s.title, results = results }
     end
   end)
-  if node then -- stopped on every way out, errors included
-    node.stop()
-    if not ctx.opts.keep then sys.remove_tree(node_dir) end
-  end
   if not ran then error(failure, 0) end
   if tap then out:print("1.." .. n) end
   if ctx.opts.junit then
@@ -77,15 +66,18 @@ return {
     {
       name = "run",
       summary = "Run scenario files (default: every file in scenarios/)",
-      description = "Without --url (or AITBC_URL) the run starts an ephemeral node on a free loopback port with a "
-        .. "temporary data directory, gives its URL and admin key to the steps (AITBC_URL, AITBC_SCENARIO_ADMIN_KEY), "
-        .. "and stops it at the end.",
+      description = "Each file runs as a new user: a fresh HOME (or --home), none of the caller's AITBC_* or "
+        .. "OLLAMA_HOST variables. Before its steps the run types 'aitbc devnet up' there, and 'aitbc devnet down' "
+        .. "after them (a devnet already running in --home is used and left running). With --url (or AITBC_URL) it "
+        .. "uses that node instead: the config is pointed at it and keys are made with its admin key "
+        .. "(AITBC_SCENARIO_ADMIN_KEY).",
       args = { { "paths", variadic = true, optional = true, help = "scenario files or directories" } },
       options = {
         { "--tap", type = "boolean", help = "print TAP instead of the human report" },
         { "--junit", metavar = "FILE", help = "also write a JUnit XML report to FILE" },
-        { "--home", metavar = "DIR", help = "AITBC_HOME for the commands (default: a fresh temporary one per file)" },
-        { "--keep", type = "boolean", help = "keep the temporary AITBC_HOME and node directories" },
+        { "--home", metavar = "DIR", help = "HOME for the commands, shared by every file (default: a fresh temporary "
+          .. "one per file)" },
+        { "--keep", type = "boolean", help = "keep the temporary HOME directories" },
       },
       examples = { "aitbc scenario run scenarios/", "aitbc scenario run --tap scenarios/01_client_jobs.lua",
                    "aitbc scenario run --junit report.xml" },

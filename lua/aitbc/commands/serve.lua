@@ -43,6 +43,9 @@ local function run(ctx)
   if opts.detach then return detach(ctx, opts), render_detached end
   opts.environment = ctx.settings.environment
   serve.run(opts, function(level, text) ctx.out[level](ctx.out, text) end)
+  -- stopped by a signal, gracefully: 130 for Ctrl-C, 143 for SIGTERM
+  local signal = require("aitbc.sys").interrupted()
+  if signal then ctx.exit_code = require("aitbc.errors").signal_exit(signal) end
 end
 
 return {
@@ -50,7 +53,8 @@ return {
   category = "Node",
   summary = "Run the AITBC node: jobs, miners, API keys and their storage, over HTTP",
   description = "Serves /v1 (and /api/v1) on --listen until SIGTERM or Ctrl-C, then finishes the requests in "
-    .. "flight. The first start creates an admin API key in the data directory (admin.key, mode 0600).",
+    .. "flight and exits 130 (Ctrl-C) or 143 (SIGTERM). The first start creates an admin API key in the data "
+    .. "directory (admin.key, mode 0600).",
   options = {
     { "--listen", metavar = "HOST:PORT", default = "127.0.0.1:8000", help = "address to listen on (port 0: any free port)" },
     { "--data-dir", metavar = "DIR", help = "database, keys and logs (default ~/.aitbc/node)" },

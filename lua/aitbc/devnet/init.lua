@@ -1,7 +1,16 @@
 --- A whole local network in one directory: a node, an Ollama (the real
 -- one if it answers, else the simulated one), miners, and keys and URLs
 -- written into the local config so the spec's commands work against it.
--- Its state (what runs where) is DIR/devnet.json.
+-- Its state (what runs where) is DIR/devnet.json, written as each part
+-- starts, so that `down` finds whatever `up` left behind.
+--
+-- `up` and `down` are idempotent: `up` on a running devnet brings back any
+-- part that stopped and points the config at it again; `down` with nothing
+-- running stops nothing and says so.  An `up` that fails stops what it
+-- started.  The devnet's own miners use a miner key of their own
+-- (DIR/miners.key), and `up` takes whichever admin key the node still
+-- accepts (the config's, then DIR/node/admin.key), so rotating the keys in
+-- the config (`aitbc auth rotate`) leaves the devnet working.
 local daemon = require "aitbc.daemon"
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
@@ -14,98 +23,242 @@ local function state_path(dir) return dir .. "/devnet.json" end
 --- The state of the devnet in dir, or nil when none was started there.
 function devnet.read_state(dir)
   local text = sys.read_file(state_path(dir))
-  return text and json.decode(text) or nil
+  local state = text and json.decode(text)
+  return type(state) == "table" and state or nil
 end
 
-local function new_key(url, admin, role)
-  return require("aitbc.api").new { url = url, api_key = admin }:call("POST", "/v1/admin/keys",
-    { json = { role = role, name = "devnet " .. role, environment = "devnet" }, expect = { key = "string" } }).key
+local function save(state)
+  local ok, err = sys.write_file(state_path(state.dir), json.encode(state, { pretty = true }) .. "\n", tonumber("600", 8))
+  if not ok then errors.raise("failure", "cannot write " .. state_path(state.dir) .. ": " .. tostring(err)) end
 end
 
-local function start_node(dir, port, say)
+--- Whether pid is alive and is a process this devnet started (its command
+-- line or environment names the devnet's directory): a pid reused by
+-- another program after a reboot is never signalled.
+local function ours(pid, dir)
+  pid = math.tointeger(pid)
+  if not (pid and daemon.alive(pid)) then return false end
+  local cmdline = sys.read_file("/proc/" .. pid .. "/cmdline")
+  if cmdline == nil or cmdline:find(dir, 1, true) then return true end
+  local environ = sys.read_file("/proc/" .. pid .. "/environ")
+  return environ ~= nil and environ:find(dir, 1, true) ~= nil
+end
+
+local function stop(pid, dir, timeout)
+  if not ours(pid, dir) then return "not running" end
+  return daemon.stop(pid, timeout)
+end
+
+-- ---- keys ----
+
+--- The role the node gives key, or nil and why it refused it.
+local function role_of(url, key)
+  if not key then return nil, "none" end
+  local who, err = require("aitbc.api").new { url = url, api_key = key, timeout = 10 }
+    :request("GET", "/v1/auth/whoami", { expect = { role = "string" } })
+  if not who then
+    if err.kind == "network" then error(err, 0) end
+    return nil, err.message
+  end
+  return who.role
+end
+
+--- An admin key the node accepts: the one the config holds for this
+-- environment (where `auth rotate` puts a new one), else the node's first
+-- one (DIR/node/admin.key).
+local function admin_key(state, file, environment)
+  local keys = require "aitbc.auth.keys"
+  local stored = keys.stored(file, environment).admin
+  local path = state.node.data_dir .. "/admin.key"
+  local from_file = (sys.read_file(path) or ""):gsub("%s+$", "")
+  local why = {}
+  for _, c in ipairs { { key = type(stored) == "table" and stored.key or nil, where = "the config's admin key" },
+                       { key = from_file ~= "" and from_file or nil, where = path } } do
+    local role, reason = role_of(state.node.url, c.key)
+    if role == "admin" then return c.key end
+    if c.key then why[#why + 1] = c.where .. ": " .. (role and ("a " .. role .. " key") or reason) end
+  end
+  errors.raise("auth", "no admin key that the devnet's node accepts (" .. table.concat(why, "; ") .. ")",
+    "import the node's current admin key (AITBC_ADMIN_KEY=... aitbc auth import-env --key-type admin), then run "
+      .. "'aitbc devnet up' again", { code = "no_admin_key" })
+end
+
+--- key if the node accepts it with this role, else a new key of that role.
+local function usable_or_new(url, admin, role, key, name)
+  if key and role_of(url, key) == role then return key, false end
+  local created = require("aitbc.api").new { url = url, api_key = admin }:call("POST", "/v1/admin/keys",
+    { json = { role = role, name = name, environment = "devnet" }, expect = { key = "string" } })
+  return created.key, true
+end
+
+--- The miner key of the devnet's own miners (DIR/miners.key, 0600): kept
+-- apart from the config's keys, which the user may rotate or revoke.
+local function miners_key(state, admin)
+  local path = state.dir .. "/miners.key"
+  local old = (sys.read_file(path) or ""):gsub("%s+$", "")
+  local key, created = usable_or_new(state.node.url, admin, "miner", old ~= "" and old or nil, "devnet miners")
+  if created then
+    local ok, err = sys.write_file(path, key .. "\n", tonumber("600", 8))
+    if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. tostring(err)) end
+  end
+  return key
+end
+
+--- Points the config file at the devnet: its URL, its Ollama, and a
+-- client, a miner and an admin key for `environment` (the ones stored
+-- there already when the node accepts them, else new ones).
+local function configure(config, environment, state, admin)
+  local keys = require "aitbc.auth.keys"
+  local file = config.file
+  local stored = keys.stored(file, environment)
+  file.url, file.ollama_url = state.node.url, state.ollama.url
+  for _, role in ipairs { "client", "miner", "admin" } do
+    local old = type(stored[role]) == "table" and stored[role] or {}
+    local key, created = admin, old.key ~= admin
+    if role ~= "admin" then key, created = usable_or_new(state.node.url, admin, role, old.key, "devnet " .. role) end
+    if created then
+      keys.put(file, environment, role, { key = key, source = "aitbc devnet up", imported_at = os.date("!%Y-%m-%dT%H:%M:%SZ") })
+    end
+  end
+  local ok, err = require("aitbc.config").write_file(config.path, file)
+  if not ok then error(err, 0) end
+end
+
+-- ---- parts ----
+
+local function start_node(state, port, say)
+  local dir = state.dir
   local node = daemon.start { args = { "serve", "--listen", "127.0.0.1:" .. port, "--data-dir", dir .. "/node",
     "--url-file", dir .. "/node/node.url", "--pid-file", dir .. "/node/node.pid" },
-    ready_file = dir .. "/node/node.url", log = dir .. "/node/serve.out" }
+    ready_file = dir .. "/node/node.url", log = dir .. "/node/serve.out", env = { AITBC_CONFIG = false } }
+  state.node = { pid = node.pid, url = node.url, data_dir = dir .. "/node" }
+  save(state)
   say("info", "node       " .. node.url .. " (pid " .. node.pid .. ")")
-  return { pid = node.pid, url = node.url, data_dir = dir .. "/node" }
 end
 
---- The real Ollama at ollama_url if it answers (and simulate is not set), else a simulated one started here.
-local function start_ollama(dir, ollama_url, simulate, say)
+--- Where to look for a real Ollama: --ollama-url, else the ollama_url
+-- setting, unless that is the URL of a simulated Ollama an earlier devnet
+-- here wrote into the config (then the default address).
+local function ollama_to_try(dir, opts, config)
+  if opts.ollama_url then return opts.ollama_url end
+  local url, source = config.values and config.values.ollama_url, config.sources and config.sources.ollama_url
+  local last_sim = (sys.read_file(dir .. "/ollama/url") or ""):gsub("%s+$", "")
+  if source == "file" and url == last_sim then return nil end
+  return url
+end
+
+--- The real Ollama at url if it answers (and simulate is not set), else a simulated one started here.
+local function start_ollama(state, url, simulate, say)
   local ollama = require "aitbc.ollama"
-  local real_url = ollama.normalize(ollama_url)
+  local dir = state.dir
+  local real_url = ollama.normalize(url or ollama.DEFAULT)
   local version, simulated = ollama.new(real_url):version()
   if version and not simulated and not simulate then
     say("info", "ollama     " .. real_url .. " (Ollama " .. version .. ")")
-    return { url = real_url, simulated = false, version = version }
+    state.ollama = { url = real_url, simulated = false, version = version }
+    save(state)
+    return
   end
   assert(sys.mkdir(dir .. "/ollama", tonumber("700", 8)))
   local sim = daemon.start { args = { "ollama", "serve-sim", "--listen", "127.0.0.1:0", "--url-file", dir .. "/ollama/url" },
-    ready_file = dir .. "/ollama/url", log = dir .. "/ollama/ollama-sim.log" }
+    ready_file = dir .. "/ollama/url", log = dir .. "/ollama/ollama-sim.log", env = { AITBC_CONFIG = false } }
+  state.ollama = { url = sim.url, simulated = true, pid = sim.pid }
+  save(state)
   say("warn", string.format("no Ollama answers at %s: started the SIMULATED Ollama at %s (synthetic answers)",
     real_url, sim.url))
-  return { url = sim.url, simulated = true, pid = sim.pid }
 end
 
---- Points the config file at the devnet: its URL, Ollama, and a client,
--- a miner and the admin key for `environment`.  Returns the miner key.
-local function configure(config, environment, state)
-  local keys = require "aitbc.auth.keys"
-  local admin = assert(sys.read_file(state.node.data_dir .. "/admin.key")):gsub("%s+$", "")
-  local client, miner = new_key(state.node.url, admin, "client"), new_key(state.node.url, admin, "miner")
-  local file, source = config.file, { source = "aitbc devnet up", imported_at = state.started_at }
-  file.url, file.ollama_url = state.node.url, state.ollama.url
-  for key_type, key in pairs { client = client, miner = miner, admin = admin } do
-    keys.put(file, environment, key_type, { key = key, source = source.source, imported_at = source.imported_at })
+local function start_miner(state, i, key, say)
+  local id = "devnet-miner-" .. i
+  local log = state.dir .. "/" .. id .. ".log"
+  local proc = assert(sys.spawn { argv = { sys.exe_path(), "--url", state.node.url, "miner", "mine-ollama",
+    "--model", state.model, "--continuous", "--miner-id", id, "--ollama-url", state.ollama.url, "--gpus", state.gpus },
+    env = { AITBC_MINER_KEY = key, AITBC_HOME = state.dir .. "/" .. id, AITBC_CONFIG = false, AITBC_API_KEY = false,
+      AITBC_ENVIRONMENT = false }, setsid = true, stdin = "null", stdout = "null", stderr = "null", log = log })
+  state.miners[i] = { id = id, pid = proc:pid(), log = log }
+  save(state)
+  say("info", string.format("miner      %s (pid %d, log %s)", id, proc:pid(), log))
+end
+
+--- Stops the parts in `started` (pids), newest first.
+local function stop_started(state, started)
+  for i = #started, 1, -1 do stop(started[i], state.dir, 20) end
+end
+
+--- Brings every part of state up: what runs is kept, what does not is
+-- started (its pid added to `started`).  opts: port, miners, model, gpus,
+-- ollama_url, simulate.
+local function bring_up(state, opts, config, environment, say, started)
+  if not (state.node and ours(state.node.pid, state.dir)) then
+    start_node(state, opts.port, say)
+    started[#started + 1] = state.node.pid
   end
-  assert(require("aitbc.config").write_file(config.path, file))
-  return miner
-end
-
-local function start_miners(dir, opts, state, miner_key, say)
-  for i = 1, opts.miners do
-    local id = "devnet-miner-" .. i
-    local log = dir .. "/" .. id .. ".log"
-    local proc = assert(sys.spawn { argv = { sys.exe_path(), "--url", state.node.url, "miner", "mine-ollama",
-      "--model", opts.model, "--continuous", "--miner-id", id, "--ollama-url", state.ollama.url, "--gpus", opts.gpus },
-      env = { AITBC_MINER_KEY = miner_key, AITBC_HOME = dir .. "/" .. id }, setsid = true, stdin = "null",
-      stdout = "null", stderr = "null", log = log })
-    state.miners[#state.miners + 1] = { id = id, pid = proc:pid(), log = log }
-    say("info", string.format("miner      %s (pid %d, log %s)", id, proc:pid(), log))
+  if not state.ollama or (state.ollama.simulated and not ours(state.ollama.pid, state.dir))
+    or (not state.ollama.simulated and not require("aitbc.ollama").new(state.ollama.url):version()) then
+    start_ollama(state, ollama_to_try(state.dir, opts, config), opts.simulate, say)
+    if state.ollama.pid then started[#started + 1] = state.ollama.pid end
+  end
+  local admin = admin_key(state, config.file, environment)
+  configure(config, environment, state, admin)
+  local key = state.miner_count > 0 and miners_key(state, admin) or nil
+  for i = 1, state.miner_count do
+    local m = state.miners[i]
+    if not (m and ours(m.pid, state.dir)) then
+      start_miner(state, i, key, say)
+      started[#started + 1] = state.miners[i].pid
+    end
   end
 end
 
---- Starts a devnet in dir.  opts: port, miners, model, gpus, ollama_url,
--- simulate, dir (as the user wrote it, for hints); config: the CLI's config
--- {path, file}; environment: where its keys go; say(level, text) tells what
--- starts.  Returns its state.
+--- Starts a devnet in dir, or completes the one running there.  opts:
+-- port, miners, model, gpus, ollama_url, simulate; config: the CLI's
+-- resolved config {path, file, values, sources}; environment: where its
+-- keys go; say(level, text) tells what starts.  Returns its state, with
+-- `already` = true when everything was running already.
 function devnet.up(dir, opts, config, environment, say)
-  local existing = devnet.read_state(dir)
-  if existing and daemon.alive(existing.node.pid) then
-    errors.raise("failure", "a devnet is already running in " .. dir .. " (node " .. existing.node.url .. ")",
-      "stop it first: aitbc devnet down" .. (opts.dir and (" --dir " .. opts.dir) or ""))
-  end
+  assert(sys.mkdir(dir, tonumber("700", 8)))
   assert(sys.mkdir(dir .. "/node", tonumber("700", 8)))
-  local state = { dir = dir, started_at = os.date("!%Y-%m-%dT%H:%M:%SZ"), miners = json.array() }
-  state.node = start_node(dir, opts.port, say)
-  state.ollama = start_ollama(dir, opts.ollama_url, opts.simulate, say)
-  local miner_key = configure(config, environment, state)
+  local state = devnet.read_state(dir)
+  local running = state and state.node and ours(state.node.pid, dir)
+  if not running then
+    if state then devnet.down(dir) end -- whatever a crashed devnet left behind
+    state = { dir = dir, started_at = os.date("!%Y-%m-%dT%H:%M:%SZ"), miners = json.array(),
+      miner_count = opts.miners, model = opts.model, gpus = opts.gpus }
+  else
+    state.miners = json.array(state.miners or {})
+    state.miner_count = state.miner_count or #state.miners
+    state.model, state.gpus = state.model or opts.model, state.gpus or opts.gpus
+  end
+  local started = {}
+  local ok, err = pcall(bring_up, state, opts, config, environment, say, started)
+  if not ok then
+    stop_started(state, started)
+    if not (state.node and ours(state.node.pid, dir)) then os.remove(state_path(dir)) end
+    error(err, 0)
+  end
   state.config_file = config.path
-  start_miners(dir, opts, state, miner_key, say)
-  assert(sys.write_file(state_path(dir), json.encode(state, { pretty = true }) .. "\n", tonumber("600", 8)))
+  save(state)
+  state.already = running and #started == 0 or nil
   return state
 end
 
---- Stops everything the devnet in dir started; returns {what, result} per part.
+--- Stops everything the devnet in dir started; returns {what, result} per
+-- part, or nil when no devnet was started there (nothing to do).
 function devnet.down(dir)
   local state = devnet.read_state(dir)
-  if not state then errors.raise("not_found", "no devnet in " .. dir) end
   local stopped = json.array()
-  for _, m in ipairs(state.miners or {}) do stopped[#stopped + 1] = { what = m.id, result = daemon.stop(m.pid) } end
-  if state.ollama and state.ollama.pid then
-    stopped[#stopped + 1] = { what = "simulated ollama", result = daemon.stop(state.ollama.pid) }
+  if not state then
+    -- a node a devnet started whose state was lost: its pid file names it
+    local pid = tonumber((sys.read_file(dir .. "/node/node.pid") or ""):match("%d+"))
+    if not (pid and ours(pid, dir)) then return nil end
+    stopped[1] = { what = "node", result = stop(pid, dir, 20) }
+    return stopped
   end
-  stopped[#stopped + 1] = { what = "node", result = daemon.stop(state.node.pid, 20) }
+  for _, m in ipairs(state.miners or {}) do stopped[#stopped + 1] = { what = m.id, result = stop(m.pid, dir) } end
+  if state.ollama and state.ollama.pid then
+    stopped[#stopped + 1] = { what = "simulated ollama", result = stop(state.ollama.pid, dir) }
+  end
+  if state.node then stopped[#stopped + 1] = { what = "node", result = stop(state.node.pid, dir, 20) } end
   os.remove(state_path(dir))
   return stopped
 end
@@ -132,15 +285,17 @@ end
 --- What runs in the devnet in dir: {part, where, pid, state} per part.
 function devnet.status(dir)
   local state = devnet.read_state(dir)
-  if not state then errors.raise("not_found", "no devnet in " .. dir, "start one: aitbc devnet up") end
+  if not (state and state.node) then errors.raise("not_found", "no devnet in " .. dir, "start one: aitbc devnet up") end
   local rows = json.array()
   rows[#rows + 1] = { part = "node", where = state.node.url, pid = state.node.pid,
-    state = daemon.alive(state.node.pid) and node_health(state.node.url) or "stopped" }
-  local version = require("aitbc.ollama").new(state.ollama.url):version()
-  rows[#rows + 1] = { part = state.ollama.simulated and "ollama (simulated)" or "ollama", where = state.ollama.url,
-    pid = state.ollama.pid or "-", state = version and "answering" or "not answering" }
-  for _, m in ipairs(state.miners) do
-    rows[#rows + 1] = { part = m.id, where = m.log, pid = m.pid, state = daemon.alive(m.pid) and "running" or "stopped" }
+    state = ours(state.node.pid, dir) and node_health(state.node.url) or "stopped" }
+  if state.ollama then
+    local version = require("aitbc.ollama").new(state.ollama.url):version()
+    rows[#rows + 1] = { part = state.ollama.simulated and "ollama (simulated)" or "ollama", where = state.ollama.url,
+      pid = state.ollama.pid or "-", state = version and "answering" or "not answering" }
+  end
+  for _, m in ipairs(state.miners or {}) do
+    rows[#rows + 1] = { part = m.id, where = m.log, pid = m.pid, state = ours(m.pid, dir) and "running" or "stopped" }
   end
   return rows
 end

@@ -1,6 +1,10 @@
 --- The mine-ollama loop: poll -> job received -> inference on Ollama ->
 -- result (or failure) -> waiting, with a heart-beat companion process that
 -- keeps the miner alive on the node while a long inference blocks this one.
+-- The miner declares the models its Ollama has, and keeps that declaration
+-- current (re-registering when a model is pulled or removed), so the node
+-- gives it only jobs it can run; a job for a model Ollama lacks all the same
+-- goes back to the queue (UNSUPPORTED_MODEL), not to FAILED.
 local api = require "aitbc.api"
 local mining = require "aitbc.mining"
 local sys = require "aitbc.sys"
@@ -32,24 +36,79 @@ local function inference_of(payload)
     options = type(payload.options) == "table" and payload.options or nil }
 end
 
---- The miner the node knows as `client.miner_id`, registered first if the
--- node does not know it (with the detected or given GPUs and Ollama's models).
-local function ensure_registered(ctx, client, ollama, opts, log)
+-- ---- the models this miner declares ----
+
+--- A model's queue name: lower case, without ":latest" (as the node matches them).
+local function model_key(name) return (tostring(name):lower():gsub(":latest$", "")) end
+
+--- Ollama's installed models: names, sorted | nil, err.
+local function installed_models(ollama)
+  local list, err = ollama:models()
+  if not list then return nil, err end
+  local names = {}
+  for _, m in ipairs(list) do names[#names + 1] = m.name end
+  table.sort(names)
+  return names
+end
+
+local function same_models(a, b)
+  local in_a, in_b = {}, {}
+  for _, m in ipairs(a or {}) do in_a[model_key(m)] = true end
+  for _, m in ipairs(b or {}) do in_b[model_key(m)] = true end
+  for k in pairs(in_a) do if not in_b[k] then return false end end
+  for k in pairs(in_b) do if not in_a[k] then return false end end
+  return true
+end
+
+local function list_text(models) return #models > 0 and table.concat(models, ", ") or "any" end
+
+--- Registers this miner with these models, or updates its registration
+-- when the models it declared differ (all else it declared stays, unless
+-- --gpus or --price-per-hour say otherwise).  Returns the models.
+local function declare(ctx, client, models, opts, log)
   local me, err
-  if client.miner_id then me, err = client:request("GET", "/v1/miners/me", { expect = { status = "string" } }) end
-  if err and err.code == "bad_reply" then error(err, 0) end
+  if client.miner_id then me, err = client:request("GET", "/v1/miners/me", { expect = mining.MINER }) end
+  if not me and err and err.kind ~= "not_found" then error(err, 0) end
   if me then
-    log("miner " .. client.miner_id .. " (" .. me.status .. ")")
-    return
+    local caps = me.capabilities or {}
+    if same_models(caps.models, models) and not opts.gpus and not opts.price_per_hour then
+      log("miner " .. client.miner_id .. " (" .. tostring(me.status) .. "; models " .. list_text(models) .. ")")
+      return models
+    end
+    mining.register(ctx, { miner_id = me.miner_id, gpus = opts.gpus or caps.gpus or {}, models = models,
+      price_per_hour = opts.price_per_hour or me.price_per_hour, region = me.region, concurrency = me.concurrency,
+      payout_address = me.payout_address })
+    if not same_models(caps.models, models) then
+      log(string.format("miner %s now declares models %s (was: %s)", me.miner_id, list_text(models),
+        list_text(caps.models or {})))
+    end
+    return models
   end
   local gpus = opts.gpus or mining.detect_gpus()
-  local models = {}
-  for _, m in ipairs(assert(ollama:models())) do models[#models + 1] = m.name end
   local reg = mining.register(ctx, { miner_id = client.miner_id, gpus = gpus, models = models,
     price_per_hour = opts.price_per_hour })
   client.miner_id = reg.miner_id
-  log(string.format("registered as miner %s (%s; models %s)", reg.miner_id, mining.describe(gpus), table.concat(models, ", ")))
+  log(string.format("registered as miner %s (%s; models %s)", reg.miner_id, mining.describe(gpus), list_text(models)))
+  return models
 end
+
+--- Keeps the declared models equal to Ollama's: re-registers when they
+-- changed.  Ollama not answering leaves the declaration as it is (the next
+-- inference says why it fails).
+local function keep_declared(ctx, client, ollama, state, log)
+  local models, err = installed_models(ollama)
+  if not models then
+    if not state.ollama_down then log("cannot read Ollama's models (" .. err.message .. "); declared models kept") end
+    state.ollama_down = true
+    return
+  end
+  state.ollama_down = nil
+  if same_models(models, state.declared) then return end
+  log("Ollama's models changed: " .. list_text(models))
+  state.declared = declare(ctx, client, models, {}, log)
+end
+
+-- ---- one job ----
 
 --- The next job: one already in hand, else what a long poll brings (nil
 -- when the queue stays empty, or when a signal cut the poll short).
@@ -63,27 +122,31 @@ local function next_job(client, in_hand, opts, log)
     error(res, 0)
   end
   if res.status == 204 then
-    log("no jobs in queue; waiting")
+    if res.headers["x-poll-reason"] == "at_capacity" then
+      log(string.format("this miner is full: %s of %s job(s) in hand (taken elsewhere); waiting for a slot",
+        res.headers["x-miner-inflight"] or "?", res.headers["x-miner-concurrency"] or "?"))
+    else
+      log("no jobs in queue; waiting")
+    end
     return nil
   end
   return job
 end
 
---- The installed model a job names, or the default one.
-local function model_for(ollama, job, default)
-  if not job.model or job.model == "" then return default end
-  local m = ollama:find_model(job.model)
-  return m and m.name or job.model
+--- The declared model a job names (or the default one), spelled as Ollama
+-- lists it; nil when it is not among them.
+local function model_for(installed, job, default)
+  local want = model_key(job.model and job.model ~= "" and job.model or default)
+  for _, name in ipairs(installed) do
+    if model_key(name) == want then return name end
+  end
 end
 
---- Runs the job's inference: Ollama's final answer | nil, {message}; and the seconds it took.
-local function infer(ollama, job, model, opts, log)
+--- Runs the job's inference on `use` (an installed model): Ollama's final
+-- answer | nil, {message}; and the seconds it took.
+local function infer(ollama, job, use, opts, log)
   local ask, why = inference_of(job.payload)
-  local prompt = ask and ask.prompt or ""
-  log(string.format("job %s received: %s, %q", job.job_id, job.model or opts.model,
-    #prompt > 60 and (prompt:sub(1, 57) .. "...") or prompt))
   if not ask then return nil, { message = "the job's payload cannot be run: " .. why }, 0 end
-  local use = model_for(ollama, job, model.name)
   local started = sys.monotonic()
   log("running inference on " .. use .. " ...")
   local final, err = ollama:generate { model = use, prompt = ask.prompt, system = ask.system, images = ask.images,
@@ -128,20 +191,62 @@ local function report_failure(client, job, ierr, elapsed, log)
   return "failed"
 end
 
+--- Hands a job whose model Ollama lacks back to the node, which re-queues
+-- it for another miner without counting the attempt; "returned".
+local function hand_back(client, job, model, ollama, log)
+  local reported, err = client:request("POST", api.path("/v1/miners/{job_id}/fail", { job_id = job.job_id }),
+    { ignore_interrupt = true, json = { error_code = "UNSUPPORTED_MODEL",
+      error_message = "Ollama at " .. ollama.url .. " has no model " .. model } })
+  if not reported and not not_ours(err) then error(err, 0) end
+  log(string.format("job %s needs model %s, which Ollama here does not have: %s", job.job_id, model,
+    reported and "handed back to the queue" or "the job is no longer ours"))
+  return "returned"
+end
+
+--- Sleeps up to seconds, waking early on a signal.
+local function pause(seconds)
+  local till = sys.monotonic() + seconds
+  while sys.monotonic() < till and not sys.interrupted() do sys.sleep(0.2) end
+end
+
+--- Runs one job: "done", "failed", "dropped" or "returned" (Ollama has
+-- not the job's model: the declaration is brought up to date, then the
+-- job handed back).
+local function run_job(ctx, client, ollama, state, job, opts, log)
+  local prompt = type(job.payload) == "table" and type(job.payload.prompt) == "string" and job.payload.prompt or ""
+  log(string.format("job %s received: %s, %q", job.job_id, job.model or opts.model,
+    #prompt > 60 and (prompt:sub(1, 57) .. "...") or prompt))
+  local wanted = job.model and job.model ~= "" and job.model or opts.model
+  local final, ierr, elapsed = infer(ollama, job, model_for(state.declared, job, opts.model) or wanted, opts, log)
+  if final then return submit(client, job, final, elapsed, log) end
+  if ierr.code == "model_not_found" then
+    keep_declared(ctx, client, ollama, state, log)
+    return hand_back(client, job, wanted, ollama, log)
+  end
+  return report_failure(client, job, ierr, elapsed, log)
+end
+
 --- Polls and runs jobs until `opts.jobs` are done or failed (nil: forever)
--- or a signal arrives; counts {done, failed}.
-local function work(client, ollama, model, opts, log, counts)
+-- or a signal arrives; counts {done, failed}.  Before each poll the
+-- declared models are brought in line with Ollama's.
+local function work(ctx, client, ollama, state, opts, log, counts)
   -- jobs this miner already holds (taken by `aitbc miner poll`) come first
   local in_hand = client:call("GET", "/v1/miners/jobs", { expect = { items = { "array", mining.JOB } } }).items
   if #in_hand > 0 then log(#in_hand .. " job(s) already in hand; running them first") end
   while not sys.interrupted() and (not opts.jobs or counts.done + counts.failed < opts.jobs) do
-    local job = next_job(client, in_hand, opts, log)
-    if job then
-      local final, ierr, elapsed = infer(ollama, job, model, opts, log)
-      local outcome = final and submit(client, job, final, elapsed, log) or report_failure(client, job, ierr, elapsed, log)
-      if counts[outcome] then counts[outcome] = counts[outcome] + 1 end
-    elseif sys.interrupted() then
-      break
+    if #in_hand == 0 then keep_declared(ctx, client, ollama, state, log) end
+    if #in_hand == 0 and #state.declared == 0 then
+      -- an empty list would mean "any model": take nothing until Ollama has one
+      log("Ollama has no model installed; taking no jobs until it has one (ollama pull " .. opts.model .. ")")
+      pause(opts.poll_wait)
+    else
+      local job = next_job(client, in_hand, opts, log)
+      if job then
+        local outcome = run_job(ctx, client, ollama, state, job, opts, log)
+        if counts[outcome] then counts[outcome] = counts[outcome] + 1 end
+      elseif sys.interrupted() then
+        break
+      end
     end
   end
 end
@@ -157,11 +262,11 @@ function worker.run(ctx, opts, log)
   local model = assert(ollama:find_model(opts.model))
   log(string.format("Ollama %s at %s%s, model %s", version, ollama.url, simulated and " (SIMULATED)" or "", model.name))
   local client = mining.client(ctx, opts.miner_id)
-  ensure_registered(ctx, client, ollama, opts, log)
+  local state = { declared = declare(ctx, client, assert(installed_models(ollama)), opts, log) }
   local beats = start_heartbeats(ctx, client.miner_id, opts.heartbeat_interval)
   sys.on_interrupt("flag")
   local counts = { done = 0, failed = 0 }
-  local ok, err = pcall(work, client, ollama, model, opts, log, counts)
+  local ok, err = pcall(work, ctx, client, ollama, state, opts, log, counts)
   if beats then beats:kill(15) beats:wait() end
   if not ok then error(err, 0) end
   log(sys.interrupted() and "stopping (signal); no job in hand" or "stopping")

@@ -372,7 +372,8 @@ return function(config_text)
     end
     -- the answer leaves only once its audit row is committed
     local after = audited and { queue = store.audit_queue, seq = audited } or nil
-    return answer(status, body, ctype, { ["X-Request-ID"] = request_id, ["Retry-After"] = retry_after and tostring(retry_after) },
-      after)
+    local headers = { ["X-Request-ID"] = request_id, ["Retry-After"] = retry_after and tostring(retry_after) }
+    for k, v in pairs(ctx.reply_headers or {}) do headers[k] = v end -- a handler's own (X-Poll-Reason)
+    return answer(status, body, ctype, headers, after)
   end
 end

@@ -364,6 +364,17 @@ local function wake_keys(miner)
   return keys
 end
 
+--- The poll's empty answer: 204 (as upstream's clients expect), its
+-- X-Poll-Reason saying why: "at_capacity" when the miner already holds as
+-- many jobs as its concurrency allows (X-Miner-Inflight and
+-- X-Miner-Concurrency say how many), else "no_jobs" (none that fits).
+local function no_job(ctx, miner)
+  local inflight = ctx.store:miner_inflight(miner.miner_id)
+  ctx.reply_headers = { ["X-Poll-Reason"] = inflight >= miner.concurrency and "at_capacity" or "no_jobs",
+    ["X-Miner-Inflight"] = tostring(inflight), ["X-Miner-Concurrency"] = tostring(miner.concurrency) }
+  return 204, nil
+end
+
 --- Claims one job that fits, waiting up to max_wait_seconds; 204 if none.
 -- The wait holds no worker: the request is suspended and runs again when a
 -- job for it is announced or its time is up.
@@ -383,7 +394,7 @@ function M.poll(ctx)
     return 200, assigned_view(job)
   end
   local left = wait - (ctx.req.waited or 0)
-  if left < 0.01 or ctx.req.resumed == "shutdown" or sys.interrupted() then return 204, nil end
+  if left < 0.01 or ctx.req.resumed == "shutdown" or sys.interrupted() then return no_job(ctx, miner) end
   return util.SUSPEND, { seconds = left, wake = wake_keys(miner) }
 end
 
@@ -422,6 +433,10 @@ function M.submit_result(ctx, job_id)
   return 200, { status = "ok", job_id = job_id, receipt = receipt }
 end
 
+--- Failure codes meaning "this miner cannot run the job", not "the job
+-- failed": the job goes back to the queue, its attempt not counted.
+M.CANNOT_RUN = { UNSUPPORTED_MODEL = true }
+
 function M.submit_failure(ctx, job_id)
   local body = ctx:body_object()
   local code = util.optional_string(body, "error_code", 64) or "FAILED"
@@ -429,7 +444,17 @@ function M.submit_failure(ctx, job_id)
   if not message then invalid("error_message", "is required (why the job failed)") end
   local metrics = util.optional_object(body, "metrics") or {}
   local miner = current_miner(ctx)
-  running_job(ctx, miner, job_id)
+  local job = running_job(ctx, miner, job_id)
+  if M.CANNOT_RUN[code] then
+    if not ctx.store:job_release(job_id, miner.miner_id) then
+      fail(409, "not_assigned", "job " .. job_id .. " stopped running on this miner meanwhile")
+    end
+    ctx.log:info("job released", { job_id = job_id, miner_id = miner.miner_id, reason = code .. ": " .. message,
+      request_id = ctx.request_id })
+    announce(job) -- another miner may take it
+    sys.notify("miner:" .. miner.miner_id)
+    return 200, { status = "ok", job_id = job_id, state = "QUEUED", requeued = true }
+  end
   local ok = ctx.store:job_finish(job_id, miner.miner_id, { state = "FAILED", metrics = json.encode(metrics),
     error = code .. ": " .. message, finished_at = ctx.now }, "jobs_failed")
   if not ok then fail(409, "not_assigned", "job " .. job_id .. " stopped running on this miner meanwhile") end

@@ -513,6 +513,22 @@ function Store:job_finish(job_id, miner_id, fields, counter)
   end))
 end
 
+--- A running job of this miner goes back to the queue as if never taken
+-- (the miner cannot run it): its attempt is not counted.  Returns false
+-- when the job is not running there.
+function Store:job_release(job_id, miner_id)
+  return check(self.db:transaction(function()
+    return check(self.db:run([[UPDATE jobs SET state = 'QUEUED', miner_id = NULL, started_at = NULL,
+      lease_expires_at = NULL, attempts = max(attempts - 1, 0)
+      WHERE job_id = ? AND miner_id = ? AND state = 'RUNNING']], job_id, miner_id)) > 0
+  end))
+end
+
+--- How many jobs this miner holds (running).
+function Store:miner_inflight(miner_id)
+  return check(self.db:first("SELECT count(*) AS n FROM jobs WHERE miner_id = ? AND state = 'RUNNING'", miner_id)).n
+end
+
 --- Cancels a queued or running job; returns true if it was cancelable.
 function Store:job_cancel(job_id, now)
   return check(self.db:transaction(function()

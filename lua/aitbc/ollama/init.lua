@@ -15,14 +15,13 @@ local M = { DEFAULT = "http://127.0.0.1:11434" }
 local Client = {}
 Client.__index = Client
 
---- OLLAMA_HOST as Ollama reads it: "host:port", "http://host:port", ":port".
+--- OLLAMA_HOST as Ollama reads it: "host:port", "http://host:port", ":port"
+-- (nil: OLLAMA_HOST, else the default).  Commands pass the `ollama_url`
+-- setting (flag > OLLAMA_HOST > config file > default).
 function M.normalize(url)
   url = url or sys.getenv("OLLAMA_HOST") or ""
   if url == "" then return M.DEFAULT end
-  if url:sub(1, 1) == ":" then url = "127.0.0.1" .. url end
-  if not url:match("^https?://") then url = "http://" .. url end
-  if not url:match("://[^/]+:%d+") and not url:match("^https://") then url = url:gsub("/*$", "") .. ":11434" end
-  return (url:gsub("/+$", ""))
+  return require("aitbc.config").ollama_url(url) or url
 end
 
 function M.new(url, opts)
@@ -33,7 +32,8 @@ end
 local function unreachable(self, err)
   local reason = err.message:match("%((.-)%)$") or err.message
   return errors.new("network", "cannot reach Ollama at " .. self.url .. " (" .. reason .. ")",
-    "start it with 'ollama serve', or point --ollama-url / OLLAMA_HOST at it", { code = "ollama_unreachable" })
+    "start it with 'ollama serve', or point --ollama-url, OLLAMA_HOST or 'aitbc config set ollama_url URL' at it",
+    { code = "ollama_unreachable" })
 end
 
 local function failure(self, res, model)

@@ -1,6 +1,6 @@
 --- A simulated Ollama server, for tests and the devnet where no Ollama can
 -- run: the same routes (/api/version, /api/tags, /api/show, /api/generate,
--- /api/chat), the same fields and NDJSON streaming, and a small
+-- /api/chat, /api/pull, /api/delete), the same fields and NDJSON streaming, and a small
 -- deterministic "model" whose answer depends on the prompt (and on any
 -- images, whose format, size and content hash it reads).  It speaks Ollama's
 -- tool calling (`tools` in, `message.tool_calls` out: one call chosen from
@@ -9,7 +9,10 @@
 -- (completion, tools; vision for llava).  It says what it is:
 -- /api/version reports "…-aitbc-simulated", every model's family is
 -- "aitbc-sim", and its answers end with "[simulated]".
--- Run with `aitbc ollama serve-sim`; config (JSON): {models = {...}, token_delay = seconds}.
+-- /api/pull and /api/delete install and remove models (instantly, nothing
+-- is downloaded), as `ollama pull` and `ollama rm` do.
+-- Run with `aitbc ollama serve-sim`; config (JSON): {models = {...},
+-- token_delay = seconds, state = a name for this server's model list}.
 local crypto = require "aitbc.crypto"
 local images_mod = require "aitbc.agents.images"
 local json = require "aitbc.json"
@@ -156,23 +159,56 @@ local function json_answer(prompt)
   return json.encode(obj)
 end
 
+--- A model's full name: "llama3" is "llama3:latest".
+local function full_name(name)
+  if type(name) ~= "string" or name == "" then return nil end
+  return name:find(":") and name or (name .. ":latest")
+end
+
 return function(config_text)
   local config = json.decode(config_text ~= "" and config_text or "{}") or {}
-  local models = config.models or { "llama3:latest", "llava:latest", "mistral:latest" }
   local delay = config.token_delay or 0.005
-  local installed = {}
-  for _, name in ipairs(models) do
-    if not name:find(":") then name = name .. ":latest" end
-    installed[name] = {
-      name = name, model = name, modified_at = iso(), size = 4661224676,
-      digest = crypto.hex(crypto.sha256(name)),
+  -- The installed models are shared by the server's worker threads (each
+  -- has its own Lua state): process-wide counters, 1 per installed model,
+  -- named after this server (config.state); seeded once, changed by
+  -- /api/pull and /api/delete under a process-wide lock.
+  local prefix = "ollama-sim|" .. tostring(config.state or "default") .. "|"
+  local lock = sys.mutex(prefix)
+  lock:lock()
+  if not sys.counters()[prefix] then
+    for _, name in ipairs(config.models or { "llama3", "llava", "mistral" }) do
+      if full_name(name) then sys.counter_add(prefix .. full_name(name), 1) end
+    end
+    sys.counter_add(prefix, 1)
+  end
+  lock:unlock()
+
+  local function entry(name)
+    return { name = name, model = name, modified_at = iso(), size = 4661224676, digest = crypto.hex(crypto.sha256(name)),
       details = { format = "gguf", family = "aitbc-sim", families = json.array { "aitbc-sim" },
-        parameter_size = "8B", quantization_level = "Q4_0" },
-    }
+        parameter_size = "8B", quantization_level = "Q4_0" } }
   end
   local function find(name)
-    if type(name) ~= "string" then return nil end
-    return installed[name] or installed[name .. ":latest"]
+    name = full_name(name)
+    if name and (sys.counters()[prefix .. name] or 0) > 0 then return entry(name) end
+  end
+  local function installed()
+    local names = {}
+    for key, n in pairs(sys.counters()) do
+      if n > 0 and #key > #prefix and key:sub(1, #prefix) == prefix then names[#names + 1] = key:sub(#prefix + 1) end
+    end
+    table.sort(names)
+    local list = json.array()
+    for i, name in ipairs(names) do list[i] = entry(name) end
+    return list
+  end
+  --- Installs (pull) or removes (delete) a model; whether it changed anything.
+  local function set_installed(name, on)
+    lock:lock()
+    local was = (sys.counters()[prefix .. name] or 0) > 0
+    if was ~= on then sys.counter_add(prefix .. name, on and 1 or -1) end
+    lock:unlock()
+    return was ~= on
   end
   local function reply(status, body)
     return { status = status, headers = { ["Content-Type"] = "application/json" }, body = json.encode(body) }
@@ -253,6 +289,29 @@ return function(config_text)
     end }
   end
 
+  --- DELETE /api/delete, as `ollama rm`.
+  local function delete(body)
+    local name = full_name(body.model or body.name)
+    if not (name and set_installed(name, false)) then
+      return reply(404, { error = string.format("model '%s' not found", tostring(body.model or body.name)) })
+    end
+    return { status = 200, headers = {}, body = "" }
+  end
+
+  --- POST /api/pull, as `ollama pull`: instant, nothing is downloaded.
+  local function pull(body)
+    local name = full_name(body.model or body.name)
+    if not name then return reply(400, { error = "model is required" }) end
+    set_installed(name, true)
+    if body.stream == false then return reply(200, { status = "success" }) end
+    local digest = "sha256:" .. crypto.hex(crypto.sha256(name))
+    local lines = { { status = "pulling manifest" }, { status = "pulling " .. digest:sub(8, 19), digest = digest,
+      total = 4661224676, completed = 4661224676 }, { status = "verifying sha256 digest" },
+      { status = "writing manifest" }, { status = "success" } }
+    for i, l in ipairs(lines) do lines[i] = json.encode(l) .. "\n" end
+    return { status = 200, headers = { ["Content-Type"] = "application/x-ndjson" }, body = table.concat(lines) }
+  end
+
   return function(req)
     local path = req.path
     if req.method == "GET" and (path == "/" or path == "") then
@@ -260,13 +319,14 @@ return function(config_text)
     elseif req.method == "GET" and path == "/api/version" then
       return reply(200, { version = "0.5.0-aitbc-simulated" })
     elseif req.method == "GET" and path == "/api/tags" then
-      local list = json.array()
-      for _, name in ipairs(models) do list[#list + 1] = find(name) end
-      return reply(200, { models = list })
+      return reply(200, { models = installed() })
     end
-    if req.method ~= "POST" then return reply(405, { error = "method not allowed" }) end
+    if req.method ~= "POST" and not (req.method == "DELETE" and path == "/api/delete") then
+      return reply(405, { error = "method not allowed" })
+    end
     local body = json.decode(req.body)
     if type(body) ~= "table" then return reply(400, { error = "invalid JSON body" }) end
+    if path == "/api/delete" then return delete(body) elseif path == "/api/pull" then return pull(body) end
     if path == "/api/show" then
       local model = find(body.model or body.name)
       if not model then return missing(body.model or body.name) end

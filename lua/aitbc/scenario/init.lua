@@ -9,9 +9,12 @@
 --   end)
 --   return s
 --
--- Commands run through /bin/sh exactly as written, with this binary first
--- on PATH, HOME a fresh directory (AITBC_HOME is $HOME/.aitbc) and AITBC_URL
--- the run's node.
+-- Commands run through /bin/sh exactly as written, as a new user types
+-- them: this binary first on PATH, HOME a fresh directory (so ~/.aitbc holds
+-- the config), no AITBC_* or OLLAMA_HOST variable from the caller's
+-- environment, and nothing else set but what a step sets as the README tells
+-- a user to (t:setenv, or a spec line's own variables through t:run's env).
+-- Before the steps the run types `aitbc devnet up` (aitbc.scenario.runner).
 local json = require "aitbc.json"
 local sys = require "aitbc.sys"
 
@@ -80,19 +83,29 @@ function Step:json(r)
   return value
 end
 
+--- Names of the caller's environment variables that a new user's shell
+-- would not hold: AITBC_* and OLLAMA_HOST.
+local function foreign_variables()
+  local names = {}
+  for entry in (sys.read_file("/proc/self/environ") or ""):gmatch("[^%z]+") do
+    local name = entry:match("^([^=]+)=")
+    if name and (name:find("^AITBC_") or name == "OLLAMA_HOST") then names[#names + 1] = name end
+  end
+  return names
+end
+
 function Step:environment(extra)
   -- HOME too: a spec line writing to ~/... stays inside the run's directory
-  local env = { PATH = self.bindir .. ":" .. (sys.getenv("PATH") or "/usr/bin:/bin"), AITBC_HOME = self.home .. "/.aitbc",
-    HOME = self.home }
-  if self.url then env.AITBC_URL = self.url end
-  if self.admin_key then env.AITBC_SCENARIO_ADMIN_KEY = self.admin_key end
+  local env = { PATH = self.bindir .. ":" .. (sys.getenv("PATH") or "/usr/bin:/bin"), HOME = self.home }
+  for _, name in ipairs(foreign_variables()) do env[name] = false end
   for k, v in pairs(self.vars.env or {}) do env[k] = v end
   for k, v in pairs(self.env or {}) do env[k] = v end
   for k, v in pairs(extra or {}) do env[k] = v end
   return env
 end
 
---- Sets environment variables for this and every later step of the file.
+--- Sets an environment variable for this and every later step of the file
+-- (only one the README tells a user to set, e.g. AITBC_WALLET_PASSWORD).
 function Step:setenv(name, value)
   self.vars.env = self.vars.env or {}
   self.vars.env[name] = value
@@ -120,25 +133,6 @@ function Step:wait_for(what, check, timeout)
   self:fail("timed out waiting for " .. what)
 end
 
---- An Ollama for this scenario: OLLAMA_HOST if one answers there, else the
--- simulated one, started once and stopped with the scenario.
-function Step:ollama()
-  if self.vars.ollama_url then return self.vars.ollama_url end
-  local ollama = require "aitbc.ollama"
-  local url = ollama.normalize(sys.getenv("OLLAMA_HOST"))
-  if not ollama.new(url):version() then
-    local file = self.home .. "/ollama-sim.url"
-    self:spawn("aitbc ollama serve-sim --listen 127.0.0.1:0 --url-file " .. file, { log = self.home .. "/ollama-sim.log" })
-    url = self:wait_for("the simulated Ollama", function()
-      local text = sys.read_file(file)
-      return text and text:find("\n") and text:gsub("%s+$", "")
-    end, 15)
-  end
-  self.vars.ollama_url = url
-  self:setenv("OLLAMA_HOST", url)
-  return url
-end
-
 --- Runs a shell command line; returns {code, stdout, stderr, command}.
 function Step:run(cmdline, opts)
   opts = opts or {}
@@ -152,14 +146,16 @@ function Step:run(cmdline, opts)
   return { code = code, stdout = out, stderr = errout, command = cmdline }
 end
 
---- A new API key of role ("client", "miner", "admin") on the run's node.
+--- A new API key of role ("client", "miner", "admin") made with the
+-- configured admin key, as a user with one would:
+--   aitbc -o json api --role admin POST /v1/admin/keys -d '{"role": ...}'
+-- Returns the key and its id.
 function Step:api_key(role, extra)
-  if not self.admin_key then self:fail("no admin key for this run (set AITBC_SCENARIO_ADMIN_KEY with --url)") end
-  local body = { role = role }
+  local body = { role = role, name = "scenario " .. role }
   for k, v in pairs(extra or {}) do body[k] = v end
-  local data, err = require("aitbc.api").new { url = self.url, api_key = self.admin_key }
-    :request("POST", "/v1/admin/keys", { json = body, expect = { key = "string", key_id = "string" } })
-  if not data then self:fail("cannot create a " .. role .. " key: " .. tostring(err)) end
+  local r = self:run("aitbc -o json api --role admin POST /v1/admin/keys -d " .. sys.shell_quote(json.encode(body)))
+  if r.code ~= 0 then self:fail("cannot create a " .. role .. " key: " .. excerpt(r.stderr)) end
+  local data = self:json(r)
   return data.key, data.key_id
 end
 
@@ -177,23 +173,45 @@ function scenario.load(path)
   return s
 end
 
---- Runs every step of s.  env: {bindir, home, url, admin_key, cwd, env}.
--- on_step(result) is called after each step.  Returns the list of results
--- {id, name, status = "pass"|"fail"|"skip", message, seconds, logs}.
+--- Runs fn(t) as one step; its result {id, name, status, message, seconds, logs}.
+local function run_step(id, name, fn, t)
+  local started = sys.monotonic()
+  local ok, e = xpcall(fn, function(err)
+    if getmetatable(err) == Failure or getmetatable(err) == Skip then return err end
+    return setmetatable({ message = "error: " .. tostring(err) .. "\n" .. debug.traceback(nil, 2) }, Failure)
+  end, t)
+  local r = { id = id, name = name, seconds = sys.monotonic() - started, logs = t.logs }
+  if ok then r.status = "pass"
+  elseif getmetatable(e) == Skip then r.status, r.message = "skip", e.message
+  else r.status, r.message = "fail", e.message end
+  return r
+end
+
+--- Runs every step of s.  env: {bindir, home, cwd, env, setup}.  setup,
+-- if given, is {name, fn}: fn(t) runs before the steps (it types what a
+-- user types first, e.g. `aitbc devnet up`) and may return a function(t)
+-- run after them; a setup that fails is reported as a step "setup", and
+-- the steps do not run.  on_step(result) is called after each step.
+-- Returns the list of results {id, name, status = "pass"|"fail"|"skip",
+-- message, seconds, logs}.
 function scenario.execute(s, env, on_step)
   local vars, results, cleanup = {}, {}, {}
-  for _, st in ipairs(s.steps) do
-    local t = setmetatable({ vars = vars, logs = {}, bindir = env.bindir, home = env.home, url = env.url,
-      admin_key = env.admin_key, cwd = env.cwd, env = env.env, cleanup = cleanup }, Step)
-    local started = sys.monotonic()
-    local ok, e = xpcall(st.fn, function(err)
-      if getmetatable(err) == Failure or getmetatable(err) == Skip then return err end
-      return setmetatable({ message = "error: " .. tostring(err) .. "\n" .. debug.traceback(nil, 2) }, Failure)
-    end, t)
-    local r = { id = st.id, name = st.name, seconds = sys.monotonic() - started, logs = t.logs }
-    if ok then r.status = "pass"
-    elseif getmetatable(e) == Skip then r.status, r.message = "skip", e.message
-    else r.status, r.message = "fail", e.message end
+  local function step_env()
+    return setmetatable({ vars = vars, logs = {}, bindir = env.bindir, home = env.home, cwd = env.cwd, env = env.env,
+      cleanup = cleanup }, Step)
+  end
+  local teardown, ready = nil, true
+  if env.setup then
+    local t = step_env()
+    local r = run_step("setup", env.setup.name, function(st) teardown = env.setup.fn(st) end, t)
+    if r.status ~= "pass" then
+      ready = false
+      results[#results + 1] = r
+      if on_step then on_step(r) end
+    end
+  end
+  for _, st in ipairs(ready and s.steps or {}) do
+    local r = run_step(st.id, st.name, st.fn, step_env())
     results[#results + 1] = r
     if on_step then on_step(r) end
     if sys.interrupted() then break end
@@ -202,6 +220,7 @@ function scenario.execute(s, env, on_step)
     proc:kill(15)
     if not proc:communicate(nil, 15) then proc:kill(9) proc:wait() end
   end
+  if teardown then pcall(teardown, step_env()) end
   return results
 end
 

@@ -62,8 +62,8 @@ describe("aitbc devnet", function()
     local gone = aitbc { "devnet", "status" }
     assert.equal(3, gone.code)
     assert.matches("no devnet in", gone.err)
-    local again = aitbc { "devnet", "down" } -- idempotent: nothing to stop, and it says so
-    assert.equal(0, again.code)
-    assert.matches("no devnet", again.out .. again.err)
+    local down_again = aitbc { "devnet", "down" } -- idempotent: nothing to stop, and it says so
+    assert.equal(0, down_again.code)
+    assert.matches("no devnet", down_again.out .. down_again.err)
   end)
 end)

@@ -195,43 +195,51 @@ local function key_words(client)
     client.key_source and (", from " .. client.key_source) or "")
 end
 
+--- "a client", "an admin"
+local function a(word) return (word:match("^[aeiou]") and "an " or "a ") .. word end
+
 --- How to give a key of `role`: its variable, or import one.
 local function key_hint(role)
   if not role then return "pass --api-key KEY, set AITBC_API_KEY, or store keys with 'aitbc auth import-env'" end
   local var = require("aitbc.auth.keys").ROLE_VAR[role] or "AITBC_API_KEY"
-  return string.format("use %s %s key: --api-key KEY, %s=KEY, or 'aitbc auth import-env --key-type %s'",
-    role:match("^[aeiou]") and "an" or "a", role, var, role)
+  return string.format("use %s key: --api-key KEY, %s=KEY, or 'aitbc auth import-env --key-type %s'", a(role), var, role)
 end
 
---- A 401 or 403 that names the key sent, where it came from, and the role
--- the route needs (the node's 403 says it: "... (needs a miner key)").
+--- 401: no key, or one the node does not accept (unknown, revoked, expired).
+local function refused(client, message, fields)
+  local needed = client.role
+  fields.required_role = needed
+  if fields.code == "missing_api_key" or not fields.key_id then
+    local which = needed and (a(needed) .. " ") or "an "
+    return errors.new("auth", fields.request .. " needs " .. which .. "API key and none was sent", key_hint(needed), fields)
+  end
+  return errors.new("auth", "the node refused " .. key_words(client) .. ": " .. message, key_hint(needed), fields)
+end
+
+--- 403: a key of the wrong role; the node's message names both ("a client
+-- key may not use GET /v1/admin/stats (needs a admin key)").  A refusal
+-- with its own reason (a faucet that is off) keeps it.
+local function forbidden(client, message, fields)
+  if fields.code ~= "forbidden" and not fields.code:find("^http_") then return errors.new("auth", message, nil, fields) end
+  local has = message:match("^an? (%w+) key may not")
+  local needs = message:match("needs an? ([%w ]-) key%)?$")
+  fields.required_role, fields.key_role = needs and needs:match("^(%w+)"), has
+  local text = string.format("%s is %s; %s needs %s", key_words(client), has and (a(has) .. " key") or "not allowed there",
+    fields.request, needs and (a(needs) .. " key") or "another role")
+  return errors.new("auth", text, fields.required_role and key_hint(fields.required_role)
+    or "this API key's role may not do that", fields)
+end
+
+--- A 401 or 403 that names the key sent, where it came from, and the role the route needs.
 local function auth_error(client, res, message, detail, method, path)
-  local code = detail and detail.code
-  local route = method .. " " .. path
-  local fields = { code = code or ("http_" .. res.status), status = res.status, field = detail and detail.field,
-    request = route, key_source = client.key_source, node_message = message }
+  local fields = { code = detail and detail.code or ("http_" .. res.status), status = res.status,
+    field = detail and detail.field, request = method .. " " .. path, key_source = client.key_source,
+    node_message = message }
   if client.api_key and client.api_key ~= "" then
     fields.key_id = (require("aitbc.protocol.apikey").identity(client.api_key))
   end
-  if res.status == 401 then
-    local needed = client.role
-    fields.required_role = needed
-    if code == "missing_api_key" or not fields.key_id then
-      return errors.new("auth", route .. " needs " .. (needed and ("a " .. needed .. " ") or "an ") .. "API key and none was sent",
-        key_hint(needed), fields)
-    end
-    return errors.new("auth", "the node refused " .. key_words(client) .. ": " .. message, key_hint(needed), fields)
-  end
-  -- 403: a refusal with its own reason (a faucet that is off) keeps it
-  if code and code ~= "forbidden" then return errors.new("auth", message, nil, fields) end
-  local has = message:match("^an? (%w+) key may not")
-  local needs = message:match("needs an? ([%w ]-) key%)?$")
-  local first = needs and needs:match("^(%w+)")
-  fields.required_role, fields.key_role = first, has
-  local text = string.format("%s is %s; %s needs %s", key_words(client),
-    has and ((has:match("^[aeiou]") and "an " or "a ") .. has .. " key") or "not allowed there", route,
-    needs and ((needs:match("^[aeiou]") and "an " or "a ") .. needs .. " key") or "another role")
-  return errors.new("auth", text, first and key_hint(first) or "this API key's role may not do that", fields)
+  if res.status == 401 then return refused(client, message, fields) end
+  return forbidden(client, message, fields)
 end
 
 local function status_error(client, res, method, path)

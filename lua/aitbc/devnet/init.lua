@@ -66,11 +66,13 @@ local function start_miners(dir, opts, state, miner_key, say)
   for i = 1, opts.miners do
     local id = "devnet-miner-" .. i
     local log = dir .. "/" .. id .. ".log"
+    -- its own wallet, so that the jobs it completes are paid to it (payout address)
+    local payout = require("aitbc.wallet").ensure_unattended(dir .. "/" .. id, id)
     local proc = assert(sys.spawn { argv = { sys.exe_path(), "--url", state.node.url, "miner", "mine-ollama",
       "--model", opts.model, "--continuous", "--miner-id", id, "--ollama-url", state.ollama.url, "--gpus", opts.gpus },
       env = { AITBC_MINER_KEY = miner_key, AITBC_HOME = dir .. "/" .. id }, setsid = true, stdin = "null",
       stdout = "null", stderr = "null", log = log })
-    state.miners[#state.miners + 1] = { id = id, pid = proc:pid(), log = log }
+    state.miners[#state.miners + 1] = { id = id, pid = proc:pid(), log = log, payout_address = payout }
     say("info", string.format("miner      %s (pid %d, log %s)", id, proc:pid(), log))
   end
 end

@@ -44,6 +44,7 @@ function M.view(job, now)
     error = job.error or json.null,
     payment_id = job.payment_id or json.null,
     payment_status = job.payment_status or json.null,
+    held_for_payment = job.held ~= nil and job.held ~= json.null or nil,
     payment_amount = job.payment_amount and money.format(job.payment_amount) or nil,
     settlement_id = job.settlement_id,
     timings = {
@@ -165,6 +166,19 @@ function M.submit(ctx)
   local ttl = util.optional_integer(body, "ttl_seconds", 1, 86400, 900)
   local run_timeout = util.optional_integer(body, "run_timeout_seconds", 1, 86400, M.DEFAULT_RUN_TIMEOUT)
   local constraints = parse_constraints(util.optional_object(body, "constraints"))
+  if payload.type ~= nil then
+    local ok, why = require("aitbc.jobs").check_type(payload.type)
+    if not ok then invalid("payload.type", why) end
+  end
+  -- a payment announced at submit (the older API's payment_amount): the job
+  -- is held, offered to no miner, until its escrow lock is in a block
+  local pay_units
+  if body.payment_amount ~= nil then
+    pay_units = util.rate(body.payment_amount, "payment_amount")
+    if pay_units == 0 then invalid("payment_amount", "must be more than 0") end
+    local currency = util.optional_string(body, "payment_currency", 16)
+    if currency and currency:upper() ~= "AITBC" then invalid("payment_currency", "must be AITBC") end
+  end
   local encoded = json.encode(payload)
   if #encoded > 512 * 1024 then invalid("payload", "must be at most 512 KiB of JSON") end
   local job = {
@@ -172,9 +186,10 @@ function M.submit(ctx)
     model_key = util.model_name(model),
     constraints = json.encode(constraints), ttl_seconds = ttl, requested_at = ctx.now, expires_at = ctx.now + ttl,
     run_timeout = math.min(run_timeout, ttl),
+    payment_amount = pay_units, payment_status = pay_units and "awaiting" or nil, held = pay_units and 1 or nil,
   }
   ctx.store:job_insert(job)
-  announce(job)
+  if not job.held then announce(job) end
   job.state, job.attempts = "QUEUED", 0
   return 201, M.view(job, ctx.now)
 end

@@ -126,6 +126,15 @@ local MIGRATIONS = {
       ELSE lower(model) END WHERE model IS NOT NULL;
     CREATE INDEX jobs_queue_model ON jobs(model_key, requested_at) WHERE state = 'QUEUED';
   ]],
+  [9] = [[
+    -- a job submitted with payment_amount is held (not offered to miners)
+    -- until its escrow lock is in a block; the queue indexes leave it out
+    ALTER TABLE jobs ADD COLUMN held INTEGER;
+    DROP INDEX jobs_queue;
+    CREATE INDEX jobs_queue ON jobs(requested_at) WHERE state = 'QUEUED' AND held IS NULL;
+    DROP INDEX jobs_queue_model;
+    CREATE INDEX jobs_queue_model ON jobs(model_key, requested_at) WHERE state = 'QUEUED' AND held IS NULL;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -395,8 +404,9 @@ end
 function Store:job_insert(j)
   check(self.db:transaction(function()
     return check(self.db:run([[INSERT INTO jobs (job_id, client_key_id, state, payload, model, model_key, constraints,
-        ttl_seconds, requested_at, expires_at, run_timeout) VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model,
-        :model_key, :constraints, :ttl_seconds, :requested_at, :expires_at, :run_timeout)]], j))
+        ttl_seconds, requested_at, expires_at, run_timeout, payment_amount, payment_status, held) VALUES (:job_id,
+        :client_key_id, 'QUEUED', :payload, :model, :model_key, :constraints, :ttl_seconds, :requested_at, :expires_at,
+        :run_timeout, :payment_amount, :payment_status, :held)]], j))
   end))
 end
 
@@ -425,12 +435,13 @@ function Store:jobs_by_state()
 end
 
 local CANDIDATES = 256
-local QUEUED_ANY = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED'
+-- (held jobs wait for their escrow: not offered)
+local QUEUED_ANY = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED' AND held IS NULL
   AND expires_at > ? ORDER BY requested_at LIMIT ?]]
-local QUEUED_MODEL = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED'
+local QUEUED_MODEL = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED' AND held IS NULL
   AND model_key = ? AND expires_at > ? ORDER BY requested_at LIMIT ?]]
 local QUEUED_NO_MODEL = [[SELECT job_id, model, constraints, requested_at FROM jobs WHERE state = 'QUEUED'
-  AND model_key IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+  AND held IS NULL AND model_key IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
 
 --- The oldest queued jobs a miner with these model keys (nil: any model)
 -- could run, oldest first: index range scans, outside the write lock.
@@ -460,8 +471,8 @@ function Store:job_claim(miner, now, fits, model_keys)
     for _, job_id in ipairs(fitting) do -- the first one no other miner took meanwhile
       local n = check(self.db:run([[UPDATE jobs SET state = 'RUNNING', miner_id = ?, started_at = ?,
         attempts = attempts + 1, lease_expires_at = min(expires_at, ? + coalesce(run_timeout, ?))
-        WHERE job_id = ? AND state = 'QUEUED' AND expires_at > ?]], miner.miner_id, now, now, M.DEFAULT_RUN_TIMEOUT,
-        job_id, now))
+        WHERE job_id = ? AND state = 'QUEUED' AND held IS NULL AND expires_at > ?]], miner.miner_id, now, now,
+        M.DEFAULT_RUN_TIMEOUT, job_id, now))
       if n > 0 then return check(self.db:first("SELECT * FROM jobs WHERE job_id = ?", job_id)) end
     end
     return false
@@ -564,9 +575,13 @@ end
 function Store:chain_seal(chain_id, height, last_seq)
   check(self.db:run("UPDATE chain_txs SET block_height = ? WHERE chain_id = ? AND block_height IS NULL AND seq <= ?",
     height, chain_id, last_seq))
-  -- a payment sealed in a block funds its job
-  check(self.db:run([[UPDATE jobs SET payment_status = 'funded' WHERE payment_status = 'pending' AND payment_id IN
-    (SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ?)]], chain_id, height))
+  -- a payment sealed in a block funds its job, and a job held for it may now run
+  local released = check(self.db:query([[SELECT job_id, model FROM jobs WHERE held IS NOT NULL
+    AND payment_status = 'pending' AND payment_id IN (SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ?)]],
+    chain_id, height))
+  check(self.db:run([[UPDATE jobs SET payment_status = 'funded', held = NULL WHERE payment_status = 'pending'
+    AND payment_id IN (SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ?)]], chain_id, height))
+  return released
 end
 
 --- A follower seals every transaction it applied for a block.
@@ -595,10 +610,25 @@ function Store:chain_locks_into(chain_id, address)
     AND type = 'escrow_lock' ORDER BY seq]], address, chain_id))
 end
 
---- Jobs that ended with their escrow still held (to release or refund).
+--- Jobs that ended with their escrow funded (its lock in a block) and not
+-- yet released or refunded.
 function Store:jobs_to_settle()
   return check(self.db:query([[SELECT j.*, m.payout_address FROM jobs j LEFT JOIN miners m ON m.miner_id = j.miner_id
-    WHERE j.payment_status IN ('pending', 'funded') AND j.state IN ('COMPLETED', 'FAILED', 'CANCELED', 'EXPIRED')]]))
+    WHERE j.payment_status IN ('pending', 'funded') AND j.payment_status = 'funded' -- the IN: jobs_unsettled's clause
+      AND j.state IN ('COMPLETED', 'FAILED', 'CANCELED', 'EXPIRED')]]))
+end
+
+--- What an address has locked in escrow for jobs not yet settled: units, jobs.
+function Store:chain_escrowed_by(chain_id, address)
+  local r = check(self.db:first([[SELECT coalesce(sum(payment_amount), 0) AS units, count(*) AS jobs FROM jobs
+    WHERE payer = ? AND payment_chain = ? AND payment_status IN ('pending', 'funded')]], address, chain_id))
+  return r.units, r.jobs
+end
+
+--- A miner's payout address (nil when it has none or is unknown).
+function Store:miner_payout(miner_id)
+  local r = check(self.db:first("SELECT payout_address FROM miners WHERE miner_id = ?", miner_id))
+  return r and r.payout_address or nil
 end
 
 function Store:chain_block_insert(b)

@@ -8,10 +8,22 @@
 -- config file fill in the rest, with the CLI's precedence.
 local context = {}
 
+local default
+
 function context.new(flags)
   flags = flags or {}
   local resolved = require("aitbc.config").resolve(flags)
   return { settings = resolved.values, config = resolved, globals = flags }
 end
+
+--- The context scripts run with: the one `aitbc run` was given (its global
+-- options: `aitbc --environment production run x.lua`), else a new one.
+function context.default()
+  default = default or context.new()
+  return default
+end
+
+--- Sets the default (aitbc run, before the script starts).
+function context.set_default(ctx) default = ctx end
 
 return context

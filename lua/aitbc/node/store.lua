@@ -704,12 +704,28 @@ end
 
 -- ---- marketplace ----
 
-function Store:listing_insert(l)
-  check(self.db:transaction(function()
-    return check(self.db:run([[INSERT INTO listings (listing_id, key_id, miner_id, model, model_key, vram_gb, count,
-      rate_units, region, payout_address, status, created_at, updated_at) VALUES (:listing_id, :key_id, :miner_id,
-      :model, :model_key, :vram_gb, :count, :rate_units, :region, :payout_address, 'active', :now, :now)]], l))
-  end))
+--- Registers a listing, or updates the provider's listing of the same GPU
+-- (key, miner, model, memory, region): registering a GPU twice must not
+-- offer it twice.  Returns the listing's id and, when it existed, its row before.
+function Store:listing_register(l)
+  local id, before = self.db:transaction(function()
+    local before = check(self.db:first([[SELECT * FROM listings WHERE key_id = :key_id AND model_key = :model_key
+      AND vram_gb = :vram_gb AND coalesce(miner_id, '') = coalesce(:miner_id, '') AND coalesce(region, '') =
+      coalesce(:region, '') ORDER BY created_at LIMIT 1]], l))
+    if not before then
+      check(self.db:run([[INSERT INTO listings (listing_id, key_id, miner_id, model, model_key, vram_gb, count,
+        rate_units, region, payout_address, status, created_at, updated_at) VALUES (:listing_id, :key_id, :miner_id,
+        :model, :model_key, :vram_gb, :count, :rate_units, :region, :payout_address, 'active', :now, :now)]], l))
+      return l.listing_id
+    end
+    l.listing_id = before.listing_id
+    check(self.db:run([[UPDATE listings SET model = :model, count = :count, rate_units = :rate_units,
+      payout_address = coalesce(:payout_address, payout_address), status = 'active', updated_at = :now
+      WHERE listing_id = :listing_id]], l))
+    return l.listing_id, before or false
+  end)
+  check(id, before) -- (check alone would drop the row before)
+  return id, before or nil
 end
 
 function Store:listing_get(listing_id)
@@ -764,12 +780,13 @@ function Store:offers(f)
   return rows, total
 end
 
---- Hourly rates (units) of jobs completed since `since` on miners whose
--- capabilities mention the model: what the market actually paid.
+--- Hourly rates (units) of jobs completed since `since` and paid (their
+-- escrow released to the miner) on miners whose capabilities mention the
+-- model: what the market actually paid.  A job never paid paid nothing.
 function Store:completed_rates(model_pattern, since)
   local rows = check(self.db:query([[SELECT m.price_units AS rate FROM jobs j JOIN miners m ON j.miner_id = m.miner_id
-    WHERE j.state = 'COMPLETED' AND j.finished_at >= ? AND m.price_units IS NOT NULL AND lower(m.capabilities) LIKE ?]],
-    since, model_pattern))
+    WHERE j.state = 'COMPLETED' AND j.payment_status = 'released' AND j.finished_at >= ? AND m.price_units IS NOT NULL
+    AND lower(m.capabilities) LIKE ?]], since, model_pattern))
   local out = {}
   for i, r in ipairs(rows) do out[i] = r.rate end
   return out

@@ -181,6 +181,39 @@ describe("aitbc wallet on the chain", function()
   end)
 end)
 
+describe("aitbc chain", function()
+  it("prints chains, blocks, transactions and accounts as fields, never JSON in a cell", function()
+    local node = nodes.start { args = { "--block-time", "0.2", "--log-level", "warn" } }
+    local home = cli.tempdir()
+    local env = { AITBC_WALLET_PASSWORD = "a good password", AITBC_CLIENT_KEY = node:key("client") }
+    local function run(args) return node:cli(args, { home = home, env = env }) end
+    assert.equal(0, run({ "wallet", "create", "--name", "a" }).code)
+    assert.equal(0, run({ "wallet", "faucet", "--amount", "3" }).code)
+    local address = run({ "wallet", "address" }).out:gsub("%s+$", "")
+    local tx = run({ "-o", "json", "wallet", "history" }).json().items[1]
+    local block
+    for _ = 1, 100 do
+      block = run({ "-o", "json", "chain", "tx", tx.hash }).json().block_height
+      if block then break end
+      sys.sleep(0.05)
+    end
+    local outputs = {
+      { { "chain", "list" }, "ait%-devnet%s+%d+%s+%x+%s+producing%s+on" },
+      { { "chain", "head" }, "height%s+%d+" },
+      { { "chain", "block", tostring(block) }, "transactions%s+1\n.*\n  " .. tx.hash },
+      { { "chain", "tx", tx.hash }, "type%s+faucet.*status%s+included %(block " .. block .. "%).*amount%s+3 AITBC" },
+      { { "chain", "account", address }, "available%s+3 AITBC.*in escrow%s+0 AITBC" },
+    }
+    for _, o in ipairs(outputs) do
+      local r = run(o[1])
+      assert.equal(0, r.code, r.err)
+      assert.matches(o[2], r.out)
+      assert.not_matches('[%[{]"', r.out, table.concat(o[1], " "))
+    end
+    node:stop()
+  end)
+end)
+
 describe("job payments (client pay)", function()
   it("holds the payment in escrow, releases it to the miner on completion, refunds it on failure", function()
     local node = nodes.start { args = { "--block-time", "0.2", "--log-level", "warn" } }

@@ -211,7 +211,8 @@ local function refused(client, message, fields)
   fields.required_role = needed
   if fields.code == "missing_api_key" or not fields.key_id then
     local which = needed and (a(needed) .. " ") or "an "
-    return errors.new("auth", fields.request .. " needs " .. which .. "API key and none was sent", key_hint(needed), fields)
+    return errors.new("auth", fields.request .. " needs " .. which .. "API key and none was sent"
+      .. (fields.code ~= "missing_api_key" and (": " .. message) or ""), key_hint(needed), fields)
   end
   return errors.new("auth", "the node refused " .. key_words(client) .. ": " .. message, key_hint(needed), fields)
 end
@@ -223,11 +224,13 @@ local function forbidden(client, message, fields)
   if fields.code ~= "forbidden" and not fields.code:find("^http_") then return errors.new("auth", message, nil, fields) end
   local has = message:match("^an? (%w+) key may not")
   local needs = message:match("needs an? ([%w ]-) key%)?$")
-  fields.required_role, fields.key_role = needs and needs:match("^(%w+)"), has
+  if not needs then -- not the node's role refusal: its words, and the key's
+    return errors.new("auth", message .. " (" .. key_words(client) .. ")", "this API key may not do that", fields)
+  end
+  fields.required_role, fields.key_role = needs:match("^(%w+)"), has
   local text = string.format("%s is %s; %s needs %s", key_words(client), has and (a(has) .. " key") or "not allowed there",
-    fields.request, needs and (a(needs) .. " key") or "another role")
-  return errors.new("auth", text, fields.required_role and key_hint(fields.required_role)
-    or "this API key's role may not do that", fields)
+    fields.request, a(needs) .. " key")
+  return errors.new("auth", text, key_hint(fields.required_role), fields)
 end
 
 --- A 401 or 403 that names the key sent, where it came from, and the role the route needs.

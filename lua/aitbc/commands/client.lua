@@ -65,6 +65,10 @@ local function render_result(d, out)
     duration = rc.duration_ms and string.format("%.2f s", rc.duration_ms / 1000),
     receipt = rc.receipt_id and (rc.receipt_id .. (d.receipt_verified and " (signature verified against the node's key)" or "")),
   }, { "job", "model", "miner", "tokens", "duration", { "receipt", "proof of execution" } }))
+  if d.payment then -- submitted with --pay: released to the miner once the sweep settles it
+    out:print(out:style(string.format("paid %s AITBC (transaction %s); 'aitbc client status %s' shows its settlement",
+      d.payment.amount, d.payment.tx_hash, d.job_id), "dim"))
+  end
 end
 
 --- The fields of a record that hold something (format_record shows the others as "-").

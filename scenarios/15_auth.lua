@@ -21,8 +21,10 @@ s:step("15.1", "Import API keys from environment variables", function(t)
   t.vars.client, t.vars.client_id = t:api_key("client")
   t.vars.admin, t.vars.admin_id = t:api_key("admin")
   t.vars.coordinator = t:api_key("admin", { name = "coordinator" })
-  local r = ok(t, "aitbc auth import-env", { AITBC_API_KEY = t.vars.client, AITBC_ADMIN_KEY = t.vars.admin,
-    AITBC_COORDINATOR_KEY = t.vars.coordinator })
+  -- the prerequisite, exported as a user would for the rest of the section: with it set, every
+  -- command still takes the stored admin (and miner) key where it needs one (README: key precedence)
+  t:setenv("AITBC_API_KEY", t.vars.client)
+  local r = ok(t, "aitbc auth import-env", { AITBC_ADMIN_KEY = t.vars.admin, AITBC_COORDINATOR_KEY = t.vars.coordinator })
   t:expect_match(r.stdout, "imported client key " .. t.vars.client_id, "client key imported")
   t:expect_match(r.stdout, "imported admin key " .. t.vars.admin_id, "admin key imported")
   t:expect_match(r.stdout, "imported coordinator key", "coordinator key imported")

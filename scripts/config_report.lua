@@ -2,7 +2,7 @@
 --   aitbc run scripts/config_report.lua [--json]
 local aitbc = require "aitbc"
 
-local resolved = aitbc.config.resolve()
+local resolved = aitbc.context.default().config -- with the flags `aitbc run` was given
 local report = {}
 for _, key in ipairs(aitbc.config.key_names()) do
   local value = resolved.values[key]

@@ -352,7 +352,7 @@ describe("addresses have one spelling", function()
     assert.equal(0, acc.code, acc.err)
     assert.equal(bob.address, acc.json().address)
     assert.equal(2, run({ "chain", "account", "AIT1" .. bob.address:sub(5) }).code)
-    assert.equal("8", run({ "-o", "json", "wallet", "balance" }).json().balance)
+    assert.equal("8", run({ "-o", "json", "wallet", "balance" }).json().available)
   end)
 end)
 

@@ -201,10 +201,10 @@ describe("aitbc wallet on the chain", function()
     assert.matches("status%s+included %(block %d+%)", sent.out)
     assert.equal(0, run({ "wallet", "stake", "5" }).code)
     local j = run({ "-o", "json", "wallet", "balance" }).json()
-    assert.equal("12.5", j.balance)
+    assert.equal("12.5", j.available)
     assert.equal("5", j.staked)
     assert.equal("17.5", j.total)
-    assert.equal("2.5", run({ "-o", "json", "wallet", "balance", "b" }).json().balance)
+    assert.equal("2.5", run({ "-o", "json", "wallet", "balance", "b" }).json().available)
     local over = run { "wallet", "send", b, "1000" }
     assert.equal(1, over.code)
     assert.matches("balance is 12%.5 AITBC, less than 1000", over.err)
@@ -212,6 +212,36 @@ describe("aitbc wallet on the chain", function()
     assert.matches("transfer%s+%-2%.5", hist.out)
     assert.matches("faucet%s+%+20", hist.out)
     assert.equal(2, run({ "wallet", "send", "ait1bad", "1" }).code)
+    node:stop()
+  end)
+end)
+
+describe("aitbc chain", function()
+  it("prints chains, blocks, transactions and accounts as fields, never JSON in a cell", function()
+    local node = nodes.start { args = { "--block-time", "0.2", "--log-level", "warn" } }
+    local home = cli.tempdir()
+    local env = { AITBC_WALLET_PASSWORD = "a good password", AITBC_CLIENT_KEY = node:key("client") }
+    local function run(args) return node:cli(args, { home = home, env = env }) end
+    assert.equal(0, run({ "wallet", "create", "--name", "a" }).code)
+    assert.equal(0, run({ "wallet", "faucet", "--amount", "3" }).code)
+    local address = run({ "wallet", "address" }).out:gsub("%s+$", "")
+    local tx = run({ "-o", "json", "wallet", "history" }).json().items[1]
+    local block = cli.wait_for("the faucet's transaction in a block", function()
+      return run({ "-o", "json", "chain", "tx", tx.hash }).json().block_height
+    end)
+    local outputs = {
+      { { "chain", "list" }, "ait%-devnet%s+%d+%s+%x+%s+producing%s+on" },
+      { { "chain", "head" }, "height%s+%d+" },
+      { { "chain", "block", tostring(block) }, "transactions%s+1\n.*\n  " .. tx.hash },
+      { { "chain", "tx", tx.hash }, "type%s+faucet.*status%s+included %(block " .. block .. "%).*amount%s+3 AITBC" },
+      { { "chain", "account", address }, "available%s+3 AITBC.*in escrow%s+0 AITBC" },
+    }
+    for _, o in ipairs(outputs) do
+      local r = run(o[1])
+      assert.equal(0, r.code, r.err)
+      assert.matches(o[2], r.out)
+      assert.not_matches('[%[{]"', r.out, table.concat(o[1], " "))
+    end
     node:stop()
   end)
 end)
@@ -243,7 +273,7 @@ describe("job payments (client pay)", function()
     assert.matches("paid 10 AITBC for job " .. job.job_id, pay.out)
     assert.matches("transaction%s+%x+", pay.out)
     assert.matches("payment status%s+funded", pay.out)
-    assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
+    assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().available)
     local st = as_client({ "-o", "json", "client", "status", job.job_id }).json()
     assert.equal("funded", st.payment_status)
     assert.matches("payment%s+10 AITBC, funded", as_client({ "client", "status", job.job_id }).out)
@@ -260,7 +290,7 @@ describe("job payments (client pay)", function()
       assert.is_true(st2.payment_status == "funded" or st2.payment_status == "released", st2.payment_status)
       return st2.payment_status == "released" and st2
     end)
-    assert.equal("10", node:cli({ "-o", "json", "wallet", "balance" }, { home = miner_home }).json().balance)
+    assert.equal("10", node:cli({ "-o", "json", "wallet", "balance" }, { home = miner_home }).json().available)
     local _, t = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. released.settlement_id)
     assert.equal("escrow_release", t.type)
     assert.equal(payout, t.to)
@@ -268,7 +298,7 @@ describe("job payments (client pay)", function()
     -- a job that fails: the payer gets the coins back
     local job2 = as_client({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "will fail" }).json()
     assert.equal(0, as_client({ "client", "pay", job2.job_id, "7.5" }).code)
-    assert.equal("32.5", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
+    assert.equal("32.5", as_client({ "-o", "json", "wallet", "balance" }).json().available)
     node:request("POST", "/v1/miners/poll", { key = miner_key, headers = { ["X-Miner-ID"] = "paid-rig" }, json = {} })
     node:request("POST", "/v1/miners/" .. job2.job_id .. "/fail", { key = miner_key, headers = { ["X-Miner-ID"] = "paid-rig" },
       json = { error_message = "out of memory" } })
@@ -277,7 +307,7 @@ describe("job payments (client pay)", function()
       assert.is_true(st2.payment_status == "funded" or st2.payment_status == "refunded", st2.payment_status)
       return st2.payment_status == "refunded"
     end)
-    assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
+    assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().available)
     -- someone else's job, or more than the balance: refused, nothing moves
     local other = node:key("client")
     local _, job3 = node:request("POST", "/v1/jobs", { key = other, json = { payload = { prompt = "theirs" } } })
@@ -286,7 +316,7 @@ describe("job payments (client pay)", function()
     local over = as_client { "client", "pay", job4.job_id, "1000" }
     assert.equal(1, over.code)
     assert.matches("balance is 40 AITBC", over.err)
-    assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().balance)
+    assert.equal("40", as_client({ "-o", "json", "wallet", "balance" }).json().available)
     node:stop()
   end)
 end)

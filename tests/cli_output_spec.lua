@@ -403,9 +403,9 @@ describe("CLI output and scripting", function()
       for i = 1, 3 do submit("page " .. i) end
       local all = lines(run({ "client", "list", "-q", "--limit", "4" }).out)
       assert.same({ all[2], all[3] }, lines(run({ "client", "list", "-q", "--limit", "2", "--offset", "1" }).out))
-      for _, rate in ipairs { "0.3", "0.4", "0.5" } do
+      for i, rate in ipairs { "0.3", "0.4", "0.5" } do -- three places: three listings (the same GPU again updates)
         assert.equal(201, (node:request("POST", "/v1/marketplace/gpu/register", { key = miner,
-          json = { model = "L4", vram_gb = 24, hourly_rate = rate } })))
+          json = { model = "L4", vram_gb = 24, hourly_rate = rate, region = "r" .. i } })))
       end
       local listings = lines(run({ "marketplace", "gpu", "list", "-q" }).out)
       assert.is_true(#listings >= 3)

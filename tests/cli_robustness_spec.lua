@@ -240,7 +240,7 @@ describe("replies without what a command needs", function()
     local address = cli.run({ "wallet", "address" }, { home = home }).out:gsub("%s+$", "")
     local as_wallet = { home = home, env = pw }
     for _, case in ipairs {
-      { { "client", "submit", "--prompt", "hi" }, "POST /v1/jobs", { "'job_id' is an object", "'state' is a number" } },
+      { { "client", "submit", "--model", "llama3", "--prompt", "hi" }, "POST /v1/jobs", { "'job_id' is an object", "'state' is a number" } },
       { { "client", "status", "j1" }, "GET /v1/jobs/j1", { "'job_id' is an object" } },
       { { "client", "result", "j1" }, "GET /v1/jobs/j1/result", { "'receipt' is a string" } },
       { { "client", "cancel", "j1" }, "POST /v1/jobs/j1/cancel", { "'job_id' is an object" } },

@@ -187,10 +187,10 @@ describe("node input", function()
       local n = math.tointeger(2 ^ 63 // util.MAX_RATE_UNITS + 2)
       local provider = node:key("miner")
       local batch = {}
-      for i = 1, n do
+      for i = 1, n do -- one region each: the same GPU in one place is one listing
         batch[#batch + 1] = { method = "POST", url = node.url .. "/v1/marketplace/gpu/register",
           headers = { ["X-Api-Key"] = provider, ["Content-Type"] = "application/json" },
-          body = '{"model": "Overflow 9000", "vram_gb": 8, "hourly_rate": "1000000"}' }
+          body = '{"model": "Overflow 9000", "vram_gb": 8, "hourly_rate": "1000000", "region": "r' .. i .. '"}' }
         if #batch == 256 or i == n then
           for _, res in ipairs(require("aitbc.http").request_many(batch)) do assert.equal(201, res.status) end
           batch = {}
@@ -207,8 +207,9 @@ describe("node input", function()
       local provider = node:key("miner")
       local http = require "aitbc.http"
       local batch, statuses = {}, {}
-      for _ = 1, 200 do -- each listing updated and removed at once
-        local s, l = post("/v1/marketplace/gpu/register", provider, '{"model": "Race 1", "vram_gb": 8, "hourly_rate": "1"}')
+      for i = 1, 200 do -- each listing updated and removed at once
+        local s, l = post("/v1/marketplace/gpu/register", provider,
+          '{"model": "Race 1", "vram_gb": 8, "hourly_rate": "1", "region": "r' .. i .. '"}')
         assert.equal(201, s)
         local url = node.url .. "/v1/marketplace/gpu/" .. l.listing_id
         local headers = { ["X-Api-Key"] = provider, ["Content-Type"] = "application/json" }

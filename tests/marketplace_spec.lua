@@ -6,7 +6,7 @@ describe("marketplace", function()
   -- a node of its own for each test, so that each passes alone and in any order
   local node, provider, other, client
   before_each(function()
-    node = nodes.start { args = { "--heartbeat-timeout", "1", "--log-level", "warn" } }
+    node = nodes.start { args = { "--heartbeat-timeout", "1", "--block-time", "0.2", "--log-level", "warn" } }
     provider, other, client = node:key("miner"), node:key("miner"), node:key("client")
   end)
   after_each(function() node:stop() end)
@@ -27,11 +27,13 @@ describe("marketplace", function()
     return ids, res
   end
 
-  --- Four RTX 4090 listings, under three spellings of the model.
+  --- Four RTX 4090 listings, under three spellings of the model: one
+  -- provider's in two places, two other providers' (the same GPU listed
+  -- again by one provider updates its listing).
   local function list_rtx_4090s()
     list(provider, { model = "RTX 4090", vram_gb = 24, hourly_rate = "0.6", region = "eu" })
-    list(provider, { model = "NVIDIA GeForce RTX 4090", vram_gb = 24, hourly_rate = "0.4" })
-    list(provider, { model = "rtx 4090", vram_gb = 24, hourly_rate = "0.9", region = "eu" })
+    list(node:key("miner"), { model = "NVIDIA GeForce RTX 4090", vram_gb = 24, hourly_rate = "0.4" })
+    list(node:key("miner"), { model = "rtx 4090", vram_gb = 24, hourly_rate = "0.9", region = "eu" })
     list(provider, { model = "RTX 4090", vram_gb = 24, hourly_rate = "0.5" })
   end
 
@@ -57,15 +59,30 @@ describe("marketplace", function()
     assert.same({ count = 4, min = "0.4", p25 = "0.4", median = "0.55", average = "0.6", p75 = "0.6", p90 = "0.9", max = "0.9" },
       p.listings)
     assert.equal("0.55", p.suggested_hourly_rate)
-    -- three jobs paid 0.8/hour on an RTX 4090 miner: the suggestion moves halfway there
+    -- three jobs at 0.8/hour on an RTX 4090 miner: never paid, they paid nothing
     local miner = node:key("miner")
+    local payout = require("aitbc.wallet").keys(require("aitbc.wallet.bip39").generate(24)).address
     node:request("POST", "/v1/miners/register", { key = miner, json = { miner_id = "priced",
-      capabilities = { gpus = { { name = "RTX 4090", memory_gb = 24 } } }, price_per_hour = "0.8" } })
-    for _ = 1, 3 do
+      capabilities = { gpus = { { name = "RTX 4090", memory_gb = 24 } } }, price_per_hour = "0.8", payout_address = payout } })
+    local jobs = {}
+    for i = 1, 3 do
       local _, job = node:request("POST", "/v1/jobs", { key = client, json = { payload = { prompt = "x" } } })
       local _, got = node:request("POST", "/v1/miners/poll", { key = miner, json = {} })
       assert.equal(job.job_id, got.job_id)
       node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner, json = { result = "ok" } })
+      jobs[i] = job.job_id
+    end
+    local _, unpaid = node:request("GET", "/v1/marketplace/pricing?model=rtx%204090")
+    assert.equal(0, unpaid.completed_jobs.count)
+    assert.equal("0.55", unpaid.suggested_hourly_rate)
+    -- paid (funded, then released to the miner): the suggestion moves halfway there
+    local home, env = cli.tempdir(), { AITBC_CLIENT_KEY = client, AITBC_WALLET_PASSWORD = "pricing wallet" }
+    assert.equal(0, node:cli({ "wallet", "create", "--name", "payer" }, { home = home, env = env }).code)
+    assert.equal(0, node:cli({ "wallet", "faucet", "--amount", "10" }, { home = home, env = env }).code)
+    for _, id in ipairs(jobs) do
+      local paid = node:cli({ "client", "pay", id, "1" }, { home = home, env = env })
+      assert.equal(0, paid.code, paid.err)
+      assert.matches("released to%s+" .. payout, paid.out)
     end
     local _, p2 = node:request("GET", "/v1/marketplace/pricing?model=rtx%204090")
     assert.equal(3, p2.completed_jobs.count)
@@ -140,9 +157,39 @@ describe("marketplace", function()
     r = node:cli({ "marketplace", "offers", "list", "--model", "RTX 4090" }, { home = home })
     assert.matches("LISTING%s+PROVIDER%s+REP%s+GPU%s+VRAM%s+AITBC/H%s+REGION%s+STATUS", r.out)
     r = node:cli({ "marketplace", "pricing", "--model", "RTX 4090" }, { home = home })
+    assert.matches("SOURCE%s+COUNT%s+MIN%s+P25%s+MEDIAN%s+AVERAGE%s+P75%s+P90%s+MAX", r.out)
     assert.matches("available listings%s+%d+", r.out)
     assert.matches("suggested: [%d.]+ AITBC/hour", r.out)
     assert.equal(2, node:cli({ "marketplace", "gpu", "register", "--model", "X", "--vram", "8", "--hourly-rate", "-2" },
       { home = home, env = env }).code)
+  end)
+
+  it("updates a listing when the same GPU is registered again, instead of offering it twice", function()
+    local home = cli.tempdir()
+    local env = { AITBC_MINER_KEY = node:key("miner") }
+    local function register(rate, extra)
+      local args = { "marketplace", "gpu", "register", "--model", "L40S", "--vram", "48", "--hourly-rate", rate }
+      for _, a in ipairs(extra or {}) do args[#args + 1] = a end
+      return node:cli(args, { home = home, env = env })
+    end
+    local first = register("0.7")
+    assert.equal(0, first.code, first.err)
+    local id = first.out:match("listing (gpu_%x+) is live")
+    local again = register("0.65", { "--count", "2" })
+    assert.equal(0, again.code, again.err)
+    assert.matches("you already listed this GPU as " .. id .. ": updated it %(0%.7 → 0%.65 AITBC/hour, 1 → 2 GPU%(s%)%)",
+      again.out)
+    local _, res = offers("model=L40S")
+    assert.equal(1, res.total)
+    assert.equal("0.65", res.items[1].hourly_rate)
+    assert.equal(2, res.items[1].count)
+    local j = node:cli({ "-o", "json", "marketplace", "gpu", "register", "--model", "L40S", "--vram", "48", "--hourly-rate",
+      "0.65", "--count", "2" }, { home = home, env = env }).json()
+    assert.is_true(j.updated)
+    assert.equal(id, j.listing_id)
+    -- another region is another listing
+    local eu = register("0.8", { "--region", "eu" })
+    assert.matches("listing gpu_%x+ is live", eu.out)
+    assert.equal(2, select(2, offers("model=L40S")).total)
   end)
 end)

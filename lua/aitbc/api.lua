@@ -29,15 +29,15 @@ end
 
 --- A client configured from a command's context (flags, env, config).
 -- opts.role picks the key for that role (see aitbc.auth.keys); opts.api_key and
--- opts.url override.
+-- opts.url override.  The client remembers where its key came from and the
+-- role it was chosen for, so that a refusal can say so.
 function M.from_context(ctx, opts)
   opts = opts or {}
   local keys = require "aitbc.auth.keys"
-  local client = M.new {
-    url = opts.url or keys.url(ctx),
-    api_key = opts.api_key or keys.resolve(ctx, opts.role),
-    timeout = ctx.settings.timeout,
-  }
+  local key, source = opts.api_key, opts.api_key and "given by the caller"
+  if not key then key, source = keys.resolve(ctx, opts.role) end
+  local client = M.new { url = opts.url or keys.url(ctx), api_key = key, timeout = ctx.settings.timeout }
+  client.key_source, client.role = source, opts.role
   client.page = ctx.page -- a list command's --limit/--offset, for the route its declaration names
   return client
 end
@@ -201,18 +201,71 @@ local function server_message(res)
   return text ~= "" and text or ("HTTP " .. res.status)
 end
 
-local function status_error(res, method, path)
+--- "API key key_0ed546631f4eb5de (aitbc_…1a2b, from env AITBC_API_KEY)", or "no API key".
+local function key_words(client)
+  if not client.api_key or client.api_key == "" then return "no API key" end
+  local apikey = require "aitbc.protocol.apikey"
+  return string.format("API key %s (%s%s)", (apikey.identity(client.api_key)), apikey.mask(client.api_key),
+    client.key_source and (", from " .. client.key_source) or "")
+end
+
+--- "a client", "an admin"
+local function a(word) return (word:match("^[aeiou]") and "an " or "a ") .. word end
+
+--- How to give a key of `role`: its variable, or import one.
+local function key_hint(role)
+  if not role then return "pass --api-key KEY, set AITBC_API_KEY, or store keys with 'aitbc auth import-env'" end
+  local var = require("aitbc.auth.keys").ROLE_VAR[role] or "AITBC_API_KEY"
+  return string.format("use %s key: --api-key KEY, %s=KEY, or 'aitbc auth import-env --key-type %s'", a(role), var, role)
+end
+
+--- 401: no key, or one the node does not accept (unknown, revoked, expired).
+local function refused(client, message, fields)
+  local needed = client.role
+  fields.required_role = needed
+  if fields.code == "missing_api_key" or not fields.key_id then
+    local which = needed and (a(needed) .. " ") or "an "
+    return errors.new("auth", fields.request .. " needs " .. which .. "API key and none was sent"
+      .. (fields.code ~= "missing_api_key" and (": " .. message) or ""), key_hint(needed), fields)
+  end
+  return errors.new("auth", "the node refused " .. key_words(client) .. ": " .. message, key_hint(needed), fields)
+end
+
+--- 403: a key of the wrong role; the node's message names both ("a client
+-- key may not use GET /v1/admin/stats (needs a admin key)").  A refusal
+-- with its own reason (a faucet that is off) keeps it.
+local function forbidden(client, message, fields)
+  if fields.code ~= "forbidden" and not fields.code:find("^http_") then return errors.new("auth", message, nil, fields) end
+  local has = message:match("^an? (%w+) key may not")
+  local needs = message:match("needs an? ([%w ]-) key%)?$")
+  if not needs then -- not the node's role refusal: its words, and the key's
+    return errors.new("auth", message .. " (" .. key_words(client) .. ")", "this API key may not do that", fields)
+  end
+  fields.required_role, fields.key_role = needs:match("^(%w+)"), has
+  local text = string.format("%s is %s; %s needs %s", key_words(client), has and (a(has) .. " key") or "not allowed there",
+    fields.request, a(needs) .. " key")
+  return errors.new("auth", text, key_hint(fields.required_role), fields)
+end
+
+--- A 401 or 403 that names the key sent, where it came from, and the role the route needs.
+local function auth_error(client, res, message, detail, method, path)
+  local fields = { code = detail and detail.code or ("http_" .. res.status), status = res.status,
+    field = detail and detail.field, request = method .. " " .. path, key_source = client.key_source,
+    node_message = message }
+  if client.api_key and client.api_key ~= "" then
+    fields.key_id = (require("aitbc.protocol.apikey").identity(client.api_key))
+  end
+  if res.status == 401 then return refused(client, message, fields) end
+  return forbidden(client, message, fields)
+end
+
+local function status_error(client, res, method, path)
   local message, detail = server_message(res)
   local status = res.status
+  if status == 401 or status == 403 then return auth_error(client, res, message, detail, method, path) end
   local kind = "failure"
   local hint
-  if status == 401 then
-    kind, hint = "auth", "the node did not accept the API key; set one with --api-key, AITBC_API_KEY or 'aitbc auth'"
-  elseif status == 403 then
-    -- the role hint fits a role refusal, not a refusal with its own reason (a faucet that is off)
-    kind = "auth"
-    if not detail or detail.code == "forbidden" then hint = "this API key's role may not do that" end
-  elseif status == 404 then
+  if status == 404 then
     kind = "not_found"
   elseif status == 429 then
     hint = "rate limited; retry in " .. (res.headers["retry-after"] or "a few") .. " seconds"
@@ -245,7 +298,7 @@ function Client:request(method, path, opts)
     sys.sleep(0.2 * 2 ^ (attempt - 1))
   end
   if not res then return nil, err end
-  if res.status >= 400 then return nil, status_error(res, method, path) end
+  if res.status >= 400 then return nil, status_error(self, res, method, path) end
   local data = res.json
   if data == nil then data = res.body end
   if opts.expect and res.status ~= 204 then -- 204: no content, nothing to check

@@ -1,8 +1,12 @@
 --- API keys kept by the CLI, per environment and type, in the config file
 -- (mode 0600): file.keys[environment][type] = {key, source, imported_at}.
--- A command that needs a role gets its key by the usual precedence:
---   --api-key > AITBC_<ROLE>_KEY > AITBC_API_KEY > stored key of the active
---   environment > api_key in the config file.
+-- A command that needs a role gets its key by this precedence (keys.resolve):
+--   --api-key > AITBC_<ROLE>_KEY > the active environment's stored key of
+--   that role > AITBC_API_KEY > api_key in the config file,
+-- except that for the client role AITBC_API_KEY comes before the stored key:
+-- the spec makes AITBC_API_KEY the client's variable (15.1, 15.3), so it
+-- stands in for AITBC_CLIENT_KEY, and sets no other role's key while that
+-- role has one configured.
 local apikey = require "aitbc.protocol.apikey"
 local json = require "aitbc.json"
 local sys = require "aitbc.sys"
@@ -80,25 +84,29 @@ function keys.of_environment(file, environment)
 end
 
 --- The keys the environment holds for these types (`auth import-env`):
--- chosen {type -> {var, key}} (a type's later, more specific variable
--- wins), failed {{type, variable, reason, fix}}, and how many were set.
+-- candidates {type -> {{var, key}, ...}} most specific variable first (a
+-- type's later variable: AITBC_CLIENT_KEY before AITBC_API_KEY), those
+-- malformed failed {{type, variable, reason, fix}}, and how many were set.
 function keys.from_env(types)
-  local chosen, failed, seen = {}, json.array(), 0
+  local candidates, failed, seen = {}, json.array(), 0
   for _, key_type in ipairs(types) do
-    for _, var in ipairs(keys.IMPORT_VARS[key_type]) do
+    local vars = keys.IMPORT_VARS[key_type]
+    for i = #vars, 1, -1 do
+      local var = vars[i]
       local value = env_value(var)
       if value then
         seen = seen + 1
         local ok, why, fix = apikey.check(value)
         if ok then
-          chosen[key_type] = { var = var, key = value }
+          candidates[key_type] = candidates[key_type] or {}
+          table.insert(candidates[key_type], { var = var, key = value })
         else
           failed[#failed + 1] = { type = key_type, variable = var, reason = var .. " " .. why, fix = fix }
         end
       end
     end
   end
-  return chosen, failed, seen
+  return candidates, failed, seen
 end
 
 --- Keys as environment assignments: format "env" (export VAR=...),
@@ -118,16 +126,53 @@ function keys.export_text(format, entries, environment, when)
   return table.concat(lines, "\n") .. "\n"
 end
 
---- key, source for a role (nil when none is configured).
-function keys.resolve(ctx, role)
-  if ctx.globals.api_key then return ctx.globals.api_key, "flag --api-key" end
-  local var = role and keys.ROLE_VAR[role]
-  if var and env_value(var) then return env_value(var), "env " .. var end
+--- The stored key of a role in the active environment: entry, "environment/type".
+local function stored_key(ctx, role)
+  local environment = ctx.settings.environment
+  local stored = keys.stored(ctx.config.file, environment)
+  local key_type = stored[role] and role or (role == "admin" and stored.coordinator and "coordinator") or nil
+  if key_type and type(stored[key_type].key) == "string" then
+    return stored[key_type].key, "config file, environment " .. environment .. ", " .. key_type .. " key"
+  end
+end
+
+--- Any key the user configured, for a request no role owns (aitbc api):
+-- --api-key > AITBC_API_KEY > api_key > the stored keys, client first.
+local function any_key(ctx)
   if env_value("AITBC_API_KEY") then return env_value("AITBC_API_KEY"), "env AITBC_API_KEY" end
-  local stored = keys.stored(ctx.config.file, ctx.settings.environment)
-  local entry = role and (stored[role] or (role == "admin" and stored.coordinator))
-  if entry then return entry.key, "config " .. ctx.settings.environment .. "/" .. (stored[role] and role or "coordinator") end
-  if ctx.config.file.api_key then return ctx.config.file.api_key, "config api_key" end
+  if ctx.config.file.api_key then return ctx.config.file.api_key, "config file, api_key" end
+  for _, role in ipairs { "client", "admin", "miner" } do
+    local key, source = stored_key(ctx, role)
+    if key then return key, source end
+  end
+end
+
+--- key, source for a role (nil when none is configured); source says where
+-- the key came from, for messages ("env AITBC_API_KEY", "flag --api-key",
+-- "config file, environment default, miner key").
+function keys.resolve(ctx, role)
+  if ctx.globals and ctx.globals.api_key then return ctx.globals.api_key, "flag --api-key" end
+  if not role then return any_key(ctx) end
+  local var = keys.ROLE_VAR[role]
+  if var and env_value(var) then return env_value(var), "env " .. var end
+  local generic = env_value("AITBC_API_KEY")
+  if role == "client" and generic then return generic, "env AITBC_API_KEY" end
+  local key, source = stored_key(ctx, role)
+  if key then return key, source end
+  if generic then return generic, "env AITBC_API_KEY" end
+  if ctx.config.file.api_key then return ctx.config.file.api_key, "config file, api_key" end
+  return nil
+end
+
+--- The role a node route needs, for a request that names none (aitbc api):
+-- what lua/aitbc/node/app.lua's routes ask; nil for public routes and those
+-- any key may use.
+function keys.role_for(method, path)
+  path = path:gsub("^/api/v1/", "/v1/"):gsub("[?#].*$", "")
+  if path:find("^/v1/admin/") or path == "/v1/admin" then return "admin" end
+  if path:find("^/v1/miners/") or path:find("^/v1/marketplace/gpu/") then return "miner" end
+  if path:find("^/v1/jobs/") or path == "/v1/jobs" then return "client" end
+  if method == "POST" and path:find("^/v1/chain/[^/]+/blocks$") then return "admin" end
   return nil
 end
 

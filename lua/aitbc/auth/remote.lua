@@ -32,7 +32,7 @@ function remote.check(ctx, key, environment)
   end
   local status = ({ api_key_revoked = "revoked", api_key_expired = "expired", invalid_api_key = "unknown" })[err.code]
   if err.kind == "network" then status = "unreachable" end
-  return { status = status or "error", error = err.message }
+  return { status = status or "error", error = err.node_message or err.message }
 end
 
 --- A client with the admin key (raises naming `purpose` when there is none); the key and where it came from.

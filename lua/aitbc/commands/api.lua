@@ -12,8 +12,10 @@ return {
   name = "api",
   category = "Tools",
   summary = "Send a request to the node's HTTP API and print the JSON answer",
-  description = "METHOD defaults to GET, or POST when --data is given. HTTP errors map to exit codes "
-    .. "(401/403 -> 4, 404 -> 3, others -> 1); an unreachable node exits 5.",
+  description = "METHOD defaults to GET, or POST when --data is given. The key sent is the one of the role the "
+    .. "route needs (/v1/jobs: client, /v1/miners and /v1/marketplace/gpu: miner, /v1/admin: admin) by the usual "
+    .. "precedence, or --role's; for other routes --api-key, AITBC_API_KEY, api_key, else a stored key. HTTP errors "
+    .. "map to exit codes (401/403 -> 4, 404 -> 3, others -> 1); an unreachable node exits 5.",
   args = {
     { "method_or_path", help = "HTTP method, or the path when the method is omitted" },
     { "path", optional = true, help = "path under the node URL, e.g. /v1/health" },
@@ -23,7 +25,7 @@ return {
     { "--query", short = "-q", metavar = "K=V", repeatable = true, help = "query parameter" },
     { "--header", short = "-H", metavar = "'NAME: VALUE'", repeatable = true, help = "extra request header" },
     { "--role", choices = { "client", "miner", "admin" },
-      help = "send the stored key of this role (default: any configured key)" },
+      help = "send the key of this role (default: the role the route needs, else any configured key)" },
   },
   examples = { "aitbc api /health", "aitbc api GET /v1/jobs -q state=QUEUED", "aitbc api POST /v1/jobs -d @job.json" },
   run = function(ctx)
@@ -52,7 +54,8 @@ return {
       if err then errors.raise("usage", "--data is not valid JSON: " .. err) end
       headers["Content-Type"] = "application/json"
     end
-    local client = require("aitbc.api").from_context(ctx, { role = ctx.opts.role })
+    local role = ctx.opts.role or require("aitbc.auth.keys").role_for(method, path)
+    local client = require("aitbc.api").from_context(ctx, { role = role })
     local data = client:call(method, path, { query = query, headers = headers, body = body })
     return data, function(d, out)
       if type(d) == "table" then out:print(require("aitbc.json").encode(d, { pretty = true }))

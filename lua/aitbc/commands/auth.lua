@@ -41,13 +41,13 @@ local function render_import(d, out)
   for _, i in ipairs(d.imported) do
     local article = (i.node_role or ""):match("^[aeiou]") and "an " or "a "
     local node_note = ({ valid = "accepted by the node as " .. article .. tostring(i.node_role) .. " key",
-      unreachable = "node not reachable: not verified", unknown = "the node does not know this key",
-      revoked = "REVOKED on the node", expired = "EXPIRED on the node" })[i.node_status] or i.node_status
+      unreachable = "node not reachable: not verified" })[i.node_status] or ("not verified: " .. tostring(i.node_error))
     out:success(string.format("imported %s key %s (%s) from %s — %s", i.type, i.key_id, i.key, i.variable, node_note))
   end
   for _, f in ipairs(d.failed) do
     io.stderr:write(out:style("✗", "red", out.err_color), " not imported: ", f.reason, "\n")
     if f.fix then io.stderr:write("    fix: ", f.fix, "\n") end
+    if f.kept then io.stderr:write("    the stored ", f.type, " key stays ", f.kept, "\n") end
   end
   if #d.imported > 0 then
     out:print(string.format("stored in %s under environment '%s'", d.config_file, d.environment))
@@ -60,34 +60,64 @@ local function render_import(d, out)
   end
 end
 
+--- Why the node's answer about a key (aitbc.auth.remote.check) keeps it
+-- out of the config as key_type; nil when it may be stored.
+local function keys_var(key_type) return require("aitbc.auth.keys").ROLE_VAR[key_type] end
+
+local function node_refusal(check, key_type, var, key_id, url)
+  local remote = require "aitbc.auth.remote"
+  if check.status == "valid" then
+    if check.role == remote.NODE_ROLE[key_type] then return nil end
+    local article = check.role:match("^[aeiou]") and "an " or "a "
+    return string.format("%s holds %s%s key, not %s %s key", var, article, check.role,
+      key_type:match("^[aeiou]") and "an" or "a", key_type),
+      string.format("set it as %s and run 'aitbc auth import-env --key-type %s'", keys_var(check.role), check.role)
+  end
+  if check.status == "unreachable" or check.status == "error" then return nil end
+  return string.format("%s (%s): the node at %s %s", var, key_id, url, ({ unknown = "does not know this key",
+      revoked = "says this key was revoked", expired = "says this key expired" })[check.status] or check.status)
+      .. (check.error and (" (" .. check.error .. ")") or ""),
+    "get a valid " .. key_type .. " key from the node's administrator (aitbc api POST /v1/admin/keys), or check --url"
+end
+
 local function import_env(ctx)
   local apikey, keys, remote = require "aitbc.protocol.apikey", require "aitbc.auth.keys", require "aitbc.auth.remote"
   check_config_dir(ctx)
   local environment = ctx.settings.environment
   local types = ctx.opts.key_type and { ctx.opts.key_type } or keys.TYPES
-  local chosen, failed, seen = keys.from_env(types)
+  local candidates, failed, seen = keys.from_env(types)
   if seen == 0 then
     local vars = {}
     for _, t in ipairs(types) do for _, v in ipairs(keys.IMPORT_VARS[t]) do vars[#vars + 1] = v end end
     errors.raise("failure", "no API key to import: " .. table.concat(vars, ", ") .. (#vars > 1 and " are" or " is") .. " not set",
       "export the key first, e.g. export " .. vars[1] .. "=<key of at least 16 characters>", { code = "no_keys" })
   end
-  local imported, secrets = json.array(), {}
+  -- each key is checked with the node before it is stored: a key the node
+  -- refuses, or one of another role, never replaces the stored one
+  local imported, exit = json.array(), #failed > 0 and 1 or 0
   for _, key_type in ipairs(types) do
-    local c = chosen[key_type]
-    if c then
-      keys.put(ctx.config.file, environment, key_type, { key = c.key, source = c.var, imported_at = iso() })
-      imported[#imported + 1] = { type = key_type, variable = c.var, key_id = (apikey.identity(c.key)),
-        key = apikey.mask(c.key), environment = environment }
-      secrets[#imported] = c.key
+    for _, c in ipairs(candidates[key_type] or {}) do
+      local check = remote.check(ctx, c.key)
+      local reason, fix = node_refusal(check, key_type, c.var, (apikey.identity(c.key)), keys.url(ctx))
+      if reason then
+        failed[#failed + 1] = { type = key_type, variable = c.var, key_id = (apikey.identity(c.key)), reason = reason,
+          fix = fix, node_status = check.status, node_role = check.role }
+        exit = 4
+      else
+        keys.put(ctx.config.file, environment, key_type, { key = c.key, source = c.var, imported_at = iso() })
+        imported[#imported + 1] = { type = key_type, variable = c.var, key_id = (apikey.identity(c.key)),
+          key = apikey.mask(c.key), environment = environment, node_status = check.status, node_role = check.role,
+          node_error = check.status ~= "valid" and check.error or nil }
+        break -- the most specific variable the node accepts
+      end
     end
   end
   if #imported > 0 then save(ctx) end
-  for i, item in ipairs(imported) do
-    local check = remote.check(ctx, secrets[i])
-    item.node_status, item.node_role = check.status, check.role
+  for _, f in ipairs(failed) do -- what stays in place of a refused key
+    local entry = keys.stored(ctx.config.file, environment)[f.type]
+    f.kept = entry and type(entry.key) == "string" and (apikey.identity(entry.key)) or nil
   end
-  if #failed > 0 then ctx.exit_code = 1 end
+  ctx.exit_code = exit ~= 0 and exit or nil
   return { config_file = ctx.config.path, environment = environment,
     active_environment = ctx.config.file.environment or "default", imported = imported, failed = failed }, render_import
 end
@@ -483,8 +513,11 @@ return {
       name = "import-env",
       creates_config = true,
       summary = "Import keys from AITBC_API_KEY, AITBC_CLIENT_KEY, AITBC_ADMIN_KEY, AITBC_COORDINATOR_KEY, AITBC_MINER_KEY",
-      description = "Each key must have at least 16 characters (letters, digits, '_', '-', '.'). Valid keys are "
-        .. "imported even when others fail; any failure exits 1. Keys go to the environment chosen with "
+      description = "Each key must have at least 16 characters (letters, digits, '_', '-', '.') and is checked "
+        .. "with the node before it is stored: a key the node refuses (unknown, revoked, expired) or one of another "
+        .. "role (a miner key in AITBC_API_KEY) is not imported and the key stored before stays. Valid keys are "
+        .. "imported even when others fail; a malformed key exits 1, a refused one 4. When the node cannot be "
+        .. "reached the keys are stored unverified, with a warning. Keys go to the environment chosen with "
         .. "--environment (default: the active one) in the config file chosen with --config.",
       options = { key_type },
       examples = { "aitbc auth import-env", "aitbc auth import-env --key-type admin",

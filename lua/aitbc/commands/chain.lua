@@ -39,6 +39,36 @@ local function render_chains(d, out)
   end
 end
 
+local function iso(t) return type(t) == "number" and os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t)) or t end
+
+--- A block: its header as a record, its transactions one per line (no JSON in a cell).
+local function render_block(d, out)
+  out:print(out:format_record({ height = d.height, hash = d.hash, prev_hash = d.prev_hash, time = iso(d.timestamp),
+    proposer = d.proposer, tx_count = d.tx_count, tx_root = d.tx_root, chain = d.chain_id, signature = d.signature },
+    { "height", "hash", { "prev_hash", "previous" }, "time", "chain", "proposer", { "tx_count", "transactions" },
+      { "tx_root", "tx root" }, "signature" }))
+  for _, h in ipairs(type(d.transactions) == "table" and d.transactions or {}) do out:print("  " .. tostring(h)) end
+end
+
+--- A transaction: what it did, in words and AITBC; the signed body stays in --output json.
+local function render_tx(d, out)
+  local payload = type(d.tx) == "table" and type(d.tx.payload) == "table" and d.tx.payload or {}
+  out:print(out:format_record({ hash = d.hash, type = d.type, status = d.status .. (d.block_height
+      and (" (block " .. d.block_height .. ")") or ""), from = d.from, to = d.to or "-",
+    amount = d.amount and (d.amount .. " AITBC"), job = payload.job_id, nonce = d.nonce, received = d.received_at,
+    chain = d.chain_id, signature = type(d.signature) == "string" and d.signature or nil },
+    { "hash", "type", "status", "from", "to", "amount", "job", "nonce", "received", "chain", "signature" }))
+end
+
+local function render_account(d, out)
+  local escrow = d.escrow and (d.escrow .. " AITBC" .. ((d.escrow_jobs or 0) > 0
+    and string.format(" (%d job%s not settled yet)", d.escrow_jobs, d.escrow_jobs == 1 and "" or "s") or ""))
+  out:print(out:format_record({ address = d.address, available = d.balance and (d.balance .. " AITBC"),
+    staked = d.staked and (d.staked .. " AITBC"), total = d.total and (d.total .. " AITBC"), escrow = escrow,
+    nonce = d.nonce, chain = d.chain_id }, { "address", "available", "staked", "total", { "escrow", "in escrow" }, "nonce",
+    "chain" }))
+end
+
 return {
   name = "chain",
   category = "Node",
@@ -51,21 +81,23 @@ return {
           render_chains
       end },
     { name = "head", summary = "The latest block", fields = BLOCK_FIELDS, watch = true,
-      run = function(ctx) return call(ctx, "/head", {}, BLOCK) end },
+      run = function(ctx) return call(ctx, "/head", {}, BLOCK), render_block end },
     { name = "block", summary = "A block by height or hash", args = { { "ref", help = "height or hash" } },
       fields = { "transactions", table.unpack(BLOCK_FIELDS) },
-      run = function(ctx) return call(ctx, "/blocks/{block}", { block = ctx.args.ref }, BLOCK) end },
+      run = function(ctx) return call(ctx, "/blocks/{block}", { block = ctx.args.ref }, BLOCK), render_block end },
     { name = "tx", summary = "A transaction, its status and block", args = { { "hash", help = "transaction hash" } },
       fields = { "hash", "chain_id", "type", "from", "to", "amount", "nonce", "status", "block_height", "received_at", "tx",
         "signature" }, watch = true,
       run = function(ctx)
-        return call(ctx, "/transactions/{hash}", { hash = ctx.args.hash }, { hash = "string", status = "string" })
+        return call(ctx, "/transactions/{hash}", { hash = ctx.args.hash }, { hash = "string", status = "string",
+          type = "string", block_height = "integer?", amount = "scalar?" }), render_tx
       end },
     { name = "account", summary = "An address's balance, stake and nonce", args = { { "address", help = "ait1..." } },
       fields = { "chain_id", "address", "nonce", "balance", "staked", "total", "balance_units", "staked_units" }, watch = true,
       run = function(ctx)
         return call(ctx, "/accounts/{address}", { address = require("aitbc.wallet").address_arg(ctx.args.address,
-          "the address") }, { address = "string", nonce = "integer" })
+          "the address") }, { address = "string", nonce = "integer", balance = "scalar", staked = "scalar",
+          total = "scalar", escrow_jobs = "integer?" }), render_account
       end },
     { name = "seal", summary = "Seal the pending transactions into a block now (admin key; else blocks come every --block-time)",
       id_field = "hash", fields = BLOCK_FIELDS,

@@ -2,15 +2,7 @@
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
 
-local function api(ctx) return require("aitbc.api").from_context(ctx, { role = "client" }) end
-local function job_path(template, id) return require("aitbc.api").path(template, { job_id = id }) end
-
--- What the commands read from the node's replies (aitbc.api check_reply specs).
-local JOB = { job_id = "string", state = "string", assigned_miner_id = "string?",
-  timings = { "object?", { queue_ms = "number?", run_ms = "number?" } }, payment_status = "string?",
-  payment_amount = "scalar?" }
-local RESULT = { result = "any", receipt = { "object?", { receipt_id = "scalar?", duration_ms = "number?",
-  tokens = "object?" } } }
+local function C() return require "aitbc.client" end
 
 -- The JSON fields of the job view and of a result (--json FIELDS; aitbc.cli.registry).
 local JOB_FIELDS = { "job_id", "type", "state", "status", "model", "assigned_miner_id", "requested_at", "expires_at",
@@ -39,8 +31,10 @@ local function human(job)
   local state = job.state
   local words = { QUEUED = "queued (pending: waiting for a miner)", RUNNING = "processing on a miner",
     COMPLETED = "completed", FAILED = "failed", CANCELED = "canceled", EXPIRED = "expired (TTL passed)" }
+  local status = words[state] or state
+  if state == "QUEUED" and job.held_for_payment then status = "queued (held until its payment is funded)" end
   return {
-    job_id = job.job_id, status = words[state] or state, model = job.model,
+    job_id = job.job_id, status = status, model = job.model,
     miner = job.assigned_miner_id ~= json.null and job.assigned_miner_id or "-",
     requested_at = job.requested_at, started_at = job.started_at, finished_at = job.finished_at,
     queued = ms(job.timings and job.timings.queue_ms), ran = ms(job.timings and job.timings.run_ms),
@@ -50,68 +44,23 @@ local function human(job)
   }
 end
 
-local function payload_from(ctx)
-  local o = ctx.opts
-  local payload = {}
-  if o.file then
-    local text = require("aitbc.config").read_input(o.file, "--file")
-    local v, jerr = json.decode(text)
-    if type(v) ~= "table" then errors.raise("usage", o.file .. " is not a JSON object: " .. tostring(jerr)) end
-    payload = v
-  end
-  if o.data then
-    local v, jerr = json.decode(o.data)
-    if type(v) ~= "table" or json.is_array(v) then
-      errors.raise("usage", "--data must be a JSON object, e.g. '{\"prompt\":\"Hello AITBC\"}'"
-        .. (jerr and (": " .. jerr) or ""))
-    end
-    for k, val in pairs(v) do payload[k] = val end
-  end
-  if o.prompt then payload.prompt = o.prompt end
-  payload.type = payload.type or o.type
-  payload.model = o.model or payload.model
-  if payload.type == "inference" and not payload.prompt and not payload.messages then
-    errors.raise("usage", "an inference job needs a prompt", "add --prompt TEXT or --data '{\"prompt\":\"...\"}'")
-  end
-  return payload
-end
-
---- Polls until the job leaves QUEUED/RUNNING (or the timeout passes).
-local function wait_done(ctx, client, job_id, timeout)
-  local sys = require "aitbc.sys"
-  local deadline = sys.monotonic() + timeout
-  local last
-  while true do
-    local job = client:call("GET", job_path("/v1/jobs/{job_id}", job_id), { expect = JOB })
-    if job.state ~= last then
-      ctx.out:info("  " .. job.state:lower() .. (job.assigned_miner_id ~= json.null and job.assigned_miner_id
-        and (" on " .. job.assigned_miner_id) or ""))
-      last = job.state
-    end
-    if job.state ~= "QUEUED" and job.state ~= "RUNNING" then return job end
-    if sys.monotonic() >= deadline then
-      errors.raise("network", "job " .. job_id .. " is still " .. job.state .. " after " .. timeout .. " s",
-        "check later with 'aitbc client status " .. job_id .. "'", { code = "timeout" })
-    end
-    sys.sleep(0.25)
+--- Progress of a job on stderr: "  running on miner-1".
+local function on_job(ctx)
+  return function(job)
+    ctx.out:info("  " .. job.state:lower() .. (job.assigned_miner_id ~= json.null and job.assigned_miner_id
+      and (" on " .. job.assigned_miner_id) or ""))
   end
 end
 
---- Fetches the result and checks its receipt against the node's key.
-local function fetch_result(client, job_id)
-  local res = client:call("GET", job_path("/v1/jobs/{job_id}/result", job_id), { expect = RESULT })
-  local receipt = res.receipt
-  if type(receipt) == "table" then
-    local node = client:call("GET", "/v1/node", { expect = { node_key = "string" } })
-    local crypto = require "aitbc.crypto"
-    local ok, why = require("aitbc.protocol.receipts").verify(receipt, crypto.unbase64(node.node_key, "urlsafe"))
-    res.receipt_verified = ok == true
-    if not ok then
-      errors.raise("failure", "the receipt of job " .. job_id .. " does not verify: " .. tostring(why),
-        "do not trust this result; report it to the node operator", { code = "bad_receipt" })
-    end
+--- Progress of a payment on stderr: "  payment funded (block 12)".
+local function on_payment(ctx)
+  return function(status, _, paid)
+    local where = ""
+    if status == "funded" and paid.block_height then where = " (block " .. paid.block_height .. ")" end
+    if status == "released" and paid.released_to then where = " to " .. paid.released_to end
+    if status == "refunded" and paid.refunded_to then where = " to " .. paid.refunded_to end
+    ctx.out:info("  payment " .. tostring(status) .. where)
   end
-  return res
 end
 
 local function render_result(d, out)
@@ -127,7 +76,52 @@ local function render_result(d, out)
     duration = rc.duration_ms and string.format("%.2f s", rc.duration_ms / 1000),
     receipt = rc.receipt_id and (rc.receipt_id .. (d.receipt_verified and " (signature verified against the node's key)" or "")),
   }, { "job", "model", "miner", "tokens", "duration", { "receipt", "proof of execution" } }))
+  if d.payment then -- submitted with --pay: released to the miner once the sweep settles it
+    out:print(out:style(string.format("paid %s AITBC (transaction %s); 'aitbc client status %s' shows its settlement",
+      d.payment.amount, d.payment.tx_hash, d.job_id), "dim"))
+  end
 end
+
+--- The fields of a record that hold something (format_record shows the others as "-").
+local function present(record, fields)
+  local out = {}
+  for _, f in ipairs(fields) do
+    if record[type(f) == "table" and f[1] or f] ~= nil then out[#out + 1] = f end
+  end
+  return out
+end
+
+local function render_payment(d, out)
+  local settled = d.payment_status == "released" or d.payment_status == "refunded"
+  out:success(string.format("paid %s AITBC for job %s", d.amount, d.job_id))
+  local status = d.payment_status
+  if settled then status = "funded, then " .. status end
+  local record = { tx = d.tx_hash, status = status, block = d.block_height and tostring(d.block_height),
+    released = d.released_to and (d.released_to .. (d.miner and (" (miner " .. d.miner .. ")") or "")),
+    refunded = d.refunded_to, settlement = d.settlement_id, chain = d.chain_id }
+  out:print(out:format_record(record, present(record, { { "tx", "transaction" }, { "status", "payment status" },
+    { "block", "funded in block" }, { "released", "released to" }, { "refunded", "refunded to" }, "settlement", "chain" })))
+  if d.payment_status == "funded" and d.job_state ~= "COMPLETED" then
+    out:print(out:style("held in escrow: released to the miner when the job completes, refunded if it fails", "dim"))
+  elseif d.payment_status == "pending" then
+    out:print(out:style("not in a block yet; 'aitbc client status " .. d.job_id .. "' shows when it is funded", "dim"))
+  end
+end
+
+local function render_submitted(d, out)
+  out:success("job submitted" .. (d.payment and (", paid " .. d.payment.amount .. " AITBC") or ""))
+  local p = d.payment
+  local record = { job_id = d.job_id, status = d.state == "QUEUED" and "pending (QUEUED)" or human(d).status,
+    model = d.model, expires = d.expires_at,
+    payment = p and string.format("%s AITBC, %s", p.amount, p.payment_status), tx = p and p.tx_hash }
+  out:print(out:format_record(record, present(record, { { "job_id", "job_id" }, "status", "model", "expires", "payment",
+    { "tx", "transaction" } })))
+  out:print(out:style("next: aitbc client status " .. d.job_id .. "  ·  aitbc client result " .. d.job_id
+    .. " --wait", "dim"))
+end
+
+local password_file = { "--password-file", metavar = "FILE",
+  help = "wallet password from FILE (else AITBC_WALLET_PASSWORD or a prompt)" }
 
 return {
   name = "client",
@@ -138,43 +132,42 @@ return {
       name = "submit",
       summary = "Submit a job (prints its id and initial status)",
       id_field = "job_id", fields = SUBMIT_FIELDS,
+      description = "The payload is --data (a JSON object), or --prompt, or --file; the prompt may be given once. "
+        .. "--pay AMOUNT pays for the job from the active wallet as it is submitted: the job is held, offered to no "
+        .. "miner, until the escrow is funded (in a block), and the escrow goes to the miner when it completes.",
       options = {
-        { "--type", default = "inference", metavar = "TYPE", help = "job type" },
-        { "--model", metavar = "MODEL", help = "model to run, e.g. llama3" },
+        { "--type", default = "inference", metavar = "TYPE", help = "job type (this network runs: inference)" },
+        { "--model", metavar = "MODEL", help = "model to run, e.g. llama3 (required)" },
         { "--data", metavar = "JSON", help = "the job's payload as a JSON object, e.g. '{\"prompt\":\"...\"}'" },
         { "--prompt", metavar = "TEXT", help = "the prompt (instead of --data)" },
         { "--file", metavar = "FILE", help = "payload from a JSON file" },
         { "--ttl", type = "integer", min = 1, max = 86400, default = 900, metavar = "SECONDS", help = "give up after" },
         { "--min-vram", type = "number", min = 0, metavar = "GB", help = "only miners with this much GPU memory" },
         { "--gpu", metavar = "NAME", help = "only miners whose GPU name contains this" },
+        { "--pay", metavar = "AITBC", help = "pay this much from the active wallet; the job runs once it is funded" },
+        password_file,
         { "--wait", type = "boolean", help = "wait for the result and print it" },
         { "--timeout", type = "number", min = 1, default = 300, metavar = "SECONDS", help = "with --wait: how long" },
       },
       examples = { [[aitbc client submit --type inference --model "llama3" --data '{"prompt":"Hello AITBC"}']],
-                   [[aitbc client submit --model llama3 --prompt "Explain proof of authority" --wait]] },
+                   [[aitbc client submit --model llama3 --prompt "Explain proof of authority" --wait]],
+                   [[aitbc client submit --model llama3 --prompt "Paid work" --pay 10]] },
       run = function(ctx)
-        local client = api(ctx)
-        local payload = payload_from(ctx)
-        local constraints = (ctx.opts.min_vram or ctx.opts.gpu) and { min_vram_gb = ctx.opts.min_vram, gpu = ctx.opts.gpu } or nil
-        local job = client:call("POST", "/v1/jobs", { json = { payload = payload, model = payload.model,
-          ttl_seconds = ctx.opts.ttl, constraints = constraints }, expect = JOB })
-        if ctx.opts.wait then
-          ctx.out:info("job " .. job.job_id .. " submitted; waiting for it")
-          local done = wait_done(ctx, client, job.job_id, ctx.opts.timeout)
-          if done.state ~= "COMPLETED" then
-            errors.raise("failure", "job " .. job.job_id .. " ended " .. done.state .. ": " .. tostring(done.error))
-          end
-          local res = fetch_result(client, job.job_id)
-          res.job_id = job.job_id
-          return res, render_result
+        local o = ctx.opts
+        local data = o.data
+        if o.file then -- --data's fields over the file's
+          data = C().object(require("aitbc.config").read_input(o.file, "--file"), o.file)
+          for k, v in pairs(o.data and C().object(o.data, "--data") or {}) do data[k] = v end
         end
-        return job, function(d, out)
-          out:success("job submitted")
-          out:print(out:format_record({ job_id = d.job_id, status = "pending (" .. d.state .. ")", model = d.model,
-            expires = d.expires_at }, { { "job_id", "job_id" }, "status", "model", "expires" }))
-          out:print(out:style("next: aitbc client status " .. d.job_id .. "  ·  aitbc client result " .. d.job_id
-            .. " --wait", "dim"))
-        end
+        local job = C().submit(ctx, { data = data, prompt = o.prompt, model = o.model,
+          type = o.type ~= "inference" and o.type or nil, ttl = o.ttl, min_vram = o.min_vram, gpu = o.gpu,
+          pay = o.pay, pay_option = "--pay", password_file = o.password_file, interactive = ctx.out.format == "table",
+          on_change = on_payment(ctx) })
+        if not o.wait then return job, render_submitted end
+        ctx.out:info("job " .. job.job_id .. " submitted; waiting for it")
+        local res = C().result(ctx, job.job_id, { wait = true, timeout = o.timeout, on_change = on_job(ctx) })
+        res.payment = job.payment
+        return res, render_result
       end,
     },
     {
@@ -183,8 +176,7 @@ return {
       args = { job_arg }, fields = JOB_FIELDS, watch = true,
       examples = { "aitbc client status 0192af3c51d2e4c7a81f09b3c6d2e1f0" },
       run = function(ctx)
-        local job = api(ctx):call("GET", job_path("/v1/jobs/{job_id}", ctx.args.job_id), { expect = JOB })
-        return job, function(d, out) render_status(human(d), out) end
+        return C().status(ctx, ctx.args.job_id), function(d, out) render_status(human(d), out) end
       end,
     },
     {
@@ -197,36 +189,22 @@ return {
       },
       examples = { "aitbc client result 0192af3c51d2e4c7a81f09b3c6d2e1f0 --wait" },
       run = function(ctx)
-        local client = api(ctx)
-        local id = ctx.args.job_id
-        if ctx.opts.wait then
-          local done = wait_done(ctx, client, id, ctx.opts.timeout)
-          if done.state ~= "COMPLETED" then
-            errors.raise("failure", "job " .. id .. " ended " .. done.state .. ": " .. tostring(done.error))
-          end
-        end
-        local ok, res = pcall(fetch_result, client, id)
-        if not ok then
-          if errors.is(res) and res.code == "not_ready" then
-            res.hint = "wait for it: aitbc client result " .. id .. " --wait"
-          end
-          error(res, 0)
-        end
-        res.job_id = id
-        return res, render_result
+        return C().result(ctx, ctx.args.job_id, { wait = ctx.opts.wait, timeout = ctx.opts.timeout,
+          on_change = on_job(ctx) }), render_result
       end,
     },
     {
       name = "pay",
-      summary = "Pay for a job from the active wallet: held in escrow, released to the miner when it completes",
-      description = "Signs an escrow_lock transaction; the payment is funded once a block includes it. The node "
-        .. "releases it to the miner's payout address when the job completes and refunds it if the job fails, "
-        .. "expires or is canceled.",
+      summary = "Pay for a job from the active wallet: escrow, released to the miner when the job completes",
+      description = "Signs an escrow_lock transaction; the payment is funded once a block includes it. A queued or "
+        .. "running job's escrow is released to the miner's payout address when the job completes and refunded if "
+        .. "it fails, expires or is canceled. A job that already completed (a miner may finish before you pay) is "
+        .. "settled at once: funded, then released to its miner. To pay before any miner starts, submit with --pay.",
       args = { job_arg, { "amount_arg", optional = true, help = "AITBC (or --amount)" } },
       id_field = "tx_hash", fields = { "amount", "job_id", "tx_hash", "chain_id", "payment_status" },
       options = {
         { "--amount", metavar = "AITBC", help = "how much" },
-        { "--password-file", metavar = "FILE", help = "wallet password from FILE (else AITBC_WALLET_PASSWORD or a prompt)" },
+        password_file,
         { "--no-wait", type = "boolean", help = "do not wait for the payment to be funded (in a block)" },
       },
       examples = { "aitbc client pay 0192af3c51d2e4c7a81f09b3c6d2e1f0 --amount 10",
@@ -234,30 +212,9 @@ return {
       run = function(ctx)
         local text = ctx.opts.amount or ctx.args.amount_arg
         if not text then errors.raise("usage", "how much? aitbc client pay JOB_ID --amount AITBC") end
-        local units = require("aitbc.money").from_option(text, "--amount")
-        local client = api(ctx)
-        local payment_path = job_path("/v1/jobs/{job_id}/payment", ctx.args.job_id)
-        local password = require("aitbc.secrets.password").get("wallet", ctx.opts.password_file, false,
-          ctx.out.format == "table")
-        local body = require("aitbc.wallet").signed_tx(ctx, client, "escrow_lock",
-          { job_id = ctx.args.job_id, amount = tostring(units) }, password)
-        local res = client:call("POST", payment_path, { json = body,
-          expect = { amount = "scalar", job_id = "string", tx_hash = "string?", chain_id = "string?" } })
-        if not ctx.opts.no_wait then
-          local sys = require "aitbc.sys"
-          local deadline = sys.monotonic() + 60
-          repeat
-            local job = client:call("GET", job_path("/v1/jobs/{job_id}", ctx.args.job_id), { expect = JOB })
-            res.payment_status = job.payment_status
-            if job.payment_status ~= "pending" then break end
-            sys.sleep(0.2)
-          until sys.monotonic() > deadline
-        end
-        return res, function(d, out)
-          out:success(string.format("paid %s AITBC for job %s", d.amount, d.job_id))
-          out:print(out:format_record({ tx = d.tx_hash, status = d.payment_status, chain = d.chain_id },
-            { { "tx", "transaction" }, { "status", "payment status" }, "chain" }))
-        end
+        return C().pay(ctx, ctx.args.job_id, text, { what = "--amount", password_file = ctx.opts.password_file,
+          interactive = ctx.out.format == "table",
+          wait = not ctx.opts.no_wait, on_change = on_payment(ctx) }), render_payment
       end,
     },
     {
@@ -265,9 +222,7 @@ return {
       summary = "Cancel a queued or running job",
       args = { job_arg }, fields = JOB_FIELDS,
       run = function(ctx)
-        local job = api(ctx):call("POST", job_path("/v1/jobs/{job_id}/cancel", ctx.args.job_id),
-          { expect = { job_id = "string" } })
-        return job, function(d, out) out:success("job " .. d.job_id .. " canceled") end
+        return C().cancel(ctx, ctx.args.job_id), function(d, out) out:success("job " .. d.job_id .. " canceled") end
       end,
     },
     {
@@ -276,14 +231,16 @@ return {
       summary = "Your jobs, newest first",
       list = "items", paged = "/v1/jobs", id_field = "job_id", fields = JOB_FIELDS, watch = true,
       options = {
-        { "--state", choices = { "queued", "running", "completed", "failed", "canceled", "expired" }, help = "only this state" },
+        { "--state", metavar = "STATE", help = "only this state: queued, running, completed, failed, canceled, expired "
+          .. "(any case)" },
         { "--model", metavar = "MODEL", help = "only this model" },
         { "--limit", type = "integer", min = 1, max = 500, default = 20, help = "how many" },
+        { "--offset", type = "integer", min = 0, default = 0, help = "skip this many" },
       },
+      examples = { "aitbc client list --state completed", "aitbc client list --state QUEUED --limit 5" },
       run = function(ctx)
-        local res = api(ctx):call("GET", "/v1/jobs", { query = { state = ctx.opts.state and ctx.opts.state:upper(),
-          model = ctx.opts.model, limit = ctx.opts.limit }, expect = { total = "integer", items = { "array",
-            { job_id = "string", state = "string", requested_at = "string", assigned_miner_id = "string?" } } } })
+        local o = ctx.opts
+        local res = C().list(ctx, { state = o.state, model = o.model, limit = o.limit, offset = o.offset })
         return res, function(d, out)
           if #d.items == 0 then out:print("no jobs") return end
           local rows = {}

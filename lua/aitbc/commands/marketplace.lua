@@ -45,7 +45,7 @@ return {
   summary = "The GPU marketplace: list your GPUs, browse offers, see market prices",
   description = "Reputation = (completed + 1) / (completed + failed + expired + 2) over the provider's jobs. "
     .. "The suggested price is the median asked by available listings, blended with what jobs on that GPU "
-    .. "paid in the last 7 days when there are at least three.",
+    .. "paid in the last 7 days when there are at least three (jobs completed and paid: their escrow released).",
   commands = {
     {
       name = "gpu",
@@ -53,7 +53,7 @@ return {
       commands = {
         {
           name = "register",
-          summary = "List a GPU on the marketplace (live at once)",
+          summary = "List a GPU on the marketplace (live at once; the same GPU again updates its listing)",
           id_field = "listing_id", fields = LISTING_FIELDS,
           options = {
             { "--model", required = true, metavar = "MODEL", help = "GPU model, e.g. \"RTX 4090\"" },
@@ -72,7 +72,15 @@ return {
               json = { model = o.model, vram_gb = o.vram, hourly_rate = amount(o.hourly_rate, "--hourly-rate"), count = o.count,
                 region = o.region, payout_address = o.payout_address, miner_id = o.miner_id }, expect = LISTING })
             return listing, function(d, out)
-              out:success("listing " .. d.listing_id .. (d.available and " is live on the network" or " registered"))
+              if d.updated then
+                local p = d.previous or {}
+                out:success(string.format("you already listed this GPU as %s: updated it (%s → %s AITBC/hour, %s → %s "
+                  .. "GPU(s))%s", d.listing_id, tostring(p.hourly_rate), d.hourly_rate, tostring(p.count), d.count,
+                  d.available and "; live on the network" or ""))
+                out:print(out:style("one listing per GPU; --count N says how many, --region another place", "dim"))
+              else
+                out:success("listing " .. d.listing_id .. (d.available and " is live on the network" or " registered"))
+              end
               render_listing(d, out)
             end
           end,
@@ -181,10 +189,10 @@ return {
           for _, r in ipairs { { "available listings", d.listings }, { "jobs paid (7 days)", d.completed_jobs } } do
             local s = r[2]
             rows[#rows + 1] = { source = r[1], count = s.count, min = s.min or "-", p25 = s.p25 or "-", median = s.median or "-",
-              average = s.average or "-", p75 = s.p75 or "-", max = s.max or "-" }
+              average = s.average or "-", p75 = s.p75 or "-", p90 = s.p90 or "-", max = s.max or "-" }
           end
           out:print(out:format_table(rows, { { "source", "source", keep = true }, "count", "min", "p25", "median", "average",
-            "p75", "max" }))
+            "p75", "p90", "max" }))
           if d.suggested_hourly_rate then
             out:print("")
             out:print(out:style("suggested: " .. d.suggested_hourly_rate .. " AITBC/hour", "green")

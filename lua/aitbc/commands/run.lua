@@ -22,6 +22,7 @@ return {
     end
     local args = ctx.args.args
     _G.arg = { [0] = path, table.unpack(args) }
+    require("aitbc.context").set_default(ctx) -- require("aitbc").client uses this run's settings
     local ok, result = xpcall(chunk, function(e)
       if errors.is(e) then return e end
       if require("aitbc.sys").interrupted() then return errors.new("interrupted", "interrupted") end

@@ -46,7 +46,9 @@ end
 local function amount_units(text, what) return require("aitbc.money").from_option(text, what) end
 
 -- What the commands read from the node's replies (aitbc.api check_reply specs).
-local ACCOUNT = { address = "string", balance = "scalar", staked = "scalar", total = "scalar", chain_id = "string?" }
+local ACCOUNT = { address = "string", balance = "scalar", staked = "scalar", total = "scalar", chain_id = "string?",
+  nonce = "integer?", balance_units = "string?", staked_units = "string?", escrow = "scalar?", escrow_units = "string?",
+  escrow_jobs = "integer?" }
 local TX_STATUS = { status = "string", block_height = "integer?" }
 
 --- Signs a transaction with the active wallet and sends it; returns the node's answer.
@@ -96,11 +98,17 @@ local chain_commands = {
       local name = active(ctx, ctx.args.name)
       local doc = W().read(name)
       local a = node(ctx):call("GET", chain_path(ctx, "/accounts/{address}", { address = doc.address }), { expect = ACCOUNT })
-      a.wallet = name
-      return a, function(d, out)
-        out:print(out:format_record({ wallet = d.wallet, address = d.address, available = d.balance .. " AITBC",
-          staked = d.staked .. " AITBC", total = d.total .. " AITBC", chain = d.chain_id },
-          { "wallet", "address", "available", "staked", "total", "chain" }))
+      -- the table's words: available (spendable), staked, total (the two), in escrow (paid into jobs not yet settled)
+      local b = { wallet = name, address = a.address, chain_id = a.chain_id, nonce = a.nonce,
+        available = a.balance, staked = a.staked, total = a.total, in_escrow = a.escrow or "0",
+        escrow_jobs = a.escrow_jobs or 0, available_units = a.balance_units, staked_units = a.staked_units,
+        escrow_units = a.escrow_units }
+      return b, function(d, out)
+        out:print(out:format_record({ wallet = d.wallet, address = d.address, available = d.available .. " AITBC",
+          staked = d.staked .. " AITBC", total = d.total .. " AITBC", chain = d.chain_id,
+          escrow = d.in_escrow .. " AITBC" .. (d.escrow_jobs > 0 and string.format(" (%d job%s not settled yet)",
+            d.escrow_jobs, d.escrow_jobs == 1 and "" or "s") or "") },
+          { "wallet", "address", "available", "staked", "total", { "escrow", "in escrow" }, "chain" }))
       end
     end,
   },

@@ -18,6 +18,17 @@ function M.get(name)
   return require("aitbc.jobs." .. name)
 end
 
+--- For clients, before they send: the types they submit directly
+-- (the others come from their own commands).  -> true | nil, reason
+function M.check_type(name)
+  if TYPES[name] and M.get(name).direct then return true end
+  if TYPES[name] then
+    return nil, name .. " jobs come from their own commands (aitbc agent execute, aitbc multimodal process)"
+  end
+  return nil, string.format("unknown job type '%s': this network runs inference jobs (and agents: aitbc agent "
+    .. "execute)", tostring(name))
+end
+
 local function model_name(name) return name and (name:lower():gsub(":latest$", "")) end
 M.model_name = model_name
 

@@ -65,9 +65,10 @@ function M.genesis(store, chain_id, node_key, now)
   end)
 end
 
---- Seals the pending transactions of a chain into a new block.
+--- Seals the pending transactions of a chain into a new block; jobs held
+-- for a payment it funds are then offered to the miners waiting for them.
 function M.produce(store, chain_id, node_key, now)
-  return store:transaction(function()
+  local height, released = store:transaction(function()
     local head = store:chain_head(chain_id)
     local pending = store:chain_pending(chain_id, 20000)
     local hashes = {}
@@ -79,9 +80,11 @@ function M.produce(store, chain_id, node_key, now)
     store:chain_block_insert { chain_id = chain_id, height = header.height, hash = hash, prev_hash = head.hash,
       timestamp = header.timestamp, tx_count = #pending, tx_root = root, proposer = node_key.id,
       signature = M.sign(hash, node_key.secret) }
-    if #pending > 0 then store:chain_seal(chain_id, header.height, pending[#pending].seq) end
-    return header.height
+    local released = #pending > 0 and store:chain_seal(chain_id, header.height, pending[#pending].seq) or nil
+    return header.height, released
   end)
+  for _, job in ipairs(released or {}) do require("aitbc.node.jobs").announce(job) end
+  return height
 end
 
 -- What a transaction holds: these fields and no other, and per type these
@@ -318,21 +321,30 @@ function M.refund_stranded(store, node_key, now)
 end
 
 --- POST /v1/jobs/{id}/payment {tx, signature}: the client's own job, funded
--- by an escrow_lock transaction from the paying wallet.
+-- by an escrow_lock transaction from the paying wallet.  A queued or running
+-- job's escrow waits for the job to end; a completed job not yet paid is
+-- settled at once to its miner (released once the lock is in a block), so
+-- a job that finished before its client paid can still be paid.
 local function check_payable(ctx, job_id)
   local job = ctx.store:job_get(job_id)
   if not job or (job.client_key_id ~= ctx.key.key_id and ctx.key.role ~= "admin") then
     fail(404, "job_not_found", "job " .. job_id .. " not found")
   end
   if job.payment_id then fail(409, "already_paid", "job " .. job_id .. " already has a payment (" .. job.payment_id .. ")") end
-  if job.state ~= "QUEUED" and job.state ~= "RUNNING" then
-    fail(409, "job_ended", "job " .. job_id .. " is " .. job.state .. "; only a queued or running job can be paid")
+  if job.state == "COMPLETED" then
+    if not (job.miner_id and ctx.store:miner_payout(job.miner_id)) then
+      fail(409, "no_payout_address", "job " .. job_id .. " was completed by miner " .. tostring(job.miner_id)
+        .. ", which named no payout address: there is nobody to pay")
+    end
+  elseif job.state ~= "QUEUED" and job.state ~= "RUNNING" then
+    fail(409, "job_ended", "job " .. job_id .. " ended " .. job.state .. " without a result; there is nothing to pay for")
   end
+  return job
 end
 
 function M.pay_job(ctx, job_id)
   writable(ctx)
-  check_payable(ctx, job_id)
+  local job = check_payable(ctx, job_id)
   local body = ctx:body_object()
   local tx = body.tx
   if type(tx) ~= "table" or tx.type ~= "escrow_lock" or type(tx.payload) ~= "table" or tx.payload.job_id ~= job_id then
@@ -340,6 +352,11 @@ function M.pay_job(ctx, job_id)
   end
   local chain_id = chain_of(ctx, tx.chain_id)
   local c = check_tx(chain_id, tx, body.signature, PAYMENT, ctx.now)
+  if job.payment_status == "awaiting" and c.amount ~= job.payment_amount then
+    fail(400, "invalid_payment", string.format("job %s was submitted with payment_amount %s AITBC; the escrow lock must "
+      .. "be exactly that, not %s AITBC", job_id, money.format(job.payment_amount), money.format(c.amount)),
+      "tx.payload.amount")
+  end
   -- the escrow lock and the job's payment record commit together
   ctx.store:transaction(function()
     check_payable(ctx, job_id) -- again under the lock: two payments for one job must not both pass
@@ -348,7 +365,7 @@ function M.pay_job(ctx, job_id)
       payment_chain = chain_id, payer = tx.from })
   end)
   return 202, { job_id = job_id, payment_id = c.hash, tx_hash = c.hash, payment_status = "pending", chain_id = chain_id,
-    amount = money.format(c.amount) }
+    amount = money.format(c.amount), job_state = job.state }
 end
 
 -- ---- following another node ----
@@ -559,7 +576,11 @@ end
 
 function M.account(ctx, chain_id, address)
   address = address_arg(address, "address")
-  return 200, account_view(ctx.store:chain_account(chain_of(ctx, chain_id), address))
+  local view = account_view(ctx.store:chain_account(chain_of(ctx, chain_id), address))
+  -- paid into job escrows not yet settled (back to it if a job fails, to the miner when it completes)
+  local escrowed, jobs = ctx.store:chain_escrowed_by(chain_id, address)
+  view.escrow, view.escrow_units, view.escrow_jobs = money.format(escrowed), tostring(escrowed), jobs
+  return 200, view
 end
 
 function M.history(ctx, chain_id, address)

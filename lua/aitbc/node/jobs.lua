@@ -47,6 +47,7 @@ function M.view(job, now)
     error = job.error or json.null,
     payment_id = job.payment_id or json.null,
     payment_status = job.payment_status or json.null,
+    held_for_payment = job.held ~= nil and job.held ~= json.null or nil,
     payment_amount = job.payment_amount and money.format(job.payment_amount) or nil,
     settlement_id = job.settlement_id,
     timings = {
@@ -172,7 +173,7 @@ M.own_job = own_job
 local MAX_PAYLOAD = 512 * 1024
 
 --- Queues a job: spec {job_type, payload (a table), model, needs, ttl,
--- run_timeout, constraints}; returns its view.  Submit and agent execution
+-- run_timeout, constraints, payment_amount (held until paid)}; returns its view.  Submit and agent execution
 -- both come here.
 function M.enqueue(ctx, spec)
   local encoded = json.encode(spec.payload)
@@ -184,9 +185,11 @@ function M.enqueue(ctx, spec)
     requested_at = ctx.now, expires_at = ctx.now + ttl, job_type = spec.job_type,
     run_timeout = math.min(spec.run_timeout or job_types.get(spec.job_type).run_timeout, ttl),
     needs = spec.needs and json.encode(spec.needs) or nil,
+    payment_amount = spec.payment_amount, payment_status = spec.payment_amount and "awaiting" or nil,
+    held = spec.payment_amount and 1 or nil,
   }
   ctx.store:job_insert(job)
-  announce(job)
+  if not job.held then announce(job) end
   job.state, job.attempts = "QUEUED", 0
   return M.view(job, ctx.now)
 end
@@ -201,13 +204,22 @@ function M.submit(ctx)
   local constraints = parse_constraints(util.optional_object(body, "constraints"))
   local type_name = util.optional_string(body, "type", 32) or util.optional_string(payload, "type", 32) or "inference"
   local jt, why = job_types.get(type_name)
-  if not jt then invalid("type", why) end
+  if not jt then invalid(body.type and "type" or "payload.type", why) end
   if not jt.direct then
     invalid("type", type_name .. " jobs come from POST /v1/agents/{agent_id}/execute (aitbc agent execute)")
   end
   local needs = jt.validate(payload, model, { invalid = invalid })
+  -- a payment announced at submit (the older API's payment_amount): the job
+  -- is held, offered to no miner, until its escrow lock is in a block
+  local pay_units
+  if body.payment_amount ~= nil then
+    pay_units = util.rate(body.payment_amount, "payment_amount")
+    if pay_units == 0 then invalid("payment_amount", "must be more than 0") end
+    local currency = util.optional_string(body, "payment_currency", 16)
+    if currency and currency:upper() ~= "AITBC" then invalid("payment_currency", "must be AITBC") end
+  end
   return 201, M.enqueue(ctx, { job_type = type_name, payload = payload, model = model, needs = needs, ttl = ttl,
-    run_timeout = run_timeout, constraints = constraints })
+    run_timeout = run_timeout, constraints = constraints, payment_amount = pay_units })
 end
 
 function M.get(ctx, job_id)

@@ -8,8 +8,10 @@
 -- miner online; a provider without any miner keeps a listing available for
 -- an hour after registering or updating it.
 -- Suggested rate: the median asked by available listings; when at least
--- three jobs completed on that GPU model in the last 7 days, the midpoint of
--- that median and the median those jobs paid.
+-- three jobs completed on that GPU model in the last 7 days and were paid,
+-- the midpoint of that median and the median those jobs paid.
+-- Registering the same GPU again (provider, miner, model, memory, region)
+-- updates its listing instead of offering it twice.
 local json = require "aitbc.json"
 local money = require "aitbc.money"
 local addresses = require "aitbc.protocol.address"
@@ -105,11 +107,15 @@ function M.register(ctx)
   for _, m in ipairs(mine) do
     if m.miner_id == wanted or (not wanted and #mine == 1) then l.miner_id = m.miner_id end
   end
-  ctx.store:listing_insert(l)
-  local row = one(ctx, l.listing_id)
-  local v = view(row)
+  local listing_id, before = ctx.store:listing_register(l)
+  local v = view(one(ctx, listing_id))
   v.gpu_id = v.listing_id -- the older API's name
-  return 201, v
+  if not before then return 201, v end
+  -- the same GPU again: its listing is updated, not doubled
+  v.updated = true
+  v.previous = { hourly_rate = money.format(before.rate_units), count = before.count, status = before.status,
+    region = before.region }
+  return 200, v
 end
 
 function M.list_own(ctx)
@@ -200,11 +206,11 @@ function M.pricing(ctx, model)
   local suggested, rule
   if live.count > 0 and jobs.count >= 3 then
     suggested = (live.median_units + jobs.median_units) // 2
-    rule = "midpoint of the median asked by available listings and the median paid by jobs completed in the last 7 days"
+    rule = "midpoint of the median asked by available listings and the median paid by jobs completed and paid in the last 7 days"
   elseif live.count > 0 then
-    suggested, rule = live.median_units, "median asked by available listings (fewer than 3 completed jobs to learn from)"
+    suggested, rule = live.median_units, "median asked by available listings (fewer than 3 paid jobs to learn from)"
   elseif jobs.count > 0 then
-    suggested, rule = jobs.median_units, "median paid by jobs completed in the last 7 days (no available listing)"
+    suggested, rule = jobs.median_units, "median paid by jobs completed and paid in the last 7 days (no available listing)"
   end
   live.median_units, jobs.median_units = nil, nil
   if live.count == 0 and jobs.count == 0 then

@@ -154,6 +154,15 @@ local MIGRATIONS = {
       agent_id TEXT NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL, created_at REAL NOT NULL,
       note TEXT, PRIMARY KEY (agent_id, version)) WITHOUT ROWID;
   ]],
+  [10] = [[
+    -- a job submitted with payment_amount is held (not offered to miners)
+    -- until its escrow lock is in a block; the queue indexes leave it out
+    ALTER TABLE jobs ADD COLUMN held INTEGER;
+    DROP INDEX jobs_queue;
+    CREATE INDEX jobs_queue ON jobs(requested_at) WHERE state = 'QUEUED' AND held IS NULL;
+    DROP INDEX jobs_queue_model;
+    CREATE INDEX jobs_queue_model ON jobs(model_key, requested_at) WHERE state = 'QUEUED' AND held IS NULL;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -423,9 +432,10 @@ end
 function Store:job_insert(j)
   check(self.db:transaction(function()
     return check(self.db:run([[INSERT INTO jobs (job_id, client_key_id, state, payload, model, model_key, constraints,
-        ttl_seconds, requested_at, expires_at, run_timeout, job_type, needs) VALUES (:job_id, :client_key_id, 'QUEUED',
-        :payload, :model, :model_key, :constraints, :ttl_seconds, :requested_at, :expires_at, :run_timeout,
-        coalesce(:job_type, 'inference'), :needs)]], j))
+        ttl_seconds, requested_at, expires_at, run_timeout, job_type, needs, payment_amount, payment_status, held)
+        VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model, :model_key, :constraints, :ttl_seconds,
+        :requested_at, :expires_at, :run_timeout, coalesce(:job_type, 'inference'), :needs, :payment_amount,
+        :payment_status, :held)]], j))
   end))
 end
 
@@ -454,12 +464,13 @@ function Store:jobs_by_state()
 end
 
 local CANDIDATES = 256
+-- (held jobs wait for their escrow: not offered)
 local QUEUED_ANY = [[SELECT job_id, model, constraints, needs, requested_at FROM jobs WHERE state = 'QUEUED'
-  AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+  AND held IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
 local QUEUED_MODEL = [[SELECT job_id, model, constraints, needs, requested_at FROM jobs WHERE state = 'QUEUED'
-  AND model_key = ? AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+  AND held IS NULL AND model_key = ? AND expires_at > ? ORDER BY requested_at LIMIT ?]]
 local QUEUED_NO_MODEL = [[SELECT job_id, model, constraints, needs, requested_at FROM jobs WHERE state = 'QUEUED'
-  AND model_key IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+  AND held IS NULL AND model_key IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
 
 --- The oldest queued jobs a miner with these model keys (nil: any model)
 -- could run, oldest first: index range scans, outside the write lock.
@@ -489,8 +500,8 @@ function Store:job_claim(miner, now, fits, model_keys)
     for _, job_id in ipairs(fitting) do -- the first one no other miner took meanwhile
       local n = check(self.db:run([[UPDATE jobs SET state = 'RUNNING', miner_id = ?, started_at = ?,
         attempts = attempts + 1, lease_expires_at = min(expires_at, ? + coalesce(run_timeout, ?))
-        WHERE job_id = ? AND state = 'QUEUED' AND expires_at > ?]], miner.miner_id, now, now, M.DEFAULT_RUN_TIMEOUT,
-        job_id, now))
+        WHERE job_id = ? AND state = 'QUEUED' AND held IS NULL AND expires_at > ?]], miner.miner_id, now, now,
+        M.DEFAULT_RUN_TIMEOUT, job_id, now))
       if n > 0 then return check(self.db:first("SELECT * FROM jobs WHERE job_id = ?", job_id)) end
     end
     return false
@@ -689,9 +700,13 @@ end
 function Store:chain_seal(chain_id, height, last_seq)
   check(self.db:run("UPDATE chain_txs SET block_height = ? WHERE chain_id = ? AND block_height IS NULL AND seq <= ?",
     height, chain_id, last_seq))
-  -- a payment sealed in a block funds its job
-  check(self.db:run([[UPDATE jobs SET payment_status = 'funded' WHERE payment_status = 'pending' AND payment_id IN
-    (SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ?)]], chain_id, height))
+  -- a payment sealed in a block funds its job, and a job held for it may now run
+  local released = check(self.db:query([[SELECT job_id, model FROM jobs WHERE held IS NOT NULL
+    AND payment_status = 'pending' AND payment_id IN (SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ?)]],
+    chain_id, height))
+  check(self.db:run([[UPDATE jobs SET payment_status = 'funded', held = NULL WHERE payment_status = 'pending'
+    AND payment_id IN (SELECT hash FROM chain_txs WHERE chain_id = ? AND block_height = ?)]], chain_id, height))
+  return released
 end
 
 --- A follower seals every transaction it applied for a block.
@@ -720,10 +735,25 @@ function Store:chain_locks_into(chain_id, address)
     AND type = 'escrow_lock' ORDER BY seq]], address, chain_id))
 end
 
---- Jobs that ended with their escrow still held (to release or refund).
+--- Jobs that ended with their escrow funded (its lock in a block) and not
+-- yet released or refunded.
 function Store:jobs_to_settle()
   return check(self.db:query([[SELECT j.*, m.payout_address FROM jobs j LEFT JOIN miners m ON m.miner_id = j.miner_id
-    WHERE j.payment_status IN ('pending', 'funded') AND j.state IN ('COMPLETED', 'FAILED', 'CANCELED', 'EXPIRED')]]))
+    WHERE j.payment_status IN ('pending', 'funded') AND j.payment_status = 'funded' -- the IN: jobs_unsettled's clause
+      AND j.state IN ('COMPLETED', 'FAILED', 'CANCELED', 'EXPIRED')]]))
+end
+
+--- What an address has locked in escrow for jobs not yet settled: units, jobs.
+function Store:chain_escrowed_by(chain_id, address)
+  local r = check(self.db:first([[SELECT coalesce(sum(payment_amount), 0) AS units, count(*) AS jobs FROM jobs
+    WHERE payer = ? AND payment_chain = ? AND payment_status IN ('pending', 'funded')]], address, chain_id))
+  return r.units, r.jobs
+end
+
+--- A miner's payout address (nil when it has none or is unknown).
+function Store:miner_payout(miner_id)
+  local r = check(self.db:first("SELECT payout_address FROM miners WHERE miner_id = ?", miner_id))
+  return r and r.payout_address or nil
 end
 
 function Store:chain_block_insert(b)
@@ -804,12 +834,28 @@ end
 
 -- ---- marketplace ----
 
-function Store:listing_insert(l)
-  check(self.db:transaction(function()
-    return check(self.db:run([[INSERT INTO listings (listing_id, key_id, miner_id, model, model_key, vram_gb, count,
-      rate_units, region, payout_address, status, created_at, updated_at) VALUES (:listing_id, :key_id, :miner_id,
-      :model, :model_key, :vram_gb, :count, :rate_units, :region, :payout_address, 'active', :now, :now)]], l))
-  end))
+--- Registers a listing, or updates the provider's listing of the same GPU
+-- (key, miner, model, memory, region): registering a GPU twice must not
+-- offer it twice.  Returns the listing's id and, when it existed, its row before.
+function Store:listing_register(l)
+  local id, before = self.db:transaction(function()
+    local before = check(self.db:first([[SELECT * FROM listings WHERE key_id = :key_id AND model_key = :model_key
+      AND vram_gb = :vram_gb AND coalesce(miner_id, '') = coalesce(:miner_id, '') AND coalesce(region, '') =
+      coalesce(:region, '') ORDER BY created_at LIMIT 1]], l))
+    if not before then
+      check(self.db:run([[INSERT INTO listings (listing_id, key_id, miner_id, model, model_key, vram_gb, count,
+        rate_units, region, payout_address, status, created_at, updated_at) VALUES (:listing_id, :key_id, :miner_id,
+        :model, :model_key, :vram_gb, :count, :rate_units, :region, :payout_address, 'active', :now, :now)]], l))
+      return l.listing_id
+    end
+    l.listing_id = before.listing_id
+    check(self.db:run([[UPDATE listings SET model = :model, count = :count, rate_units = :rate_units,
+      payout_address = coalesce(:payout_address, payout_address), status = 'active', updated_at = :now
+      WHERE listing_id = :listing_id]], l))
+    return l.listing_id, before or false
+  end)
+  check(id, before) -- (check alone would drop the row before)
+  return id, before or nil
 end
 
 function Store:listing_get(listing_id)
@@ -864,12 +910,13 @@ function Store:offers(f)
   return rows, total
 end
 
---- Hourly rates (units) of jobs completed since `since` on miners whose
--- capabilities mention the model: what the market actually paid.
+--- Hourly rates (units) of jobs completed since `since` and paid (their
+-- escrow released to the miner) on miners whose capabilities mention the
+-- model: what the market actually paid.  A job never paid paid nothing.
 function Store:completed_rates(model_pattern, since)
   local rows = check(self.db:query([[SELECT m.price_units AS rate FROM jobs j JOIN miners m ON j.miner_id = m.miner_id
-    WHERE j.state = 'COMPLETED' AND j.finished_at >= ? AND m.price_units IS NOT NULL AND lower(m.capabilities) LIKE ?]],
-    since, model_pattern))
+    WHERE j.state = 'COMPLETED' AND j.payment_status = 'released' AND j.finished_at >= ? AND m.price_units IS NOT NULL
+    AND lower(m.capabilities) LIKE ?]], since, model_pattern))
   local out = {}
   for i, r in ipairs(rows) do out[i] = r.rate end
   return out

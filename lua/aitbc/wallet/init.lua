@@ -111,18 +111,54 @@ function wallet.active_name(ctx, name)
   return name
 end
 
---- Builds and signs a transaction from the active wallet on the chain of
--- ctx.settings.chain, opened with password; the nonce comes from the node.
--- Returns {tx, signature}, the sender's address.
-function wallet.signed_tx(ctx, client, kind, payload, password)
-  local keys = wallet.open(wallet.read(wallet.active_name(ctx)), password)
+--- The active wallet opened with password: its keys (wipe secret_key when done).
+function wallet.unlock(ctx, password)
+  return wallet.open(wallet.read(wallet.active_name(ctx)), password)
+end
+
+--- Builds and signs a transaction with an opened wallet's keys on the chain
+-- of ctx.settings.chain; the nonce comes from the node.  Returns {tx, signature}.
+function wallet.sign_tx(ctx, client, keys, kind, payload)
   local account = client:call("GET", require("aitbc.api").path("/v1/chain/{chain}/accounts/{address}",
     { chain = ctx.settings.chain, address = keys.address }), { expect = { nonce = "integer" } })
   local tx = { chain_id = ctx.settings.chain, type = kind, from = keys.address, public_key = crypto.hex(keys.public_key),
     nonce = account.nonce + 1, payload = payload, timestamp = os.time() }
-  local signed = require("aitbc.protocol.signing").signed_tx(tx, keys.secret_key)
+  return require("aitbc.protocol.signing").signed_tx(tx, keys.secret_key)
+end
+
+--- Builds and signs a transaction from the active wallet, opened with
+-- password.  Returns {tx, signature}, the sender's address.
+function wallet.signed_tx(ctx, client, kind, payload, password)
+  local keys = wallet.unlock(ctx, password)
+  local ok, signed = pcall(wallet.sign_tx, ctx, client, keys, kind, payload)
   keys.secret_key:wipe()
+  if not ok then error(signed, 0) end
   return signed, keys.address
+end
+
+--- The active wallet of a process that runs unattended (a devnet's miner,
+-- whose payments go to it): created once in home (that process's
+-- AITBC_HOME) with a random password kept beside it in home/NAME.password
+-- (0600), for whoever spends from it:
+--   AITBC_HOME=home aitbc wallet send ADDRESS 5 --password-file home/NAME.password
+-- Returns its address (the existing wallet's, when there is one).
+function wallet.ensure_unattended(home, name)
+  valid_name(name)
+  local path = home .. "/wallets/" .. name .. ".json"
+  local existing = sys.read_file(path)
+  local doc = existing and json.decode(existing)
+  if type(doc) ~= "table" then
+    local password = crypto.hex(crypto.random(16))
+    doc = wallet.seal(name, bip39.generate(24), password)
+    assert(sys.mkdir(home .. "/wallets", tonumber("700", 8)))
+    assert(sys.write_file(home .. "/" .. name .. ".password", password .. "\n", tonumber("600", 8)))
+    assert(sys.write_file(path, json.encode(doc, { pretty = true }) .. "\n", tonumber("600", 8)))
+  end
+  local config = require "aitbc.config"
+  local file = assert(config.read_file(home .. "/config.json"))
+  file.active_wallet = name
+  assert(config.write_file(home .. "/config.json", file))
+  return doc.address
 end
 
 --- The active wallet's address, or nil (for defaults such as a payout address).

@@ -134,6 +134,8 @@ return {
         { "--heartbeat-interval", type = "number", min = 1, max = 600, default = 10, metavar = "SECONDS",
           help = "how often to tell the node this miner is alive" },
         { "--stream", type = "boolean", help = "print the generated tokens (stderr) as they come" },
+        { "--allow-custom-workflows", type = "boolean",
+          help = "also run agents whose workflow is their own Lua (in the sandbox: memory, instruction and time limits)" },
         miner_id,
       },
       examples = { "aitbc miner mine-ollama --model llama3 --continuous", "aitbc miner mine-ollama --model llama3 --jobs 5" },
@@ -151,7 +153,8 @@ return {
         local summary = worker.run(ctx, { model = o.model, ollama_url = o.ollama_url or ctx.settings.ollama_url,
           miner_id = o.miner_id, gpus = gpus,
           price_per_hour = o.price_per_hour, jobs = not o.continuous and (o.jobs or 1) or nil, poll_wait = o.poll_wait,
-          heartbeat_interval = o.heartbeat_interval, stream_tokens = o.stream },
+          heartbeat_interval = o.heartbeat_interval, stream_tokens = o.stream,
+          allow_custom_workflows = o.allow_custom_workflows },
           function(line) stream:write(os.date("%Y-%m-%d %H:%M:%S"), "  ", line, "\n") stream:flush() end)
         local signal = require("aitbc.sys").interrupted()
         if signal then ctx.exit_code = errors.signal_exit(signal) end -- stopped, after finishing the job in hand

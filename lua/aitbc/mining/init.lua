@@ -93,7 +93,8 @@ end
 function mining.register(ctx, spec)
   local client = mining.client(ctx, spec.miner_id)
   local data = client:call("POST", "/v1/miners/register", { json = {
-    miner_id = spec.miner_id, capabilities = { gpus = json.array(spec.gpus), models = json.array(spec.models or {}) },
+    miner_id = spec.miner_id, capabilities = { gpus = json.array(spec.gpus), models = json.array(spec.models or {}),
+      model_capabilities = spec.model_capabilities, allow_custom_workflows = spec.allow_custom_workflows },
     price_per_hour = spec.price_per_hour, region = spec.region, concurrency = spec.concurrency,
     payout_address = spec.payout_address or require("aitbc.wallet").active_address(ctx), -- where job payments go
   }, expect = mining.MINER })

@@ -6,6 +6,7 @@
 -- gives it only jobs it can run; a job for a model Ollama lacks all the same
 -- goes back to the queue (UNSUPPORTED_MODEL), not to FAILED.
 local api = require "aitbc.api"
+local events = require "aitbc.mining.events"
 local mining = require "aitbc.mining"
 local sys = require "aitbc.sys"
 
@@ -62,6 +63,21 @@ end
 
 local function list_text(models) return #models > 0 and table.concat(models, ", ") or "any" end
 
+--- What each model can do, as Ollama says (/api/show's capabilities):
+-- completion, tools, vision...; a model it says nothing about is left out
+-- (the node then assumes it able).
+local function capabilities_of(ollama, models)
+  local out
+  for _, name in ipairs(models) do
+    local info = ollama:show(name)
+    if info and type(info.capabilities) == "table" then
+      out = out or {}
+      out[name] = require("aitbc.json").array(info.capabilities)
+    end
+  end
+  return out
+end
+
 --- Registers this miner with these models, or updates its registration
 -- when the models it declared differ (all else it declared stays, unless
 -- --gpus or --price-per-hour say otherwise).  Returns the models.
@@ -69,15 +85,19 @@ local function declare(ctx, client, models, opts, log)
   local me, err
   if client.miner_id then me, err = client:request("GET", "/v1/miners/me", { expect = mining.MINER }) end
   if not me and err and err.kind ~= "not_found" then error(err, 0) end
+  local model_caps = capabilities_of(opts.ollama, models)
   if me then
     local caps = me.capabilities or {}
-    if same_models(caps.models, models) and not opts.gpus and not opts.price_per_hour then
+    if same_models(caps.models, models) and not opts.gpus and not opts.price_per_hour
+      and (caps.model_capabilities ~= nil or model_caps == nil)
+      and (caps.allow_custom_workflows or false) == (opts.allow_custom_workflows or false) then
       log("miner " .. client.miner_id .. " (" .. tostring(me.status) .. "; models " .. list_text(models) .. ")")
       return models
     end
     mining.register(ctx, { miner_id = me.miner_id, gpus = opts.gpus or caps.gpus or {}, models = models,
       price_per_hour = opts.price_per_hour or me.price_per_hour, region = me.region, concurrency = me.concurrency,
-      payout_address = me.payout_address })
+      payout_address = me.payout_address, model_capabilities = model_caps,
+      allow_custom_workflows = opts.allow_custom_workflows })
     if not same_models(caps.models, models) then
       log(string.format("miner %s now declares models %s (was: %s)", me.miner_id, list_text(models),
         list_text(caps.models or {})))
@@ -86,7 +106,8 @@ local function declare(ctx, client, models, opts, log)
   end
   local gpus = opts.gpus or mining.detect_gpus()
   local reg = mining.register(ctx, { miner_id = client.miner_id, gpus = gpus, models = models,
-    price_per_hour = opts.price_per_hour })
+    price_per_hour = opts.price_per_hour, model_capabilities = model_caps,
+    allow_custom_workflows = opts.allow_custom_workflows })
   client.miner_id = reg.miner_id
   log(string.format("registered as miner %s (%s; models %s)", reg.miner_id, mining.describe(gpus), list_text(models)))
   return models
@@ -105,7 +126,7 @@ local function keep_declared(ctx, client, ollama, state, log)
   state.ollama_down = nil
   if same_models(models, state.declared) then return end
   log("Ollama's models changed: " .. list_text(models))
-  state.declared = declare(ctx, client, models, {}, log)
+  state.declared = declare(ctx, client, models, { ollama = ollama, allow_custom_workflows = state.allow_custom }, log)
 end
 
 -- ---- one job ----
@@ -144,14 +165,18 @@ end
 
 --- Runs the job's inference on `use` (an installed model): Ollama's final
 -- answer | nil, {message}; and the seconds it took.
-local function infer(ollama, job, use, opts, log)
+local function infer(ollama, job, use, opts, log, poster)
   local ask, why = inference_of(job.payload)
   if not ask then return nil, { message = "the job's payload cannot be run: " .. why }, 0 end
   local started = sys.monotonic()
   log("running inference on " .. use .. " ...")
   local final, err = ollama:generate { model = use, prompt = ask.prompt, system = ask.system, images = ask.images,
     options = ask.options, ignore_interrupt = true,
-    on_token = opts.stream_tokens and function(t) io.stderr:write(t) end or nil }
+    on_token = function(t)
+      if opts.stream_tokens then io.stderr:write(t) end
+      poster.emit("token", { text = t }) -- the client following the job sees them live
+    end }
+  poster.flush()
   if opts.stream_tokens then io.stderr:write("\n") end
   return final, err, sys.monotonic() - started
 end
@@ -160,17 +185,12 @@ end
 -- or re-queued while it ran): not ours to answer any more.
 local function not_ours(err) return err.code == "not_assigned" or err.kind == "not_found" end
 
---- Submits a result; "done", or "dropped" when the job is no longer ours.
-local function submit(client, job, final, elapsed, log)
-  log(string.format("inference done: %d tokens in %.2f s (%.1f tokens/s)", final.eval_count or 0, elapsed,
-    final.tokens_per_second or 0))
+--- Submits a result and its metrics; "done", or "dropped" when the job is
+-- no longer ours.
+local function post_result(client, job, result, metrics, log)
   local submitted, err = client:request("POST", api.path("/v1/miners/{job_id}/result", { job_id = job.job_id }),
-    { ignore_interrupt = true, expect = { receipt = { receipt_id = "scalar" } }, json = {
-    result = { response = final.response, model = final.model, provider = "ollama", eval_count = final.eval_count },
-    metrics = { duration_ms = math.floor(elapsed * 1000), eval_count = final.eval_count,
-      eval_duration = final.eval_duration, total_duration = final.total_duration,
-      prompt_eval_count = final.prompt_eval_count, tokens_per_second = final.tokens_per_second },
-  } })
+    { ignore_interrupt = true, expect = { receipt = { receipt_id = "scalar" } },
+      json = { result = result, metrics = metrics } })
   if submitted then
     log("result submitted; receipt " .. submitted.receipt.receipt_id)
     return "done"
@@ -180,11 +200,23 @@ local function submit(client, job, final, elapsed, log)
   return "dropped"
 end
 
+--- An inference's result: the text, and Ollama's own figures.
+local function submit(client, job, final, elapsed, log, simulated)
+  log(string.format("inference done: %d tokens in %.2f s (%.1f tokens/s)", final.eval_count or 0, elapsed,
+    final.tokens_per_second or 0))
+  return post_result(client, job,
+    { response = final.response, model = final.model, provider = "ollama", eval_count = final.eval_count },
+    { duration_ms = math.floor(elapsed * 1000), eval_count = final.eval_count, eval_duration = final.eval_duration,
+      total_duration = final.total_duration, load_duration = final.load_duration,
+      prompt_eval_count = final.prompt_eval_count, prompt_eval_duration = final.prompt_eval_duration,
+      tokens_per_second = final.tokens_per_second, simulated = simulated or nil }, log)
+end
+
 --- Reports a failed inference to the node; "failed".
-local function report_failure(client, job, ierr, elapsed, log)
+local function report_failure(client, job, ierr, elapsed, log, code)
   local reported, err = client:request("POST", api.path("/v1/miners/{job_id}/fail", { job_id = job.job_id }),
     { ignore_interrupt = true, json = {
-    error_code = "INFERENCE_FAILED", error_message = ierr.message,
+    error_code = code or "INFERENCE_FAILED", error_message = ierr.message,
     metrics = { duration_ms = math.floor(elapsed * 1000) } } })
   if not reported and not not_ours(err) then error(err, 0) end
   log("inference failed: " .. ierr.message .. (reported and "; reported to the node" or "; the job is no longer ours"))
@@ -203,6 +235,37 @@ local function hand_back(client, job, model, ollama, log)
   return "returned"
 end
 
+--- An agent's job (or a multimodal one): its workflow runs here beside
+-- Ollama (lua/aitbc/agents/runner.lua), every step posted as an event; the
+-- result is the answer with its steps and usage.
+local function run_agent(ctx, client, ollama, state, job, opts, log, poster)
+  local agent = type(job.payload) == "table" and job.payload.agent
+  if type(agent) ~= "table" or type(agent.definition) ~= "table" then
+    return report_failure(client, job, { message = "the job carries no agent definition" }, 0, log, "BAD_PAYLOAD")
+  end
+  log(string.format("job %s received: %s of agent %s (%s, %s)", job.job_id, job.type, agent.agent_id,
+    agent.definition.type, job.model))
+  local started = sys.monotonic()
+  local result, err = require("aitbc.agents.runner").run { payload = job.payload, ollama = ollama,
+    node = api.new { url = ctx.settings.url, timeout = 10 }, emit = poster.emit, stream_tokens = true }
+  poster.flush()
+  local elapsed = sys.monotonic() - started
+  if not result then
+    if tostring(err):find("not found, try pulling it", 1, true) then
+      keep_declared(ctx, client, ollama, state, log)
+      return hand_back(client, job, job.model, ollama, log)
+    end
+    return report_failure(client, job, { message = tostring(err) }, elapsed, log, "AGENT_FAILED")
+  end
+  local usage = result.usage or {}
+  log(string.format("agent done: %d step(s), %d model call(s), %d tool call(s), %.2f s%s", result.steps or 0,
+    usage.model_calls or 0, usage.tool_calls or 0, elapsed, result.partial and " (best effort: a limit was reached)" or ""))
+  return post_result(client, job, result, { duration_ms = math.floor(elapsed * 1000),
+    eval_count = usage.completion_tokens, prompt_eval_count = usage.prompt_tokens, eval_duration = usage.eval_duration,
+    steps = result.steps, model_calls = usage.model_calls, tool_calls = usage.tool_calls,
+    simulated = opts.simulated or nil }, log)
+end
+
 --- Sleeps up to seconds, waking early on a signal.
 local function pause(seconds)
   local till = sys.monotonic() + seconds
@@ -213,12 +276,16 @@ end
 -- not the job's model: the declaration is brought up to date, then the
 -- job handed back).
 local function run_job(ctx, client, ollama, state, job, opts, log)
+  local poster = events.poster(client, job.job_id, log)
+  if job.type == "agent" or job.type == "multimodal" then
+    return run_agent(ctx, client, ollama, state, job, opts, log, poster)
+  end
   local prompt = type(job.payload) == "table" and type(job.payload.prompt) == "string" and job.payload.prompt or ""
   log(string.format("job %s received: %s, %q", job.job_id, job.model or opts.model,
     #prompt > 60 and (prompt:sub(1, 57) .. "...") or prompt))
   local wanted = job.model and job.model ~= "" and job.model or opts.model
-  local final, ierr, elapsed = infer(ollama, job, model_for(state.declared, job, opts.model) or wanted, opts, log)
-  if final then return submit(client, job, final, elapsed, log) end
+  local final, ierr, elapsed = infer(ollama, job, model_for(state.declared, job, opts.model) or wanted, opts, log, poster)
+  if final then return submit(client, job, final, elapsed, log, opts.simulated) end
   if ierr.code == "model_not_found" then
     keep_declared(ctx, client, ollama, state, log)
     return hand_back(client, job, wanted, ollama, log)
@@ -262,7 +329,9 @@ function worker.run(ctx, opts, log)
   local model = assert(ollama:find_model(opts.model))
   log(string.format("Ollama %s at %s%s, model %s", version, ollama.url, simulated and " (SIMULATED)" or "", model.name))
   local client = mining.client(ctx, opts.miner_id)
-  local state = { declared = declare(ctx, client, assert(installed_models(ollama)), opts, log) }
+  opts.ollama, opts.simulated = ollama, simulated
+  local state = { declared = declare(ctx, client, assert(installed_models(ollama)), opts, log),
+    allow_custom = opts.allow_custom_workflows }
   local beats = start_heartbeats(ctx, client.miner_id, opts.heartbeat_interval)
   sys.on_interrupt("flag")
   local counts = { done = 0, failed = 0 }

@@ -86,11 +86,14 @@ function M.update(ctx, agent_id)
   local row = own(ctx, agent_id)
   local changes = ctx:body_object()
   local merged = json.decode(row.definition)
-  merged.models, merged.model = merged.models, nil
+  local models = merged.models
   for k, v in pairs(changes) do
     if k ~= "note" and k ~= "expected_version" then merged[k] = v ~= json.null and v or nil end
   end
-  if changes.model then merged.models = { text = changes.model, vision = merged.models and merged.models.vision } end
+  -- models: the roles given change, the others stay
+  local given = type(changes.models) == "table" and changes.models or {}
+  merged.models = { text = changes.model or given.text or models.text,
+    vision = given.vision ~= json.null and (given.vision or models.vision) or nil }
   merged.model = nil
   local def = definition.check(merged, V)
   local note = util.optional_string(changes, "note", 200) or "updated"

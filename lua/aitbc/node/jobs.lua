@@ -79,6 +79,20 @@ end
 
 local MAX_GPUS = 64
 
+--- {model = {"completion", "tools", "vision", ...}} as Ollama's /api/show tells them.
+local function parse_model_capabilities(m)
+  if m == nil then return nil end
+  local at = "capabilities.model_capabilities"
+  if type(m) ~= "table" or json.is_array(m) then invalid(at, "must be an object: model -> list of capabilities") end
+  local out, n = {}, 0
+  for model in pairs(m) do
+    n = n + 1
+    if n > 500 or type(model) ~= "string" or #model > 200 then invalid(at, "must name at most 500 models") end
+    out[model] = util.optional_string_list(m, model, 16, 32, at .. "." .. model) or json.array()
+  end
+  return out
+end
+
 --- A miner's capabilities, normalised: {gpus = {{name, memory_gb, count}}, models = {...}}.
 -- Accepts the older CLI's shape {gpu = {model, memory_gb}} as well.
 local function parse_capabilities(c)
@@ -109,9 +123,12 @@ local function parse_capabilities(c)
     end
   end
   local models = util.optional_string_list(c, "models", 500, 200, "capabilities.models") or {}
+  local custom = c.allow_custom_workflows
+  if custom ~= nil and type(custom) ~= "boolean" then invalid("capabilities.allow_custom_workflows", "must be true or false") end
   -- the older CLI's {cpu = {cores}, memory = {gb}}: kept as given, objects only
   return { gpus = json.array(gpus), models = json.array(models), cpu = util.optional_object(c, "cpu", "capabilities.cpu"),
-    memory = util.optional_object(c, "memory", "capabilities.memory") }
+    memory = util.optional_object(c, "memory", "capabilities.memory"),
+    model_capabilities = parse_model_capabilities(c.model_capabilities), allow_custom_workflows = custom or nil }
 end
 
 local function cached(job, field, cache)

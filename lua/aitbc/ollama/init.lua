@@ -68,6 +68,16 @@ function Client:models()
   return tags.models or {}
 end
 
+--- What Ollama says of a model (/api/show): its details and capabilities
+-- (completion, tools, vision, ...; absent before Ollama 0.6) | nil, err.
+function Client:show(name)
+  local res, err = http.request { method = "POST", url = self.url .. "/api/show", json = { model = name }, timeout = 10,
+    connect_timeout = 3 }
+  if not res then return nil, unreachable(self, err) end
+  if res.status ~= 200 then return nil, failure(self, res, name) end
+  return json.decode(res.body)
+end
+
 --- The installed model matching name ("llama3" matches "llama3:latest").
 function Client:find_model(name)
   local models, err = self:models()

@@ -28,6 +28,7 @@ local function iso() return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(sys.time())
 --- Simple arithmetic in the text ("17 * 23", "(120 + 200) / 2"), computed:
 -- a model that can add.
 local function arithmetic(text)
+  text = text:gsub("%d%d%d%d%-%d%d%-%d%d", "date") -- a date is not a subtraction
   local expr = text:match("([%d%.%s%(%)]*%d[%d%.%s%(%)]*[%+%-%*/][%d%.%s%(%)%+%-%*/]*%d[%s%)]*)")
   if not expr or not expr:match("^[%d%.%s%(%)%+%-%*/]+$") then return nil end
   local fn = load("return " .. expr, "=sim", "t", {})

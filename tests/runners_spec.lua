@@ -73,6 +73,7 @@ describe("aitbc scenario run", function()
     s:step("0.2", "sees state from the step before", function(t)
       t:expect(t.vars.out == "12", "vars carried over")
       t:expect(os.getenv("HOME") ~= (t:run("echo $HOME").stdout:gsub("\n", "")), "own home")
+      t:expect_exit(t:run('test "$(pwd -P)" = "$(cd "$HOME" && pwd -P)"'), 0) -- files a step writes land there
     end)
     s:step("0.3", "fails", function(t) t:expect_exit(t:run("aitbc bogus"), 0) end)
     s:step("0.4", "skips", function(t) t:skip("not today") end)

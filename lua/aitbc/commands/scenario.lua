@@ -21,7 +21,7 @@ local function run(ctx)
       if not s then errors.raise("usage", "cannot load scenario " .. file .. ": " .. tostring(err)) end
       local home = ctx.opts.home or assert(sys.tempdir("aitbc-scenario"))
       if human then out:print(out:style(file, "bold") .. " — " .. s.title) end
-      local results = scenario.execute(s, { bindir = bindir, home = home, setup = setup }, function(r)
+      local results = scenario.execute(s, { bindir = bindir, home = home, cwd = home, setup = setup }, function(r)
         n = n + 1
         if r.status == "pass" then passed = passed + 1
         elseif r.status == "skip" then skipped = skipped + 1
@@ -66,7 +66,7 @@ return {
     {
       name = "run",
       summary = "Run scenario files (default: every file in scenarios/)",
-      description = "Each file runs as a new user: a fresh HOME (or --home), none of the caller's AITBC_* or "
+      description = "Each file runs as a new user in a fresh HOME (or --home), which is also its working directory, with none of the caller's AITBC_* or "
         .. "OLLAMA_HOST variables. Before its steps the run types 'aitbc devnet up' there, and 'aitbc devnet down' "
         .. "after them (a devnet already running in --home is used and left running). With --url (or AITBC_URL) it "
         .. "uses that node instead: the config is pointed at it and keys are made with its admin key "

@@ -172,4 +172,19 @@ describe("agents on the network", function()
       return j.state == "COMPLETED"
     end, 60)
   end)
+
+  it("the example custom workflow in scripts/agents runs as its header shows", function()
+    miner("m-example", { "--allow-custom-workflows" })
+    local created = aitbc { "-q", "agent", "create", "--name", "q3_margin", "--type", "custom", "--config",
+      "scripts/agents/q3_margin.json" }
+    assert.equal(0, created.code, created.err)
+    local id = created.out:match("^(agent_%x+)\n$")
+    local r = aitbc({ "-o", "json", "agent", "execute", id, "--input", "Is the margin healthy?" }, { timeout = 120 })
+    assert.equal(0, r.code, r.err)
+    local doc = r.json()
+    -- scripts/agents/q3.csv: revenue 415, costs 270
+    assert.same({ 415, 270 }, { doc.data.revenue, doc.data.costs })
+    assert.matches("^Q3 revenue 415, costs 270, margin 34%.9%%%. ", doc.answer)
+    assert.is_true(doc.receipt_verified)
+  end)
 end)

@@ -171,6 +171,36 @@ describe("job events", function()
     assert.same({ 422, "events[1].type" }, { s, bad.error.field })
   end)
 
+  it("speaks text/event-stream on request: ids an EventSource resumes from, 'end', then 204", function()
+    local _, job = node:request("POST", "/v1/jobs", { key = client, json = { payload = { prompt = "hi" } } })
+    node:request("POST", "/v1/miners/poll", { key = miner, json = { max_wait_seconds = 1 } })
+    node:request("POST", "/v1/miners/" .. job.job_id .. "/events", { key = miner,
+      json = { events = { { type = "token", data = { text = "Hel" } }, { type = "token", data = { text = "lo" } } } } })
+    local function stream(last_id)
+      local res = assert(http.request { url = node.url .. "/v1/jobs/" .. job.job_id .. "/events",
+        headers = { ["X-Api-Key"] = client, Accept = "text/event-stream", ["Last-Event-ID"] = last_id }, timeout = 30 })
+      return res
+    end
+    local res = stream()
+    assert.equal(200, res.status)
+    assert.equal("text/event-stream", res.headers["content-type"])
+    local ids, names = {}, {}
+    for id, name, data in res.body:gmatch("id: (%d+)\nevent: ([%w%._]+)\ndata: ([^\n]+)\n\n") do
+      ids[#ids + 1], names[#names + 1] = tonumber(id), name
+      assert.equal(name, json.decode(data).type)
+    end
+    assert.same({ 1, 2, 3, 4 }, ids)
+    assert.same({ "job.queued", "job.running", "token", "token" }, names)
+    assert.not_matches("event: end", res.body) -- still running
+    -- the reconnection resumes after Last-Event-ID; it waits for what comes next
+    node:request("POST", "/v1/miners/" .. job.job_id .. "/result", { key = miner, json = { result = { response = "Hello" } } })
+    local rest = stream("4")
+    assert.matches("^retry: %d+\n\nid: 5\nevent: job%.completed\n", rest.body)
+    assert.matches("event: end\ndata: {\"state\":\"COMPLETED\"}\n\n$", rest.body)
+    assert.equal(204, stream("5").status) -- nothing more: an EventSource stops here
+    assert.equal(422, stream("five").status)
+  end)
+
   it("wakes a waiting reader as soon as the miner posts (the wait holds no worker)", function()
     local _, job = node:request("POST", "/v1/jobs", { key = client, json = { payload = { prompt = "hi" } } })
     node:request("POST", "/v1/miners/poll", { key = miner, json = { max_wait_seconds = 1 } })

@@ -3,7 +3,7 @@
 -- library code return `nil, err` where err is one of these objects.
 local errors = {}
 
---- timeout: a wait (aitbc wait) whose state was not reached in time, 124
+--- timeout: a wait (aitbc wait, --wait) whose state was not reached in time, 124
 -- as timeout(1) exits; a request that timed out is `network` (5).
 errors.EXIT = {
   ok = 0, failure = 1, usage = 2, not_found = 3, auth = 4, network = 5, timeout = 124, interrupted = 130,

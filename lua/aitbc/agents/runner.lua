@@ -217,7 +217,7 @@ function M.run(opts)
   result.steps = ctx.usage.steps
   result.usage = { model_calls = ctx.usage.calls, tool_calls = ctx.usage.tool_calls,
     prompt_tokens = ctx.usage.prompt_tokens, completion_tokens = ctx.usage.completion_tokens,
-    seconds = ctx.elapsed() }
+    eval_duration = ctx.usage.eval_duration, seconds = ctx.elapsed() } -- eval_duration: ns generating, as Ollama counts
   ctx.emit("agent.finished", result.usage)
   return result
 end

@@ -215,9 +215,10 @@ function Output:warn(msg)
   io.stderr:write(self:style("warning:", "yellow", self.err_color), " ", msg, "\n")
 end
 
---- A line of success for people (table mode only; json carries the data).
+--- A line of success for people (table mode only; json carries the data,
+-- -q/--json/--jq print only what they select).
 function Output:success(msg)
-  if self.format == "table" then self:print(self:style("✓", "green") .. " " .. msg) end
+  if self.format == "table" and not self.shape then self:print(self:style("✓", "green") .. " " .. msg) end
 end
 
 --- Progress on stderr, only when stderr is a terminal.

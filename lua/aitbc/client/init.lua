@@ -17,8 +17,6 @@ local client = {}
 client.JOB = { job_id = "string", state = "string", assigned_miner_id = "string?",
   timings = { "object?", { queue_ms = "number?", run_ms = "number?" } }, payment_status = "string?",
   payment_amount = "scalar?", payment_id = "string?", settlement_id = "string?" }
-client.RESULT = { result = "any", receipt = { "object?", { receipt_id = "scalar?", duration_ms = "number?",
-  tokens = "object?" } } }
 local PAYMENT = { amount = "scalar", job_id = "string", tx_hash = "string?", chain_id = "string?", job_state = "string?" }
 
 client.STATES = { "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELED", "EXPIRED" }
@@ -75,32 +73,44 @@ function client.status(ctx, job_id)
   return (client.node(ctx):call("GET", job_path("/v1/jobs/{job_id}", job_id), { expect = client.JOB }))
 end
 
---- Waits until the job leaves QUEUED/RUNNING; returns its view.  opts:
--- timeout (seconds, default 300: then a network error, code timeout),
--- on_change(job) when its state changes.
+local ENDED = { COMPLETED = true, FAILED = true, CANCELED = true, EXPIRED = true }
+
+--- Waits until the job leaves QUEUED/RUNNING, following its events (one
+-- long poll at a time, resuming after the last event seen); returns its
+-- view.  opts: timeout (seconds, default 300: then a `timeout` error, exit
+-- 124), on_change(job) when its state changes (job: state,
+-- assigned_miner_id, attempts, error), on_token(text, attempt) for each
+-- piece of an inference's output as the miner generates it.
 function client.wait(ctx, job_id, opts)
   opts = opts or {}
-  local timeout = opts.timeout or 300
-  local deadline = sys.monotonic() + timeout
-  local last
-  while true do
-    local job = client.status(ctx, job_id)
-    if job.state ~= last then
-      if opts.on_change then opts.on_change(job) end
-      last = job.state
-    end
-    if job.state ~= "QUEUED" and job.state ~= "RUNNING" then return job end
-    if sys.monotonic() >= deadline then
-      errors.raise("network", "job " .. job_id .. " is still " .. job.state .. " after " .. timeout .. " s",
-        "check later with 'aitbc client status " .. job_id .. "'", { code = "timeout" })
-    end
-    sys.sleep(0.25)
+  local job = client.status(ctx, job_id)
+  if ENDED[job.state] then
+    if opts.on_change then opts.on_change(job) end
+    return job
   end
+  local last, attempt -- the events from the first tell the job's story in order
+  require("aitbc.jobs.follow").events(client.node(ctx), job_id, { timeout = opts.timeout or 300,
+    on_event = function(e)
+      local d = type(e.data) == "table" and e.data or {}
+      if e.type:match("^job%.") then
+        attempt = d.attempt or attempt
+        if d.state ~= last and d.state then
+          last = d.state
+          if opts.on_change then
+            opts.on_change { job_id = job_id, state = d.state, assigned_miner_id = d.miner_id or json.null,
+              attempts = d.attempt, error = d.error }
+          end
+        end
+      elseif e.type == "token" and opts.on_token and type(d.text) == "string" then
+        opts.on_token(d.text, attempt)
+      end
+    end })
+  return client.status(ctx, job_id)
 end
 
 --- A completed job's result with its receipt verified against the node's
 -- key (receipt_verified); a receipt that does not verify raises.  opts:
--- wait (until the job ends), timeout, on_change (see client.wait).
+-- wait (until the job ends), timeout, on_change, on_token (see client.wait).
 function client.result(ctx, job_id, opts)
   opts = opts or {}
   if opts.wait then
@@ -109,22 +119,12 @@ function client.result(ctx, job_id, opts)
       errors.raise("failure", "job " .. job_id .. " ended " .. done.state .. ": " .. tostring(done.error))
     end
   end
-  local node = client.node(ctx)
-  local res, err = node:request("GET", job_path("/v1/jobs/{job_id}/result", job_id), { expect = client.RESULT })
-  if not res then
-    if err.code == "not_ready" then err.hint = "wait for it: aitbc client result " .. job_id .. " --wait" end
-    error(err, 0)
-  end
-  local receipt = res.receipt
-  if type(receipt) == "table" then
-    local info = node:call("GET", "/v1/node", { expect = { node_key = "string" } })
-    local crypto = require "aitbc.crypto"
-    local ok, why = require("aitbc.protocol.receipts").verify(receipt, crypto.unbase64(info.node_key, "urlsafe"))
-    res.receipt_verified = ok == true
-    if not ok then
-      errors.raise("failure", "the receipt of job " .. job_id .. " does not verify: " .. tostring(why),
-        "do not trust this result; report it to the node operator", { code = "bad_receipt" })
+  local ok, res = pcall(require("aitbc.jobs.follow").result, client.node(ctx), job_id)
+  if not ok then
+    if type(res) == "table" and res.code == "not_ready" then
+      res.hint = "wait for it: aitbc client result " .. job_id .. " --wait"
     end
+    error(res, 0)
   end
   res.job_id = job_id
   return res

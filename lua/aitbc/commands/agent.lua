@@ -22,14 +22,21 @@ local function checker(source)
   end }
 end
 
---- Datasets given as "file:PATH" (relative to the config file) are read
--- here; their format comes from the extension.
+--- "file:PATH" (relative to the config file's directory base) -> the path, or nil.
+local function file_ref(value, base)
+  if type(value) ~= "string" or value:sub(1, 5) ~= "file:" then return nil end
+  local file = value:sub(6)
+  if file:sub(1, 1) ~= "/" and base then file = base .. "/" .. file end
+  return file
+end
+
+--- Datasets given as "file:PATH" are read here; their format comes from
+-- the extension.
 local function load_files(data, base)
   local config = require "aitbc.config"
   for name, d in pairs(data or {}) do
-    if type(d) == "string" and d:sub(1, 5) == "file:" then
-      local file = d:sub(6)
-      if file:sub(1, 1) ~= "/" and base then file = base .. "/" .. file end
+    local file = file_ref(d, base)
+    if file then
       data[name] = { format = FORMATS[file:match("%.(%w+)$") or ""] or "text",
         content = config.read_input(file, "the dataset " .. name) }
     end
@@ -49,7 +56,10 @@ local function definition_from(ctx)
         "see 'aitbc agent create --help' for the format")
     end
     def, source = value, o.config
-    def.data = load_files(def.data, o.config:match("^(.*)/[^/]*$"))
+    local base = o.config:match("^(.*)/[^/]*$")
+    def.data = load_files(def.data, base)
+    local workflow = file_ref(def.workflow, base) -- custom: its Lua in a file
+    if workflow then def.workflow = require("aitbc.config").read_input(workflow, "the workflow") end
   end
   if o.name then def.name = o.name end
   if o.type then def.type = o.type end
@@ -132,7 +142,7 @@ local function render_run(d, out)
   out:print("")
   local u, rc = d.usage or {}, d.receipt or {}
   out:print(out:format_record({
-    job = d.job_id, steps = d.steps, calls = u.model_calls and string.format("%d model, %d tool", u.model_calls,
+    job = d.job_id, steps = d.steps ~= 0 and d.steps or nil, calls = u.model_calls and string.format("%d model, %d tool", u.model_calls,
       u.tool_calls or 0),
     tokens = u.completion_tokens and string.format("%d generated, %d prompt", u.completion_tokens, u.prompt_tokens or 0),
     time = u.seconds and string.format("%.2f s", u.seconds),

@@ -52,6 +52,39 @@ local function on_job(ctx)
   end
 end
 
+--- With --wait, for people: the inference's text on stdout as the miner
+-- generates it (job events), state changes on stderr on their own lines.
+-- -> {on_token, on_change, text()} (text: what was shown, nil if nothing).
+local function live_output(ctx)
+  local parts, attempt, open = {}, nil, false
+  local progress = on_job(ctx)
+  local live = {}
+  function live.on_change(job)
+    if open then io.stdout:write("\n") io.stdout:flush() open = false end
+    progress(job)
+  end
+  if ctx.out.format == "table" and not ctx.out.shape then
+    function live.on_token(text, n)
+      if attempt and n ~= attempt and #parts > 0 then -- a lost miner's partial answer: the next attempt starts over
+        if open then io.stdout:write("\n") open = false end
+        ctx.out:info("  attempt " .. tostring(n) .. " starts the answer again")
+        parts = {}
+      end
+      attempt = n
+      io.stdout:write(text)
+      io.stdout:flush()
+      parts[#parts + 1] = text
+      open = not text:find("\n$")
+    end
+  end
+  --- What was shown (nil: nothing), its line ended.
+  function live.text()
+    if open then io.stdout:write("\n") open = false end
+    return #parts > 0 and table.concat(parts) or nil
+  end
+  return live
+end
+
 --- Progress of a payment on stderr: "  payment funded (block 12)".
 local function on_payment(ctx)
   return function(status, _, paid)
@@ -63,10 +96,12 @@ local function on_payment(ctx)
   end
 end
 
-local function render_result(d, out)
+--- shown: the text already streamed (--wait): not printed twice.
+local function render_result(d, out, shown)
   local r = d.result
   local text = type(r) == "table" and (r.response or r.output or r.text) or (type(r) == "string" and r or nil)
-  if text then out:print(text) else out:print(json.encode(r, { pretty = true })) end
+  if shown and text and shown:gsub("%s+$", "") == text:gsub("%s+$", "") then -- luacheck: ignore 542
+  elseif text then out:print(text) else out:print(json.encode(r, { pretty = true })) end
   out:print("")
   local rc = d.receipt or {}
   local tokens = rc.tokens or {}
@@ -146,7 +181,7 @@ return {
         { "--gpu", metavar = "NAME", help = "only miners whose GPU name contains this" },
         { "--pay", metavar = "AITBC", help = "pay this much from the active wallet; the job runs once it is funded" },
         password_file,
-        { "--wait", type = "boolean", help = "wait for the result and print it" },
+        { "--wait", type = "boolean", help = "wait for the result, printing its text as the miner generates it" },
         { "--timeout", type = "number", min = 1, default = 300, metavar = "SECONDS", help = "with --wait: how long" },
       },
       examples = { [[aitbc client submit --type inference --model "llama3" --data '{"prompt":"Hello AITBC"}']],
@@ -165,9 +200,11 @@ return {
           on_change = on_payment(ctx) })
         if not o.wait then return job, render_submitted end
         ctx.out:info("job " .. job.job_id .. " submitted; waiting for it")
-        local res = C().result(ctx, job.job_id, { wait = true, timeout = o.timeout, on_change = on_job(ctx) })
+        local live = live_output(ctx)
+        local res = C().result(ctx, job.job_id, { wait = true, timeout = o.timeout, on_change = live.on_change,
+          on_token = live.on_token })
         res.payment = job.payment
-        return res, render_result
+        return res, function(d, out) render_result(d, out, live.text()) end
       end,
     },
     {
@@ -189,8 +226,10 @@ return {
       },
       examples = { "aitbc client result 0192af3c51d2e4c7a81f09b3c6d2e1f0 --wait" },
       run = function(ctx)
+        local live = live_output(ctx)
         return C().result(ctx, ctx.args.job_id, { wait = ctx.opts.wait, timeout = ctx.opts.timeout,
-          on_change = on_job(ctx) }), render_result
+          on_change = live.on_change, on_token = ctx.opts.wait and live.on_token or nil }),
+          function(d, out) render_result(d, out, live.text()) end
       end,
     },
     {

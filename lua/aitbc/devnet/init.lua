@@ -174,7 +174,9 @@ local function start_miner(state, i, key, say)
   -- its own wallet, so that the jobs it completes are paid to it (payout address)
   local payout = require("aitbc.wallet").ensure_unattended(state.dir .. "/" .. id, id)
   local proc = assert(sys.spawn { argv = { sys.exe_path(), "--url", state.node.url, "miner", "mine-ollama",
-    "--model", state.model, "--continuous", "--miner-id", id, "--ollama-url", state.ollama.url, "--gpus", state.gpus },
+    "--model", state.model, "--continuous", "--miner-id", id, "--ollama-url", state.ollama.url, "--gpus", state.gpus,
+    -- your own devnet runs your own agents' Lua (still in the sandbox)
+    "--allow-custom-workflows" },
     env = { AITBC_MINER_KEY = key, AITBC_HOME = state.dir .. "/" .. id, AITBC_CONFIG = false, AITBC_API_KEY = false,
       AITBC_ENVIRONMENT = false }, setsid = true, stdin = "null", stdout = "null", stderr = "null", log = log })
   state.miners[i] = { id = id, pid = proc:pid(), log = log, payout_address = payout }

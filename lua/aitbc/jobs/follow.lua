@@ -12,7 +12,7 @@ local function path(template, id) return require("aitbc.api").path(template, { j
 local EVENTS = { job_id = "string", events = "array", next = "integer", state = "string", done = "boolean" }
 
 --- Calls on_event(event) for each event in order until the job ends (or
--- timeout seconds pass: a network error, exit 5).  -> the final state, the
+-- timeout seconds pass: a timeout error, exit 124).  -> the final state, the
 -- events, the last seq seen
 function M.events(client, job_id, opts)
   opts = opts or {}
@@ -21,7 +21,7 @@ function M.events(client, job_id, opts)
   while true do
     local left = deadline - sys.monotonic()
     if left <= 0 then
-      errors.raise("network", "job " .. job_id .. " has not ended after " .. (opts.timeout or 600) .. " s",
+      errors.raise("timeout", "job " .. job_id .. " has not ended after " .. (opts.timeout or 600) .. " s",
         "follow it later with 'aitbc client status " .. job_id .. "'", { code = "timeout" })
     end
     local wait = math.max(0, math.min(M.POLL, math.floor(left)))

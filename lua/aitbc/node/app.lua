@@ -91,7 +91,7 @@ end
 
 local AUDIT_PATH_MAX = 256 -- bytes of a request path kept in the audit log and node.log
 
-local READ_HEADERS = { "x-api-key", "x-miner-id", "x-request-id", "content-type" }
+local READ_HEADERS = { "x-api-key", "x-miner-id", "x-request-id", "content-type", "accept", "last-event-id" }
 
 local BUCKETS = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 }
 

@@ -49,12 +49,33 @@ function M.post(ctx, job_id, miner)
   return 200, { job_id = job_id, last_seq = last }
 end
 
+--- The events as a text/event-stream: each with its seq as its id (an
+-- EventSource that reconnects sends it back as Last-Event-ID), its type as
+-- the event name, its view as the data; "end" once the job's last event is
+-- out.  The stream closes after each batch (a long poll); the client's
+-- reconnection resumes it.
+local function event_stream(events, done, state)
+  local out = { "retry: 500\n\n" }
+  for _, e in ipairs(events) do
+    out[#out + 1] = string.format("id: %d\nevent: %s\ndata: %s\n\n", e.seq, e.type, json.encode(e))
+  end
+  if done then out[#out + 1] = "event: end\ndata: " .. json.encode { state = state } .. "\n\n" end
+  return table.concat(out)
+end
+
 --- GET /v1/jobs/{id}/events?after=SEQ&wait=SECONDS&limit=N -> {events,
 -- next, state, done}; waits (suspended) while there is nothing new and the
--- job has not ended.
+-- job has not ended.  With Accept: text/event-stream, the same as an event
+-- stream (after: Last-Event-ID, else the query; wait: 25 s unless given),
+-- and 204 once the job has ended and its last event was sent (which tells
+-- an EventSource to stop reconnecting).
 function M.get(ctx, job_id, own_job)
+  local sse = (ctx.headers.accept or ""):find("text/event-stream", 1, true) ~= nil
   local after = util.query_integer(ctx.query, "after", 0, 1 << 40, 0)
-  local wait = util.query_number(ctx.query, "wait", 0, 3600, 0)
+  if sse and ctx.headers["last-event-id"] then
+    after = util.query_integer({ ["Last-Event-ID"] = ctx.headers["last-event-id"] }, "Last-Event-ID", 0, 1 << 40)
+  end
+  local wait = util.query_number(ctx.query, "wait", 0, 3600, sse and M.MAX_WAIT or 0)
   local limit = util.query_integer(ctx.query, "limit", 1, 5000, 1000)
   local job = own_job(ctx, job_id)
   local rows = ctx.store:events_after(job_id, after, limit)
@@ -67,6 +88,11 @@ function M.get(ctx, job_id, own_job)
   end
   local events = json.array()
   for i, e in ipairs(rows) do events[i] = event_view(e) end
+  if sse then
+    if done and #rows == 0 then return 204 end
+    ctx.reply_headers = { ["Cache-Control"] = "no-cache" }
+    return 200, event_stream(events, done, job.state), "text/event-stream"
+  end
   return 200, { job_id = job_id, events = events, next = #rows > 0 and rows[#rows].seq or after, state = job.state,
     done = done and true or false }
 end

@@ -7,3 +7,5 @@ files["tests/"] = { std = "+busted", max_line_length = false }
 files["lua/aitbc/commands/run.lua"] = { globals = { "arg" } }
 files["lua/aitbc/commands/test.lua"] = { globals = { "arg" } }
 self = false -- methods keep `self` for a uniform call style
+-- custom agent workflows run in the sandbox, which hands them these
+files["scripts/agents/"] = { read_globals = { "llm", "tools", "emit" } }

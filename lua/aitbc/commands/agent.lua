@@ -142,8 +142,8 @@ local function render_run(d, out)
   out:print("")
   local u, rc = d.usage or {}, d.receipt or {}
   out:print(out:format_record({
-    job = d.job_id, steps = d.steps ~= 0 and d.steps or nil, calls = u.model_calls and string.format("%d model, %d tool", u.model_calls,
-      u.tool_calls or 0),
+    job = d.job_id, steps = d.steps ~= 0 and d.steps or nil,
+    calls = u.model_calls and string.format("%d model, %d tool", u.model_calls, u.tool_calls or 0),
     tokens = u.completion_tokens and string.format("%d generated, %d prompt", u.completion_tokens, u.prompt_tokens or 0),
     time = u.seconds and string.format("%.2f s", u.seconds),
     receipt = rc.receipt_id and (rc.receipt_id .. (d.receipt_verified and " (signature verified against the node's key)"

@@ -68,9 +68,9 @@ return {
       summary = "Run scenario files (default: every file in scenarios/)",
       description = "Each file runs as a new user in a fresh HOME (or --home), which is also its working "
         .. "directory, with none of the caller's AITBC_* or OLLAMA_HOST variables. Before its steps the run types "
-        .. "'aitbc devnet up' there, and 'aitbc devnet down' after them (a devnet already running in --home is used and left running). With --url (or AITBC_URL) it "
-        .. "uses that node instead: the config is pointed at it and keys are made with its admin key "
-        .. "(AITBC_SCENARIO_ADMIN_KEY).",
+        .. "'aitbc devnet up' there, and 'aitbc devnet down' after them (a devnet already running in --home is used "
+        .. "and left running). With --url (or AITBC_URL) it uses that node instead: the config is pointed at it and "
+        .. "keys are made with its admin key (AITBC_SCENARIO_ADMIN_KEY).",
       args = { { "paths", variadic = true, optional = true, help = "scenario files or directories" } },
       options = {
         { "--tap", type = "boolean", help = "print TAP instead of the human report" },

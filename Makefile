@@ -113,6 +113,7 @@ bench: all
 	bench/node $(BUILD)/aitbc
 	$(BUILD)/aitbc run bench/marketplace.lua
 	$(BUILD)/aitbc run bench/chain.lua
+	$(BUILD)/aitbc run bench/agents.lua
 
 reference: all
 	$(BUILD)/aitbc reference > $(BUILD)/REFERENCE.md

@@ -77,7 +77,7 @@ local srv = assert(require("aitbc.server").start { port = 0, handler = "aitbc.ol
   config = '{"token_delay": 0}' })
 local ollama = require("aitbc.ollama").new("http://127.0.0.1:" .. srv:port())
 local in_model = 0
-local timed = setmetatable({ chat = function(self, req)
+local timed = setmetatable({ chat = function(_, req)
   local started = sys.monotonic()
   local final, err = ollama.chat(ollama, req)
   in_model = in_model + (sys.monotonic() - started)
@@ -105,8 +105,8 @@ srv:stop(1)
 call("POST", "/v1/miners/" .. agent_job.job_id .. "/result", miner, { result = { response = "done" } })
 line(string.format("agent overhead over model calls (%d runs)", runs),
   string.format("%8.3f ms/step", (total - in_model) / steps * 1000), "5 ms")
-print(string.format("  %d steps, %d events posted to a node; model calls %.1f ms/step (simulated Ollama over HTTP)", steps, events,
-  in_model / steps * 1000))
+print(string.format("  %d steps, %d events posted to a node; model calls %.1f ms/step (simulated Ollama over HTTP)",
+  steps, events, in_model / steps * 1000))
 
 -- events: readers waiting on a job; the miner posts, each reader times the delivery
 local job = running_job()

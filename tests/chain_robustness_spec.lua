@@ -47,8 +47,9 @@ local function send(node, body)
   return node:request("POST", "/v1/chain/ait-devnet/transactions", { json = body })
 end
 
-local function faucet(node, key, address, amount)
-  return node:request("POST", "/v1/chain/ait-devnet/faucet", { key = key, json = { address = address, amount = amount } })
+local function faucet(node, key, address, amount, chain_id)
+  return node:request("POST", "/v1/chain/" .. (chain_id or "ait-devnet") .. "/faucet",
+    { key = key, json = { address = address, amount = amount } })
 end
 
 --- Waits until `follower` has the leader's head of ait-devnet, then checks
@@ -266,10 +267,14 @@ describe("addresses have one spelling", function()
     local a = account(node, upper)
     assert.equal(alice.address, a.address)
     assert.equal("20", a.balance)
-    -- the per-address limit sees one address
-    status, res = faucet(node, key, alice.address, "1")
+    -- the per-address limit sees one address: a day's grants to the lower-case spelling count for the upper
+    local conn = assert(db.open(node.dir .. "/node.db"))
+    assert(conn:run("INSERT INTO faucet_grants (chain_id, key_id, address, amount, granted_at) VALUES (?, ?, ?, ?, ?)",
+      "ait-devnet", "elsewhere", alice.address, chain.FAUCET_DEVNET.ADDRESS_DAY, sys.time() - 60))
+    conn:close()
+    status, res = faucet(node, key, upper, "1")
     assert.equal(429, status)
-    assert.equal("faucet_rate_limited", res.error.code)
+    assert.equal("address_per_day", res.error.limit)
     local _, h1 = node:request("GET", "/v1/chain/ait-devnet/accounts/" .. upper .. "/transactions")
     local _, h2 = node:request("GET", "/v1/chain/ait-devnet/accounts/" .. alice.address .. "/transactions")
     assert.equal(1, #h1.items)
@@ -455,13 +460,15 @@ describe("the faucet", function()
   end)
 
   it("limits each API key per hour and each address per minute and day, naming the limit and when to retry", function()
-    local node = nodes.start { args = { "--block-time", "0.1", "--log-level", "warn" } }
+    -- a chain that is not a devnet, its faucet turned on: the real limits
+    local node = nodes.start { args = { "--block-time", "0.1", "--log-level", "warn", "--chains", "ait-testnet",
+      "--faucet", "on" } }
     finally(function() node:stop() end)
     local key = node:key("client")
     local per_request = chain.FAUCET.MAX // UNIT
     local n = chain.FAUCET.KEY_HOUR // chain.FAUCET.MAX
-    for i = 1, n do assert.equal(202, (faucet(node, key, new_keys().address, tostring(per_request))), "grant " .. i) end
-    local status, res, raw = faucet(node, key, new_keys().address, "1")
+    for i = 1, n do assert.equal(202, (faucet(node, key, new_keys().address, tostring(per_request), "ait-testnet")), "grant " .. i) end
+    local status, res, raw = faucet(node, key, new_keys().address, "1", "ait-testnet")
     assert.equal(429, status)
     assert.equal("faucet_rate_limited", res.error.code)
     assert.equal("key_per_hour", res.error.limit)
@@ -470,13 +477,13 @@ describe("the faucet", function()
     assert.is_true(res.error.retry_after > 3000 and res.error.retry_after <= 3600, tostring(res.error.retry_after))
     assert.equal(tostring(res.error.retry_after), raw.headers["retry-after"])
     -- another key still gets coins; an admin key has no per-key limit
-    assert.equal(202, (faucet(node, node:key("client"), new_keys().address, "1")))
-    for _ = 1, n + 1 do assert.equal(202, (faucet(node, node.admin_key, new_keys().address, tostring(per_request)))) end
+    assert.equal(202, (faucet(node, node:key("client"), new_keys().address, "1", "ait-testnet")))
+    for _ = 1, n + 1 do assert.equal(202, (faucet(node, node.admin_key, new_keys().address, tostring(per_request), "ait-testnet"))) end
 
     -- per address: one grant a minute
     local who = new_keys()
-    assert.equal(202, (faucet(node, node:key("client"), who.address, "1")))
-    status, res, raw = faucet(node, node:key("client"), who.address, "1")
+    assert.equal(202, (faucet(node, node:key("client"), who.address, "1", "ait-testnet")))
+    status, res, raw = faucet(node, node:key("client"), who.address, "1", "ait-testnet")
     assert.equal(429, status)
     assert.equal("address_per_minute", res.error.limit)
     assert.is_true(res.error.retry_after >= 1 and res.error.retry_after <= 60)
@@ -485,13 +492,24 @@ describe("the faucet", function()
     local later = new_keys()
     local conn = assert(db.open(node.dir .. "/node.db"))
     assert(conn:run("INSERT INTO faucet_grants (chain_id, key_id, address, amount, granted_at) VALUES (?, ?, ?, ?, ?)",
-      "ait-devnet", "elsewhere", later.address, chain.FAUCET.ADDRESS_DAY, sys.time() - 300))
+      "ait-testnet", "elsewhere", later.address, chain.FAUCET.ADDRESS_DAY, sys.time() - 300))
     conn:close()
-    status, res = faucet(node, node:key("client"), later.address, "1")
+    status, res = faucet(node, node:key("client"), later.address, "1", "ait-testnet")
     assert.equal(429, status)
     assert.equal("address_per_day", res.error.limit)
     assert.matches("at most 2000 AITBC a day", res.error.message)
     assert.is_true(res.error.retry_after > 80000 and res.error.retry_after <= 86100, tostring(res.error.retry_after))
+  end)
+
+  it("gives a devnet's user thousands at once (a governance deposit and a stake), within the devnet's caps", function()
+    local node = nodes.start { args = { "--log-level", "warn" } }
+    finally(function() node:stop() end)
+    local who = new_keys()
+    assert.equal(202, (faucet(node, node:key("client"), who.address, "1500")))
+    assert.equal(202, (faucet(node, node:key("client"), who.address, "500"))) -- no per-minute wait on a devnet
+    local status, res = faucet(node, node:key("client"), who.address, tostring(chain.FAUCET_DEVNET.MAX // UNIT + 1))
+    assert.equal(400, status)
+    assert.matches("at most 10000 AITBC", res.error.message)
   end)
 
   it("never takes the faucet account below its floor (half the supply)", function()

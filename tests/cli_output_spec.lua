@@ -268,7 +268,7 @@ describe("CLI output and scripting", function()
         { "client", "status", id }, { "client", "result", id }, { "client", "list" },
         { "miner", "status", "--miner-id", "fields-miner" }, { "chain", "head" }, { "chain", "list" },
         { "marketplace", "offers", "list", "--all" }, { "marketplace", "gpu", "list" }, { "config", "show" },
-        { "wait", "job", id },
+        { "wait", "job", id }, { "chain", "params" },
       } do
         local path = {}
         for _, a in ipairs(args) do
@@ -350,12 +350,14 @@ describe("CLI output and scripting", function()
       assert.matches("transaction " .. hash .. " is included", out)
     end)
 
-    it("answers 'not available yet' for proposals and deployments", function()
-      for _, kind in ipairs { "proposal", "deployment" } do
-        local r = run { "wait", kind, "p1" }
-        assert.equal(2, r.code)
-        assert.matches("not available yet", r.err)
-      end
+    it("answers 'not available yet' for deployments; a proposal that does not exist is not found", function()
+      local r = run { "wait", "deployment", "p1" }
+      assert.equal(2, r.code)
+      assert.matches("not available yet", r.err)
+      r = run { "wait", "proposal", "prop_000000000000" }
+      assert.equal(3, r.code)
+      assert.matches("no proposal prop_000000000000", r.err)
+      assert.equal(2, run({ "wait", "proposal", "prop_000000000000", "--for", "maybe" }).code)
       assert.equal(2, run({ "wait", "jbo", "x" }).code)
     end)
   end)

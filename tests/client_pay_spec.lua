@@ -37,6 +37,14 @@ describe("paying for jobs", function()
   it("settles a job that completed before its client paid: funded, then released to its miner", function()
     local job = as_client({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "quick work" }).json()
     complete(job.job_id)
+    -- the chain's reward for the job (miner_reward, 1 AITBC) reaches the payout address first
+    local rewarded = cli.wait_for("the job's reward", function()
+      local j = as_client({ "-o", "json", "client", "status", job.job_id }).json()
+      return j.reward_status ~= "due" and j
+    end)
+    assert.equal("paid", rewarded.reward_status)
+    local _, reward = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. rewarded.reward_tx)
+    assert.same({ "miner_reward", payout, "1" }, { reward.type, reward.to, reward.amount })
     local before = available(miner_home)
     local r = as_client { "client", "pay", job.job_id, "--amount", "10" }
     assert.equal(0, r.code, r.err)

@@ -2,7 +2,7 @@
 local BLOCK = { height = "integer", hash = "string" }
 -- The JSON fields of the node's views (--json FIELDS; aitbc.cli.registry).
 local BLOCK_FIELDS = { "chain_id", "height", "hash", "prev_hash", "timestamp", "time", "tx_count", "tx_root", "proposer",
-  "signature" }
+  "signature", "params" }
 
 --- GET under the chain's path; only the data (the response stays out of the renderer's place)
 local function call(ctx, template, values, expect)
@@ -53,11 +53,23 @@ end
 --- A transaction: what it did, in words and AITBC; the signed body stays in --output json.
 local function render_tx(d, out)
   local payload = type(d.tx) == "table" and type(d.tx.payload) == "table" and d.tx.payload or {}
-  out:print(out:format_record({ hash = d.hash, type = d.type, status = d.status .. (d.block_height
+  local money = require "aitbc.money"
+  local power = type(payload.power) == "string" and math.tointeger(tonumber(payload.power)) -- base units
+  local record = { hash = d.hash, type = d.type, status = d.status .. (d.block_height
       and (" (block " .. d.block_height .. ")") or ""), from = d.from, to = d.to or "-",
     amount = d.amount and (d.amount .. " AITBC"), job = payload.job_id, nonce = d.nonce, received = d.received_at,
-    chain = d.chain_id, signature = type(d.signature) == "string" and d.signature or nil },
-    { "hash", "type", "status", "from", "to", "amount", "job", "nonce", "received", "chain", "signature" }))
+    -- governance: what was proposed, voted or decided
+    proposal = payload.proposal_id or (d.type == "gov_propose" and d.to and d.to:gsub("^gov:", "")) or nil,
+    title = payload.title,
+    vote = payload.choice and power and (payload.choice .. " with " .. money.format(power) .. " AITBC") or nil,
+    outcome = payload.outcome and (payload.outcome .. ", deposit " .. tostring(payload.deposit)) or nil,
+    chain = d.chain_id, signature = type(d.signature) == "string" and d.signature or nil }
+  local fields = {}
+  for _, f in ipairs { "hash", "type", "status", "from", "to", "amount", "job", "proposal", "title", "vote", "outcome",
+    "nonce", "received", "chain", "signature" } do
+    if record[f] ~= nil then fields[#fields + 1] = f end -- what this type of transaction has
+  end
+  out:print(out:format_record(record, fields))
 end
 
 local function render_account(d, out)
@@ -98,6 +110,23 @@ return {
         return call(ctx, "/accounts/{address}", { address = require("aitbc.wallet").address_arg(ctx.args.address,
           "the address") }, { address = "string", nonce = "integer", balance = "scalar", staked = "scalar",
           total = "scalar", escrow_jobs = "integer?" }), render_account
+      end },
+    { name = "params", summary = "The chain's parameters (changed only by governance): value, since which block, by what",
+      fields = { "chain_id", "height", "params" }, watch = true,
+      run = function(ctx)
+        return call(ctx, "/params", {}, { chain_id = "string", params = "object" }), function(d, out)
+          local rows = {}
+          for _, name in ipairs(require("aitbc.protocol.governance").NAMES) do
+            local p = d.params[name]
+            if p then
+              rows[#rows + 1] = { name = name, value = p.value .. (p.kind == "amount" and " AITBC" or
+                (p.kind == "blocks" and " blocks" or "")), since = "block " .. tostring(p.since_height),
+                by = p.proposal_id or "genesis", meaning = p.help }
+            end
+          end
+          out:print(out:format_table(rows, { { "name", "parameter", keep = true }, "value", "since", { "by", "set by" },
+            "meaning" }))
+        end
       end },
     { name = "seal", summary = "Seal the pending transactions into a block now (admin key; else blocks come every --block-time)",
       id_field = "hash", fields = BLOCK_FIELDS,

@@ -7,7 +7,7 @@ local function C() return require "aitbc.client" end
 -- The JSON fields of the job view and of a result (--json FIELDS; aitbc.cli.registry).
 local JOB_FIELDS = { "job_id", "type", "state", "status", "model", "assigned_miner_id", "requested_at", "expires_at",
   "started_at", "finished_at", "ttl_seconds", "attempts", "run_timeout_seconds", "lease_expires_at", "error", "payment_id",
-  "payment_status", "payment_amount", "settlement_id", "timings" }
+  "payment_status", "payment_amount", "settlement_id", "reward_status", "reward_tx", "timings" }
 local RESULT_FIELDS = { "job_id", "state", "model", "result", "metrics", "receipt", "receipt_verified" }
 local SUBMIT_FIELDS = { table.unpack(JOB_FIELDS) }
 for _, f in ipairs(RESULT_FIELDS) do

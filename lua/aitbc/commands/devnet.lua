@@ -66,6 +66,8 @@ return {
         { "--gpus", default = "1x RTX 4090", metavar = "LIST", help = "what the miners declare" },
         { "--ollama-url", metavar = "URL", help = "the real Ollama to use if it answers (default: the ollama_url setting)" },
         { "--simulate", type = "boolean", help = "use the simulated Ollama even if a real one answers" },
+        { "--voting-period", type = "integer", min = 1, max = 1000000, metavar = "BLOCKS",
+          help = "how long governance votes stay open on a new devnet chain (default 10 blocks of 2 s)" },
       },
       examples = { "aitbc devnet up", "aitbc devnet up --miners 3 --dir /tmp/devnet" },
       run = up,

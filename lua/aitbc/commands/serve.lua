@@ -12,6 +12,8 @@ local function detach(ctx, opts)
     if v ~= nil and not ({ detach = true, url_file = true, pid_file = true, data_dir = true })[o.key] then
       if o.type == "boolean" then
         if v then args[#args + 1] = o.long end
+      elseif type(v) == "table" then -- repeatable
+        for _, item in ipairs(v) do args[#args + 1] = o.long args[#args + 1] = tostring(item) end
       else
         args[#args + 1] = o.long
         args[#args + 1] = tostring(v)
@@ -76,6 +78,9 @@ return {
     { "--chains", metavar = "LIST", default = "ait-devnet", help = "chains this node keeps (comma-separated)" },
     { "--block-time", type = "number", min = 0.05, max = 3600, default = 2, metavar = "SECONDS",
       help = "a block every this often, sealing the accepted transactions" },
+    { "--param", metavar = "NAME=VALUE", repeatable = true,
+      help = "a parameter of a new chain: voting_period (blocks), quorum, threshold, min_deposit (AITBC), "
+        .. "miner_reward (AITBC); a chain that exists changes them only through governance" },
     { "--faucet", choices = { "auto", "on", "off" }, default = "auto",
       help = "the faucet (POST /v1/chain/{id}/faucet): auto = on for devnet chains only (names with 'devnet', "
         .. "like the default ait-devnet), on, or off" },

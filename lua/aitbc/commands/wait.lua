@@ -1,6 +1,7 @@
 --- aitbc wait: one way to wait for anything the network does, for scripts.
 --   aitbc wait job ID [--for completed] [--timeout 300]
 --   aitbc wait tx HASH [--for included]
+--   aitbc wait proposal ID [--for passed,rejected]
 -- Exit 0 once the state is reached; 124 (errors.EXIT.timeout) when
 -- --timeout passes first; 1 when the thing ends in another final state (a
 -- job that FAILED while waiting for completed); 3 when there is no such
@@ -35,8 +36,21 @@ local KINDS = {
     state = function(v) return v.status:upper() end,
     detail = function(v) return v.block_height and (" in block " .. v.block_height) or "" end,
   },
-  -- sections 6 and 8 of the spec: not in this version yet
-  proposal = { unavailable = "governance proposals" },
+  proposal = {
+    noun = "proposal", default = "PASSED,REJECTED",
+    states = { "PENDING", "ACTIVE", "PASSED", "REJECTED" },
+    final = { PASSED = true, REJECTED = true },
+    path = function(ctx, api, id)
+      return api.path("/v1/chain/{chain}/proposals/{id}", { chain = ctx.settings.chain, id = id })
+    end,
+    expect = { proposal_id = "string", status = "string", timeline = "object" },
+    state = function(v) return v.status:upper() end,
+    detail = function(v)
+      local t = v.timeline
+      return v.status == "active" and t.blocks_left and (", " .. t.blocks_left .. " block(s) left") or ""
+    end,
+  },
+  -- section 8 of the spec: not in this version yet
   deployment = { unavailable = "deployments" },
 }
 
@@ -104,12 +118,13 @@ end
 return {
   name = "wait",
   category = "Workflows",
-  summary = "Wait until a job or a transaction reaches a state (exit 0), or --timeout passes (exit 124)",
+  summary = "Wait until a job, a transaction or a proposal reaches a state (exit 0), or --timeout passes (exit 124)",
   description = "Job states: queued, running, completed, failed, canceled, expired (default: completed). "
     .. "Transaction states: pending, included (default: included; chain: the --chain setting). "
     .. "--for takes several, comma-separated: any of them ends the wait. A job that ends in another final "
     .. "state exits 1 at once. Progress goes to stderr; the result (kind, id, state, waited_seconds, object: "
-    .. "the job or transaction as the node shows it) to stdout. Proposals and deployments are not available yet.",
+    .. "the job or transaction as the node shows it) to stdout. Proposal states: pending, active, passed, rejected "
+    .. "(default: passed,rejected — decided). Deployments are not available yet.",
   args = {
     { "kind", help = "job, tx, proposal or deployment", complete = "wait" },
     { "id", help = "the job's id or the transaction's hash", complete = "wait" },
@@ -133,8 +148,8 @@ return {
     end
     if kind.unavailable then
       errors.raise("usage", "aitbc wait " .. ctx.args.kind .. ": " .. kind.unavailable
-        .. " are not available yet in this version of aitbc", "'aitbc --help' lists what exists; job and tx can be waited for",
-        { code = "not_available" })
+        .. " are not available yet in this version of aitbc",
+        "'aitbc --help' lists what exists; job, tx and proposal can be waited for", { code = "not_available" })
     end
     return wait_for(ctx, kind, ctx.args.id), function(d, out)
       out:success(string.format("%s %s is %s (after %s)", KINDS[d.kind].noun, d.id, d.state:lower(),

@@ -49,25 +49,10 @@ local function amount_units(text, what) return require("aitbc.money").from_optio
 local ACCOUNT = { address = "string", balance = "scalar", staked = "scalar", total = "scalar", chain_id = "string?",
   nonce = "integer?", balance_units = "string?", staked_units = "string?", escrow = "scalar?", escrow_units = "string?",
   escrow_jobs = "integer?" }
-local TX_STATUS = { status = "string", block_height = "integer?" }
 
 --- Signs a transaction with the active wallet and sends it; returns the node's answer.
 local function send_tx(ctx, kind, payload)
-  local client = node(ctx)
-  local body, from = W().signed_tx(ctx, client, kind, payload, password(ctx))
-  local res = client:call("POST", chain_path(ctx, "/transactions"), { json = body,
-    expect = { hash = "id", status = "string" } })
-  if ctx.opts.wait then
-    local sys = require "aitbc.sys"
-    local deadline = sys.monotonic() + 60
-    repeat
-      local t = client:call("GET", chain_path(ctx, "/transactions/{hash}", { hash = res.hash }), { expect = TX_STATUS })
-      if t.status == "included" then res.status, res.block_height = t.status, t.block_height break end
-      sys.sleep(0.2)
-    until sys.monotonic() > deadline
-  end
-  res.from, res.chain_id = from, ctx.settings.chain
-  return res
+  return W().submit(ctx, node(ctx), kind, payload, password(ctx), ctx.opts.wait)
 end
 
 local function render_tx(what)

@@ -126,10 +126,15 @@ end
 
 -- ---- parts ----
 
-local function start_node(state, port, say)
+--- A devnet's chain votes on proposals for this many blocks (2 s each):
+-- long enough to vote by hand, short enough to see the tally.
+devnet.VOTING_PERIOD = 10
+
+local function start_node(state, port, voting_period, say)
   local dir = state.dir
   local node = daemon.start { args = { "serve", "--listen", "127.0.0.1:" .. port, "--data-dir", dir .. "/node",
-    "--url-file", dir .. "/node/node.url", "--pid-file", dir .. "/node/node.pid" },
+    "--url-file", dir .. "/node/node.url", "--pid-file", dir .. "/node/node.pid",
+    "--param", "voting_period=" .. (voting_period or devnet.VOTING_PERIOD) },
     ready_file = dir .. "/node/node.url", log = dir .. "/node/serve.out", env = { AITBC_CONFIG = false } }
   state.node = { pid = node.pid, url = node.url, data_dir = dir .. "/node" }
   save(state)
@@ -191,10 +196,10 @@ end
 
 --- Brings every part of state up: what runs is kept, what does not is
 -- started (its pid added to `started`).  opts: port, miners, model, gpus,
--- ollama_url, simulate.
+-- ollama_url, simulate, voting_period (blocks; a new chain's only).
 local function bring_up(state, opts, config, environment, say, started)
   if not (state.node and ours(state.node.pid, state.dir)) then
-    start_node(state, opts.port, say)
+    start_node(state, opts.port, opts.voting_period, say)
     started[#started + 1] = state.node.pid
   end
   if not state.ollama or (state.ollama.simulated and not ours(state.ollama.pid, state.dir))

@@ -10,6 +10,7 @@ local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
 local chain = require "aitbc.node.chain"
+local governance = require "aitbc.node.governance"
 local json = require "aitbc.json"
 local log = require "aitbc.node.log"
 local store_mod = require "aitbc.node.store"
@@ -59,6 +60,10 @@ local ROUTES = {
   { "GET", "/v1/chain/{chain}/accounts/{id}", PUBLIC, chain.account },
   { "GET", "/v1/chain/{chain}/accounts/{id}/transactions", PUBLIC, chain.history },
   { "POST", "/v1/chain/{chain}/faucet", ANY, chain.faucet },
+  { "GET", "/v1/chain/{chain}/params", PUBLIC, governance.get_params },
+  { "GET", "/v1/chain/{chain}/proposals", PUBLIC, governance.list },
+  { "GET", "/v1/chain/{chain}/proposals/{id}", PUBLIC, governance.show },
+  { "GET", "/v1/chain/{chain}/proposals/{id}/votes", PUBLIC, governance.votes },
   { "POST", "/v1/marketplace/gpu/register", MINER, market.register },
   { "GET", "/v1/marketplace/gpu/list", MINER, market.list_own },
   { "PATCH", "/v1/marketplace/gpu/{id}", MINER, market.update },

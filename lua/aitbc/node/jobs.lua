@@ -50,6 +50,9 @@ function M.view(job, now)
     held_for_payment = job.held ~= nil and job.held ~= json.null or nil,
     payment_amount = job.payment_amount and money.format(job.payment_amount) or nil,
     settlement_id = job.settlement_id,
+    -- a completed job's reward to its miner (paid | none), the miner_reward transaction
+    reward_status = job.state == "COMPLETED" and (job.reward_status or "due") or nil,
+    reward_tx = job.reward_tx,
     timings = {
       queue_ms = math.floor((queue_end - job.requested_at) * 1000 + 0.5),
       run_ms = job.started_at and math.floor(((job.finished_at or now) - job.started_at) * 1000 + 0.5) or nil,

@@ -168,6 +168,20 @@ function M.follower(url, authority)
   return f
 end
 
+--- --param NAME=VALUE, repeated -> {name = value} in their one spelling | a usage error.
+function M.genesis_params(list)
+  local gp = require "aitbc.protocol.governance"
+  local params = {}
+  for _, item in ipairs(list or {}) do
+    local name, value = item:match("^([%w_]+)=(.+)$")
+    if not name then errors.raise("usage", "--param " .. item .. ": write NAME=VALUE, e.g. voting_period=10") end
+    local norm, why = gp.normalize(name, value)
+    if not norm then errors.raise("usage", "--param " .. name .. " " .. why) end
+    params[name] = norm
+  end
+  return params
+end
+
 --- The chains this node keeps (from --chains) | a usage error.
 local function chain_names(text)
   local chains = {}
@@ -198,8 +212,13 @@ local function open_node(opts, say)
   end
   local chain = require "aitbc.node.chain"
   store:chain_follow_reset(nil, {}, node.started_at)
+  local params = M.genesis_params(opts.param)
   for _, c in ipairs(node.chains) do
-    chain.genesis(store, c, node.node_key, node.started_at)
+    local kept = chain.genesis(store, c, node.node_key, node.started_at, params)
+    if #kept > 0 then
+      say("warn", c .. " exists: its " .. table.concat(kept, ", ") .. " stay as they are (--param sets a new chain's; "
+        .. "change them with 'aitbc governance propose --set NAME=VALUE')")
+    end
     if opts.faucet == "on" or (opts.faucet == "auto" and chain.is_devnet(c)) then
       node.faucet_chains[#node.faucet_chains + 1] = c
     end
@@ -262,7 +281,9 @@ local function sweep(opts, node, logger)
   local ok, changed = pcall(function()
     local requeued, failed = store:requeue_lapsed(now, require("aitbc.node.jobs").MAX_ATTEMPTS)
     local n = store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout) + requeued + failed
-    require("aitbc.node.chain").settle_jobs(store, node.node_key, now) -- escrows of jobs that ended
+    local chain = require "aitbc.node.chain"
+    chain.settle_jobs(store, node.node_key, now) -- escrows of jobs that ended
+    if not node.follow then chain.reward_jobs(store, node.node_key, now, node.chains[1]) end -- miners' rewards
     return n
   end)
   if not ok then

@@ -163,6 +163,36 @@ local MIGRATIONS = {
     DROP INDEX jobs_queue_model;
     CREATE INDEX jobs_queue_model ON jobs(model_key, requested_at) WHERE state = 'QUEUED' AND held IS NULL;
   ]],
+  [11] = [[
+    -- governance (DESIGN.md §10): chain parameters, set at genesis and then
+    -- only by passed proposals; each row the value from a height on
+    ALTER TABLE chain_blocks ADD COLUMN params TEXT; -- genesis: the parameters its hash covers (NULL: the defaults)
+    CREATE TABLE chain_params (
+      chain_id TEXT NOT NULL, name TEXT NOT NULL, height INTEGER NOT NULL, value TEXT NOT NULL, proposal_id TEXT,
+      PRIMARY KEY (chain_id, name, height)) WITHOUT ROWID;
+    -- proposals: pending (not in a block yet), active (voting), passed or rejected
+    CREATE TABLE gov_proposals (
+      chain_id TEXT NOT NULL, proposal_id TEXT NOT NULL, tx_hash TEXT NOT NULL UNIQUE, proposer TEXT NOT NULL,
+      title TEXT NOT NULL, description TEXT NOT NULL, deposit INTEGER NOT NULL, changes TEXT NOT NULL,
+      voting_period INTEGER NOT NULL, quorum TEXT NOT NULL, threshold TEXT NOT NULL, status TEXT NOT NULL,
+      submitted_at REAL NOT NULL, start_height INTEGER, end_height INTEGER, total_power INTEGER,
+      tally TEXT, tally_tx TEXT, PRIMARY KEY (chain_id, proposal_id)) WITHOUT ROWID;
+    CREATE INDEX gov_proposals_open ON gov_proposals(chain_id, end_height) WHERE status IN ('pending', 'active');
+    CREATE INDEX gov_proposals_time ON gov_proposals(chain_id, submitted_at);
+    -- one vote per voter and proposal (a later one replaces it); power in base units of stake
+    CREATE TABLE gov_votes (
+      chain_id TEXT NOT NULL, proposal_id TEXT NOT NULL, voter TEXT NOT NULL, choice TEXT NOT NULL,
+      power INTEGER NOT NULL, tx_hash TEXT NOT NULL, voted_at REAL NOT NULL,
+      PRIMARY KEY (chain_id, proposal_id, voter)) WITHOUT ROWID;
+    CREATE INDEX gov_votes_voter ON gov_votes(chain_id, voter);
+    -- stake at a height (voting power at a proposal's snapshot) from the sealed stake and unstake transactions
+    CREATE INDEX chain_txs_stake ON chain_txs(chain_id, sender, block_height) WHERE type IN ('stake', 'unstake');
+    -- a completed job's miner reward (NULL: due; jobs completed before rewards existed are owed none)
+    ALTER TABLE jobs ADD COLUMN reward_status TEXT;
+    ALTER TABLE jobs ADD COLUMN reward_tx TEXT;
+    UPDATE jobs SET reward_status = 'none' WHERE state = 'COMPLETED';
+    CREATE INDEX jobs_reward_due ON jobs(finished_at) WHERE state = 'COMPLETED' AND reward_status IS NULL;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -758,7 +788,8 @@ end
 
 function Store:chain_block_insert(b)
   check(self.db:run([[INSERT INTO chain_blocks (chain_id, height, hash, prev_hash, timestamp, tx_count, tx_root, proposer,
-    signature) VALUES (:chain_id, :height, :hash, :prev_hash, :timestamp, :tx_count, :tx_root, :proposer, :signature)]], b))
+    signature, params) VALUES (:chain_id, :height, :hash, :prev_hash, :timestamp, :tx_count, :tx_root, :proposer, :signature,
+    :params)]], b))
 end
 
 function Store:chain_head(chain_id)
@@ -803,6 +834,130 @@ function Store:faucet_grant(g, keep_since)
   check(self.db:run([[INSERT INTO faucet_grants (chain_id, key_id, address, amount, granted_at)
     VALUES (:chain_id, :key_id, :address, :amount, :granted_at)]], g))
   check(self.db:run("DELETE FROM faucet_grants WHERE granted_at <= ?", keep_since))
+end
+
+-- ---- governance ----
+
+--- A chain parameter's value now (the row of the highest height), or nil.
+function Store:param(chain_id, name)
+  local r = check(self.db:first([[SELECT value FROM chain_params WHERE chain_id = ? AND name = ?
+    ORDER BY height DESC LIMIT 1]], chain_id, name))
+  return r and r.value or nil
+end
+
+--- Every value a chain's parameters have had: {name, height, value, proposal_id}, newest last.
+function Store:params_history(chain_id)
+  return check(self.db:query("SELECT * FROM chain_params WHERE chain_id = ? ORDER BY name, height", chain_id))
+end
+
+function Store:param_set(chain_id, name, height, value, proposal_id)
+  check(self.db:run([[INSERT INTO chain_params (chain_id, name, height, value, proposal_id) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT(chain_id, name, height) DO UPDATE SET value = excluded.value, proposal_id = excluded.proposal_id]],
+    chain_id, name, height, value, proposal_id))
+end
+
+function Store:genesis_params(chain_id)
+  local r = check(self.db:first("SELECT params FROM chain_blocks WHERE chain_id = ? AND height = 0", chain_id))
+  return r and r.params or nil
+end
+
+function Store:genesis_params_set(chain_id, params)
+  check(self.db:run("UPDATE chain_blocks SET params = ? WHERE chain_id = ? AND height = 0", params, chain_id))
+end
+
+function Store:proposal_insert(p)
+  check(self.db:run([[INSERT INTO gov_proposals (chain_id, proposal_id, tx_hash, proposer, title, description, deposit,
+    changes, voting_period, quorum, threshold, status, submitted_at) VALUES (:chain_id, :proposal_id, :tx_hash, :proposer,
+    :title, :description, :deposit, :changes, :voting_period, :quorum, :threshold, 'pending', :submitted_at)]], p))
+end
+
+function Store:proposal_get(chain_id, proposal_id)
+  return check(self.db:first("SELECT * FROM gov_proposals WHERE chain_id = ? AND proposal_id = ?", chain_id,
+    proposal_id)) or nil
+end
+
+--- A page of a chain's proposals, newest first (status: one, or nil for all), and how many there are.
+function Store:proposals(chain_id, status, limit, offset)
+  local args = { c = chain_id, s = status, l = limit, o = offset }
+  local where = "chain_id = :c" .. (status and " AND status = :s" or "")
+  local rows = check(self.db:query("SELECT * FROM gov_proposals WHERE " .. where
+    .. " ORDER BY submitted_at DESC, proposal_id LIMIT :l OFFSET :o", args))
+  return rows, check(self.db:first("SELECT count(*) AS n FROM gov_proposals WHERE " .. where, args)).n
+end
+
+--- Proposals whose transaction was sealed at height start voting there:
+-- the period they were submitted with, the total stake at the snapshot
+-- (the block before) as the power that can vote.
+function Store:proposals_activate(chain_id, height)
+  check(self.db:run([[UPDATE gov_proposals SET status = 'active', start_height = :h, end_height = :h + voting_period,
+    total_power = (SELECT coalesce(sum(CASE type WHEN 'stake' THEN amount ELSE -amount END), 0) FROM chain_txs
+      WHERE chain_id = :c AND type IN ('stake', 'unstake') AND block_height < :h)
+    WHERE chain_id = :c AND status = 'pending'
+      AND (SELECT block_height FROM chain_txs WHERE hash = gov_proposals.tx_hash) = :h]], { c = chain_id, h = height }))
+end
+
+--- Active proposals whose voting ends at or before height.
+function Store:proposals_due(chain_id, height)
+  return check(self.db:query([[SELECT * FROM gov_proposals WHERE chain_id = ? AND status = 'active' AND end_height <= ?
+    ORDER BY end_height, proposal_id]], chain_id, height))
+end
+
+function Store:proposal_decide(chain_id, proposal_id, status, tally, tally_tx)
+  check(self.db:run("UPDATE gov_proposals SET status = ?, tally = ?, tally_tx = ? WHERE chain_id = ? AND proposal_id = ?",
+    status, tally, tally_tx, chain_id, proposal_id))
+end
+
+--- An address's stake at the end of block height (from its sealed stake and unstake transactions).
+function Store:stake_at(chain_id, address, height)
+  return check(self.db:first([[SELECT coalesce(sum(CASE type WHEN 'stake' THEN amount ELSE -amount END), 0) AS units
+    FROM chain_txs WHERE chain_id = ? AND sender = ? AND type IN ('stake', 'unstake') AND block_height <= ?]],
+    chain_id, address, height)).units
+end
+
+function Store:vote_get(chain_id, proposal_id, voter)
+  return check(self.db:first("SELECT * FROM gov_votes WHERE chain_id = ? AND proposal_id = ? AND voter = ?", chain_id,
+    proposal_id, voter)) or nil
+end
+
+function Store:vote_put(v)
+  check(self.db:run([[INSERT INTO gov_votes (chain_id, proposal_id, voter, choice, power, tx_hash, voted_at)
+    VALUES (:chain_id, :proposal_id, :voter, :choice, :power, :tx_hash, :voted_at)
+    ON CONFLICT(chain_id, proposal_id, voter) DO UPDATE SET choice = excluded.choice, power = excluded.power,
+      tx_hash = excluded.tx_hash, voted_at = excluded.voted_at]], v))
+end
+
+--- A proposal's votes: power by choice {yes, no, abstain} and how many voters.
+function Store:vote_totals(chain_id, proposal_id)
+  local totals, voters = { yes = 0, no = 0, abstain = 0 }, 0
+  for _, r in ipairs(check(self.db:query([[SELECT choice, sum(power) AS power, count(*) AS n FROM gov_votes
+    WHERE chain_id = ? AND proposal_id = ? GROUP BY choice]], chain_id, proposal_id))) do
+    totals[r.choice], voters = r.power, voters + r.n
+  end
+  return totals, voters
+end
+
+function Store:votes(chain_id, proposal_id, limit, offset)
+  return check(self.db:query([[SELECT * FROM gov_votes WHERE chain_id = ? AND proposal_id = ?
+    ORDER BY power DESC, voter LIMIT ? OFFSET ?]], chain_id, proposal_id, limit, offset))
+end
+
+--- Stake an address has voted with on proposals still open: locked until
+-- they are tallied (each token votes once per proposal, so the most on any one).
+function Store:stake_locked(chain_id, voter)
+  return check(self.db:first([[SELECT coalesce(max(v.power), 0) AS units FROM gov_votes v JOIN gov_proposals p
+    ON p.chain_id = v.chain_id AND p.proposal_id = v.proposal_id
+    WHERE v.chain_id = ? AND v.voter = ? AND p.status = 'active']], chain_id, voter)).units
+end
+
+--- Completed jobs whose miner reward is due, oldest first.
+function Store:jobs_to_reward(limit)
+  return check(self.db:query([[SELECT j.job_id, j.miner_id, j.payment_chain, m.payout_address FROM jobs j
+    LEFT JOIN miners m ON m.miner_id = j.miner_id WHERE j.state = 'COMPLETED' AND j.reward_status IS NULL
+    ORDER BY j.finished_at LIMIT ?]], limit))
+end
+
+function Store:job_reward(job_id, status, tx)
+  check(self.db:run("UPDATE jobs SET reward_status = ?, reward_tx = ? WHERE job_id = ?", status, tx, job_id))
 end
 
 -- ---- following another node ----

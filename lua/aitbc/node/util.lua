@@ -35,6 +35,13 @@ function util.read_node_key(path)
   return { public = public, secret = secret, id = crypto.base64(public, "urlsafe") }
 end
 
+--- A chain this node keeps, by name | 404.
+function util.chain_of(ctx, chain_id)
+  for _, c in ipairs(ctx.config.chains) do if c == chain_id then return c end end
+  util.fail(404, "unknown_chain",
+    "this node has no chain " .. tostring(chain_id) .. " (it has " .. table.concat(ctx.config.chains, ", ") .. ")")
+end
+
 function util.iso(t)
   if not t then return nil end
   local secs = math.floor(t)

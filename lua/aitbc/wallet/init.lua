@@ -136,6 +136,38 @@ function wallet.signed_tx(ctx, client, kind, payload, password)
   return signed, keys.address
 end
 
+--- Signs a transaction of kind with the active wallet (opened with
+-- password) and sends it to the chain of ctx.settings.chain; with wait,
+-- follows it until a block includes it (timeout seconds, default 60: then
+-- a `timeout` error).  -> the node's answer {hash, status, block_height},
+-- with from and chain_id.
+function wallet.submit(ctx, client, kind, payload, password, wait, timeout)
+  local api = require "aitbc.api"
+  local function path(template, values)
+    values = values or {}
+    values.chain = ctx.settings.chain
+    return api.path("/v1/chain/{chain}" .. template, values)
+  end
+  local body, from = wallet.signed_tx(ctx, client, kind, payload, password)
+  local res = client:call("POST", path("/transactions"), { json = body, expect = { hash = "id", status = "string" } })
+  res.from, res.chain_id = from, ctx.settings.chain
+  if not wait then return res end
+  local deadline = sys.monotonic() + (timeout or 60)
+  while true do
+    local t = client:call("GET", path("/transactions/{hash}", { hash = res.hash }),
+      { expect = { status = "string", block_height = "integer?" } })
+    if t.status == "included" then
+      res.status, res.block_height = t.status, t.block_height
+      return res
+    end
+    if sys.monotonic() > deadline then
+      errors.raise("timeout", "transaction " .. res.hash .. " is not in a block after " .. (timeout or 60) .. " s",
+        "follow it with 'aitbc wait tx " .. res.hash .. "'")
+    end
+    sys.sleep(0.2)
+  end
+end
+
 --- The active wallet of a process that runs unattended (a devnet's miner,
 -- whose payments go to it): created once in home (that process's
 -- AITBC_HOME) with a random password kept beside it in home/NAME.password

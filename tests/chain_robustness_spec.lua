@@ -314,7 +314,7 @@ describe("addresses have one spelling", function()
     local payout = new_keys().address
     local status, m = node:request("POST", "/v1/miners/register", { key = mkey, json = { miner_id = "case-rig",
       capabilities = { gpus = {}, models = { "llama3" } }, payout_address = payout:upper() } })
-    assert.equal(201, status)
+    assert.equal(200, status)
     assert.equal(payout, m.payout_address)
     local res
     status, res = node:request("POST", "/v1/miners/register", { key = mkey, json = { miner_id = "case-rig-2",

@@ -227,7 +227,7 @@ describe("replies without what a command needs", function()
     assert.matches("0 job(s) completed, 1 failed", r.out, 1, true)
     refused("old", { "marketplace", "gpu", "register", "--model", "RTX 4090", "--vram", "24", "--hourly-rate", "0.5" },
       "POST /v1/marketplace/gpu/register", { "'listing_id' is missing", "'count' is missing" })
-    refused("old", { "marketplace", "gpu", "list" }, "GET /v1/marketplace/gpu/list",
+    refused("old", { "marketplace", "gpu", "list" }, "GET /v1/marketplace/gpu/mine",
       { "the reply is a list, expected an object with items" })
     refused("old", { "marketplace", "offers", "list" }, "GET /v1/marketplace/offers", { "the reply is a list" })
     refused("old", { "client", "list" }, "GET /v1/jobs", { "the reply is a list" })
@@ -259,7 +259,7 @@ describe("replies without what a command needs", function()
       { { "chain", "head" }, "GET /v1/chain/ait-devnet/head", { "'height' is a string", "'hash' is a number" } },
       { { "chain", "list" }, "GET /v1/chains", { "'items' is a string" } },
       { { "chain", "account", address }, "GET /v1/chain/ait-devnet/accounts/" .. address, { "'nonce' is a string" } },
-      { { "marketplace", "gpu", "list" }, "GET /v1/marketplace/gpu/list", { "'items' is a string" } },
+      { { "marketplace", "gpu", "list" }, "GET /v1/marketplace/gpu/mine", { "'items' is a string" } },
       { { "marketplace", "gpu", "update", "gpu_1", "--count", "2" }, "PATCH /v1/marketplace/gpu/gpu_1",
         { "'listing_id' is a boolean", "'count' is a string" } },
       { { "marketplace", "pricing", "--model", "RTX 4090" }, "GET /v1/marketplace/pricing", { "'listings' is a number" } },

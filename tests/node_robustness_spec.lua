@@ -78,7 +78,7 @@ describe("the node", function()
   it("keeps more long polls than a thread per connection could, and still answers", function()
     local node = nodes.start()
     local miner = node:key("miner")
-    assert.equal(201, (node:request("POST", "/v1/miners/register", { key = miner, json = { miner_id = "m1" } })))
+    assert.equal(200, (node:request("POST", "/v1/miners/register", { key = miner, json = { miner_id = "m1" } })))
     local port = tonumber(node.url:match(":(%d+)$"))
     local body = '{"max_wait_seconds":3}'
     local poll = "POST /v1/miners/poll HTTP/1.1\r\nX-Api-Key: " .. miner .. "\r\nContent-Type: application/json\r\n"

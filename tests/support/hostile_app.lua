@@ -27,7 +27,7 @@ local OLD = {
   ["POST /v1/miners/poll"] = JOB,
   ["POST /v1/marketplace/gpu/register"] = { gpu_id = "gpu_1a2b", status = "registered", message = "GPU registered",
     base_price = 0.05, dynamic_price = 0.05, pricing_strategy = "market_balance" },
-  ["GET /v1/marketplace/gpu/list"] = json.array { { id = "gpu_1a2b", miner_id = "m1", model = "RTX 4090",
+  ["GET /v1/marketplace/gpu/mine"] = json.array { { id = "gpu_1a2b", miner_id = "m1", model = "RTX 4090",
     memory_gb = 24, price_per_hour = 0.5, status = "available" } },
   ["GET /v1/marketplace/offers"] = json.array { { id = "offer_1", provider = "m1", capacity = 1, price = 0.5,
     status = "open", gpu_model = "RTX 4090" } },

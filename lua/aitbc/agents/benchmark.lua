@@ -145,18 +145,7 @@ function M.summarise(runs)
     tokens_per_second = eval_s > 0 and tokens / eval_s or nil }
 end
 
---- Seconds since the epoch of an RFC 3339 UTC time (2026-11-22T10:00:00.123Z).
-local function iso_seconds(text)
-  local y, mo, d, h, mi, sec = tostring(text):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):([%d%.]+)Z$")
-  if not y then return nil end
-  y, mo = tonumber(y), tonumber(mo)
-  if mo <= 2 then y = y - 1 end -- days from the civil date (March-based years)
-  local era = y // 400
-  local yoe = y - era * 400
-  local doy = (153 * (mo + (mo > 2 and -3 or 9)) + 2) // 5 + tonumber(d) - 1
-  local days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
-end
+local iso_seconds = require("aitbc.timefmt").parse
 M.iso_seconds = iso_seconds
 
 --- Timings of a finished job: time to first token from Ollama's own

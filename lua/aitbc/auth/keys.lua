@@ -140,6 +140,10 @@ end
 -- --api-key > AITBC_API_KEY > api_key > the stored keys, client first.
 local function any_key(ctx)
   if env_value("AITBC_API_KEY") then return env_value("AITBC_API_KEY"), "env AITBC_API_KEY" end
+  for _, role in ipairs { "client", "admin", "miner" } do -- a role's own variable (AITBC_MINER_KEY, …)
+    local var = keys.ROLE_VAR[role]
+    if var and env_value(var) then return env_value(var), "env " .. var end
+  end
   if ctx.config.file.api_key then return ctx.config.file.api_key, "config file, api_key" end
   for _, role in ipairs { "client", "admin", "miner" } do
     local key, source = stored_key(ctx, role)
@@ -170,7 +174,14 @@ end
 function keys.role_for(method, path)
   path = path:gsub("^/api/v1/", "/v1/"):gsub("[?#].*$", "")
   if path:find("^/v1/admin/") or path == "/v1/admin" then return "admin" end
-  if path:find("^/v1/miners/") or path:find("^/v1/marketplace/gpu/") then return "miner" end
+  if path:find("^/v1/marketplace/gpu/[^/]+/book$") or path:find("^/v1/marketplace/gpu/[^/]+/release$")
+    or (method == "POST" and (path:find("^/v1/marketplace/gpu/[^/]+/reviews$") or path == "/v1/marketplace/bids"
+      or path:find("^/v1/marketplace/bids/[^/]+/cancel$") or path:find("^/v1/marketplace/bookings/"))) then
+    return "client"
+  end
+  if path:find("^/v1/marketplace/bids/[^/]+/accept$") then return "miner" end
+  if path:find("^/v1/miners/") or ((path:find("^/v1/marketplace/gpu/") and (method ~= "GET"
+    or path == "/v1/marketplace/gpu/mine"))) then return "miner" end
   if path:find("^/v1/jobs/") or path == "/v1/jobs" then return "client" end
   if method == "POST" and path:find("^/v1/chain/[^/]+/blocks$") then return "admin" end
   return nil

@@ -216,7 +216,8 @@ function client.submit(ctx, spec)
   local constraints = (spec.min_vram or spec.gpu) and { min_vram_gb = spec.min_vram, gpu = spec.gpu } or nil
   local ok, job = pcall(function()
     local job = node:call("POST", "/v1/jobs", { json = { payload = payload, model = payload.model, ttl_seconds = spec.ttl,
-      constraints = constraints, payment_amount = units and require("aitbc.money").format(units) }, expect = client.JOB })
+      constraints = constraints, payment_amount = units and require("aitbc.money").format(units),
+      booking_id = spec.booking }, expect = client.JOB })
     if not units then return job end
     local paid_ok, paid = pcall(client.pay, ctx, job.job_id, require("aitbc.money").format(units),
       { keys = keys, on_change = spec.on_change })

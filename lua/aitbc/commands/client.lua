@@ -7,7 +7,7 @@ local function C() return require "aitbc.client" end
 -- The JSON fields of the job view and of a result (--json FIELDS; aitbc.cli.registry).
 local JOB_FIELDS = { "job_id", "type", "state", "status", "model", "assigned_miner_id", "requested_at", "expires_at",
   "started_at", "finished_at", "ttl_seconds", "attempts", "run_timeout_seconds", "lease_expires_at", "error", "payment_id",
-  "payment_status", "payment_amount", "settlement_id", "reward_status", "reward_tx", "timings" }
+  "payment_status", "payment_amount", "settlement_id", "reward_status", "reward_tx", "booking_id", "timings" }
 local RESULT_FIELDS = { "job_id", "state", "model", "result", "metrics", "receipt", "receipt_verified" }
 local SUBMIT_FIELDS = { table.unpack(JOB_FIELDS) }
 for _, f in ipairs(RESULT_FIELDS) do
@@ -180,6 +180,8 @@ return {
         { "--min-vram", type = "number", min = 0, metavar = "GB", help = "only miners with this much GPU memory" },
         { "--gpu", metavar = "NAME", help = "only miners whose GPU name contains this" },
         { "--pay", metavar = "AITBC", help = "pay this much from the active wallet; the job runs once it is funded" },
+        { "--booking", metavar = "ID", help = "run it on the GPU you booked (aitbc marketplace gpu book): its miner only, "
+          .. "paid by the booking" },
         password_file,
         { "--wait", type = "boolean", help = "wait for the result, printing its text as the miner generates it" },
         { "--timeout", type = "number", min = 1, default = 300, metavar = "SECONDS", help = "with --wait: how long" },
@@ -195,7 +197,7 @@ return {
           for k, v in pairs(o.data and C().object(o.data, "--data") or {}) do data[k] = v end
         end
         local job = C().submit(ctx, { data = data, prompt = o.prompt, model = o.model,
-          type = o.type ~= "inference" and o.type or nil, ttl = o.ttl, min_vram = o.min_vram, gpu = o.gpu,
+          type = o.type ~= "inference" and o.type or nil, ttl = o.ttl, min_vram = o.min_vram, gpu = o.gpu, booking = o.booking,
           pay = o.pay, pay_option = "--pay", password_file = o.password_file, interactive = ctx.out.format == "table",
           on_change = on_payment(ctx) })
         if not o.wait then return job, render_submitted end

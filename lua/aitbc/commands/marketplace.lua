@@ -16,7 +16,42 @@ local LISTING = { listing_id = "id", count = "integer", model = "scalar", vram_g
 local LISTINGS = { items = { "array", LISTING } }
 -- The JSON fields of a listing (--json FIELDS; aitbc.cli.registry).
 local LISTING_FIELDS = { "listing_id", "provider", "miner_id", "model", "vram_gb", "count", "hourly_rate", "rate_units",
-  "region", "payout_address", "status", "available", "reputation", "record", "created_at", "updated_at" }
+  "region", "payout_address", "status", "available", "booked_until", "reputation", "record", "rating", "created_at",
+  "updated_at", "current_booking", "id", "memory_gb", "price_per_hour", "average_rating", "total_reviews" }
+local BOOKING_FIELDS = { "booking_id", "listing_id", "gpu_id", "model", "miner_id", "provider", "renter",
+  "renter_address", "payout_address", "hours", "duration_hours", "hourly_rate", "price_per_hour", "total_cost", "status",
+  "status_word", "chain_id", "escrow_account", "lock_tx", "start_time", "end_time", "created_at", "hour_seconds",
+  "hours_paid", "paid", "refunded", "ended_at", "end_reason", "bid_id", "escrow_left", "seconds_left", "refund",
+  "paid_now", "message", "order_id", "gpu_model" }
+local BID_FIELDS = { "bid_id", "id", "booking_id", "model", "min_vram_gb", "region", "hours", "max_price", "price", "total",
+  "escrow_account", "lock_tx", "notes", "status", "created_at", "submitted_at", "expires_at", "listing_id", "ended_at" }
+local password_file = { "--password-file", metavar = "FILE",
+  help = "wallet password from FILE (else AITBC_WALLET_PASSWORD or a prompt)" }
+local function password(ctx)
+  return require("aitbc.secrets.password").get("wallet", ctx.opts.password_file, false, ctx.out.format == "table")
+end
+local function M() return require "aitbc.marketplace" end
+
+local function render_booking(d, out)
+  out:print(out:format_record({
+    booking_id = d.booking_id, gpu = d.model .. " (listing " .. d.listing_id .. ", miner " .. tostring(d.miner_id) .. ")",
+    status = d.status .. (d.end_reason and (": " .. d.end_reason) or ""),
+    window = tostring(d.start_time) .. " → " .. tostring(d.end_time) .. string.format(" (%d hour(s) of %gs)", d.hours,
+      d.hour_seconds or 3600),
+    price = string.format("%s AITBC/hour, %s AITBC in all", d.hourly_rate, d.total_cost),
+    escrow = string.format("%s: %s paid to the provider (%d hour(s)), %s refunded%s", tostring(d.escrow_account), d.paid,
+      d.hours_paid or 0, d.refunded, d.escrow_left and (", " .. d.escrow_left .. " left") or ""),
+    lock_tx = d.lock_tx,
+  }, { { "booking_id", "booking" }, { "gpu", "GPU" }, "status", "window", "price", "escrow", { "lock_tx", "escrow lock" } }))
+end
+
+local function render_bid(d, out)
+  out:print(out:format_record({ bid_id = d.bid_id, wants = string.format("%d hour(s) of %s%s%s", d.hours,
+    d.model or "any GPU", d.min_vram_gb and string.format(", %g GB or more", d.min_vram_gb) or "",
+    d.region and (" in " .. d.region) or ""), price = string.format("at most %s AITBC/hour, %s AITBC locked", d.max_price,
+    d.total), status = d.status .. (d.booking_id and (": booking " .. d.booking_id) or ""), expires = d.expires_at,
+    notes = d.notes }, { { "bid_id", "bid" }, "wants", "price", "status", "expires", "notes" }))
+end
 
 
 local function render_listing(d, out)
@@ -43,13 +78,15 @@ return {
   name = "marketplace",
   category = "Workflows",
   summary = "The GPU marketplace: list your GPUs, browse offers, see market prices",
-  description = "Reputation = (completed + 1) / (completed + failed + expired + 2) over the provider's jobs. "
-    .. "The suggested price is the median asked by available listings, blended with what jobs on that GPU "
-    .. "paid in the last 7 days when there are at least three (jobs completed and paid: their escrow released).",
+  description = "Rent a GPU directly (gpu book: hours × its rate locked in escrow, paid to the provider hour by "
+    .. "hour), or post a bid that providers accept. Reputation combines a provider's job record and ratings: "
+    .. "((completed + 1) + (Σ (stars - 1) / 4 + 1)) / ((completed + failed + expired + 2) + (ratings + 2)). "
+    .. "The suggested price is the median asked by available listings, blended with what was paid on that GPU "
+    .. "in the last 7 days (jobs, bookings, accepted bids) when there are at least three such deals.",
   commands = {
     {
       name = "gpu",
-      summary = "Your GPU listings: register, list, update, remove",
+      summary = "GPU listings: register and manage yours; details, book and release others'",
       commands = {
         {
           name = "register",
@@ -88,12 +125,58 @@ return {
         {
           name = "list",
           summary = "Your listings",
-          list = "items", paged = "/v1/marketplace/gpu/list", id_field = "listing_id", fields = LISTING_FIELDS,
+          list = "items", paged = "/v1/marketplace/gpu/mine", id_field = "listing_id", fields = LISTING_FIELDS,
           run = function(ctx)
-            local res = client(ctx, "miner"):call("GET", "/v1/marketplace/gpu/list", { expect = LISTINGS })
+            local res = client(ctx, "miner"):call("GET", "/v1/marketplace/gpu/mine", { expect = LISTINGS })
             return res, function(d, out)
               if #d.items == 0 then out:print("no listings yet (aitbc marketplace gpu register)") return end
               out:print(offers_table(d.items, out))
+            end
+          end,
+        },
+        {
+          name = "details",
+          summary = "A listing: its GPU, price, reputation, ratings and current booking",
+          args = { { "listing_id", help = "gpu_..." } }, fields = LISTING_FIELDS,
+          run = function(ctx)
+            return M().details(ctx, ctx.args.listing_id), function(d, out)
+              render_listing(d, out)
+              out:print(out:format_record({ rating = d.rating and d.rating.count > 0 and string.format("%.2f of 5 (%d)",
+                d.rating.average, d.rating.count) or "no ratings yet", booked = d.current_booking and string.format(
+                "until %s (booking %s)", d.current_booking.end_time, d.current_booking.booking_id) or "no" },
+                { "rating", "booked" }))
+            end
+          end,
+        },
+        {
+          name = "book",
+          summary = "Rent a GPU for some hours: hours × its rate locked in escrow from your wallet, paid hourly",
+          args = { { "listing_id", help = "gpu_... (aitbc marketplace offers list)" } },
+          options = {
+            { "--hours", type = "integer", min = 1, max = 720, required = true, metavar = "H", help = "how many hours" },
+            password_file,
+          },
+          id_field = "booking_id", fields = BOOKING_FIELDS,
+          examples = { "aitbc marketplace gpu book gpu_0a1b2c3d4e5f --hours 2" },
+          run = function(ctx)
+            return M().book(ctx, ctx.args.listing_id, ctx.opts.hours, password(ctx)), function(d, out)
+              out:success(string.format("booked %s for %d hour(s): %s AITBC locked in escrow", d.listing_id, d.hours,
+                d.total_cost))
+              render_booking(d, out)
+              out:print(out:style("your jobs on it: aitbc client submit --booking " .. d.booking_id .. " ...  ·  end "
+                .. "early: aitbc marketplace gpu release " .. d.booking_id, "dim"))
+            end
+          end,
+        },
+        {
+          name = "release",
+          summary = "End your booking early: the hour under way is paid, the rest refunded",
+          args = { { "id", help = "the booking (bk_...) or the listing (gpu_...)" } },
+          id_field = "booking_id", fields = BOOKING_FIELDS,
+          run = function(ctx)
+            return M().release(ctx, ctx.args.id), function(d, out)
+              out:success(d.message)
+              render_booking(d, out)
             end
           end,
         },
@@ -170,6 +253,149 @@ return {
       },
     },
     {
+      name = "orders",
+      summary = "Your bookings (as renter; --as provider: of your listings) with their escrow",
+      list = "items", paged = "/v1/marketplace/orders", id_field = "booking_id", fields = BOOKING_FIELDS,
+      options = {
+        { "--status", choices = { "all", "active", "completed", "released", "interrupted" }, default = "all",
+          help = "which ones" },
+        { "--as", choices = { "renter", "provider" }, default = "renter", help = "whose bookings" },
+      },
+      run = function(ctx)
+        local page = M().orders(ctx, { status = ctx.opts.status, role = ctx.opts["as"], limit = ctx.opts.limit,
+          offset = ctx.opts.offset })
+        return page, function(d, out)
+          if #d.items == 0 then out:print("no bookings" .. (ctx.opts.status ~= "all" and (" " .. ctx.opts.status) or ""))
+            return end
+          local rows = {}
+          for i, b in ipairs(d.items) do
+            rows[i] = { booking = b.booking_id, gpu = b.model, hours = string.format("%d/%d", b.hours_paid, b.hours),
+              cost = b.total_cost, paid = b.paid, refunded = b.refunded, status = b.status, ends = b.end_time }
+          end
+          out:print(out:format_table(rows, { { "booking", "booking", keep = true }, "gpu", { "hours", "hours paid" },
+            { "cost", "AITBC" }, "paid", "refunded", "status", "ends" }))
+        end
+      end,
+    },
+    {
+      name = "review",
+      summary = "Rate a provider 1–5, once per booking or job of yours that ended well",
+      args = { { "listing_id", help = "gpu_..." } },
+      options = {
+        { "--rating", type = "integer", min = 1, max = 5, required = true, metavar = "N", help = "1 to 5 stars" },
+        { "--comment", metavar = "TEXT", help = "what went well or not" },
+        { "--booking", metavar = "ID", help = "the booking rated (default: your newest ended one of this GPU)" },
+        { "--job", metavar = "ID", help = "or a job its miner completed for you" },
+      },
+      id_field = "review_id", fields = { "status", "review_id", "subject", "gpu_id", "rating", "average_rating",
+        "total_reviews", "reputation" },
+      run = function(ctx)
+        local o = ctx.opts
+        return M().review(ctx, ctx.args.listing_id, { rating = o.rating, comment = o.comment, booking_id = o.booking,
+          job_id = o.job }), function(d, out)
+          out:success(string.format("rated %s %d/5 (%s)", d.gpu_id, d.rating, d.subject))
+          out:print(string.format("provider now: %.2f of 5 over %d rating(s); reputation %.3f", d.average_rating,
+            d.total_reviews, d.reputation or 0))
+        end
+      end,
+    },
+    {
+      name = "reviews",
+      summary = "A provider's ratings",
+      args = { { "listing_id", help = "gpu_..." } },
+      list = "reviews", fields = { "rating", "comment", "subject", "listing_id", "created_at" },
+      run = function(ctx)
+        return M().reviews(ctx, ctx.args.listing_id), function(d, out)
+          out:print(string.format("%s: %.2f of 5 over %d rating(s)", d.provider, d.average_rating, d.total_reviews))
+          local rows = {}
+          for i, r in ipairs(d.reviews) do
+            rows[i] = { stars = string.rep("*", r.rating), comment = r.comment or "", of = r.subject, at = r.created_at }
+          end
+          if #rows > 0 then out:print(out:format_table(rows, { "stars", "comment", "of", "at" })) end
+        end
+      end,
+    },
+    {
+      name = "bid",
+      summary = "Bids: ask for GPU hours at a price (escrow locked); providers accept them",
+      commands = {
+        {
+          name = "submit",
+          summary = "Post a bid: hours × --max-price locked from your wallet until a provider accepts, or it expires",
+          options = {
+            { "--hours", type = "integer", min = 1, max = 720, required = true, metavar = "H", help = "GPU hours wanted" },
+            { "--max-price", required = true, metavar = "AITBC", help = "the most you pay per GPU-hour" },
+            { "--model", metavar = "MODEL", help = "GPU model, e.g. \"RTX 4090\" (default: any)" },
+            { "--min-vram", type = "number", min = 0, metavar = "GB", help = "at least this much memory" },
+            { "--region", metavar = "NAME", help = "only this region" },
+            { "--notes", metavar = "TEXT", help = "what you will run" },
+            password_file,
+          },
+          id_field = "bid_id", fields = BID_FIELDS,
+          examples = { [[aitbc marketplace bid submit --hours 4 --max-price 0.6 --model "RTX 4090"]] },
+          run = function(ctx)
+            local o = ctx.opts
+            return M().bid(ctx, { hours = o.hours, max_price = o.max_price, model = o.model, min_vram = o.min_vram,
+              region = o.region, notes = o.notes }, password(ctx)), function(d, out)
+              out:success("bid " .. d.bid_id .. " posted: " .. d.total .. " AITBC locked in escrow")
+              render_bid(d, out)
+            end
+          end,
+        },
+        {
+          name = "list",
+          summary = "Open bids (providers: what you could accept); --mine for yours",
+          list = "items", paged = "/v1/marketplace/bids", id_field = "bid_id", fields = BID_FIELDS,
+          options = {
+            { "--mine", type = "boolean", help = "your own bids, whatever their status" },
+            { "--model", metavar = "MODEL", help = "bids for this GPU model" },
+          },
+          run = function(ctx)
+            local o = ctx.opts
+            local page = M().bids(ctx, { mine = o.mine and "1" or nil, status = o.mine and "all" or "open", model = o.model,
+              limit = o.limit, offset = o.offset })
+            return page, function(d, out)
+              if #d.items == 0 then out:print("no bids") return end
+              local rows = {}
+              for i, b in ipairs(d.items) do
+                rows[i] = { bid = b.bid_id, wants = (b.model or "any") .. (b.min_vram_gb and string.format(" ≥%gGB",
+                  b.min_vram_gb) or ""), hours = b.hours, price = b.max_price, status = b.status, expires = b.expires_at }
+              end
+              out:print(out:format_table(rows, { { "bid", "bid", keep = true }, "wants", "hours", { "price", "max AITBC/h" },
+                "status", "expires" }))
+            end
+          end,
+        },
+        {
+          name = "details", summary = "A bid", args = { { "bid_id", help = "bid_..." } }, fields = BID_FIELDS,
+          run = function(ctx) return M().bid_details(ctx, ctx.args.bid_id), render_bid end,
+        },
+        {
+          name = "accept",
+          summary = "Accept a bid with one of your listings: a booking at the bid's price, paid from its escrow",
+          args = { { "bid_id", help = "bid_..." } },
+          options = { { "--listing", required = true, metavar = "ID", help = "your listing that serves it (gpu_...)" } },
+          id_field = "booking_id", fields = BOOKING_FIELDS,
+          run = function(ctx)
+            return M().bid_accept(ctx, ctx.args.bid_id, ctx.opts.listing), function(d, out)
+              out:success("bid " .. ctx.args.bid_id .. " accepted: booking " .. d.booking_id)
+              render_booking(d, out)
+            end
+          end,
+        },
+        {
+          name = "cancel",
+          summary = "Withdraw your open bid: its escrow comes back",
+          args = { { "bid_id", help = "bid_..." } }, id_field = "bid_id", fields = BID_FIELDS,
+          run = function(ctx)
+            return M().bid_cancel(ctx, ctx.args.bid_id), function(d, out)
+              out:success("bid " .. d.bid_id .. " canceled: " .. d.total .. " AITBC refunded")
+            end
+          end,
+        },
+      },
+    },
+    {
       name = "pricing",
       summary = "The pricing oracle: what the market asks and pays for a GPU model",
       args = { { "model_arg", optional = true, help = "GPU model (or --model)" } },
@@ -186,7 +412,7 @@ return {
         return res, function(d, out)
           out:print(out:style(string.format("%s — AITBC per GPU-hour", d.model), "bold"))
           local rows = {}
-          for _, r in ipairs { { "available listings", d.listings }, { "jobs paid (7 days)", d.completed_jobs } } do
+          for _, r in ipairs { { "available listings", d.listings }, { "paid (7 days)", d.completed_jobs } } do
             local s = r[2]
             rows[#rows + 1] = { source = r[1], count = s.count, min = s.min or "-", p25 = s.p25 or "-", median = s.median or "-",
               average = s.average or "-", p75 = s.p75 or "-", p90 = s.p90 or "-", max = s.max or "-" }

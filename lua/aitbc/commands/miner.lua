@@ -7,7 +7,7 @@ local function mining() return require "aitbc.mining" end
 -- The JSON fields of the node's miner view (--json FIELDS; aitbc.cli.registry).
 local MINER_FIELDS = { "miner_id", "status", "capabilities", "concurrency", "region", "price_per_hour", "payout_address",
   "registered_at", "last_seen", "jobs_completed", "jobs_failed", "inflight" }
-local REGISTER_FIELDS = { "miner_status", "session_token", "gpu_note", "model_note", table.unpack(MINER_FIELDS) }
+local REGISTER_FIELDS = { "miner_status", "session_token", "created", "gpu_note", "model_note", table.unpack(MINER_FIELDS) }
 
 local miner_id = { "--miner-id", metavar = "ID", help = "which miner (default: the one this CLI registered)" }
 

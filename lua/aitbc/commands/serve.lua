@@ -78,6 +78,8 @@ return {
     { "--chains", metavar = "LIST", default = "ait-devnet", help = "chains this node keeps (comma-separated)" },
     { "--block-time", type = "number", min = 0.05, max = 3600, default = 2, metavar = "SECONDS",
       help = "a block every this often, sealing the accepted transactions" },
+    { "--rental-hour", type = "number", min = 0.1, max = 3600, default = 3600, metavar = "SECONDS",
+      help = "how long a rented GPU-hour lasts (a devnet or a test shortens it to watch hourly settlement)" },
     { "--param", metavar = "NAME=VALUE", repeatable = true,
       help = "a parameter of a new chain: voting_period (blocks), quorum, threshold, min_deposit (AITBC), "
         .. "miner_reward (AITBC); a chain that exists changes them only through governance" },

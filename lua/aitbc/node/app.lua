@@ -11,6 +11,7 @@ local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
 local chain = require "aitbc.node.chain"
 local governance = require "aitbc.node.governance"
+local rental = require "aitbc.node.rental"
 local json = require "aitbc.json"
 local log = require "aitbc.node.log"
 local store_mod = require "aitbc.node.store"
@@ -65,7 +66,21 @@ local ROUTES = {
   { "GET", "/v1/chain/{chain}/proposals/{id}", PUBLIC, governance.show },
   { "GET", "/v1/chain/{chain}/proposals/{id}/votes", PUBLIC, governance.votes },
   { "POST", "/v1/marketplace/gpu/register", MINER, market.register },
-  { "GET", "/v1/marketplace/gpu/list", MINER, market.list_own },
+  { "GET", "/v1/marketplace/gpu/list", PUBLIC, market.list },
+  { "GET", "/v1/marketplace/gpu/mine", MINER, market.list_own },
+  { "GET", "/v1/marketplace/gpu/{id}", PUBLIC, market.details },
+  { "POST", "/v1/marketplace/gpu/{id}/book", CLIENT, rental.book },
+  { "POST", "/v1/marketplace/gpu/{id}/release", CLIENT, rental.release_listing },
+  { "GET", "/v1/marketplace/gpu/{id}/reviews", PUBLIC, market.reviews },
+  { "POST", "/v1/marketplace/gpu/{id}/reviews", CLIENT, market.review },
+  { "GET", "/v1/marketplace/orders", ANY, rental.orders },
+  { "GET", "/v1/marketplace/bookings/{id}", ANY, rental.show },
+  { "POST", "/v1/marketplace/bookings/{id}/release", CLIENT, rental.release },
+  { "POST", "/v1/marketplace/bids", CLIENT, rental.bid },
+  { "GET", "/v1/marketplace/bids", ANY, rental.bids },
+  { "GET", "/v1/marketplace/bids/{id}", ANY, rental.bid_show },
+  { "POST", "/v1/marketplace/bids/{id}/accept", MINER, rental.bid_accept },
+  { "POST", "/v1/marketplace/bids/{id}/cancel", CLIENT, rental.bid_cancel },
   { "PATCH", "/v1/marketplace/gpu/{id}", MINER, market.update },
   { "DELETE", "/v1/marketplace/gpu/{id}", MINER, market.remove },
   { "GET", "/v1/marketplace/offers", PUBLIC, market.offers },

@@ -27,7 +27,10 @@ local util = require "aitbc.node.util"
 local fail = util.fail
 local units, only_fields, tx_address, is_object = txcheck.units, txcheck.only_fields, txcheck.address, txcheck.is_object
 
-local M = { SUPPLY = 1000000000 * money.UNIT }
+local M = { SUPPLY = 1000000000 * money.UNIT, MAX_RENTAL_HOURS = 720 }
+
+--- The booking (and bid) a rental_lock with this hash pays for: bk_ and 12 hex digits.
+function M.booking_id(tx_hash) return "bk_" .. tx_hash:sub(1, 12) end
 
 local ZERO = string.rep("0", 64)
 
@@ -113,14 +116,16 @@ local PAYLOAD_FIELDS = {
   transfer = { to = true, amount = true }, faucet = { to = true, amount = true },
   stake = { amount = true }, unstake = { amount = true }, escrow_lock = { job_id = true, amount = true },
   miner_reward = { to = true, amount = true, job_id = true },
+  rental_lock = { listing_id = true, hours = true, amount = true },
 }
 --- Transaction types by where they come from.
 local SUBMITTED = { transfer = true, stake = true, unstake = true, gov_propose = true, gov_vote = true } -- POST .../transactions
 local PAYMENT = { escrow_lock = true } -- POST /v1/jobs/{id}/payment
 local FAUCET = { faucet = true } -- written by the node
 local REWARD = { miner_reward = true } -- written by the node
+local RENTAL = { rental_lock = true } -- POST /v1/marketplace/gpu/{id}/book and /v1/marketplace/bids
 local SEALED = { transfer = true, stake = true, unstake = true, escrow_lock = true, faucet = true, miner_reward = true,
-  gov_propose = true, gov_vote = true } -- a leader's block (also gov_tally and settlements: replayed apart)
+  gov_propose = true, gov_vote = true, rental_lock = true } -- a leader's block (also gov_tally and settlements: replayed apart)
 --- A transaction's timestamp may differ from the leader's clock by this much.
 M.CLOCK_SKEW = 3600
 
@@ -177,6 +182,14 @@ local function check_payload(tx)
   if tx.type == "escrow_lock" then
     job_id_field(payload.job_id, "payload.job_id")
     return amount, "escrow:" .. payload.job_id
+  elseif tx.type == "rental_lock" then -- its booking's account comes from its hash
+    if type(payload.listing_id) ~= "string" or not (payload.listing_id == "bid" or payload.listing_id:match("^gpu_%x+$")) then
+      fail(400, "invalid_listing", "payload.listing_id must be a listing id (gpu_…) or \"bid\"", "payload.listing_id")
+    end
+    if math.type(payload.hours) ~= "integer" or payload.hours < 1 or payload.hours > M.MAX_RENTAL_HOURS then
+      fail(400, "invalid_hours", "payload.hours must be a whole number from 1 to " .. M.MAX_RENTAL_HOURS, "payload.hours")
+    end
+    return amount, nil
   elseif tx.type == "transfer" or tx.type == "faucet" or tx.type == "miner_reward" then
     if tx.type == "miner_reward" then job_id_field(payload.job_id, "payload.job_id") end
     tx_address(payload.to, "payload.to")
@@ -203,6 +216,7 @@ local function check_tx(chain_id, tx, signature, kinds, now)
   local hash = M.hash(tx)
   if not signing.verify(signature, hash, pk) then fail(400, "bad_signature", "the signature does not verify", "signature") end
   if tx.type == "gov_propose" then to = governance.account_of(gp.proposal_id(hash)) end
+  if tx.type == "rental_lock" then to = "rent:" .. M.booking_id(hash) end
   return { hash = hash, tx = tx, signature = signature, amount = amount, to = to }
 end
 
@@ -253,6 +267,12 @@ function M.accept(store, chain_id, body, now, kinds)
   return store:transaction(function() return commit_tx(store, chain_id, c, now) end)
 end
 
+--- The same in two steps, for a route whose own records must commit with
+-- the transaction: check (no state) -> c {hash, tx, amount, to}; then
+-- commit(store, chain_id, c, now) inside the caller's store transaction.
+function M.check_rental(chain_id, body, now) return check_tx(chain_id, body.tx, body.signature, RENTAL, now) end
+function M.commit(store, chain_id, c, now) return commit_tx(store, chain_id, c, now) end
+
 local chain_of = util.chain_of
 
 local function writable(ctx)
@@ -261,22 +281,32 @@ local function writable(ctx)
   end
 end
 
---- Settles a job's escrow: everything in "escrow:JOB" (or `amount` of it)
--- goes to `to`, in a transaction the node signs (kind escrow_release or
--- escrow_refund).  Returns the transaction's hash, or nil when the escrow
--- holds nothing.
-function M.settle(store, chain_id, job_id, to, kind, node_key, now, amount)
+--- The node's settlements: the account each moves coins from, by the
+-- reference its payload names.
+local SETTLEMENTS = {
+  escrow_release = { ref = "job_id", prefix = "escrow:" }, escrow_refund = { ref = "job_id", prefix = "escrow:" },
+  rental_release = { ref = "booking_id", prefix = "rent:" }, rental_refund = { ref = "booking_id", prefix = "rent:" },
+}
+
+--- Settles an escrow: everything in its account (or `amount` of it) goes to
+-- `to`, in a transaction the node signs.  kind: escrow_release or
+-- escrow_refund (ref: a job id; account escrow:JOB), rental_release or
+-- rental_refund (ref: a booking id; account rent:BOOKING).  Returns the
+-- transaction's hash, or nil when the escrow holds nothing.
+function M.settle(store, chain_id, ref, to, kind, node_key, now, amount)
+  local spec = assert(SETTLEMENTS[kind], "a settlement kind")
   return store:transaction(function()
-    local escrow = store:chain_account(chain_id, "escrow:" .. job_id)
+    local escrow = store:chain_account(chain_id, spec.prefix .. ref)
     if escrow.balance <= 0 then return nil end
     amount = math.min(amount or escrow.balance, escrow.balance)
+    if amount <= 0 then return nil end
     escrow.balance, escrow.nonce = escrow.balance - amount, escrow.nonce + 1
     store:chain_put_account(escrow)
     local dest = store:chain_account(chain_id, to)
     dest.balance = dest.balance + amount
     store:chain_put_account(dest)
-    local tx = { chain_id = chain_id, type = kind, from = "escrow:" .. job_id, public_key = crypto.hex(node_key.public),
-      nonce = escrow.nonce, payload = { job_id = job_id, to = to, amount = tostring(amount) }, timestamp = math.floor(now) }
+    local tx = { chain_id = chain_id, type = kind, from = spec.prefix .. ref, public_key = crypto.hex(node_key.public),
+      nonce = escrow.nonce, payload = { [spec.ref] = ref, to = to, amount = tostring(amount) }, timestamp = math.floor(now) }
     local hash = M.hash(tx)
     store:chain_tx_insert { hash = hash, chain_id = chain_id, type = kind, sender = tx.from, recipient = to,
       amount = amount, nonce = escrow.nonce, received_at = now,
@@ -405,17 +435,16 @@ end
 
 local function refuse(why) error({ follow_error = why }, 0) end
 
-local SETTLEMENT_PAYLOAD = { job_id = true, to = true, amount = true }
-
 --- Replays a node-signed escrow settlement from the leader: the same fields
 -- M.settle writes, signed by the authority, fitting the escrow.
 local function replay_settlement(store, chain_id, tx, signature, authority_public)
   only_fields(tx, TX_FIELDS, "")
-  local payload = tx.payload
+  local payload, spec = tx.payload, SETTLEMENTS[tx.type]
   if not is_object(payload) then fail(400, "invalid_payload", "tx.payload must be an object", "payload") end
-  only_fields(payload, SETTLEMENT_PAYLOAD, "payload.")
-  if tx.chain_id ~= chain_id or type(payload.job_id) ~= "string" or tx.from ~= "escrow:" .. payload.job_id then
-    fail(400, "invalid_tx", "a settlement must move a job's escrow on this chain", "from")
+  only_fields(payload, { [spec.ref] = true, to = true, amount = true }, "payload.")
+  local ref = payload[spec.ref]
+  if tx.chain_id ~= chain_id or type(ref) ~= "string" or tx.from ~= spec.prefix .. ref then
+    fail(400, "invalid_tx", "a settlement must move an escrow on this chain", "from")
   end
   tx_address(payload.to, "payload.to")
   local amount = units(payload.amount, "payload.amount")
@@ -443,9 +472,7 @@ end
 local function replay_tx(store, chain_id, t, authority_public, height)
   local tx = t.tx
   if not is_object(tx) then fail(400, "invalid_tx", "tx must be an object", "tx") end
-  if tx.type == "escrow_release" or tx.type == "escrow_refund" then
-    return replay_settlement(store, chain_id, tx, t.signature, authority_public)
-  end
+  if SETTLEMENTS[tx.type] then return replay_settlement(store, chain_id, tx, t.signature, authority_public) end
   if tx.type == "gov_tally" then
     only_fields(tx, TX_FIELDS, "")
     return governance.replay_tally(store, chain_id, tx, t.signature, authority_public, height)

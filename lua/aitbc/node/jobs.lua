@@ -53,6 +53,7 @@ function M.view(job, now)
     -- a completed job's reward to its miner (paid | none), the miner_reward transaction
     reward_status = job.state == "COMPLETED" and (job.reward_status or "due") or nil,
     reward_tx = job.reward_tx,
+    booking_id = job.booking_id, -- run under a booking, by its miner
     timings = {
       queue_ms = math.floor((queue_end - job.requested_at) * 1000 + 0.5),
       run_ms = job.started_at and math.floor(((job.finished_at or now) - job.started_at) * 1000 + 0.5) or nil,
@@ -76,6 +77,7 @@ local function parse_constraints(c)
   out.gpu = util.optional_string(c, "gpu", 200)
   out.region = util.optional_string(c, "region", 100)
   out.models = util.optional_string_list(c, "models", 50, 200)
+  out.booking_id = util.optional_string(c, "booking_id", 64)
   if c.max_price ~= nil then out.max_price_units = util.rate(c.max_price, "constraints.max_price") end
   return out
 end
@@ -206,10 +208,14 @@ function M.enqueue(ctx, spec)
     run_timeout = math.min(spec.run_timeout or job_types.get(spec.job_type).run_timeout, ttl),
     needs = spec.needs and json.encode(spec.needs) or nil,
     payment_amount = spec.payment_amount, payment_status = spec.payment_amount and "awaiting" or nil,
-    held = spec.payment_amount and 1 or nil,
+    held = spec.payment_amount and 1 or nil, booking_id = spec.booking and spec.booking.booking_id,
   }
   ctx.store:job_insert(job)
-  if not job.held then announce(job) end
+  if spec.booking then
+    sys.notify("miner:" .. spec.booking.miner_id, "one") -- the booked miner, whatever it waits for
+  elseif not job.held then
+    announce(job)
+  end
   job.state, job.attempts = "QUEUED", 0
   return M.view(job, ctx.now)
 end
@@ -238,8 +244,12 @@ function M.submit(ctx)
     local currency = util.optional_string(body, "payment_currency", 16)
     if currency and currency:upper() ~= "AITBC" then invalid("payment_currency", "must be AITBC") end
   end
+  -- a job under a booking: the renter's, for the booked miner only (prepaid: no payment of its own)
+  local booking_id = util.optional_string(body, "booking_id", 64) or constraints.booking_id
+  local booking = booking_id and require("aitbc.node.rental").for_job(ctx, booking_id)
+  if booking and pay_units then invalid("payment_amount", "a job under a booking is paid by the booking") end
   return 201, M.enqueue(ctx, { job_type = type_name, payload = payload, model = model, needs = needs, ttl = ttl,
-    run_timeout = run_timeout, constraints = constraints, payment_amount = pay_units })
+    run_timeout = run_timeout, constraints = constraints, payment_amount = pay_units, booking = booking })
 end
 
 function M.get(ctx, job_id)
@@ -248,14 +258,20 @@ end
 
 function M.list(ctx)
   local q = ctx.query
-  local state = q.state and q.state:upper()
-  if state and not STATES[state] then invalid("state", "must be one of QUEUED, RUNNING, COMPLETED, FAILED, CANCELED, EXPIRED") end
+  local state_param = q.state and "state" or (q.status and "status") -- status: the older clients' name
+  local state = state_param and q[state_param]:upper()
+  if state and not STATES[state] then
+    invalid(state_param, "must be one of QUEUED, RUNNING, COMPLETED, FAILED, CANCELED, EXPIRED")
+  end
+  local job_type = q.type ~= "" and q.type or nil
+  if job_type and not job_types.get(job_type) then invalid("type", "is not a job type (inference, agent, multimodal)") end
   local limit = util.query_integer(q, "limit", 1, 500, 50)
   local offset = util.query_integer(q, "offset", 0, 1000000000, 0)
   ctx.store:expire_due(ctx.now)
   local rows, total = ctx.store:jobs_list {
     client_key_id = ctx.key.role ~= "admin" and ctx.key.key_id or nil, state = state, model = q.model,
-    limit = limit, offset = offset,
+    job_type = job_type, booking_id = q.booking_id, from_time = util.query_time(q, "from_time"),
+    to_time = util.query_time(q, "to_time"), limit = limit, offset = offset,
   }
   local items = json.array()
   for i, row in ipairs(rows) do items[i] = M.view(row, ctx.now) end
@@ -356,7 +372,9 @@ function M.register(ctx)
   local view = miner_view(row)
   view.status, view.session_token = "ok", m.session_token
   view.miner_status = row.status
-  return outcome == "created" and 201 or 200, view
+  view.created = outcome == "created" -- a new registration, or the same miner again
+  -- 200 either way: the older clients take only 200 or 204 as success
+  return 200, view
 end
 
 function M.heartbeat(ctx)
@@ -420,7 +438,10 @@ function M.poll(ctx)
   end
   -- a poller that hung up (a stopped miner) must not be handed a job
   if ctx.req.connected and not ctx.req.connected() then return 204, nil end
-  local job = ctx.store:job_claim(miner, sys.time(), function(j) return M.fits(j, miner) end, model_keys(miner))
+  -- a booked miner runs its renter's jobs only
+  local booking = ctx.store:booking_active("miner_id", miner.miner_id)
+  local job = ctx.store:job_claim(miner, sys.time(), function(j) return M.fits(j, miner) end, model_keys(miner),
+    booking and booking.booking_id)
   if job then
     sys.notify("job:" .. job.job_id) -- its event readers see it running
     return 200, assigned_view(job)

@@ -235,7 +235,7 @@ local function node_config(opts, node)
     authority = node.follow and node.follow.authority or node.node_key.id, faucet_chains = node.faucet_chains,
     db_path = node.db_path, log_path = opts.data_dir .. "/node.log", log_level = opts.log_level,
     node_key_path = opts.data_dir .. "/node.key", heartbeat_timeout = opts.heartbeat_timeout,
-    started_at = node.started_at, environment = opts.environment,
+    started_at = node.started_at, environment = opts.environment, rental_hour = opts.rental_hour,
   }
 end
 
@@ -283,7 +283,10 @@ local function sweep(opts, node, logger)
     local n = store:expire_due(now) + store:requeue_stale(now - opts.heartbeat_timeout) + requeued + failed
     local chain = require "aitbc.node.chain"
     chain.settle_jobs(store, node.node_key, now) -- escrows of jobs that ended
-    if not node.follow then chain.reward_jobs(store, node.node_key, now, node.chains[1]) end -- miners' rewards
+    if not node.follow then
+      chain.reward_jobs(store, node.node_key, now, node.chains[1]) -- miners' rewards
+      n = n + require("aitbc.node.rental").sweep(store, node.node_key, now, opts.heartbeat_timeout) -- rental hours
+    end
     return n
   end)
   if not ok then

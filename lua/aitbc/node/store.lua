@@ -193,6 +193,40 @@ local MIGRATIONS = {
     UPDATE jobs SET reward_status = 'none' WHERE state = 'COMPLETED';
     CREATE INDEX jobs_reward_due ON jobs(finished_at) WHERE state = 'COMPLETED' AND reward_status IS NULL;
   ]],
+  [12] = [[
+    -- direct GPU rental: a booking holds a listing for some hours, paid from
+    -- its escrow account rent:ID to the provider hour by hour
+    CREATE TABLE bookings (
+      booking_id TEXT PRIMARY KEY, listing_id TEXT NOT NULL, renter_key_id TEXT NOT NULL, renter_address TEXT NOT NULL,
+      provider_key_id TEXT NOT NULL, miner_id TEXT, payout_address TEXT NOT NULL, model TEXT NOT NULL,
+      hours INTEGER NOT NULL, rate_units INTEGER NOT NULL, total_units INTEGER NOT NULL, chain_id TEXT NOT NULL,
+      lock_tx TEXT NOT NULL, status TEXT NOT NULL, period REAL NOT NULL, created_at REAL NOT NULL,
+      starts_at REAL NOT NULL, ends_at REAL NOT NULL, hours_paid INTEGER NOT NULL DEFAULT 0,
+      paid_units INTEGER NOT NULL DEFAULT 0, refunded_units INTEGER NOT NULL DEFAULT 0,
+      ended_at REAL, end_reason TEXT, bid_id TEXT) WITHOUT ROWID;
+    CREATE INDEX bookings_listing ON bookings(listing_id) WHERE status = 'active';
+    CREATE INDEX bookings_miner ON bookings(miner_id) WHERE status = 'active';
+    CREATE INDEX bookings_renter ON bookings(renter_key_id, created_at);
+    CREATE INDEX bookings_provider ON bookings(provider_key_id, created_at);
+    -- a renter's jobs go to the booked miner only
+    ALTER TABLE jobs ADD COLUMN booking_id TEXT;
+    CREATE INDEX jobs_booking_queue ON jobs(booking_id, requested_at) WHERE state = 'QUEUED' AND booking_id IS NOT NULL;
+    -- ratings of providers: one per completed booking or job (subject booking:ID | job:ID), 1 to 5 stars
+    CREATE TABLE ratings (
+      subject TEXT PRIMARY KEY, provider_key_id TEXT NOT NULL, listing_id TEXT, rater_key_id TEXT NOT NULL,
+      stars INTEGER NOT NULL, comment TEXT, created_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE INDEX ratings_provider ON ratings(provider_key_id, created_at);
+    CREATE INDEX ratings_listing ON ratings(listing_id, created_at);
+    -- bids: what a client would pay for GPU hours, its escrow locked when
+    -- posted (in rent:ID of the booking it becomes when a provider accepts)
+    CREATE TABLE bids (
+      bid_id TEXT PRIMARY KEY, booking_id TEXT NOT NULL, key_id TEXT NOT NULL, address TEXT NOT NULL, model TEXT,
+      model_key TEXT, min_vram_gb REAL, region TEXT, hours INTEGER NOT NULL, rate_units INTEGER NOT NULL,
+      total_units INTEGER NOT NULL, chain_id TEXT NOT NULL, lock_tx TEXT NOT NULL, notes TEXT, status TEXT NOT NULL,
+      created_at REAL NOT NULL, expires_at REAL NOT NULL, listing_id TEXT, ended_at REAL) WITHOUT ROWID;
+    CREATE INDEX bids_open ON bids(created_at) WHERE status = 'open';
+    CREATE INDEX bids_key ON bids(key_id, created_at);
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -462,10 +496,10 @@ end
 function Store:job_insert(j)
   check(self.db:transaction(function()
     return check(self.db:run([[INSERT INTO jobs (job_id, client_key_id, state, payload, model, model_key, constraints,
-        ttl_seconds, requested_at, expires_at, run_timeout, job_type, needs, payment_amount, payment_status, held)
-        VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model, :model_key, :constraints, :ttl_seconds,
+        ttl_seconds, requested_at, expires_at, run_timeout, job_type, needs, payment_amount, payment_status, held,
+        booking_id) VALUES (:job_id, :client_key_id, 'QUEUED', :payload, :model, :model_key, :constraints, :ttl_seconds,
         :requested_at, :expires_at, :run_timeout, coalesce(:job_type, 'inference'), :needs, :payment_amount,
-        :payment_status, :held)]], j))
+        :payment_status, :held, :booking_id)]], j))
   end))
 end
 
@@ -473,12 +507,15 @@ function Store:job_get(job_id)
   return check(self.db:first("SELECT * FROM jobs WHERE job_id = ?", job_id)) or nil
 end
 
---- filter: {client_key_id?, state?, miner_id?, limit, offset} -> rows, total
+--- filter: {client_key_id?, state?, miner_id?, model?, job_type?, booking_id?,
+-- from_time?, to_time? (requested), limit, offset} -> rows, total
 function Store:jobs_list(f)
   local where, args = {}, {}
-  for _, col in ipairs { "client_key_id", "state", "miner_id", "model" } do
+  for _, col in ipairs { "client_key_id", "state", "miner_id", "model", "job_type", "booking_id" } do
     if f[col] then where[#where + 1] = col .. " = :" .. col args[col] = f[col] end
   end
+  if f.from_time then where[#where + 1] = "requested_at >= :from_time" args.from_time = f.from_time end
+  if f.to_time then where[#where + 1] = "requested_at <= :to_time" args.to_time = f.to_time end
   local clause = #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or ""
   args.limit, args.offset = f.limit or 50, f.offset or 0
   local rows = check(self.db:query("SELECT * FROM jobs" .. clause
@@ -495,12 +532,13 @@ end
 
 local CANDIDATES = 256
 -- (held jobs wait for their escrow: not offered)
+-- (a booking's jobs are for its miner only: they come from queued_for_booking)
 local QUEUED_ANY = [[SELECT job_id, model, constraints, needs, requested_at FROM jobs WHERE state = 'QUEUED'
-  AND held IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+  AND held IS NULL AND booking_id IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
 local QUEUED_MODEL = [[SELECT job_id, model, constraints, needs, requested_at FROM jobs WHERE state = 'QUEUED'
-  AND held IS NULL AND model_key = ? AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+  AND held IS NULL AND booking_id IS NULL AND model_key = ? AND expires_at > ? ORDER BY requested_at LIMIT ?]]
 local QUEUED_NO_MODEL = [[SELECT job_id, model, constraints, needs, requested_at FROM jobs WHERE state = 'QUEUED'
-  AND held IS NULL AND model_key IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
+  AND held IS NULL AND booking_id IS NULL AND model_key IS NULL AND expires_at > ? ORDER BY requested_at LIMIT ?]]
 
 --- The oldest queued jobs a miner with these model keys (nil: any model)
 -- could run, oldest first: index range scans, outside the write lock.
@@ -516,10 +554,12 @@ end
 
 --- Assigns the oldest queued job that fits(job_row) to the miner, if the
 -- miner has a free slot.  Candidates are read without the write lock; the
--- claim itself is atomic: a job goes to exactly one miner.
-function Store:job_claim(miner, now, fits, model_keys)
+-- claim itself is atomic: a job goes to exactly one miner.  booking_id: the
+-- miner is booked, and takes only that booking's jobs.
+function Store:job_claim(miner, now, fits, model_keys, booking_id)
   local fitting = {}
-  for _, row in ipairs(self:queued_for(model_keys, now)) do
+  local candidates = booking_id and self:queued_for_booking(booking_id, now) or self:queued_for(model_keys, now)
+  for _, row in ipairs(candidates) do
     if fits(row) then fitting[#fitting + 1] = row.job_id end
   end
   if #fitting == 0 then return nil end
@@ -960,6 +1000,131 @@ function Store:job_reward(job_id, status, tx)
   check(self.db:run("UPDATE jobs SET reward_status = ?, reward_tx = ? WHERE job_id = ?", status, tx, job_id))
 end
 
+-- ---- rental, ratings, bids ----
+
+function Store:booking_insert(b)
+  check(self.db:run([[INSERT INTO bookings (booking_id, listing_id, renter_key_id, renter_address, provider_key_id,
+    miner_id, payout_address, model, hours, rate_units, total_units, chain_id, lock_tx, status, period, created_at,
+    starts_at, ends_at, bid_id) VALUES (:booking_id, :listing_id, :renter_key_id, :renter_address, :provider_key_id,
+    :miner_id, :payout_address, :model, :hours, :rate_units, :total_units, :chain_id, :lock_tx, 'active', :period,
+    :created_at, :starts_at, :ends_at, :bid_id)]], b))
+end
+
+function Store:booking_get(booking_id)
+  return check(self.db:first("SELECT * FROM bookings WHERE booking_id = ?", booking_id)) or nil
+end
+
+--- The active booking of a listing, or of a miner (by = "listing_id" | "miner_id").
+function Store:booking_active(by, value)
+  assert(by == "listing_id" or by == "miner_id", "active booking by listing_id or miner_id")
+  return check(self.db:first("SELECT * FROM bookings WHERE " .. by .. " = ? AND status = 'active'", value)) or nil
+end
+
+function Store:bookings_active()
+  return check(self.db:query("SELECT b.*, m.last_seen, m.status AS miner_status FROM bookings b "
+    .. "LEFT JOIN miners m ON m.miner_id = b.miner_id WHERE b.status = 'active' ORDER BY b.starts_at"))
+end
+
+--- A page of bookings, newest first, of a renter or a provider (by = "renter_key_id" | "provider_key_id").
+function Store:bookings_of(by, key_id, status, limit, offset)
+  assert(by == "renter_key_id" or by == "provider_key_id", "bookings by renter or provider")
+  local args = { k = key_id, s = status, l = limit, o = offset }
+  local where = by .. " = :k" .. (status and " AND status = :s" or "")
+  local rows = check(self.db:query("SELECT * FROM bookings WHERE " .. where
+    .. " ORDER BY created_at DESC LIMIT :l OFFSET :o", args))
+  return rows, check(self.db:first("SELECT count(*) AS n FROM bookings WHERE " .. where, args)).n
+end
+
+--- Records what a settlement paid and refunded; status and end when it ends.
+function Store:booking_settled(booking_id, f)
+  f.booking_id = booking_id
+  check(self.db:run([[UPDATE bookings SET hours_paid = coalesce(:hours_paid, hours_paid),
+    paid_units = paid_units + coalesce(:paid, 0), refunded_units = refunded_units + coalesce(:refunded, 0),
+    status = coalesce(:status, status), ended_at = coalesce(:ended_at, ended_at),
+    end_reason = coalesce(:end_reason, end_reason) WHERE booking_id = :booking_id]], f))
+end
+
+--- The queued jobs of a booking, oldest first (the booked miner's queue).
+function Store:queued_for_booking(booking_id, now)
+  return check(self.db:query([[SELECT job_id, model, constraints, needs, requested_at, booking_id FROM jobs
+    WHERE booking_id = ? AND state = 'QUEUED' AND held IS NULL AND expires_at > ? ORDER BY requested_at LIMIT 256]],
+    booking_id, now))
+end
+
+--- A booking ended: its jobs still queued will not run (nobody is booked for them).
+function Store:booking_jobs_cancel(booking_id, now, why)
+  check(self.db:run([[UPDATE jobs SET state = 'CANCELED', error = ?, finished_at = ? WHERE booking_id = ?
+    AND state = 'QUEUED']], why, now, booking_id))
+end
+
+function Store:rating_insert(r)
+  check(self.db:run([[INSERT INTO ratings (subject, provider_key_id, listing_id, rater_key_id, stars, comment,
+    created_at) VALUES (:subject, :provider_key_id, :listing_id, :rater_key_id, :stars, :comment, :created_at)]], r))
+end
+
+function Store:rating_get(subject)
+  return check(self.db:first("SELECT * FROM ratings WHERE subject = ?", subject)) or nil
+end
+
+--- A provider's (or a listing's) ratings, newest first, and their count and sum.
+function Store:ratings_of(by, value, limit, offset)
+  assert(by == "provider_key_id" or by == "listing_id", "ratings by provider or listing")
+  local rows = check(self.db:query("SELECT * FROM ratings WHERE " .. by .. " = ? ORDER BY created_at DESC LIMIT ? OFFSET ?",
+    value, limit, offset))
+  local agg = check(self.db:first("SELECT count(*) AS n, coalesce(sum(stars), 0) AS stars FROM ratings WHERE " .. by
+    .. " = ?", value))
+  return rows, agg.n, agg.stars
+end
+
+--- The renter's newest completed booking of a listing not yet rated.
+function Store:booking_to_rate(listing_id, renter_key_id)
+  return check(self.db:first([[SELECT * FROM bookings b WHERE listing_id = ? AND renter_key_id = ?
+    AND status IN ('completed', 'released') AND NOT EXISTS (SELECT 1 FROM ratings r WHERE r.subject = 'booking:' || b.booking_id)
+    ORDER BY created_at DESC LIMIT 1]], listing_id, renter_key_id)) or nil
+end
+
+function Store:bid_insert(b)
+  check(self.db:run([[INSERT INTO bids (bid_id, booking_id, key_id, address, model, model_key, min_vram_gb, region, hours,
+    rate_units, total_units, chain_id, lock_tx, notes, status, created_at, expires_at) VALUES (:bid_id, :booking_id,
+    :key_id, :address, :model, :model_key, :min_vram_gb, :region, :hours, :rate_units, :total_units, :chain_id, :lock_tx,
+    :notes, 'open', :created_at, :expires_at)]], b))
+end
+
+function Store:bid_get(bid_id)
+  return check(self.db:first("SELECT * FROM bids WHERE bid_id = ?", bid_id)) or nil
+end
+
+--- A page of bids, newest first: open ones (key_id nil), or a client's own.
+function Store:bids(f)
+  local where, args = {}, { l = f.limit, o = f.offset }
+  if f.key_id then where[#where + 1] = "key_id = :k" args.k = f.key_id end
+  if f.status then where[#where + 1] = "status = :s" args.s = f.status end
+  if f.model_key then where[#where + 1] = "model_key = :m" args.m = f.model_key end
+  local clause = #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or ""
+  local rows = check(self.db:query("SELECT * FROM bids" .. clause .. " ORDER BY created_at DESC LIMIT :l OFFSET :o", args))
+  return rows, check(self.db:first("SELECT count(*) AS n FROM bids" .. clause, args)).n
+end
+
+function Store:bid_end(bid_id, status, now, listing_id)
+  return check(self.db:run("UPDATE bids SET status = ?, ended_at = ?, listing_id = coalesce(?, listing_id) "
+    .. "WHERE bid_id = ? AND status = 'open'", status, now, listing_id, bid_id)) > 0
+end
+
+function Store:bids_expired(now)
+  return check(self.db:query("SELECT * FROM bids WHERE status = 'open' AND expires_at <= ?", now))
+end
+
+--- Hourly rates (units) of bookings of a model since `since` that paid an
+-- hour or more, or came from an accepted bid: what renters actually paid.
+function Store:booked_rates(model_key, since)
+  local rows = check(self.db:query([[SELECT b.rate_units AS rate FROM bookings b JOIN listings l
+    ON l.listing_id = b.listing_id WHERE l.model_key = ? AND (b.paid_units > 0 OR b.bid_id IS NOT NULL)
+    AND b.created_at >= ?]], model_key, since))
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r.rate end
+  return out
+end
+
 -- ---- following another node ----
 
 --- A follower starts: every chain it follows is "following", nothing else
@@ -1039,6 +1204,13 @@ local PROVIDERS = [[
   SELECT key_id, sum(jobs_completed) AS completed, sum(jobs_failed) AS failed, sum(jobs_expired) AS expired,
     max(CASE WHEN status = 'ONLINE' AND last_seen >= :cutoff THEN 1 ELSE 0 END) AS online
   FROM miners GROUP BY key_id]]
+local RATINGS = [[SELECT provider_key_id AS key_id, count(*) AS n, sum(stars) AS stars FROM ratings GROUP BY provider_key_id]]
+--- Reputation (README "The GPU marketplace"): the job record's score (completed + 1) / (all + 2)
+-- and the ratings' score (sum of (stars - 1) / 4, plus 1) / (ratings + 2), each weighted by its
+-- evidence (jobs + 2, ratings + 2): 0.5 for a newcomer.
+local REPUTATION = [[((coalesce(p.completed, 0) + 1.0)
+  + ((coalesce(r.stars, 0) - coalesce(r.n, 0)) / 4.0 + 1.0))
+  / (coalesce(p.completed, 0) + coalesce(p.failed, 0) + coalesce(p.expired, 0) + coalesce(r.n, 0) + 4.0)]]
 
 --- Offers: listings with their provider's record.  f: {model_key, min_vram,
 -- max_rate, region, key_id, listing_id, available_only, fresh_since, cutoff, order, limit, offset}
@@ -1052,15 +1224,19 @@ function Store:offers(f)
   if f.listing_id then where[#where + 1] = "l.listing_id = :listing_id" args.listing_id = f.listing_id end
   -- available: active, and its provider has a miner online — or, for a
   -- provider without any miner, the listing was touched lately
-  local available = "(l.status = 'active' AND (coalesce(p.online, 0) = 1 OR (p.key_id IS NULL AND l.updated_at >= :fresh_since)))"
+  -- and not booked by someone now
+  local available = "(l.status = 'active' AND (coalesce(p.online, 0) = 1 OR (p.key_id IS NULL AND l.updated_at >= :fresh_since)) "
+    .. "AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.listing_id = l.listing_id AND b.status = 'active'))"
   if f.available_only then where[#where + 1] = available end
   local clause = #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or ""
-  local from = " FROM listings l LEFT JOIN (" .. PROVIDERS .. ") p ON p.key_id = l.key_id" .. clause
+  local from = " FROM listings l LEFT JOIN (" .. PROVIDERS .. ") p ON p.key_id = l.key_id LEFT JOIN (" .. RATINGS
+    .. ") r ON r.key_id = l.key_id" .. clause
   args.limit, args.offset = f.limit or 50, f.offset or 0
   local rows = check(self.db:query("SELECT l.*, coalesce(p.completed, 0) AS completed, coalesce(p.failed, 0) AS failed, "
-    .. "coalesce(p.expired, 0) AS expired, " .. available .. " AS available, "
-    .. "(coalesce(p.completed, 0) + 1.0) / (coalesce(p.completed, 0) + coalesce(p.failed, 0) + coalesce(p.expired, 0) + 2.0) "
-    .. "AS reputation" .. from .. " ORDER BY " .. f.order .. ", l.listing_id LIMIT :limit OFFSET :offset", args))
+    .. "coalesce(p.expired, 0) AS expired, coalesce(r.n, 0) AS ratings, coalesce(r.stars, 0) AS stars, "
+    .. available .. " AS available, (SELECT ends_at FROM bookings b WHERE b.listing_id = l.listing_id "
+    .. "AND b.status = 'active') AS booked_until, " .. REPUTATION .. " AS reputation" .. from .. " ORDER BY " .. f.order
+    .. ", l.listing_id LIMIT :limit OFFSET :offset", args))
   local total = check(self.db:first("SELECT count(*) AS n" .. from, args)).n
   return rows, total
 end

@@ -42,10 +42,16 @@ function util.chain_of(ctx, chain_id)
     "this node has no chain " .. tostring(chain_id) .. " (it has " .. table.concat(ctx.config.chains, ", ") .. ")")
 end
 
-function util.iso(t)
-  if not t then return nil end
-  local secs = math.floor(t)
-  return os.date("!%Y-%m-%dT%H:%M:%S", secs) .. string.format(".%03dZ", math.floor((t - secs) * 1000))
+util.iso = require("aitbc.timefmt").iso
+
+--- A query parameter holding a time: RFC 3339 (or a date), or Unix seconds;
+-- nil when absent | 400 naming it.
+function util.query_time(query, name)
+  local text = query[name]
+  if text == nil or text == "" then return nil end
+  local t = require("aitbc.timefmt").parse(text) or (text:match("^%d+%.?%d*$") and tonumber(text))
+  if not t then util.invalid(name, "must be a time: RFC 3339 (2026-11-22T10:00:00Z), a date or Unix seconds") end
+  return t
 end
 
 function util.new_id(bytes)

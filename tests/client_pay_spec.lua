@@ -147,6 +147,103 @@ describe("paying for jobs", function()
     assert.matches("in escrow%s+2%.5 AITBC %(1 job not settled yet%)", as_client({ "wallet", "balance" }).out)
     assert.equal(0, as_client({ "client", "cancel", job.job_id }).code)
   end)
+
+  it("answers the older clients' payment routes over the escrow, and only to the payment's client", function()
+    local key = client_env.AITBC_CLIENT_KEY
+    local function get(path, k) return node:request("GET", path, { key = k or key }) end
+    local function post(path, body, k) return node:request("POST", path, { key = k or key, json = body or {} }) end
+    local address = node:cli({ "wallet", "address" }, { home = client_home }).out:gsub("%s+$", "")
+    cli.wait_for("the earlier refunds", function()
+      return as_client({ "-o", "json", "wallet", "balance" }).json().in_escrow == "0"
+    end)
+    local before = available(client_home)
+    local job = as_client({ "-o", "json", "client", "submit", "--model", "phi3", "--prompt", "nobody runs phi3" }).json()
+    -- the node cannot sign for a wallet: it says how to pay
+    local s, e = post("/v1/payments", { job_id = job.job_id, amount = 5, currency = "AITBC", payment_method = "aitbc_token" })
+    assert.equal(422, s)
+    assert.matches("pay with: aitbc client pay " .. job.job_id .. " %-%-amount 5", e.error.message)
+    s, e = get("/v1/jobs/" .. job.job_id .. "/payment")
+    assert.equal(404, s)
+    assert.matches("aitbc client pay " .. job.job_id, e.error.message)
+    assert.equal(0, as_client({ "client", "pay", job.job_id, "--amount", "5" }).code)
+    local p = select(2, get("/api/v1/jobs/" .. job.job_id .. "/payment"))
+    assert.same({ job.job_id, "5", "AITBC", "escrowed", "funded", address, "escrow:" .. job.job_id },
+      { p.job_id, p.amount, p.currency, p.status, p.escrow_status, p.refund_address, p.escrow_address })
+    assert.equal(p.payment_id, p.transaction_hash)
+    assert.is_string(p.verified_at)
+    local _, lock = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. p.payment_id)
+    assert.same({ "escrow_lock", "included" }, { lock.type, lock.status })
+    local _, r = get("/v1/payments/" .. p.payment_id .. "/receipt")
+    assert.same({ p.payment_id, "escrowed", lock.block_height }, { r.payment_id, r.status, r.block_height })
+    -- another client's key sees nothing of it and cannot move it
+    local other = node:key("client")
+    for _, path in ipairs { "/v1/payments/" .. p.payment_id, "/v1/payments/" .. p.payment_id .. "/receipt",
+      "/v1/jobs/" .. job.job_id .. "/payment" } do
+      assert.equal(404, (get(path, other)), path)
+    end
+    assert.equal(404, (post("/v1/payments/" .. p.payment_id .. "/refund", {}, other)))
+    assert.equal("escrowed", select(2, get("/v1/payments/" .. p.payment_id)).status)
+    -- a queued job's payment is not released; refunding it cancels the job and pays the wallet back
+    s, e = post("/v1/payments/" .. p.payment_id .. "/release", { job_id = job.job_id, payment_id = p.payment_id })
+    assert.equal(409, s)
+    assert.matches("released to the miner when its job completes", e.error.message)
+    s, e = post("/v1/payments/" .. p.payment_id .. "/refund", { job_id = "not-this-job", payment_id = p.payment_id })
+    assert.equal(422, s)
+    assert.equal("job_id", e.error.field)
+    local _, refund = post("/v1/payments/" .. p.payment_id .. "/refund", { job_id = job.job_id, reason = "changed my mind" })
+    assert.same({ "refunded", true, "CANCELED" }, { refund.status, refund.job_canceled, refund.job_state })
+    local _, back = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. refund.refund_transaction_hash)
+    assert.same({ "escrow_refund", address, "5" }, { back.type, back.to, back.amount })
+    assert.equal(before, available(client_home))
+    -- a completed job's payment is released to its miner, and cannot be refunded then
+    local done = as_client({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "paid work" }).json()
+    assert.equal(0, as_client({ "client", "pay", done.job_id, "--amount", "2" }).code)
+    complete(done.job_id)
+    local paid_id = select(2, get("/v1/jobs/" .. done.job_id .. "/payment")).payment_id
+    local _, released = post("/v1/payments/" .. paid_id .. "/release", { job_id = done.job_id })
+    assert.equal("released", released.status)
+    local _, to_miner = node:request("GET", "/v1/chain/ait-devnet/transactions/" .. released.release_transaction_hash)
+    assert.same({ "escrow_release", payout, "2" }, { to_miner.type, to_miner.to, to_miner.amount })
+    s, e = post("/v1/payments/" .. paid_id .. "/refund", {})
+    assert.equal(409, s)
+    assert.matches("completed: its escrow goes to the miner", e.error.message)
+  end)
+
+  it("lists blocks and signed receipts for the older explorer routes", function()
+    local _, head = node:request("GET", "/v1/chain/ait-devnet/head")
+    local s, page = node:request("GET", "/v1/explorer/blocks?limit=3")
+    assert.equal(200, s)
+    assert.equal(3, #page.items)
+    assert.is_true(page.items[1].height >= head.height)
+    assert.same({ page.items[1].height - 1, page.items[1].height - 2 }, { page.items[2].height, page.items[3].height })
+    assert.equal(3, page.next_offset)
+    assert.is_number(page.items[1].txCount)
+    local _, next_page = node:request("GET", "/v1/explorer/blocks?limit=3&offset=3")
+    assert.equal(page.items[3].height - 1, next_page.items[1].height)
+    assert.equal(404, (node:request("GET", "/v1/explorer/blocks?chain_id=ait-nowhere")))
+    -- receipts: the client's own jobs', verified with the node's key
+    local key = client_env.AITBC_CLIENT_KEY
+    local job = as_client({ "-o", "json", "client", "submit", "--model", "llama3", "--prompt", "receipt please" }).json()
+    complete(job.job_id)
+    local _, mine = node:request("GET", "/v1/explorer/receipts?job_id=" .. job.job_id, { key = key })
+    assert.equal(job.job_id, mine.jobId)
+    assert.equal(1, #mine.items)
+    local item = mine.items[1]
+    assert.same({ job.job_id, "rig", "COMPLETED" }, { item.jobId, item.miner, item.status })
+    assert.equal(item.payload.receipt_id, item.receiptId)
+    local _, info = node:request("GET", "/v1/node")
+    assert.equal(info.node_key, item.coordinator)
+    assert.is_true(require("aitbc.protocol.receipts").verify(item.payload))
+    local _, all = node:request("GET", "/v1/explorer/receipts?limit=500", { key = key })
+    assert.equal("all", all.jobId)
+    assert.is_true(all.total >= 1)
+    -- another client sees none of them; the miner that ran it does; no key, no receipts
+    local _, theirs = node:request("GET", "/v1/explorer/receipts?job_id=" .. job.job_id, { key = node:key("client") })
+    assert.equal(0, #theirs.items)
+    local _, ran = node:request("GET", "/v1/explorer/receipts?job_id=" .. job.job_id, { key = miner_key })
+    assert.equal(1, #ran.items)
+    assert.equal(401, (node:request("GET", "/v1/explorer/receipts")))
+  end)
 end)
 
 describe("client input", function()

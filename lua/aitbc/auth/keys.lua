@@ -182,7 +182,7 @@ function keys.role_for(method, path)
   if path:find("^/v1/marketplace/bids/[^/]+/accept$") then return "miner" end
   if path:find("^/v1/miners/") or ((path:find("^/v1/marketplace/gpu/") and (method ~= "GET"
     or path == "/v1/marketplace/gpu/mine"))) then return "miner" end
-  if path:find("^/v1/jobs/") or path == "/v1/jobs" then return "client" end
+  if path:find("^/v1/jobs/") or path == "/v1/jobs" or path:find("^/v1/payments") then return "client" end
   if method == "POST" and path:find("^/v1/chain/[^/]+/blocks$") then return "admin" end
   return nil
 end

@@ -182,7 +182,7 @@ return {
         },
         {
           name = "update",
-          summary = "Change a listing's price, count, region or status",
+          summary = "Change a listing's price, count, region, status or payout address",
           fields = LISTING_FIELDS,
           args = { { "listing_id", help = "gpu_..." } },
           options = {
@@ -190,13 +190,14 @@ return {
             { "--count", type = "integer", min = 1, max = 1024, help = "how many" },
             { "--region", metavar = "NAME", help = "region label" },
             { "--status", choices = { "active", "paused" }, help = "paused listings are not offered" },
+            { "--payout-address", metavar = "ADDRESS", help = "where rental payments go" },
           },
           run = function(ctx)
             local o = ctx.opts
             local body = { hourly_rate = o.hourly_rate and amount(o.hourly_rate, "--hourly-rate"), count = o.count,
-              region = o.region, status = o.status }
+              region = o.region, status = o.status, payout_address = o.payout_address }
             if next(body) == nil then
-              errors.raise("usage", "nothing to change", "pass --hourly-rate, --count, --region or --status")
+              errors.raise("usage", "nothing to change", "pass --hourly-rate, --count, --region, --status or --payout-address")
             end
             local listing = client(ctx, "miner"):call("PATCH", listing_path(ctx.args.listing_id),
               { json = body, expect = LISTING })

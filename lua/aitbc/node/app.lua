@@ -5,6 +5,7 @@
 local admin = require "aitbc.node.admin"
 local agents = require "aitbc.node.agents"
 local events = require "aitbc.node.events"
+local explorer = require "aitbc.node.explorer"
 local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
@@ -14,6 +15,7 @@ local governance = require "aitbc.node.governance"
 local rental = require "aitbc.node.rental"
 local json = require "aitbc.json"
 local log = require "aitbc.node.log"
+local payments = require "aitbc.node.payments"
 local store_mod = require "aitbc.node.store"
 local sys = require "aitbc.sys"
 local util = require "aitbc.node.util"
@@ -35,6 +37,14 @@ local ROUTES = {
   { "POST", "/v1/jobs/{id}/cancel", CLIENT, jobs.cancel },
   { "GET", "/v1/jobs/{id}/events", CLIENT, function(ctx, id) return events.get(ctx, id, jobs.own_job) end },
   { "POST", "/v1/jobs/{id}/payment", CLIENT, chain.pay_job },
+  { "GET", "/v1/jobs/{id}/payment", CLIENT, payments.of_job },
+  { "POST", "/v1/payments", CLIENT, payments.create },
+  { "GET", "/v1/payments/{id}", CLIENT, payments.get },
+  { "GET", "/v1/payments/{id}/receipt", CLIENT, payments.receipt },
+  { "POST", "/v1/payments/{id}/refund", CLIENT, payments.refund },
+  { "POST", "/v1/payments/{id}/release", CLIENT, payments.release },
+  { "GET", "/v1/explorer/blocks", PUBLIC, explorer.blocks },
+  { "GET", "/v1/explorer/receipts", ANY, explorer.receipts },
   { "POST", "/v1/miners/register", MINER, jobs.register },
   { "POST", "/v1/miners/heartbeat", MINER, jobs.heartbeat },
   { "POST", "/v1/miners/poll", MINER, jobs.poll },

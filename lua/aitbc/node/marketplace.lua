@@ -259,11 +259,15 @@ end
 function M.offers(ctx)
   local q = ctx.query
   local f = offers_filter(ctx)
-  if q.model and q.model ~= "" then f.model_key = M.model_key(q.model) end
-  f.min_vram = util.query_number(q, "min_vram", 0, MAX_VRAM_GB)
-  if q.max_price then f.max_rate = util.rate(q.max_price, "max_price") end
+  -- the older clients' names: gpu_model, memory_min, price_max, status=open
+  local model = q.model ~= nil and q.model or q.gpu_model
+  if model and model ~= "" then f.model_key = M.model_key(model) end
+  f.min_vram = util.query_number(q, "min_vram", 0, MAX_VRAM_GB) or util.query_number(q, "memory_min", 0, MAX_VRAM_GB)
+  if q.max_price then f.max_rate = util.rate(q.max_price, "max_price")
+  elseif q.price_max then f.max_rate = util.rate(q.price_max, "price_max") end
   if q.region and q.region ~= "" then f.region = q.region end
-  f.available_only = q.available ~= "all" and q.available ~= "false"
+  if q.status ~= nil and q.status ~= "open" and q.status ~= "all" then invalid("status", "must be open or all") end
+  f.available_only = q.available ~= "all" and q.available ~= "false" and q.status ~= "all"
   local sort = q.sort or "price"
   f.order = SORTS[sort]
   if not f.order then

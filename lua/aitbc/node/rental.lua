@@ -262,6 +262,15 @@ end
 --- POST /v1/marketplace/bids {model?, min_vram_gb?, region?, hours, max_price, notes?, tx, signature}
 function M.bid(ctx)
   local body = ctx:body_object()
+  if body.tx == nil then -- the older clients' unpaid bid {provider, capacity, price, notes}: say how to post one
+    local function shown(v, default)
+      return (math.type(v) == "integer" or (type(v) == "string" and v:match("^%d+%.?%d*$"))) and tostring(v)
+        or (type(v) == "number" and v == v and v > 0 and v < 1e9 and money.format(util.rate(v, "price"))) or default
+    end
+    fail(422, "payment_required", "a bid locks hours × max_price in escrow from your wallet, with a signed rental_lock; "
+      .. "post it with: aitbc marketplace bid submit --hours " .. shown(body.hours or body.duration_hours, "HOURS")
+      .. " --max-price " .. shown(body.max_price or body.price, "PRICE") .. " [--model MODEL]", "tx")
+  end
   local hours = hours_of(body)
   if body.max_price == nil then
     invalid("max_price", "is required: the most you pay per GPU-hour, in AITBC (a bid locks hours × max_price)")

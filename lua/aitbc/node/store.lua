@@ -805,6 +805,29 @@ function Store:chain_locks_into(chain_id, address)
     AND type = 'escrow_lock' ORDER BY seq]], address, chain_id))
 end
 
+--- The job a payment (its escrow lock's hash) pays for, or nil.
+function Store:job_by_payment(payment_id)
+  return check(self.db:first("SELECT * FROM jobs WHERE payment_id = ?", payment_id)) or nil
+end
+
+--- Signed receipts, newest first.  f: {client_key_id?, miner_key_id?, job_id?, limit, offset}
+function Store:receipts_list(f)
+  local where = { "j.receipt IS NOT NULL" }
+  if f.client_key_id then where[#where + 1] = "j.client_key_id = :client_key_id" end
+  if f.miner_key_id then where[#where + 1] = "m.key_id = :miner_key_id" end
+  if f.job_id then where[#where + 1] = "j.job_id = :job_id" end
+  local from = " FROM jobs j LEFT JOIN miners m ON m.miner_id = j.miner_id WHERE " .. table.concat(where, " AND ")
+  local rows = check(self.db:query("SELECT j.job_id, j.miner_id, j.state, j.receipt, j.finished_at" .. from
+    .. " ORDER BY j.finished_at DESC, j.job_id LIMIT :limit OFFSET :offset", f))
+  return rows, check(self.db:first("SELECT count(*) AS n" .. from, f)).n
+end
+
+--- A chain's blocks, newest first: a page of them.
+function Store:chain_blocks_page(chain_id, limit, offset)
+  return check(self.db:query("SELECT * FROM chain_blocks WHERE chain_id = ? ORDER BY height DESC LIMIT ? OFFSET ?",
+    chain_id, limit, offset))
+end
+
 --- Jobs that ended with their escrow funded (its lock in a block) and not
 -- yet released or refunded.
 function Store:jobs_to_settle()

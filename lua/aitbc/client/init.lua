@@ -10,6 +10,7 @@
 local errors = require "aitbc.errors"
 local json = require "aitbc.json"
 local sys = require "aitbc.sys"
+local timefmt = require "aitbc.timefmt"
 
 local client = {}
 
@@ -239,8 +240,9 @@ function client.cancel(ctx, job_id)
   return (client.node(ctx):call("POST", job_path("/v1/jobs/{job_id}/cancel", job_id), { expect = { job_id = "string" } }))
 end
 
---- Jobs of this key, newest first.  filter: state (any case), model,
--- limit (20), offset.  Returns {items, total, limit, offset}.
+--- Jobs of this key, newest first.  filter: state (any case), model, type,
+-- from_time, to_time (RFC 3339 or a date), limit (20), offset.  Returns
+-- {items, total, limit, offset}.
 function client.list(ctx, filter)
   filter = filter or {}
   local state = filter.state and filter.state:upper()
@@ -252,8 +254,15 @@ function client.list(ctx, filter)
         .. filter.state .. "'")
     end
   end
-  return (client.node(ctx):call("GET", "/v1/jobs", { query = { state = state, model = filter.model,
-    limit = filter.limit or 20, offset = filter.offset }, expect = { total = "integer", items = { "array",
+  for _, f in ipairs { { "from_time", "--since" }, { "to_time", "--until" } } do
+    if filter[f[1]] and not timefmt.parse(filter[f[1]]) then
+      usage(f[2] .. " must be a time: RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22), got '"
+        .. filter[f[1]] .. "'")
+    end
+  end
+  return (client.node(ctx):call("GET", "/v1/jobs", { query = { state = state, model = filter.model, type = filter.type,
+    from_time = filter.from_time, to_time = filter.to_time, limit = filter.limit or 20, offset = filter.offset },
+    expect = { total = "integer", items = { "array",
       { job_id = "string", state = "string", requested_at = "string", assigned_miner_id = "string?" } } } }))
 end
 

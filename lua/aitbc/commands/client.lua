@@ -275,13 +275,18 @@ return {
         { "--state", metavar = "STATE", help = "only this state: queued, running, completed, failed, canceled, expired "
           .. "(any case)" },
         { "--model", metavar = "MODEL", help = "only this model" },
+        { "--type", metavar = "TYPE", help = "only this job type: inference, agent, multimodal" },
+        { "--since", metavar = "TIME", help = "submitted at or after: RFC 3339 (2026-11-22T10:00:00Z) or a date" },
+        { "--until", metavar = "TIME", help = "submitted at or before: RFC 3339 or a date" },
         { "--limit", type = "integer", min = 1, max = 500, default = 20, help = "how many" },
         { "--offset", type = "integer", min = 0, default = 0, help = "skip this many" },
       },
-      examples = { "aitbc client list --state completed", "aitbc client list --state QUEUED --limit 5" },
+      examples = { "aitbc client list --state completed", "aitbc client list --state QUEUED --limit 5",
+        "aitbc client list --type agent --since 2026-11-01" },
       run = function(ctx)
         local o = ctx.opts
-        local res = C().list(ctx, { state = o.state, model = o.model, limit = o.limit, offset = o.offset })
+        local res = C().list(ctx, { state = o.state, model = o.model, type = o.type, from_time = o.since,
+          to_time = o["until"], limit = o.limit, offset = o.offset })
         return res, function(d, out)
           if #d.items == 0 then out:print("no jobs") return end
           local rows = {}

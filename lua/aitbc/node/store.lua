@@ -226,6 +226,11 @@ local MIGRATIONS = {
       created_at REAL NOT NULL, expires_at REAL NOT NULL, listing_id TEXT, ended_at REAL) WITHOUT ROWID;
     CREATE INDEX bids_open ON bids(created_at) WHERE status = 'open';
     CREATE INDEX bids_key ON bids(key_id, created_at);
+    -- the end of a listing's active booking (NULL: not booked), kept with the booking: offers count
+    -- what is available from one index (status, provider, booked) instead of a lookup per listing
+    ALTER TABLE listings ADD COLUMN booked_until REAL;
+    CREATE INDEX listings_available ON listings(status, key_id, booked_until, updated_at);
+    CREATE INDEX listings_rate ON listings(rate_units);
   ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
@@ -1031,6 +1036,7 @@ function Store:booking_insert(b)
     starts_at, ends_at, bid_id) VALUES (:booking_id, :listing_id, :renter_key_id, :renter_address, :provider_key_id,
     :miner_id, :payout_address, :model, :hours, :rate_units, :total_units, :chain_id, :lock_tx, 'active', :period,
     :created_at, :starts_at, :ends_at, :bid_id)]], b))
+  check(self.db:run("UPDATE listings SET booked_until = ? WHERE listing_id = ?", b.ends_at, b.listing_id))
 end
 
 function Store:booking_get(booking_id)
@@ -1065,6 +1071,10 @@ function Store:booking_settled(booking_id, f)
     paid_units = paid_units + coalesce(:paid, 0), refunded_units = refunded_units + coalesce(:refunded, 0),
     status = coalesce(:status, status), ended_at = coalesce(:ended_at, ended_at),
     end_reason = coalesce(:end_reason, end_reason) WHERE booking_id = :booking_id]], f))
+  if f.status and f.status ~= "active" then
+    check(self.db:run([[UPDATE listings SET booked_until = NULL
+      WHERE listing_id = (SELECT listing_id FROM bookings WHERE booking_id = ?)]], booking_id))
+  end
 end
 
 --- The queued jobs of a booking, oldest first (the booked miner's queue).
@@ -1221,22 +1231,32 @@ function Store:listing_delete(listing_id)
   end))
 end
 
---- Providers' records (per API key): completed, failed, expired jobs and
--- whether a miner of theirs is online (heard from since cutoff).
+--- Each provider's job record (over its miners) and ratings.
 local PROVIDERS = [[
-  SELECT key_id, sum(jobs_completed) AS completed, sum(jobs_failed) AS failed, sum(jobs_expired) AS expired,
-    max(CASE WHEN status = 'ONLINE' AND last_seen >= :cutoff THEN 1 ELSE 0 END) AS online
+  SELECT key_id, sum(jobs_completed) AS completed, sum(jobs_failed) AS failed, sum(jobs_expired) AS expired
   FROM miners GROUP BY key_id]]
 local RATINGS = [[SELECT provider_key_id AS key_id, count(*) AS n, sum(stars) AS stars FROM ratings GROUP BY provider_key_id]]
---- Reputation (README "The GPU marketplace"): the job record's score (completed + 1) / (all + 2)
+--- Reputation (README "GPU rental, ratings and bids"): the job record's score (completed + 1) / (jobs + 2)
 -- and the ratings' score (sum of (stars - 1) / 4, plus 1) / (ratings + 2), each weighted by its
 -- evidence (jobs + 2, ratings + 2): 0.5 for a newcomer.
 local REPUTATION = [[((coalesce(p.completed, 0) + 1.0)
   + ((coalesce(r.stars, 0) - coalesce(r.n, 0)) / 4.0 + 1.0))
   / (coalesce(p.completed, 0) + coalesce(p.failed, 0) + coalesce(p.expired, 0) + coalesce(r.n, 0) + 4.0)]]
+--- Available: active, not booked, and its provider has a miner online (heard
+-- from since cutoff) — or, for a provider without any miner, the listing
+-- was touched lately.  Columns of l only, so that counting reads one index.
+local AVAILABLE = [[(l.status = 'active' AND l.booked_until IS NULL
+  AND (l.key_id IN (SELECT key_id FROM miners WHERE status = 'ONLINE' AND last_seen >= :cutoff)
+    OR (l.updated_at >= :fresh_since AND l.key_id NOT IN (SELECT key_id FROM miners))))]]
+-- The same, kept off listings_available ("+" makes a column no index's): a
+-- page walks the index of its order (price, model) and stops at its limit,
+-- and a count with other filters starts from theirs.
+local AVAILABLE_UNINDEXED = AVAILABLE:gsub("l%.", "+l.")
 
 --- Offers: listings with their provider's record.  f: {model_key, min_vram,
--- max_rate, region, key_id, listing_id, available_only, fresh_since, cutoff, order, limit, offset}
+-- max_rate, region, key_id, listing_id, available_only, fresh_since, cutoff, order, limit, offset}.
+-- The page's ids are chosen from listings alone (the providers' records
+-- join its rows only), unless it is ordered by reputation.
 function Store:offers(f)
   local where, args = {}, { cutoff = f.cutoff, fresh_since = f.fresh_since or 0 }
   if f.model_key then where[#where + 1] = "l.model_key = :model_key" args.model_key = f.model_key end
@@ -1245,23 +1265,47 @@ function Store:offers(f)
   if f.region then where[#where + 1] = "l.region = :region" args.region = f.region end
   if f.key_id then where[#where + 1] = "l.key_id = :key_id" args.key_id = f.key_id end
   if f.listing_id then where[#where + 1] = "l.listing_id = :listing_id" args.listing_id = f.listing_id end
-  -- available: active, and its provider has a miner online — or, for a
-  -- provider without any miner, the listing was touched lately
-  -- and not booked by someone now
-  local available = "(l.status = 'active' AND (coalesce(p.online, 0) = 1 OR (p.key_id IS NULL AND l.updated_at >= :fresh_since)) "
-    .. "AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.listing_id = l.listing_id AND b.status = 'active'))"
-  if f.available_only then where[#where + 1] = available end
+  local filtered = #where > 0
+  if f.available_only then where[#where + 1] = AVAILABLE_UNINDEXED end
   local clause = #where > 0 and (" WHERE " .. table.concat(where, " AND ")) or ""
-  local from = " FROM listings l LEFT JOIN (" .. PROVIDERS .. ") p ON p.key_id = l.key_id LEFT JOIN (" .. RATINGS
-    .. ") r ON r.key_id = l.key_id" .. clause
   args.limit, args.offset = f.limit or 50, f.offset or 0
+  local order = f.order .. ", l.listing_id"
+  local joins = " LEFT JOIN (" .. PROVIDERS .. ") p ON p.key_id = l.key_id LEFT JOIN (" .. RATINGS
+    .. ") r ON r.key_id = l.key_id"
+  -- the page's ids first (sorting ids, not rows), then their rows
+  local page = "SELECT l.listing_id FROM listings l" .. clause .. " ORDER BY " .. order .. " LIMIT :limit OFFSET :offset"
+  if f.order:find("reputation", 1, true) then
+    page, order = self:offers_by_reputation(clause, args, f.order:find("DESC", 1, true) ~= nil)
+  end
   local rows = check(self.db:query("SELECT l.*, coalesce(p.completed, 0) AS completed, coalesce(p.failed, 0) AS failed, "
     .. "coalesce(p.expired, 0) AS expired, coalesce(r.n, 0) AS ratings, coalesce(r.stars, 0) AS stars, "
-    .. available .. " AS available, (SELECT ends_at FROM bookings b WHERE b.listing_id = l.listing_id "
-    .. "AND b.status = 'active') AS booked_until, " .. REPUTATION .. " AS reputation" .. from .. " ORDER BY " .. f.order
-    .. ", l.listing_id LIMIT :limit OFFSET :offset", args))
-  local total = check(self.db:first("SELECT count(*) AS n" .. from, args)).n
+    .. AVAILABLE .. " AS available, " .. REPUTATION .. " AS reputation FROM (" .. page .. ") k "
+    .. "JOIN listings l ON l.listing_id = k.listing_id" .. joins .. " ORDER BY " .. order, args))
+  -- available and nothing else: counted from listings_available alone
+  if f.available_only and not filtered then clause = " WHERE " .. AVAILABLE end
+  local total = check(self.db:first("SELECT count(*) AS n FROM listings l" .. clause, args)).n
   return rows, total
+end
+
+--- A page of offers by reputation, which is a provider's: providers in
+-- its order (then by key), each one's listings by id, until the page is
+-- full.  Returns the page as SQL (its ids in args.ids) and its order.
+function Store:offers_by_reputation(clause, args, descending)
+  local providers = check(self.db:query("SELECT k.key_id, " .. REPUTATION .. " AS reputation FROM (SELECT key_id FROM listings GROUP BY key_id) k LEFT JOIN (" .. PROVIDERS
+    .. ") p ON p.key_id = k.key_id LEFT JOIN (" .. RATINGS .. ") r ON r.key_id = k.key_id ORDER BY reputation "
+    .. (descending and "DESC" or "ASC") .. ", k.key_id"))
+  local skip, ids = args.offset, {}
+  local where = clause == "" and " WHERE l.key_id = :provider" or (clause .. " AND l.key_id = :provider")
+  for _, p in ipairs(providers) do
+    args.provider, args.want = p.key_id, skip + args.limit - #ids
+    for _, r in ipairs(check(self.db:query("SELECT l.listing_id FROM listings l" .. where
+      .. " ORDER BY l.listing_id LIMIT :want", args))) do
+      if skip > 0 then skip = skip - 1 else ids[#ids + 1] = r.listing_id end
+    end
+    if #ids >= args.limit then break end
+  end
+  args.provider, args.want, args.ids = nil, nil, json.encode(json.array(ids))
+  return "SELECT value AS listing_id, key AS n FROM json_each(:ids)", "k.n"
 end
 
 --- Hourly rates (units) of jobs completed since `since` and paid (their

@@ -46,7 +46,8 @@ for i = 1, n do
   batch[#batch + 1] = { method = "POST", url = url .. "/v1/marketplace/gpu/register",
     headers = { ["X-Api-Key"] = providers[i % 100 + 1], ["Content-Type"] = "application/json" },
     -- (key, model, memory, region) names a listing: vram_gb varies so that each of the n is its own
-    body = json.encode { model = model, vram_gb = 16 + i // 600, hourly_rate = string.format("%.3f", 0.2 + (i * 7919 % 1000) / 1000),
+    body = json.encode { model = model, vram_gb = 16 + i // 600,
+      hourly_rate = string.format("%.3f", 0.2 + (i * 7919 % 1000) / 1000),
       region = ({ "eu", "us", "asia" })[i % 3 + 1], payout_address = payouts[i % 100 + 1],
       miner_id = "rig-" .. (i % 100 + 1) } }
   if #batch == 50 or i == n then

@@ -1291,7 +1291,8 @@ end
 -- its order (then by key), each one's listings by id, until the page is
 -- full.  Returns the page as SQL (its ids in args.ids) and its order.
 function Store:offers_by_reputation(clause, args, descending)
-  local providers = check(self.db:query("SELECT k.key_id, " .. REPUTATION .. " AS reputation FROM (SELECT key_id FROM listings GROUP BY key_id) k LEFT JOIN (" .. PROVIDERS
+  local providers = check(self.db:query("SELECT k.key_id, " .. REPUTATION
+    .. " AS reputation FROM (SELECT key_id FROM listings GROUP BY key_id) k LEFT JOIN (" .. PROVIDERS
     .. ") p ON p.key_id = k.key_id LEFT JOIN (" .. RATINGS .. ") r ON r.key_id = k.key_id ORDER BY reputation "
     .. (descending and "DESC" or "ASC") .. ", k.key_id"))
   local skip, ids = args.offset, {}

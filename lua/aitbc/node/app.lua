@@ -9,6 +9,8 @@ local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
+local ops = require "aitbc.node.ops_api"
+local services = require "aitbc.node.services"
 local chain = require "aitbc.node.chain"
 local governance = require "aitbc.node.governance"
 local rental = require "aitbc.node.rental"
@@ -95,8 +97,10 @@ local ROUTES = {
   { "GET", "/v1/admin/miners", ADMIN, admin.miners },
   { "GET", "/v1/admin/audit", ADMIN, admin.audit },
 }
+for _, r in ipairs(ops.ROUTES) do ROUTES[#ROUTES + 1] = { r[1], r[2], ADMIN, r[3] } end -- node operations
 for _, r in ipairs(ROUTES) do
   r.name = r[1] .. " " .. r[2]
+  r.service = services.of(r[2]) -- a service restarting holds its requests
   r.pattern = "^" .. r[2]:gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{chain}", "([%%w_%%-%%.]+)"):gsub("{model}", "([^/]+)") .. "$"
 end
 
@@ -137,6 +141,8 @@ return function(config_text)
   local config = assert(json.decode(config_text), "node config is not JSON")
   local store = assert(store_mod.open(config.db_path))
   local logger = log.open(config.log_path, config.log_level, "coordinator")
+  local loggers = {} -- each service's lines name it
+  for _, name in ipairs(services.NAMES) do loggers[name] = log.open(config.log_path, config.log_level, name) end
   local node_key = util.read_node_key(config.node_key_path)
   local function flush_audit()
     if not store:audit_sync(5) then logger:warn("audit rows are not written yet; the report may lack the newest") end
@@ -193,13 +199,16 @@ return function(config_text)
     local ok, heights = pcall(chain_heights)
     local follow, halted
     if ok and config.follow then ok, follow, halted = pcall(following, heights) end
-    local healthy = ok and not halted
+    -- a release built to fail (make variant HEALTH_FAULT=1) fails here, for the update tests
+    local fault = sys.build_fault == "health" and "this binary was built with HEALTH_FAULT=1" or nil
+    local healthy = ok and not halted and not fault
+    local states = services.states()
+    states.coordinator, states.storage = ok and states.coordinator or "unavailable", ok and "ok" or "unavailable"
+    states.chain = not ok and "unavailable" or halted and "halted" or "ok"
     return healthy and 200 or 503, {
-      status = healthy and "ok" or "degraded", version = sys.version, env = config.environment,
-      uptime_seconds = math.floor(ctx.now - config.started_at),
-      services = { coordinator = "ok", storage = ok and "ok" or "unavailable",
-        chain = not ok and "unavailable" or halted and "halted" or "ok" },
-      node_key = node_key.id, chains = ok and heights or {}, following = ok and follow or nil,
+      status = fault and "failing" or healthy and "ok" or "degraded", reason = fault, version = sys.version,
+      env = config.environment, uptime_seconds = math.floor(ctx.now - config.started_at), pid = sys.getpid(),
+      services = states, node_key = node_key.id, chains = ok and heights or {}, following = ok and follow or nil,
     }
   end
 
@@ -325,6 +334,21 @@ return function(config_text)
       if route[3] then authenticate(ctx, route) end
       local handler = route[4]
       if type(handler) == "string" then handler = builtin[handler] end
+      local service = route.service
+      if service then
+        local wait = services.enter(ctx, service, 30)
+        if wait then
+          status, body = util.SUSPEND, wait
+          return
+        end
+        ctx.log = loggers[service]
+        local hok, herr = pcall(function()
+          status, body, ctype = handler(ctx, table.unpack(arg or {}, 1, arg and arg.n or 0))
+        end)
+        services.leave(service)
+        if not hok then error(herr, 0) end
+        return
+      end
       status, body, ctype = handler(ctx, table.unpack(arg or {}, 1, arg and arg.n or 0))
     end)
     if ok then return status, body, ctype end
@@ -379,6 +403,9 @@ return function(config_text)
     }
     local route, arg
     if not bad_field then route, arg = match(req.method, path) end
+    if route and route.name == "GET /v1/chain/{chain}/head" and req.headers["x-aitbc-follower-height"] then
+      ops.note_follower(ctx, arg[1]) -- a follower says how far it is (the leader's admin status)
+    end
     local status, body, ctype, retry_after = dispatch(ctx, route, arg, bad_field, bad_what)
     -- a long poll waits without holding a worker, and is audited once, when it answers
     if status == util.SUSPEND then return { suspend = body.seconds, wake = body.wake } end
@@ -387,7 +414,7 @@ return function(config_text)
     local logged_path = util.clip(path, AUDIT_PATH_MAX)
     local audited = audit(ctx, route, status, body, logged_path)
     if logger:enabled("info") then
-      logger:info("request", { request_id = request_id, method = req.method, path = logged_path, status = status,
+      ctx.log:info("request", { request_id = request_id, method = req.method, path = logged_path, status = status,
         ms = math.floor(elapsed * 1e4 + 0.5) / 10, key_id = ctx.audit_key_id, remote = req.remote })
     end
     -- the answer leaves only once its audit row is committed

@@ -1253,4 +1253,46 @@ function Store:completed_rates(model_pattern, since)
   return out
 end
 
+-- ---- operations: admin status, health checks, restarts ----
+
+--- The database's own figures: pages, free pages, page size, journal mode, schema.
+function Store:db_stats()
+  local function pragma(name) return check(self.db:first("PRAGMA " .. name))[name] end
+  return { page_count = pragma("page_count"), freelist_count = pragma("freelist_count"), page_size = pragma("page_size"),
+    journal_mode = pragma("journal_mode"), schema_version = pragma("user_version") }
+end
+
+--- SQLite's integrity check (full = integrity_check, else quick_check):
+-- the problems it found (empty when the database is sound), at most max.
+function Store:integrity(full, max)
+  local rows = check(self.db:query("PRAGMA " .. (full and "integrity_check" or "quick_check") .. "(" .. (max or 20) .. ")"))
+  local problems = {}
+  for _, r in ipairs(rows) do
+    local text = r.integrity_check or r.quick_check
+    if text ~= "ok" then problems[#problems + 1] = text end
+  end
+  return problems
+end
+
+--- A chain's newest blocks, newest first.
+function Store:chain_blocks_recent(chain_id, limit)
+  return check(self.db:query("SELECT * FROM chain_blocks WHERE chain_id = ? ORDER BY height DESC LIMIT ?", chain_id, limit))
+end
+
+--- Blocks of a chain since a time (its block rate).
+function Store:chain_blocks_since(chain_id, since)
+  return check(self.db:first("SELECT count(*) AS n FROM chain_blocks WHERE chain_id = ? AND timestamp >= ?",
+    chain_id, since)).n
+end
+
+--- When the oldest job still waiting for a miner was submitted (nil: none).
+function Store:oldest_queued()
+  return check(self.db:first("SELECT min(requested_at) AS t FROM jobs WHERE state = 'QUEUED' AND held IS NULL")).t
+end
+
+--- Refused requests (401) counted since a time.
+function Store:refused_since(since)
+  return check(self.db:first("SELECT coalesce(sum(count), 0) AS n FROM audit WHERE status = 401 AND time >= ?", since)).n
+end
+
 return M

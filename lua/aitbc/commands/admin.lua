@@ -1,0 +1,277 @@
+--- aitbc admin: run a node — its status and health, logs, restarts,
+-- backups, updates, users and a live dashboard (spec §13, §14).  Every
+-- command talks to the node's admin API with an admin key.
+local errors = require "aitbc.errors"
+
+local function admin(ctx) return require("aitbc.api").from_context(ctx, { role = "admin" }) end
+
+local SERVICES = { "coordinator", "blockchain-node", "marketplace", "monitoring", "all" }
+local LEVELS = { "debug", "info", "warn", "error", "critical" }
+
+--- --format as the spec spells it for admin status: a synonym of --output.
+local function apply_format(ctx)
+  if ctx.opts.format then
+    ctx.out.format = ctx.opts.format
+    ctx.settings.output = ctx.opts.format
+  end
+end
+
+-- ---- status and health ----
+
+local function run_status(ctx)
+  apply_format(ctx)
+  local o = ctx.opts
+  local present = require "aitbc.ops.present"
+  local client = admin(ctx)
+  if not (o.health_check or o.comprehensive or o.report) then
+    local d = client:call("GET", "/v1/admin/status", { query = { verbose = o.verbose and "1" or nil },
+      expect = { status = "string", node = "object", services = "array" } })
+    return d, present.status
+  end
+  local d = client:call("GET", "/v1/admin/health", { query = { comprehensive = o.comprehensive and "1" or nil },
+    expect = { status = "string", score = "number", checks = { "array", { name = "string", status = "string" } } },
+    timeout = math.max(ctx.settings.timeout, 120) })
+  if o.report then
+    local base = o.report == true and ("aitbc-health-" .. os.date("%Y%m%d-%H%M%S")) or o.report
+    d.report = present.write_report(base, d)
+  end
+  -- for cron and monitors: a critical check fails the command
+  if d.status == "critical" then ctx.exit_code = 1 end
+  return d, present.health
+end
+
+-- ---- restarts ----
+
+local function run_restart(ctx)
+  local o = ctx.opts
+  local mode = o.emergency and "emergency" or "graceful"
+  if o.emergency and not o.force and not ctx.confirm("emergency restart of " .. o.service .. " (requests in flight are "
+    .. "cut off)?") then
+    errors.raise("failure", "restart cancelled")
+  end
+  local present = require "aitbc.ops.present"
+  local client = admin(ctx)
+  local op = client:call("POST", "/v1/admin/restart", { json = { service = o.service, mode = mode, timeout = o.timeout,
+    force = o.force or nil }, expect = require("aitbc.ops.operation").RECORD })
+  local live = ctx.out.format == "table" and not ctx.out.shape
+  if live then
+    ctx.out:print(string.format("restart of %s (%s) accepted: operation %s", o.service, mode, op.id))
+  end
+  op = require("aitbc.ops.operation").follow(client, op, function(s) if live then present.step(ctx.out, s) end end,
+    o.timeout + 60)
+  if op.state ~= "succeeded" then
+    errors.raise("failure", op.summary or ("restart " .. op.state),
+      op.rolled_back and "nothing changed: the node serves as before; its log says more (aitbc admin logs --level warn)"
+        or "aitbc admin logs --level warn --since \"10 minutes ago\"", { code = "restart_failed", operation = op.id })
+  end
+  return op, function(d, out) out:success(d.summary) end
+end
+
+-- ---- logs ----
+
+--- --since/--until -> seconds | a usage error naming the option.
+local function when(text, option)
+  if not text then return nil end
+  local t, err = require("aitbc.ops.timeparse").parse(text)
+  if not t then errors.raise("usage", option .. ": " .. err) end
+  return t
+end
+
+local function log_query(o)
+  return { service = o.service, level = o.level, grep = o.grep, tail = o.tail,
+    since = when(o.since, "--since"), ["until"] = when(o["until"], "--until") }
+end
+
+local LOGS = { items = "array", offset = "integer" }
+
+--- An alert to the configured webhook: the analysis as JSON.
+local function post_webhook(ctx, url, analysis, since_text)
+  local res, err = require("aitbc.http").request { method = "POST", url = url, timeout = 10,
+    json = { source = "aitbc admin logs --alert", node = ctx.settings.url, since = since_text, critical = analysis.total,
+      groups = analysis.groups, affected = analysis.affected, timeline = analysis.timeline } }
+  if not res or res.status >= 300 then
+    ctx.out:warn("the alert webhook " .. url .. " did not take the alert: " .. (res and ("HTTP " .. res.status)
+      or tostring(err and err.message)))
+    return false
+  end
+  return true
+end
+
+local function follow_logs(ctx, client, query, offset, export)
+  local sys = require "aitbc.sys"
+  local logs = require "aitbc.ops.logs"
+  sys.on_interrupt("flag")
+  while not sys.interrupted() do
+    sys.sleep(0.5)
+    if sys.interrupted() then break end
+    local q = { service = query.service, level = query.level, grep = query.grep, after = offset }
+    local d, err = client:request("GET", "/v1/admin/logs", { query = q, expect = LOGS })
+    if d then
+      for _, e in ipairs(d.items) do
+        if ctx.out.format == "table" then ctx.out:print(logs.line(e, ctx.out))
+        else io.stdout:write(require("aitbc.json").encode(e), "\n") end
+      end
+      io.stdout:flush()
+      if export and #d.items > 0 then export(d.items) end
+      offset = d.offset
+    elseif err.kind ~= "network" then
+      error(err, 0)
+    end
+  end
+  ctx.exit_code = errors.signal_exit(sys.interrupted())
+end
+
+local function run_logs(ctx)
+  local o = ctx.opts
+  local logs = require "aitbc.ops.logs"
+  if o.alert and not o.level then o.level = "critical" end
+  local client = admin(ctx)
+  local query = log_query(o)
+  local d = client:call("GET", "/v1/admin/logs", { query = query, expect = LOGS })
+  local export
+  if o.export then
+    local format, first = logs.export_format(o.export), true
+    local f = io.open(o.export, "w")
+    if not f then errors.raise("failure", "cannot write " .. o.export, "choose a writable file: --export FILE") end
+    f:close()
+    export = function(entries)
+      local fh = assert(io.open(o.export, first and "w" or "a"))
+      fh:write(logs.export_text(entries, first and format or (format == "json" and "ndjson" or format), first))
+      fh:close()
+      first = false
+    end
+    export(d.items)
+  end
+  if o.alert then
+    local a = logs.analyse(d.items)
+    a.since = o.since
+    a.exported = o.export
+    local webhook = o.webhook or ctx.settings.alert_webhook
+    if a.total > 0 then
+      ctx.exit_code = 1 -- for cron: something needs a person
+      if webhook then a.webhook = { url = webhook, delivered = post_webhook(ctx, webhook, a, o.since) } end
+    end
+    return a, function(r, out) logs.render_analysis(r, out, o.since) end
+  end
+  if o.follow then
+    if ctx.out.format == "table" then
+      for _, e in ipairs(d.items) do ctx.out:print(logs.line(e, ctx.out)) end
+    else
+      for _, e in ipairs(d.items) do io.stdout:write(require("aitbc.json").encode(e), "\n") end
+    end
+    io.stdout:flush()
+    follow_logs(ctx, client, query, d.offset, export)
+    return nil
+  end
+  return d, function(r, out)
+    for _, e in ipairs(r.items) do out:print(logs.line(e, out)) end
+    if #r.items == 0 then out:info("no entries match") end
+    if o.export then out:info(string.format("exported %d entr%s to %s", #r.items, #r.items == 1 and "y" or "ies", o.export)) end
+  end
+end
+
+-- ---- operations ----
+
+local function run_operations(ctx)
+  local client = admin(ctx)
+  if ctx.args.id then
+    local op = client:call("GET", require("aitbc.api").path("/v1/admin/operations/{id}", { id = ctx.args.id }),
+      { expect = require("aitbc.ops.operation").RECORD })
+    return op, function(d, out)
+      out:print(string.format("%s %s of %s: %s%s", d.id, d.kind, tostring(d.params and d.params.service or
+        d.params and d.params.version or "-"), d.state, d.summary and (" — " .. d.summary) or ""))
+      for _, s in ipairs(d.steps) do require("aitbc.ops.present").step(out, s) end
+    end
+  end
+  local d = client:call("GET", "/v1/admin/operations", { expect = { items = "array" } })
+  return d, function(r, out)
+    local rows = {}
+    for i, op in ipairs(r.items) do
+      rows[i] = { id = op.id, kind = op.kind, target = op.params and (op.params.service or op.params.version or
+        op.params.type), state = op.state, started = op.created_at, seconds = op.seconds and string.format("%.2f", op.seconds),
+        summary = op.summary }
+    end
+    out:print(out:format_table(rows, { { "id", "id", keep = true }, "kind", "target", "state", "started", "seconds",
+      "summary" }))
+  end
+end
+
+return {
+  name = "admin",
+  category = "Node",
+  summary = "Run a node: status and health, logs, restarts, backups, updates, users, a live dashboard",
+  description = "Every command uses the node's admin API (an admin key: --api-key, AITBC_ADMIN_KEY or the stored "
+    .. "admin key). Exit codes as everywhere: 0 ok, 1 failure (a critical health check, critical log entries with "
+    .. "--alert, a restart or update that failed and was rolled back), 2 usage, 3 not found, 4 auth, 5 network.",
+  commands = {
+    {
+      name = "status",
+      summary = "The node at a glance: services, health, chains, database, replication, resources, alerts",
+      description = "With --health-check: active checks, each ok, warn or critical, scored out of 100 (database "
+        .. "integrity, chain verification, key file modes, disk, clock, miners, queue age, backup age, followers' "
+        .. "lag, services, security); exit 1 when one is critical. --report writes it as Markdown and JSON.",
+      options = {
+        { "--verbose", type = "boolean", help = "more detail: recent entries, thresholds, connections" },
+        { "--format", choices = { "table", "json", "yaml" }, metavar = "FORMAT", help = "same as --output" },
+        { "--health-check", type = "boolean", help = "run the scored health checks" },
+        { "--comprehensive", type = "boolean", help = "with --health-check: full integrity check, 200 blocks per chain" },
+        { "--report", optional_value = true, metavar = "[FILE]",
+          help = "write the health report to FILE.md and FILE.json (default aitbc-health-DATE-TIME)" },
+      },
+      examples = { "aitbc admin status", "aitbc admin status --verbose --format json",
+        "aitbc admin status --health-check --comprehensive --report" },
+      run = run_status,
+    },
+    {
+      name = "restart",
+      summary = "Restart a service of the node, or all of it, without refusing a connection",
+      description = "graceful (the default): the service's new requests wait while those in flight finish, it "
+        .. "starts again with its checks, its health is verified; --service all starts a new node process beside "
+        .. "the old one and lets the old one drain. A restart that fails (a drain past --timeout, checks or health "
+        .. "that fail) is rolled back: the node serves as before, exit 1. --emergency: no draining; a new process "
+        .. "at once, the database and the chains checked at its start.",
+      options = {
+        { "--service", required = true, choices = SERVICES, metavar = "NAME", help = "coordinator, blockchain-node, "
+          .. "marketplace, monitoring, or all" },
+        { "--graceful", type = "boolean", help = "drain first (the default)" },
+        { "--emergency", type = "boolean", help = "restart at once, checking integrity at start" },
+        { "--force", type = "boolean", help = "no question; even while another operation runs" },
+        { "--timeout", type = "number", min = 1, max = 3600, default = 300, metavar = "SECONDS",
+          help = "how long draining may take" },
+      },
+      examples = { "aitbc admin restart --service blockchain-node --graceful --timeout 300",
+        "aitbc admin restart --service all --emergency --force" },
+      run = run_restart,
+    },
+    {
+      name = "logs",
+      summary = "The node's log: formatted, filtered by service, level and time; follow, export, alert",
+      description = "--since and --until take \"1 hour ago\", \"30m\", \"yesterday\", \"today\", RFC 3339 "
+        .. "(2025-01-31T12:00:00Z) or \"2025-01-31 12:00\" (local time). --alert analyses the critical entries "
+        .. "(grouped by component and signature, a timeline, recommended actions), exits 1 when there are any and "
+        .. "posts them to --webhook or the alert_webhook setting. --export FILE writes .json, .ndjson, .csv or text.",
+      options = {
+        { "--service", metavar = "NAME", help = "coordinator, blockchain-node, marketplace, monitoring, node, supervisor" },
+        { "--level", choices = LEVELS, metavar = "LEVEL", help = "this level and above: debug, info, warn, error, critical" },
+        { "--tail", type = "integer", min = 1, max = 10000, default = 100, metavar = "N", help = "the newest N entries" },
+        { "--since", metavar = "TIME", help = "entries from then on" },
+        { "--until", metavar = "TIME", help = "entries up to then" },
+        { "--grep", metavar = "TEXT", help = "entries holding TEXT (any case)" },
+        { "--follow", type = "boolean", help = "keep printing new entries until Ctrl-C" },
+        { "--export", metavar = "FILE", help = "also write them to FILE (.json, .ndjson, .csv, else text)" },
+        { "--alert", type = "boolean", help = "analyse critical entries; exit 1 when there are any" },
+        { "--webhook", metavar = "URL", help = "with --alert: POST the analysis there (default: alert_webhook setting)" },
+      },
+      examples = { "aitbc admin logs --service coordinator --tail 100 --level error",
+        "aitbc admin logs --level critical --since \"1 hour ago\" --alert",
+        "aitbc admin logs --follow --export node-logs.ndjson" },
+      run = run_logs,
+    },
+    {
+      name = "operations",
+      summary = "Restarts and updates the node ran: their steps and outcome",
+      args = { { "id", optional = true, help = "one operation (op_...)" } },
+      run = run_operations,
+    },
+  },
+}

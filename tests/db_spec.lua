@@ -117,6 +117,7 @@ describe("db (SQLite)", function()
     local copy = assert(db.open(dir .. "/copy.db", { readonly = true }))
     assert.same(before, copy:first("SELECT count(*) AS n, sum(amount) AS s FROM t"))
     assert.equal("ok", copy:first("PRAGMA integrity_check").integrity_check)
+    assert.equal(conn:first("PRAGMA page_size").page_size, copy:first("PRAGMA page_size").page_size)
     copy:close()
   end)
 

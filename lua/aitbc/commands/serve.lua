@@ -58,7 +58,11 @@ local function run(ctx)
     -- the supervisor: holds the socket, runs the node in a process that inherits it
     local child_args = passed_on(ctx, opts, { "--data-dir", opts.data_dir }, { detach = true, url_file = true,
       pid_file = true, data_dir = true, listen_fd = true, integrity_check = true })
-    require("aitbc.node.supervisor").run(opts, child_args, say)
+    local failed = require("aitbc.node.supervisor").run(opts, child_args, say)
+    if failed then
+      ctx.exit_code = failed
+      return
+    end
   end
   -- stopped by a signal, gracefully: 130 for Ctrl-C, 143 for SIGTERM
   local signal = require("aitbc.sys").interrupted()

@@ -106,8 +106,8 @@ function Child:expect(kind, timeout)
     local left = deadline - sys.monotonic()
     if left <= 0 then return nil, "no '" .. kind .. "' within " .. timeout .. " s" end
     if not self:pump(math.min(left, 0.2)) then
-      local code = self.proc:wait()
-      return nil, "the process exited (code " .. tostring(code) .. ")"
+      self.exit_code = self.proc:wait()
+      return nil, "the process exited (code " .. tostring(self.exit_code) .. ")"
     end
   end
 end
@@ -157,7 +157,7 @@ function Sup:bring_up(binary, opts)
   local ready, why = child:expect("ready", opts.start_timeout or M.START_TIMEOUT)
   if not ready then
     child:stop(true, 5)
-    return nil, "it did not start: " .. why
+    return nil, "it did not start: " .. why, child.exit_code
   end
   child.control, child.version, child.integrity = ready.control, ready.version, ready.integrity
   if opts.step then opts.step("new process " .. child.pid .. " (" .. child.version .. ") started; checking its health") end
@@ -309,7 +309,8 @@ end
 
 --- Runs until SIGTERM or Ctrl-C.  opts: host, port, data_dir, pid_file,
 -- url_file, grace; child_args: the serve options passed on to each node
--- process.  Prints "aitbc node listening on URL" once it serves.
+-- process.  Prints "aitbc node listening on URL" once it serves.  Returns
+-- the exit code of a node process that could not start (it said why).
 function M.run(opts, child_args, say)
   local fd, port = sys.listen(opts.host, opts.port)
   if not fd then errors.raise("failure", port, "choose another port with --listen, or stop what uses it") end
@@ -318,7 +319,8 @@ function M.run(opts, child_args, say)
     log_path = opts.data_dir .. "/node.log", default_binary = assert(sys.exe_path()),
     url = string.format("http://%s:%d", opts.host == "0.0.0.0" and "127.0.0.1" or opts.host, port) }, Sup)
   local url = string.format("http://%s:%d", opts.host, port)
-  local child, why = self:bring_up((self:binary()), { start_timeout = M.START_TIMEOUT })
+  local child, why, code = self:bring_up((self:binary()), { start_timeout = M.START_TIMEOUT })
+  if not child and code and code ~= 0 then return code end -- it said why on stderr (a usage error: 2)
   if not child then errors.raise("failure", "the node did not start: " .. why, "its log: " .. self.log_path) end
   self.child = child
   if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("600", 8)) end
@@ -337,11 +339,9 @@ function M.run(opts, child_args, say)
       self:revive(nil)
     end
   end
-  local code
-  if self.child then code = self.child:stop(false, (opts.grace or 10) + 10) end
+  if self.child then self.child:stop(false, (opts.grace or 10) + 10) end
   if opts.pid_file then os.remove(opts.pid_file) end
   say("info", "node stopped")
-  return code
 end
 
 return M

@@ -170,6 +170,76 @@ local function run_logs(ctx)
   end
 end
 
+-- ---- backups ----
+
+local function render_backup(d, out)
+  local present = require "aitbc.ops.present"
+  out:success(string.format("backup written to %s (%s, %s in %.1f s, %s/s)", d.destination, d.type,
+    present.bytes(d.total_bytes), d.seconds, present.bytes(d.bytes_per_second)))
+  out:print(string.format("  estimated %s before it started; verified: every file's SHA-256 matches the node's manifest",
+    present.bytes(d.estimate_bytes)))
+  for _, f in ipairs(d.files) do
+    out:print(string.format("  %-14s %10s  sha256 %s", f.name, present.bytes(f.size), f.sha256))
+  end
+  out:print("  manifest checksum " .. d.checksum)
+  local chains = {}
+  for c, h in pairs(d.chains or {}) do chains[#chains + 1] = c .. " at height " .. h.height end
+  table.sort(chains)
+  if #chains > 0 then out:print("  chains: " .. table.concat(chains, ", ")) end
+end
+
+local function render_verify(d, out)
+  if d.ok then
+    out:success(string.format("%s is a good %s backup (%s, %d file(s)%s)", d.directory, d.manifest.type,
+      d.manifest.created_at, #d.files, d.deep and ", databases pass quick_check" or ""))
+    for _, f in ipairs(d.files) do out:print(string.format("  %-14s %s  sha256 ok", f.name, f.status)) end
+    return
+  end
+  out:print(out:style("✗", "red") .. " " .. d.directory .. " is not a good backup:")
+  for _, p in ipairs(d.problems) do out:print("  - " .. p) end
+end
+
+local function run_backup(ctx)
+  local o, a = ctx.opts, ctx.args
+  local backup = require "aitbc.ops.backup"
+  if a.action == "verify" then
+    if not a.path then errors.raise("usage", "which backup? aitbc admin backup verify DIR") end
+    local r = backup.verify(require("aitbc.config").expand(a.path), o.deep)
+    if not r.ok then ctx.exit_code = 1 end
+    return r, render_verify
+  end
+  if a.action and a.action ~= "create" then
+    errors.raise("usage", "unknown backup action '" .. a.action .. "' (create or verify)")
+  end
+  if not o.destination then errors.raise("usage", "missing required option --destination") end
+  local out = ctx.out
+  local r = backup.create(admin(ctx), { type = o.type, destination = require("aitbc.config").expand(o.destination) },
+    function(text) out:info(text) end, function(text) out:progress(text) end)
+  out:progress_done()
+  return r, render_backup
+end
+
+local function run_restore(ctx)
+  local o = ctx.opts
+  local config = require "aitbc.config"
+  if not o.data_dir then
+    errors.raise("usage", "--data-dir is needed: restore into a stopped node's data directory, then start it "
+      .. "(aitbc serve --data-dir DIR)")
+  end
+  local r = require("aitbc.ops.restore").offline(config.expand(o.from), config.expand(o.data_dir), { force = o.force })
+  return r, function(d, out)
+    out:success(string.format("restored %s backup %s (%s) into %s", d.type, tostring(d.backup_id), tostring(d.created_at),
+      d.data_dir))
+    out:print("  restored: " .. table.concat(d.restored, ", "))
+    if #d.moved_aside > 0 then out:print("  moved aside: " .. table.concat(d.moved_aside, ", ")) end
+    for _, c in ipairs(d.chains) do
+      out:print(string.format("  %s: height %s, %d accounts, balances %s — %s", c.chain_id, tostring(c.height), c.accounts,
+        require("aitbc.money").format(math.tointeger(tonumber(c.balances))), c.matches_manifest and "as the backup recorded" or "DIFFERS from the backup"))
+    end
+    out:print("  start it: aitbc serve --data-dir " .. d.data_dir)
+  end
+end
+
 -- ---- operations ----
 
 local function run_operations(ctx)
@@ -266,6 +336,41 @@ return {
         "aitbc admin logs --level critical --since \"1 hour ago\" --alert",
         "aitbc admin logs --follow --export node-logs.ndjson" },
       run = run_logs,
+    },
+    {
+      name = "backup",
+      summary = "Back the node up while it serves (a manifest with sizes and SHA-256), or verify a backup",
+      description = "Types: full (database, configuration and keys), db, chain (the chain's tables), config. The node "
+        .. "copies its database through SQLite's backup API in one read transaction (one consistent state while "
+        .. "it serves) and hashes every file; the files are downloaded into DEST.partial, checked against the "
+        .. "manifest, synced, and renamed to DEST: an interrupted backup never looks like a good one. DEST must not "
+        .. "exist. 'aitbc admin backup verify DIR' checks a backup (manifest checksum, sizes, SHA-256; --deep: "
+        .. "SQLite's quick_check too) and exits 1 when it is not good.",
+      args = { { "action", optional = true, help = "create (the default) or verify" },
+        { "path", optional = true, help = "with verify: the backup directory" } },
+      options = {
+        { "--type", choices = { "full", "chain", "db", "config" }, default = "full", metavar = "TYPE",
+          help = "full, chain, db or config" },
+        { "--destination", metavar = "DIR", help = "where the backup goes (a new directory)" },
+        { "--deep", type = "boolean", help = "with verify: also run SQLite's quick_check on the databases" },
+      },
+      examples = { "aitbc admin backup --type full --destination /backups/aitbc-$(date +%Y%m%d)",
+        "aitbc admin backup verify /backups/aitbc-20250131" },
+      run = run_backup,
+    },
+    {
+      name = "restore",
+      summary = "Put a verified backup back into a stopped node's data directory",
+      description = "The backup is verified first; a node running on --data-dir is refused; files already there are "
+        .. "refused unless --force, which moves them aside (NAME.before-restore-DATE). Afterwards the chains' heads "
+        .. "and balances are compared with what the backup recorded.",
+      options = {
+        { "--from", required = true, metavar = "DIR", help = "the backup directory" },
+        { "--data-dir", metavar = "DIR", help = "the node's data directory (the node stopped)" },
+        { "--force", type = "boolean", help = "move files already there aside" },
+      },
+      examples = { "aitbc admin restore --from /backups/aitbc-20250131 --data-dir ~/.aitbc/node" },
+      run = run_restore,
     },
     {
       name = "operations",

@@ -380,6 +380,10 @@ return function(config_text)
   --- The response the server sends: headers, body and the audit row it waits for.
   local function answer(status, body, ctype, headers, after)
     if status == 204 or body == nil then return { status = status, headers = headers, body = "", after = after } end
+    if type(body) == "table" and type(body.stream) == "function" then -- a large body, chunk by chunk (backups)
+      headers["Content-Type"] = ctype or "application/octet-stream"
+      return { status = status, headers = headers, stream = body.stream, after = after }
+    end
     if type(body) == "string" then
       headers["Content-Type"] = ctype or "text/plain"
       return { status = status, headers = headers, body = body, after = after }

@@ -1,6 +1,7 @@
 --- The admin API of node operations (admin keys only; app.lua routes them):
 -- status and health checks, logs, restarts and the operations that carry
 -- them, backups, updates, users and the metrics history.
+local backup = require "aitbc.node.backup"
 local json = require "aitbc.json"
 local logbook = require "aitbc.node.logbook"
 local operations = require "aitbc.node.operations"
@@ -109,6 +110,10 @@ M.ROUTES = {
   { "GET", "/v1/admin/operations", M.operations },
   { "GET", "/v1/admin/operations/{id}", M.operation },
   { "GET", "/v1/admin/logs", M.logs },
+  { "POST", "/v1/admin/backups", backup.create },
+  { "GET", "/v1/admin/backups/{id}/files/{id}", backup.file },
+  { "POST", "/v1/admin/backups/{id}/complete", backup.complete },
+  { "DELETE", "/v1/admin/backups/{id}", backup.abort },
 }
 
 return M

@@ -396,7 +396,8 @@ local function supervise(opts, node, logger, writer)
   local status = require "aitbc.node.status"
   local runner = require("aitbc.node.maintenance").new(node, logger, node.emit)
   local sampler = status.sampler()
-  local next_sweep, next_block = 0, sys.monotonic() + opts.block_time
+  local backup = require "aitbc.node.backup"
+  local next_sweep, next_block, next_prune = 0, sys.monotonic() + opts.block_time, 0
   node.hooks = {
     chain_restart = function() next_block = sys.monotonic() end,
     sweep = function() sweep(opts, node, logger) end,
@@ -410,8 +411,15 @@ local function supervise(opts, node, logger, writer)
     end
     if node.duties then
       if services.serving("blockchain-node") then next_block = produce_blocks(opts, node, logger, next_block) end
-      local ok, err = pcall(node.store.checkpoint, node.store)
-      if not ok then logger:error("checkpoint failed", { error = tostring(err) }) end
+      -- a backup holds a read transaction: a checkpoint would wait for it, holding the write lock
+      if not backup.running() then
+        local ok, err = pcall(node.store.checkpoint, node.store)
+        if not ok then logger:error("checkpoint failed", { error = tostring(err) }) end
+      end
+      if sys.monotonic() >= next_prune then
+        pcall(backup.prune, opts.data_dir, sys.time())
+        next_prune = sys.monotonic() + 60
+      end
       if sys.monotonic() >= next_sweep and services.serving("coordinator") then
         sweep(opts, node, logger)
         next_sweep = sys.monotonic() + 0.5

@@ -1290,6 +1290,12 @@ function Store:oldest_queued()
   return check(self.db:first("SELECT min(requested_at) AS t FROM jobs WHERE state = 'QUEUED' AND held IS NULL")).t
 end
 
+--- Bytes the chain's tables and their indexes take (a chain backup's estimate).
+function Store:chain_bytes()
+  return check(self.db:first([[SELECT coalesce(sum(pgsize), 0) AS n FROM dbstat('main', 1)
+    WHERE name LIKE 'chain\_%' ESCAPE '\' OR name LIKE 'sqlite_autoindex_chain\_%' ESCAPE '\']])).n
+end
+
 --- Refused requests (401) counted since a time.
 function Store:refused_since(since)
   return check(self.db:first("SELECT coalesce(sum(count), 0) AS n FROM audit WHERE status = 401 AND time >= ?", since)).n

@@ -240,6 +240,120 @@ local function run_restore(ctx)
   end
 end
 
+-- ---- users ----
+
+local USER = { user_id = "string", name = "string", role = "string", status = "string" }
+
+--- --user NAME|ID -> the user's id (a name is looked up).
+local function user_id(ctx, client)
+  local who = ctx.opts.user
+  if not who then errors.raise("usage", "--user NAME|ID is needed for --action " .. ctx.opts.action) end
+  if who:match("^user_%x+$") then return who end
+  local list = client:call("GET", "/v1/admin/users", { expect = { items = { "array", USER } } })
+  for _, u in ipairs(list.items) do if u.name == who then return u.user_id end end
+  errors.raise("not_found", "no user named '" .. who .. "'", "aitbc admin users --action list")
+end
+
+local function users_table(items, out)
+  local rows = {}
+  for i, u in ipairs(items) do
+    rows[i] = { user = u.user_id, name = u.name, role = u.role, status = u.status,
+      keys = string.format("%d/%d", u.active_keys or 0, u.keys or 0), last = u.last_seen or "never",
+      requests = u.requests_30d }
+  end
+  return out:format_table(rows, { { "user", "user id", keep = true }, "name", "role", "status", { "keys", "keys active" },
+    { "last", "last seen" }, { "requests", "requests 30d" } })
+end
+
+local function export_users(path, format, items)
+  local text
+  if format == "json" then
+    text = require("aitbc.json").encode(items, { pretty = true }) .. "\n"
+  else
+    local cell = require("aitbc.ops.logs").csv_cell
+    local cols = { "user_id", "name", "email", "role", "status", "keys", "active_keys", "created_at", "last_seen",
+      "requests_30d", "suspended_at", "suspended_reason" }
+    local lines = { table.concat(cols, ",") }
+    for _, u in ipairs(items) do
+      local cells = {}
+      for i, c in ipairs(cols) do cells[i] = cell(u[c]) end
+      lines[#lines + 1] = table.concat(cells, ",")
+    end
+    text = table.concat(lines, "\n") .. "\n"
+  end
+  local ok, err = require("aitbc.sys").write_file(path, text, tonumber("600", 8))
+  if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. tostring(err)) end
+end
+
+local function render_user(d, out)
+  out:print(out:format_record(d, { { "user_id", "user id" }, "name", "email", "role", "status", { "keys", "keys" },
+    { "active_keys", "active keys" }, { "last_seen", "last seen" }, { "requests_30d", "requests (30 d)" },
+    { "suspended_reason", "suspended" } }))
+  if d.api_key then
+    out:print("")
+    out:print("api key (shown once): " .. d.api_key.key)
+  end
+end
+
+local function run_users(ctx)
+  local o = ctx.opts
+  local client = admin(ctx)
+  local action = o.action
+  if action == "list" or action == "export" then
+    local d = client:call("GET", "/v1/admin/users", { query = { role = o.role, status = o.status },
+      expect = { items = { "array", USER } } })
+    if action == "export" then
+      local path = o.export or ("aitbc-users-" .. os.date("%Y%m%d") .. "." .. (o.export_format or "csv"))
+      local format = o.export_format or (path:match("%.json$") and "json" or "csv")
+      export_users(path, format, d.items)
+      d.exported = { path = path, format = format, users = #d.items }
+    end
+    return d, function(r, out)
+      out:print(users_table(r.items, out))
+      if r.exported then out:success(string.format("exported %d user(s) to %s (%s)", r.exported.users, r.exported.path,
+        r.exported.format)) end
+    end
+  elseif action == "create" then
+    if not o.name then errors.raise("usage", "--name is needed to create a user") end
+    if not o.role then errors.raise("usage", "--role is needed to create a user (client, miner or admin)") end
+    local d = client:call("POST", "/v1/admin/users", { json = { name = o.name, role = o.role, email = o.email,
+      create_key = o.with_key or nil }, expect = USER })
+    return d, function(r, out)
+      out:success("user " .. r.name .. " created (" .. r.user_id .. ", " .. r.role .. ")")
+      render_user(r, out)
+    end
+  end
+  local id = user_id(ctx, client)
+  local path = require("aitbc.api").path("/v1/admin/users/{id}", { id = id })
+  if action == "modify" then
+    local d = client:call("PATCH", path, { json = { name = o.name, email = o.email, role = o.role }, expect = USER })
+    return d, function(r, out) out:success("user " .. r.user_id .. " modified") render_user(r, out) end
+  elseif action == "suspend" or action == "activate" then
+    local d = client:call("POST", path .. "/" .. action, { json = { reason = o.reason }, expect = USER })
+    return d, function(r, out)
+      out:success(string.format("user %s (%s) %s: %d key(s) %s", r.name, r.user_id, r.status, r.keys or 0,
+        r.status == "suspended" and "disabled" or "usable again"))
+    end
+  elseif action == "activity" then
+    local d = client:call("GET", path .. "/activity", { query = { days = o.days, limit = o.limit_rows },
+      expect = { items = "array", routes = "array" } })
+    return d, function(r, out)
+      out:print("since " .. r.since .. ", by route:")
+      local rows = {}
+      for i, x in ipairs(r.routes) do rows[i] = { route = x.route, requests = x.requests, errors = x.errors, last = x.last } end
+      out:print(out:format_table(rows, { "route", "requests", "errors", "last" }))
+      out:print("")
+      rows = {}
+      for i, x in ipairs(r.items) do
+        rows[i] = { time = x.time, key = x.key_id, request = x.method .. " " .. x.path, status = x.status, from = x.remote }
+      end
+      out:print(out:format_table(rows, { "time", "key", "request", "status", "from" }))
+    end
+  end
+  local d = client:call("GET", path, { expect = USER })
+  return d, render_user
+end
+
 -- ---- operations ----
 
 local function run_operations(ctx)
@@ -371,6 +485,35 @@ return {
       },
       examples = { "aitbc admin restore --from /backups/aitbc-20250131 --data-dir ~/.aitbc/node" },
       run = run_restore,
+    },
+    {
+      name = "users",
+      summary = "Users who own the API keys: list, create, modify, suspend, activate, activity, export",
+      description = "A user has a role (its keys have it: --action modify --role changes what all of them may do) and "
+        .. "a status; --action suspend disables every key of the user at once. Activity (requests in 30 days, last "
+        .. "seen, per route) comes from the audit log. Keys made before users existed each became a user's key. "
+        .. "--action export writes CSV or JSON (--export FILE, --export-format).",
+      options = {
+        { "--action", choices = { "list", "show", "create", "modify", "suspend", "activate", "activity", "export" },
+          default = "list", metavar = "ACTION", help = "list, show, create, modify, suspend, activate, activity, export" },
+        { "--role", choices = { "client", "miner", "admin" }, metavar = "ROLE",
+          help = "list: only this role; create, modify: the user's role" },
+        { "--status", choices = { "active", "suspended" }, metavar = "STATUS", help = "list: only this status" },
+        { "--user", metavar = "NAME|ID", help = "the user (show, modify, suspend, activate, activity)" },
+        { "--name", metavar = "NAME", help = "create, modify: the user's name" },
+        { "--email", metavar = "EMAIL", help = "create, modify" },
+        { "--with-key", type = "boolean", help = "create: also an API key for the user (shown once)" },
+        { "--reason", metavar = "TEXT", help = "suspend: why" },
+        { "--days", type = "number", min = 0.001, max = 3650, metavar = "DAYS", help = "activity: this far back (30)" },
+        { "--limit-rows", type = "integer", min = 1, max = 10000, metavar = "N", help = "activity: at most N requests" },
+        { "--export", metavar = "FILE", help = "export: the file (default aitbc-users-DATE.csv)" },
+        { "--export-format", choices = { "csv", "json" }, metavar = "FORMAT", help = "export: csv or json" },
+      },
+      examples = { "aitbc admin users --action list --role miner --status active",
+        "aitbc admin users --action create --name alice --role client --with-key",
+        "aitbc admin users --action suspend --user alice --reason \"left the project\"",
+        "aitbc admin users --action export --export users.csv" },
+      run = run_users,
     },
     {
       name = "operations",

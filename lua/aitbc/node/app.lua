@@ -163,6 +163,9 @@ return function(config_text)
     if k.expires_at and k.expires_at <= ctx.now then
       util.fail(401, "api_key_expired", "this API key expired at " .. util.iso(k.expires_at))
     end
+    if k.user_status == "suspended" then -- all of a suspended user's keys, at once
+      util.fail(403, "user_suspended", "the user of this API key (" .. tostring(k.user_name) .. ") is suspended")
+    end
     if not route[3][k.role] then
       local roles = {}
       for role in pairs(route[3]) do roles[#roles + 1] = role end

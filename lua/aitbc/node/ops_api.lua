@@ -115,5 +115,6 @@ M.ROUTES = {
   { "POST", "/v1/admin/backups/{id}/complete", backup.complete },
   { "DELETE", "/v1/admin/backups/{id}", backup.abort },
 }
+for _, r in ipairs(require("aitbc.node.users").ROUTES) do M.ROUTES[#M.ROUTES + 1] = r end
 
 return M

@@ -227,6 +227,34 @@ local MIGRATIONS = {
     CREATE INDEX bids_open ON bids(created_at) WHERE status = 'open';
     CREATE INDEX bids_key ON bids(key_id, created_at);
   ]],
+  [13] = [[
+    -- users own API keys; suspending a user disables all their keys at once
+    CREATE TABLE users (
+      user_id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, role TEXT NOT NULL, status TEXT NOT NULL,
+      note TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, suspended_at REAL, suspended_reason TEXT)
+      WITHOUT ROWID;
+    CREATE UNIQUE INDEX users_name ON users(name);
+    ALTER TABLE api_keys ADD COLUMN user_id TEXT;
+    -- every key there is becomes the key of a user of its own, and keeps working
+    INSERT INTO users (user_id, name, role, status, created_at, updated_at)
+      SELECT 'user_' || substr(key_id, 5), coalesce(name, 'key') || ' (' || key_id || ')', role, 'active', created_at,
+        created_at FROM api_keys;
+    UPDATE api_keys SET user_id = 'user_' || substr(key_id, 5);
+    CREATE INDEX api_keys_user ON api_keys(user_id);
+  ]],
+  [14] = [[
+    -- the metrics history: a row a minute (resolution 60), after a day
+    -- folded into 15-minute rows (resolution 900), kept 30 days
+    CREATE TABLE metrics_history (
+      minute INTEGER NOT NULL, resolution INTEGER NOT NULL, jobs_submitted INTEGER NOT NULL DEFAULT 0,
+      jobs_completed INTEGER NOT NULL DEFAULT 0, jobs_failed INTEGER NOT NULL DEFAULT 0, queue_depth REAL,
+      running REAL, queue_wait_avg REAL, queue_wait_max REAL, miners_online REAL, gpu_utilization REAL,
+      gpu_temperature_max REAL, gpus INTEGER, blocks INTEGER NOT NULL DEFAULT 0, transactions INTEGER NOT NULL DEFAULT 0,
+      cpu_percent REAL, memory_percent REAL, disk_percent REAL, requests INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (minute)) WITHOUT ROWID;
+    -- a miner's latest GPU readings (NVML, from its heartbeats)
+    ALTER TABLE miners ADD COLUMN gpu_stats TEXT;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -282,13 +310,20 @@ function Store:transaction(fn) return self.db:transaction(fn) end
 
 function Store:key_create(k)
   check(self.db:transaction(function()
-    return check(self.db:run([[INSERT INTO api_keys (key_id, hash, role, name, environment, created_at, expires_at)
-      VALUES (:key_id, :hash, :role, :name, :environment, :created_at, :expires_at)]], k))
+    if not k.user_id then -- every key has a user: one made without gets a user of its own
+      k.user_id = "user_" .. k.key_id:sub(5)
+      check(self.db:run([[INSERT INTO users (user_id, name, role, status, created_at, updated_at)
+        VALUES (:user_id, coalesce(:name, 'key') || ' (' || :key_id || ')', :role, 'active', :created_at, :created_at)]], k))
+    end
+    return check(self.db:run([[INSERT INTO api_keys (key_id, hash, role, name, environment, created_at, expires_at, user_id)
+      VALUES (:key_id, :hash, :role, :name, :environment, :created_at, :expires_at, :user_id)]], k))
   end))
 end
 
+--- A key with its user's name and status.
 function Store:key_get(key_id)
-  return check(self.db:first("SELECT * FROM api_keys WHERE key_id = ?", key_id)) or nil
+  return check(self.db:first([[SELECT k.*, u.name AS user_name, u.status AS user_status FROM api_keys k
+    LEFT JOIN users u ON u.user_id = k.user_id WHERE k.key_id = ?]], key_id)) or nil
 end
 
 function Store:keys_list()
@@ -303,7 +338,8 @@ end
 --- Keys of a role that can be used now: not revoked and not expired.
 function Store:keys_count(role, now)
   return check(self.db:first([[SELECT count(*) AS n FROM api_keys WHERE role = ? AND revoked_at IS NULL
-    AND (expires_at IS NULL OR expires_at > ?)]], role, now)).n
+    AND (expires_at IS NULL OR expires_at > ?) AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = api_keys.user_id
+    AND u.status = 'suspended')]], role, now)).n
 end
 
 --- Revokes a key, but never the last usable admin key (without one nobody
@@ -1299,6 +1335,85 @@ end
 --- Refused requests (401) counted since a time.
 function Store:refused_since(since)
   return check(self.db:first("SELECT coalesce(sum(count), 0) AS n FROM audit WHERE status = 401 AND time >= ?", since)).n
+end
+
+-- ---- users: who owns the API keys ----
+
+local USER_VIEW = [[SELECT u.*,
+    (SELECT count(*) FROM api_keys k WHERE k.user_id = u.user_id) AS keys,
+    (SELECT count(*) FROM api_keys k WHERE k.user_id = u.user_id AND k.revoked_at IS NULL
+      AND (k.expires_at IS NULL OR k.expires_at > :now)) AS active_keys,
+    (SELECT max(a.time) FROM audit a JOIN api_keys k ON a.key_id = k.key_id WHERE k.user_id = u.user_id) AS last_seen,
+    (SELECT coalesce(sum(a.count), 0) FROM audit a JOIN api_keys k ON a.key_id = k.key_id
+      WHERE k.user_id = u.user_id AND a.time >= :since) AS requests
+  FROM users u]]
+
+--- Users with their keys and activity (requests since `since`).  f: {role, status, user_id, now, since}
+function Store:users_list(f)
+  local where, args = {}, { now = f.now, since = f.since }
+  for _, col in ipairs { "role", "status", "user_id" } do
+    if f[col] then where[#where + 1] = "u." .. col .. " = :" .. col args[col] = f[col] end
+  end
+  return check(self.db:query(USER_VIEW .. (#where > 0 and (" WHERE " .. table.concat(where, " AND ")) or "")
+    .. " ORDER BY u.created_at", args))
+end
+
+function Store:user_get(user_id, now, since)
+  return self:users_list { user_id = user_id, now = now, since = since }[1]
+end
+
+function Store:user_by_name(name)
+  return check(self.db:first("SELECT * FROM users WHERE name = ?", name)) or nil
+end
+
+function Store:user_insert(u)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO users (user_id, name, email, role, status, note, created_at, updated_at)
+      VALUES (:user_id, :name, :email, :role, 'active', :note, :now, :now)]], u))
+  end))
+end
+
+--- Usable admin keys that do not belong to this user (the last-admin guard).
+local OTHER_ADMINS = [[SELECT count(*) AS n FROM api_keys k JOIN users u ON u.user_id = k.user_id
+  WHERE k.role = 'admin' AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)
+  AND u.status = 'active' AND u.user_id <> ?]]
+
+--- Changes a user: {name, email, note, role (its keys follow), status
+-- ("active" | "suspended", reason)}.  Returns "ok", "not_found" or
+-- "last_admin" (nobody could manage the node any more: nothing changed).
+function Store:user_update(user_id, f, now)
+  return check(self.db:transaction(function()
+    local u = check(self.db:first("SELECT * FROM users WHERE user_id = ?", user_id))
+    if not u then return "not_found" end
+    local loses_admin = u.role == "admin" and u.status == "active"
+      and ((f.role and f.role ~= "admin") or f.status == "suspended")
+    if loses_admin and check(self.db:first(OTHER_ADMINS, now, user_id)).n == 0 then return "last_admin" end
+    check(self.db:run([[UPDATE users SET name = coalesce(:name, name), email = coalesce(:email, email),
+      note = coalesce(:note, note), role = coalesce(:role, role), status = coalesce(:status, status),
+      suspended_at = CASE WHEN :status = 'suspended' THEN :now WHEN :status = 'active' THEN NULL ELSE suspended_at END,
+      suspended_reason = CASE WHEN :status = 'suspended' THEN :reason WHEN :status = 'active' THEN NULL
+        ELSE suspended_reason END, updated_at = :now WHERE user_id = :user_id]],
+      { name = f.name, email = f.email, note = f.note, role = f.role, status = f.status, reason = f.reason, now = now,
+        user_id = user_id }))
+    if f.role then check(self.db:run("UPDATE api_keys SET role = ? WHERE user_id = ?", f.role, user_id)) end
+    return "ok"
+  end))
+end
+
+function Store:user_keys(user_id)
+  return check(self.db:query("SELECT * FROM api_keys WHERE user_id = ? ORDER BY created_at", user_id))
+end
+
+--- A user's requests from the audit log, newest first, and per route.
+function Store:user_activity(user_id, since, limit)
+  local rows = check(self.db:query([[SELECT a.time, a.key_id, a.method, a.route, a.path, a.status, a.remote, a.count
+    FROM audit a JOIN api_keys k ON a.key_id = k.key_id WHERE k.user_id = ? AND a.time >= ?
+    ORDER BY a.time DESC LIMIT ?]], user_id, since, limit))
+  local routes = check(self.db:query([[SELECT a.route, coalesce(sum(a.count), 0) AS requests,
+    sum(CASE WHEN a.status >= 400 THEN a.count ELSE 0 END) AS errors, max(a.time) AS last
+    FROM audit a JOIN api_keys k ON a.key_id = k.key_id WHERE k.user_id = ? AND a.time >= ?
+    GROUP BY a.route ORDER BY requests DESC]], user_id, since))
+  return rows, routes
 end
 
 return M

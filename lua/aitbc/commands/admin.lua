@@ -67,6 +67,86 @@ local function run_restart(ctx)
   return op, function(d, out) out:success(d.summary) end
 end
 
+-- ---- updates ----
+
+local function render_plan(d, out)
+  local present = require "aitbc.ops.present"
+  out:print(string.format("update of %s: %s -> %s (%s; %s)", d.component, d.current_version, d.target.version, d.action,
+    d.requested == "latest" and "the channel's latest" or "as asked"))
+  out:print(string.format("  channel   %s (%s, sequence %s, %d version(s), expires %s)", d.channel.location,
+    tostring(d.channel.name), tostring(d.channel.sequence), d.channel.versions, d.channel.expires_at))
+  out:print(string.format("  release   %s, %s, sha256 %s", d.target.version, present.bytes(d.target.size),
+    d.target.sha256))
+  out:print("  checks")
+  for _, c in ipairs(d.checks) do
+    out:print(string.format("    %s %-26s %s", c.status == "ok" and out:style("✓", "green") or out:style("✗", "red"),
+      c.name, c.detail))
+  end
+  out:print("  downtime  " .. d.downtime.detail)
+  out:print(string.format("  backup    a full backup first (%s: %s), about %s", d.backup_destination or "-",
+    table.concat(d.backup.files, ", "), present.bytes(d.backup.estimate_bytes)))
+  out:print("  rollback")
+  for _, r in ipairs(d.rollback) do out:print("    - " .. r) end
+  if d.dry_run then
+    out:print(d.compatible and "dry run: nothing was changed; run it without --dry-run to update"
+      or out:style("dry run: this update would be refused (a check failed); nothing was changed", "red"))
+  end
+end
+
+local PLAN = { current_version = "string", target = "object", checks = "array", rollback = "array",
+  downtime = "object", backup = "object", channel = "object" }
+
+local function run_update(ctx)
+  local o = ctx.opts
+  local config = require "aitbc.config"
+  local client = admin(ctx)
+  local body = { component = o.component, version = o.version, allow_downgrade = o.allow_downgrade or nil,
+    force = o.force or nil }
+  local ask = { dry_run = true }
+  for k, v in pairs(body) do ask[k] = v end
+  local plan = client:call("POST", "/v1/admin/update", { json = ask, expect = PLAN, timeout = 120 })
+  local dest = o.backup_dir and config.expand(o.backup_dir)
+    or string.format("%s/backups/pre-update-%s-%s", config.home(), plan.target.version, os.date("%Y%m%d-%H%M%S"))
+  plan.backup_destination = o.no_backup and "skipped (--no-backup)" or dest
+  plan.dry_run = o.dry_run or nil
+  if o.dry_run then
+    if not plan.compatible then ctx.exit_code = 1 end
+    return plan, render_plan
+  end
+  local live = ctx.out.format == "table" and not ctx.out.shape
+  if live then render_plan(plan, ctx.out) end
+  if not plan.compatible then
+    local failed = {}
+    for _, c in ipairs(plan.checks) do if c.status ~= "ok" then failed[#failed + 1] = c.name .. ": " .. c.detail end end
+    errors.raise("failure", "update refused, nothing was changed: " .. table.concat(failed, "; "),
+      nil, { code = "update_refused" })
+  end
+  if not ctx.confirm(string.format("update the node from %s to %s?", plan.current_version,
+    plan.target.version)) then
+    errors.raise("failure", "update cancelled")
+  end
+  local made
+  if not o.no_backup then
+    local out = ctx.out
+    made = require("aitbc.ops.backup").create(client, { type = "full", destination = dest },
+      function(text) if live then out:info(text) end end, function(text) if live then out:progress(text) end end)
+    out:progress_done()
+    if live then out:print("  backup verified: " .. made.destination) end
+  end
+  body.backup = made and made.destination
+  local op = client:call("POST", "/v1/admin/update", { json = body, expect = require("aitbc.ops.operation").RECORD,
+    timeout = 600 })
+  local present = require "aitbc.ops.present"
+  op = require("aitbc.ops.operation").follow(client, op, function(s) if live then present.step(ctx.out, s) end end, 660)
+  op.plan, op.backup = plan, made and made.destination
+  if op.state ~= "succeeded" then
+    errors.raise("failure", op.summary or ("update " .. op.state), "the previous version serves on; the backup made "
+      .. "before: " .. tostring(op.backup) .. "; aitbc admin logs --level warn --since \"10 minutes ago\"",
+      { code = "update_failed", operation = op.id })
+  end
+  return op, function(d, out) out:success(d.summary) end
+end
+
 -- ---- logs ----
 
 --- --since/--until -> seconds | a usage error naming the option.
@@ -471,6 +551,30 @@ return {
       examples = { "aitbc admin backup --type full --destination /backups/aitbc-$(date +%Y%m%d)",
         "aitbc admin backup verify /backups/aitbc-20250131" },
       run = run_backup,
+    },
+    {
+      name = "update",
+      summary = "Update the node from its signed release channel (plan, backup, swap, health check, rollback)",
+      description = "The channel and its Ed25519 key are pinned in DATA_DIR/node.json (\"release\": {\"channel\": "
+        .. "DIR_OR_URL, \"public_key\": KEY}); aitbc release build makes one. --dry-run shows the plan: current and "
+        .. "target version, checks (signature, expiry, the manifest's sequence, platform, database schema, "
+        .. "configuration, never below the newest version trusted), the downtime measured by earlier restarts, the "
+        .. "backup and the rollback. Without it: a full backup (verified), the binary downloaded and checked against "
+        .. "the signed manifest, a new process beside the old, its health checked; one that fails is stopped and the "
+        .. "old version serves on (exit 1). One binary holds every service: --component names any of them.",
+      options = {
+        { "--component", choices = { "node", "all", "coordinator", "blockchain-node", "marketplace", "monitoring" },
+          default = "node", metavar = "NAME", help = "what to update (one binary holds all services)" },
+        { "--version", default = "latest", metavar = "V", help = "latest, or a version the channel has" },
+        { "--dry-run", type = "boolean", help = "show the plan; change nothing" },
+        { "--allow-downgrade", type = "boolean", help = "go below the newest version this node trusted" },
+        { "--force", type = "boolean", help = "reinstall the version running" },
+        { "--backup-dir", metavar = "DIR", help = "where the backup goes (default AITBC_HOME/backups/pre-update-V-DATE)" },
+        { "--no-backup", type = "boolean", help = "skip the backup" },
+      },
+      examples = { "aitbc admin update --component coordinator --version latest --dry-run",
+        "aitbc admin update --version 0.2.0 --yes" },
+      run = run_update,
     },
     {
       name = "restore",

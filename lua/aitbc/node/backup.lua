@@ -68,6 +68,7 @@ local function estimate(store, files)
   end
   return total
 end
+M.estimate = estimate
 
 --- The node's settings as it runs (no secrets: those are in the key files).
 function M.settings(config)

@@ -116,5 +116,6 @@ M.ROUTES = {
   { "DELETE", "/v1/admin/backups/{id}", backup.abort },
 }
 for _, r in ipairs(require("aitbc.node.users").ROUTES) do M.ROUTES[#M.ROUTES + 1] = r end
+for _, r in ipairs(require("aitbc.node.update").ROUTES) do M.ROUTES[#M.ROUTES + 1] = r end
 
 return M

@@ -160,6 +160,7 @@ function Sup:bring_up(binary, opts)
     return nil, "it did not start: " .. why, child.exit_code
   end
   child.control, child.version, child.integrity = ready.control, ready.version, ready.integrity
+  child.duties = ready.duties -- it took them at start (no process held them)
   if opts.step then opts.step("new process " .. child.pid .. " (" .. child.version .. ") started; checking its health") end
   local healthy, detail = check_health(child.control, opts.expect_version, opts.health_timeout or M.HEALTH_TIMEOUT)
   if not healthy then
@@ -225,7 +226,7 @@ function Sup:replace(op, binary, expect_version)
       sys.monotonic() - drained_at), { phase = "drained" })
   end
   self.child = new
-  local duties = new:expect("duties", 10) or (new.duties and {})
+  local duties = new.duties or new:expect("duties", 10)
   local healthy, detail = check_health(self.url, expect_version, M.HEALTH_TIMEOUT)
   if not healthy then
     self:log("critical", "the node is unhealthy after the restart", { reason = detail })

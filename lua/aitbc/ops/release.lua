@@ -228,7 +228,7 @@ function M.build(opts)
   local ok, err = sys.write_file(opts.out .. "/" .. file, text, tonumber("755", 8))
   if not ok then errors.raise("failure", "cannot write " .. opts.out .. "/" .. file .. ": " .. tostring(err)) end
   local entry = { version = opts.version, component = "node", platform = M.PLATFORM, file = file, size = #text,
-    sha256 = crypto.hex(crypto.sha256(text)), schema_version = info.schema_version, created_at = now,
+    sha256 = crypto.hex(crypto.sha256(text)), schema_version = info.schema_version, config_format = 1, created_at = now,
     notes = opts.notes }
   local releases = json.array()
   for _, r in ipairs(signed.releases) do if r.version ~= opts.version then releases[#releases + 1] = r end end

@@ -67,6 +67,83 @@ local function run_restart(ctx)
   return op, function(d, out) out:success(d.summary) end
 end
 
+-- ---- the dashboard ----
+
+--- Full screen on a terminal (the alternate screen, redrawn in place, on
+-- resize too; q or Ctrl-C quits and gives the screen back), plain frames
+-- one after another otherwise, one JSON frame a line in JSON mode.
+local function run_monitor(ctx)
+  local o = ctx.opts
+  local monitor = require "aitbc.ops.monitor"
+  local sys = require "aitbc.sys"
+  local out = ctx.out
+  local targets = monitor.targets(ctx)
+  local json_mode = out.format ~= "table"
+  local screen = not json_mode and not o.once and sys.isatty(1) and sys.isatty(0)
+  if o.once then
+    local f = monitor.frame(targets)
+    return f, function(d, o2)
+      for _, line in ipairs(monitor.frame_lines(d, 100, o.refresh,
+        function(t, c) return o2:style(t, c) end)) do o2:print(line) end
+    end
+  end
+  sys.on_interrupt("flag")
+  local function style(t, c) return out:style(t, c) end
+  local restore = function() end
+  if screen then
+    io.stdout:write("\27[?1049h\27[?25l")
+    sys.term_raw(true)
+    restore = function()
+      sys.term_raw(false)
+      io.stdout:write("\27[?25h\27[?1049l")
+      io.stdout:flush()
+    end
+  end
+  local ok, err = pcall(function()
+    local quit = false
+    while not quit and not sys.interrupted() do
+      local f = monitor.frame(targets)
+      local cols, rows = sys.term_size(1)
+      local function draw(w, h)
+        if json_mode then
+          io.stdout:write(require("aitbc.json").encode(f), "\n")
+        elseif screen then
+          local lines = monitor.frame_lines(f, w or 80, o.refresh, style)
+          local buf = { "\27[H" }
+          for i = 1, math.min(#lines, (h or 24) - 1) do buf[#buf + 1] = lines[i] .. "\27[K\r\n" end
+          buf[#buf + 1] = "\27[J"
+          io.stdout:write(table.concat(buf))
+        else
+          for _, line in ipairs(monitor.frame_lines(f, w or 100, o.refresh, style)) do io.stdout:write(line, "\n") end
+          io.stdout:write("\n")
+        end
+        io.stdout:flush()
+      end
+      draw(cols, rows)
+      local next_at = sys.monotonic() + o.refresh
+      while sys.monotonic() < next_at and not sys.interrupted() do
+        if screen then
+          local key = sys.read_input(0.2)
+          if key and key:find("[qQ\3]") then quit = true break end
+          if key and key:find("[rR]") then break end
+          local c2, r2 = sys.term_size(1)
+          if c2 ~= cols or r2 ~= rows then -- resized: the same frame, redrawn to fit
+            cols, rows = c2, r2
+            io.stdout:write("\27[2J")
+            draw(cols, rows)
+          end
+        else
+          sys.sleep(math.min(0.2, math.max(0, next_at - sys.monotonic())))
+        end
+      end
+    end
+  end)
+  restore()
+  if not ok then error(err, 0) end
+  local signal = sys.interrupted()
+  if signal then ctx.exit_code = errors.signal_exit(signal) end
+end
+
 -- ---- updates ----
 
 local function render_plan(d, out)
@@ -551,6 +628,24 @@ return {
       examples = { "aitbc admin backup --type full --destination /backups/aitbc-$(date +%Y%m%d)",
         "aitbc admin backup verify /backups/aitbc-20250131" },
       run = run_backup,
+    },
+    {
+      name = "monitor",
+      summary = "A live dashboard of the fleet: resources, network, chains, jobs, GPUs, services",
+      description = "Every node in the fleet registry (aitbc node add) and the node this CLI uses, from their admin "
+        .. "API: CPU, memory and disk, network throughput and the API's latency, chain height, sync state and block "
+        .. "rate, running jobs and queue depth, GPU utilisation and temperature (miners' heartbeats carry their NVML "
+        .. "readings), services. On a terminal a full-screen view redrawn in place every --refresh seconds and on "
+        .. "resize (q quits, r refreshes); otherwise plain frames one after another, or one JSON frame a line with "
+        .. "--output json. --once: one frame.",
+      options = {
+        { "--dashboard", type = "boolean", help = "the full dashboard (the default view)" },
+        { "--refresh", type = "number", min = 0.5, max = 3600, default = 30, metavar = "SECONDS",
+          help = "redraw this often" },
+        { "--once", type = "boolean", help = "one frame, then exit" },
+      },
+      examples = { "aitbc admin monitor --dashboard --refresh 30", "aitbc admin monitor --once -o json" },
+      run = run_monitor,
     },
     {
       name = "update",

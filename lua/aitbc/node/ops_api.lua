@@ -110,6 +110,7 @@ M.ROUTES = {
   { "GET", "/v1/admin/operations", M.operations },
   { "GET", "/v1/admin/operations/{id}", M.operation },
   { "GET", "/v1/admin/logs", M.logs },
+  { "GET", "/v1/admin/metrics", require("aitbc.node.metrics").history },
   { "POST", "/v1/admin/backups", backup.create },
   { "GET", "/v1/admin/backups/{id}/files/{id}", backup.file },
   { "POST", "/v1/admin/backups/{id}/complete", backup.complete },

@@ -397,6 +397,7 @@ local function supervise(opts, node, logger, writer)
   local runner = require("aitbc.node.maintenance").new(node, logger, node.emit)
   local sampler = status.sampler()
   local backup = require "aitbc.node.backup"
+  local rollup = require("aitbc.node.metrics").rollup(node.store, opts.heartbeat_timeout, opts.data_dir)
   local next_sweep, next_block, next_prune = 0, sys.monotonic() + opts.block_time, 0
   node.hooks = {
     chain_restart = function() next_block = sys.monotonic() end,
@@ -425,7 +426,13 @@ local function supervise(opts, node, logger, writer)
         next_sweep = sys.monotonic() + 0.5
       end
     end
-    if services.serving("monitoring") then sampler:tick(2) end
+    if services.serving("monitoring") then
+      sampler:tick(2)
+      if node.duties then
+        local ok, err = pcall(rollup.tick, rollup, sys.time()) -- the metrics history: a row a minute
+        if not ok then logger:error("metrics rollup failed", { error = tostring(err) }) end
+      end
+    end
     runner:tick()
     writer:drain()
     local pause = runner:busy() and 0.01 or math.min(0.1, math.max(0.01, next_block - sys.monotonic()))

@@ -278,6 +278,20 @@ local function jobs_summary(ctx)
     failed = by_state.FAILED or 0, oldest_queued_age_seconds = oldest and round(ctx.now - oldest) }
 end
 
+--- Online miners' GPUs as their heartbeats last reported them (NVML).
+local function gpu_readings(ctx)
+  local out = json.array()
+  for _, r in ipairs(ctx.store:miners_gpu_readings(ctx.now - ctx.config.heartbeat_timeout)) do
+    local stats = json.decode(r.gpu_stats)
+    for _, g in ipairs(type(stats) == "table" and type(stats.gpus) == "table" and stats.gpus or {}) do
+      out[#out + 1] = { miner_id = r.miner_id, index = g.index, name = g.name, utilization_percent = g.utilization_gpu,
+        temperature_c = g.temperature_c, memory_used_bytes = g.memory_used, memory_total_bytes = g.memory_total,
+        power_w = g.power_w, reported_at = util.iso(stats.at) }
+    end
+  end
+  return out
+end
+
 --- GET /v1/admin/status: one document (verbose adds the recent entries
 -- themselves, the thresholds and the HTTP figures).
 function M.status(ctx, verbose)
@@ -321,7 +335,7 @@ function M.status(ctx, verbose)
     replication = { role = ctx.config.follow and "follower" or "leader", leader = ctx.config.follow, followers = follow },
     peers = { leader = ctx.config.follow, followers = #follow },
     jobs = jobs_summary(ctx),
-    miners = { total = miners_total, online = online },
+    miners = { total = miners_total, online = online, gpus = gpu_readings(ctx) },
     resources = res,
     alerts = alerts,
     recent = { window_seconds = 3600, warnings = counts.warn, errors = counts.error, critical = counts.critical,

@@ -1416,4 +1416,81 @@ function Store:user_activity(user_id, since, limit)
   return rows, routes
 end
 
+-- ---- the metrics history (aitbc.node.metrics) and miners' GPU readings ----
+
+function Store:miner_gpu_stats(miner_id, stats_json)
+  check(self.db:run("UPDATE miners SET gpu_stats = ? WHERE miner_id = ?", stats_json, miner_id))
+end
+
+--- Online miners' latest GPU readings.
+function Store:miners_gpu_readings(cutoff)
+  return check(self.db:query([[SELECT miner_id, gpu_stats FROM miners WHERE status = 'ONLINE' AND last_seen >= ?
+    AND gpu_stats IS NOT NULL ORDER BY miner_id]], cutoff))
+end
+
+--- What a rollup reads now, each from a small table or a partial index:
+-- the queue and its ages, running jobs, miners' job counters (persisted:
+-- their change over a minute is the jobs ended in it), chains' heights,
+-- online miners' GPU readings.
+function Store:metrics_snapshot(now, online_cutoff)
+  local q = check(self.db:first([[SELECT count(*) AS n, avg(? - requested_at) AS wait_avg,
+    max(? - requested_at) AS wait_max FROM jobs WHERE state = 'QUEUED']], now, now))
+  local running = check(self.db:first("SELECT count(*) AS n FROM jobs WHERE state = 'RUNNING'")).n
+  local m = check(self.db:first([[SELECT coalesce(sum(jobs_completed), 0) AS completed,
+    coalesce(sum(jobs_failed), 0) AS failed FROM miners]]))
+  local miners = check(self.db:query([[SELECT gpu_stats FROM miners WHERE status = 'ONLINE' AND last_seen >= ?]],
+    online_cutoff))
+  local heights = {}
+  for _, r in ipairs(check(self.db:query("SELECT chain_id, max(height) AS h FROM chain_blocks GROUP BY chain_id"))) do
+    heights[r.chain_id] = r.h
+  end
+  return { queue_depth = q.n, queue_wait_avg = q.wait_avg, queue_wait_max = q.wait_max, running = running,
+    completed = m.completed, failed = m.failed, miners = miners, heights = heights }
+end
+
+--- Transactions in a chain's blocks above one height (a range of its key).
+function Store:chain_txs_above(chain_id, height)
+  return check(self.db:first([[SELECT coalesce(sum(tx_count), 0) AS n FROM chain_blocks
+    WHERE chain_id = ? AND height > ?]], chain_id, height)).n
+end
+
+local METRIC_COLUMNS = { "minute", "resolution", "jobs_submitted", "jobs_completed", "jobs_failed", "queue_depth",
+  "running", "queue_wait_avg", "queue_wait_max", "miners_online", "gpu_utilization", "gpu_temperature_max", "gpus",
+  "blocks", "transactions", "cpu_percent", "memory_percent", "disk_percent", "requests" }
+
+function Store:metrics_put(row)
+  local names, marks = {}, {}
+  for i, c in ipairs(METRIC_COLUMNS) do names[i], marks[i] = c, ":" .. c end
+  check(self.db:run("INSERT OR REPLACE INTO metrics_history (" .. table.concat(names, ", ") .. ") VALUES ("
+    .. table.concat(marks, ", ") .. ")", row))
+end
+
+--- Folds minute rows older than `before` into 15-minute rows (counts
+-- summed, levels averaged, maxima kept) and drops rows older than `drop`.
+function Store:metrics_downsample(before, drop)
+  return check(self.db:transaction(function()
+    check(self.db:run("DELETE FROM metrics_history WHERE minute < ?", drop))
+    local rows = check(self.db:query([[SELECT (minute / 900) * 900 AS bucket, sum(jobs_submitted) AS jobs_submitted,
+      sum(jobs_completed) AS jobs_completed, sum(jobs_failed) AS jobs_failed, avg(queue_depth) AS queue_depth,
+      avg(running) AS running, avg(queue_wait_avg) AS queue_wait_avg, max(queue_wait_max) AS queue_wait_max,
+      avg(miners_online) AS miners_online, avg(gpu_utilization) AS gpu_utilization,
+      max(gpu_temperature_max) AS gpu_temperature_max, max(gpus) AS gpus, sum(blocks) AS blocks,
+      sum(transactions) AS transactions, avg(cpu_percent) AS cpu_percent, avg(memory_percent) AS memory_percent,
+      avg(disk_percent) AS disk_percent, sum(requests) AS requests
+      FROM metrics_history WHERE resolution = 60 AND minute < ? GROUP BY bucket]], (before // 900) * 900))
+    if #rows == 0 then return 0 end
+    check(self.db:run("DELETE FROM metrics_history WHERE resolution = 60 AND minute < ?", (before // 900) * 900))
+    for _, r in ipairs(rows) do
+      r.minute, r.resolution, r.bucket = r.bucket, 900, nil
+      self:metrics_put(r)
+    end
+    return #rows
+  end))
+end
+
+function Store:metrics_range(since, until_, limit)
+  return check(self.db:query([[SELECT * FROM metrics_history WHERE minute >= ? AND minute <= ?
+    ORDER BY minute DESC LIMIT ?]], since, until_, limit))
+end
+
 return M

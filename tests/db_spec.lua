@@ -102,7 +102,7 @@ describe("db (SQLite)", function()
     assert(src:exec("BEGIN"))
     local before = src:first("SELECT count(*) AS n, sum(amount) AS s FROM t")
     local backup = assert(src.handle:backup_start(dir .. "/copy.db"))
-    local steps, state, remaining, pages = 0, nil, nil, nil
+    local steps, state, remaining, pages = 0, nil, nil, nil -- luacheck: ignore 311
     repeat
       state, remaining, pages = backup:step(16)
       steps = steps + 1

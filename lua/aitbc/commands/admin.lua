@@ -391,7 +391,8 @@ local function run_restore(ctx)
     if #d.moved_aside > 0 then out:print("  moved aside: " .. table.concat(d.moved_aside, ", ")) end
     for _, c in ipairs(d.chains) do
       out:print(string.format("  %s: height %s, %d accounts, balances %s — %s", c.chain_id, tostring(c.height), c.accounts,
-        require("aitbc.money").format(math.tointeger(tonumber(c.balances))), c.matches_manifest and "as the backup recorded" or "DIFFERS from the backup"))
+        require("aitbc.money").format(math.tointeger(tonumber(c.balances))),
+        c.matches_manifest and "as the backup recorded" or "DIFFERS from the backup"))
     end
     out:print("  start it: aitbc serve --data-dir " .. d.data_dir)
   end

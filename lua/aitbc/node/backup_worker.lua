@@ -101,7 +101,7 @@ return function(arg_text)
       local path = dir .. "/" .. f.name
       if f.kind == "db" then
         local b = assert(src.handle:backup_start(path))
-        local state, remaining, pages = "more", 0, 0
+        local state, remaining, pages
         local before, page_size = 0, assert(src:first("PRAGMA page_size")).page_size
         repeat
           state, remaining, pages = b:step(STEP_PAGES)

@@ -262,7 +262,7 @@ function M.save_integrity(config, problems, full, now)
   return r
 end
 
-local function service_list(ctx, counters)
+local function service_list(counters)
   local out = json.array()
   for _, name in ipairs(services.NAMES) do
     out[#out + 1] = { name = name, status = services.serving(name) and "ok" or "restarting",
@@ -292,6 +292,25 @@ local function gpu_readings(ctx)
   return out
 end
 
+--- Alerts of chains halted or stale and of followers behind; whether a chain is.
+local function chain_alerts(chains, follow, alerts)
+  local halted = false
+  for _, c in ipairs(chains) do
+    if c.state == "halted" or c.state == "stale" then
+      halted = true
+      alerts[#alerts + 1] = { severity = c.state == "halted" and "critical" or "warn", resource = "chain",
+        message = c.chain_id .. " is " .. c.state .. (c.reason and (": " .. c.reason) or "") }
+    end
+  end
+  for _, f in ipairs(follow) do
+    if f.status ~= "ok" then
+      alerts[#alerts + 1] = { severity = f.status, resource = "replication",
+        message = string.format("follower %s is %d blocks behind on %s", f.address, f.lag_blocks or 0, f.chain_id) }
+    end
+  end
+  return halted
+end
+
 --- GET /v1/admin/status: one document (verbose adds the recent entries
 -- themselves, the thresholds and the HTTP figures).
 function M.status(ctx, verbose)
@@ -304,22 +323,9 @@ function M.status(ctx, verbose)
   local counts, newest = logbook.recent(ctx.config.log_path, ctx.now - 3600, verbose and 20 or 5)
   local miners_total = #ctx.store:miners_list()
   local online = ctx.store:miners_online(ctx.now - ctx.config.heartbeat_timeout)
-  local halted = false
-  for _, c in ipairs(chains) do
-    if c.state == "halted" or c.state == "stale" then
-      halted = true
-      alerts[#alerts + 1] = { severity = c.state == "halted" and "critical" or "warn", resource = "chain",
-        message = c.chain_id .. " is " .. c.state .. (c.reason and (": " .. c.reason) or "") }
-    end
-  end
   local follow = followers(ctx, counters, heights, t)
-  for _, f in ipairs(follow) do
-    if f.status ~= "ok" then
-      alerts[#alerts + 1] = { severity = f.status, resource = "replication",
-        message = string.format("follower %s is %d blocks behind on %s", f.address, f.lag_blocks or 0, f.chain_id) }
-    end
-  end
-  local svc = service_list(ctx, counters)
+  local halted = chain_alerts(chains, follow, alerts)
+  local svc = service_list(counters)
   local degraded = halted or #alerts > 0
   for _, s in ipairs(svc) do degraded = degraded or s.status ~= "ok" end
   local doc = {

@@ -334,8 +334,8 @@ function M.run(opts, child_args, say)
     if c then
       c:pump(0.2)
       while #c.events > 0 and self.child == c do self:handle(table.remove(c.events, 1)) end
-      local code = self.child == c and c.proc:wait(true)
-      if code and not sys.interrupted() then self:revive(code) end
+      local exited = self.child == c and c.proc:wait(true)
+      if exited and not sys.interrupted() then self:revive(exited) end
     else
       self:revive(nil)
     end

@@ -35,7 +35,7 @@ local function median(list)
 end
 
 --- The checks of a target release: {name, status ("ok"|"failed"), detail}.
-local function checks_for(ctx, signed, target, state, allow_downgrade)
+local function checks_for(signed, target, state, allow_downgrade)
   local out = json.array()
   local function add(name, ok, detail) out[#out + 1] = { name = name, status = ok and "ok" or "failed", detail = detail } end
   add("signature", true, "the manifest verifies with the pinned release key; it expires "
@@ -83,7 +83,7 @@ local function plan(ctx, body)
   local state = supervisor.read_release(ctx.config.data_dir)
   local current = sys.version
   local cmp = release.compare(target.version, current)
-  local checks = checks_for(ctx, signed, target, state, body.allow_downgrade == true)
+  local checks = checks_for(signed, target, state, body.allow_downgrade == true)
   local files = backup.plan(ctx.config.data_dir, "full")
   local measured = operations.measured_restarts(ctx.config.data_dir)
   local med = median(measured)
@@ -112,7 +112,8 @@ local function plan(ctx, body)
       "the new process is health-checked on its own listener before it serves; if it fails, it is stopped and "
         .. "version " .. current .. " serves on (nothing was swapped)",
       "after the swap the node's health is checked again; if it fails, the previous binary ("
-        .. tostring(state.current and state.current.binary or (sys.exe_path() or ""):gsub(" %(deleted%)$", "")) .. ") is started again",
+        .. tostring(state.current and state.current.binary or (sys.exe_path() or ""):gsub(" %(deleted%)$", ""))
+        .. ") is started again",
       "the database: restore the backup made before the update (aitbc admin restore --from DIR --data-dir "
         .. ctx.config.data_dir .. ")",
     },

@@ -107,7 +107,9 @@ function M.modify(ctx, user_id)
   end
   if changes.name then
     local other = ctx.store:user_by_name(changes.name)
-    if other and other.user_id ~= user_id then fail(409, "user_exists", "a user named '" .. changes.name .. "' exists", "name") end
+    if other and other.user_id ~= user_id then
+      fail(409, "user_exists", "a user named '" .. changes.name .. "' exists", "name")
+    end
   end
   return update(ctx, user_id, changes, changes.role and ("make " .. changes.role) or "modify")
 end

@@ -175,6 +175,48 @@ end
 
 -- ---- verify ----
 
+--- One listed file of a backup against its manifest entry: the entry
+-- with its status; problems found are added to problems.
+local function check_file(dir, f, deep, problems)
+  local path = dir .. "/" .. tostring(f.name)
+  local fst = sys.stat(path)
+  local entry = { name = f.name, size = f.size, sha256 = f.sha256 }
+  if not fst then
+    problems[#problems + 1] = f.name .. " is missing"
+    entry.status = "missing"
+  elseif fst.size ~= f.size then
+    problems[#problems + 1] = string.format("%s has %d bytes, the manifest says %d", f.name, fst.size, f.size)
+    entry.status = "wrong size"
+  else
+    local fh = assert(io.open(path, "rb"))
+    local h = crypto.sha256_stream()
+    while true do
+      local chunk = fh:read(1 << 20)
+      if not chunk then break end
+      h:update(chunk)
+    end
+    fh:close()
+    local sha = crypto.hex(h:final())
+    if sha ~= f.sha256 then
+      problems[#problems + 1] = f.name .. " was altered: its SHA-256 differs from the manifest"
+      entry.status = "altered"
+    else
+      entry.status = "ok"
+      if deep and f.name:match("%.db$") then
+        local db = require "aitbc.db"
+        local conn, err = db.open("file:" .. path .. "?immutable=1", { readonly = true })
+        local row = conn and conn:first("PRAGMA quick_check")
+        if conn then conn:close() end
+        if not row or row.quick_check ~= "ok" then
+          problems[#problems + 1] = f.name .. " fails SQLite's quick_check: " .. tostring(row and row.quick_check or err)
+          entry.status = "corrupt"
+        end
+      end
+    end
+  end
+  return entry
+end
+
 --- Checks a backup directory: {ok, problems, manifest, files}.  deep: the
 -- database files also pass SQLite's quick_check.
 function M.verify(dir, deep)
@@ -197,43 +239,7 @@ function M.verify(dir, deep)
   local listed = { ["manifest.json"] = true }
   for _, f in ipairs(m.files) do
     listed[f.name] = true
-    local path = dir .. "/" .. tostring(f.name)
-    local fst = sys.stat(path)
-    local entry = { name = f.name, size = f.size, sha256 = f.sha256 }
-    if not fst then
-      problems[#problems + 1] = f.name .. " is missing"
-      entry.status = "missing"
-    elseif fst.size ~= f.size then
-      problems[#problems + 1] = string.format("%s has %d bytes, the manifest says %d", f.name, fst.size, f.size)
-      entry.status = "wrong size"
-    else
-      local fh = assert(io.open(path, "rb"))
-      local h = crypto.sha256_stream()
-      while true do
-        local chunk = fh:read(1 << 20)
-        if not chunk then break end
-        h:update(chunk)
-      end
-      fh:close()
-      local sha = crypto.hex(h:final())
-      if sha ~= f.sha256 then
-        problems[#problems + 1] = f.name .. " was altered: its SHA-256 differs from the manifest"
-        entry.status = "altered"
-      else
-        entry.status = "ok"
-        if deep and f.name:match("%.db$") then
-          local db = require "aitbc.db"
-          local conn, err = db.open("file:" .. path .. "?immutable=1", { readonly = true })
-          local row = conn and conn:first("PRAGMA quick_check")
-          if conn then conn:close() end
-          if not row or row.quick_check ~= "ok" then
-            problems[#problems + 1] = f.name .. " fails SQLite's quick_check: " .. tostring(row and row.quick_check or err)
-            entry.status = "corrupt"
-          end
-        end
-      end
-    end
-    checked[#checked + 1] = entry
+    checked[#checked + 1] = check_file(dir, f, deep, problems)
   end
   for _, name in ipairs(sys.list_dir(dir) or {}) do
     if not listed[name] then problems[#problems + 1] = name .. " is not in the manifest" end

@@ -58,6 +58,26 @@ local function rate_per_minute(items, field)
   return n > 0 and sum / n or nil
 end
 
+--- The GPUs' average utilisation and the hottest temperature.
+local function gpu_figures(gpus)
+  local sum, n, hottest = 0, 0, nil
+  for _, g in ipairs(gpus) do
+    if type(g.utilization_percent) == "number" then sum, n = sum + g.utilization_percent, n + 1 end
+    if type(g.temperature_c) == "number" then hottest = math.max(hottest or g.temperature_c, g.temperature_c) end
+  end
+  return n > 0 and math.floor(sum / n * 10 + 0.5) / 10 or nil, hottest
+end
+
+--- Some fields of each item of a list.
+local function pick(list, fields)
+  local out = json.array()
+  for i, item in ipairs(list or {}) do
+    out[i] = {}
+    for _, f in ipairs(fields) do out[i][f] = item[f] end
+  end
+  return out
+end
+
 --- One node's part of a frame: {name, url, status, latency_ms, ...} or
 -- {name, url, status = "unreachable"|"unauthorized", error}.
 local function sample(target)
@@ -73,18 +93,7 @@ local function sample(target)
   local items = hist and hist.items or {}
   local res = st.resources or {}
   local gpus = st.miners and st.miners.gpus or {}
-  local util_sum, util_n, hottest = 0, 0, nil
-  for _, g in ipairs(gpus) do
-    if type(g.utilization_percent) == "number" then util_sum, util_n = util_sum + g.utilization_percent, util_n + 1 end
-    if type(g.temperature_c) == "number" then hottest = math.max(hottest or g.temperature_c, g.temperature_c) end
-  end
-  local services = {}
-  for _, s in ipairs(st.services or {}) do services[#services + 1] = { name = s.name, status = s.status } end
-  local chains = {}
-  for _, c in ipairs(st.chain and st.chain.chains or {}) do
-    chains[#chains + 1] = { chain_id = c.chain_id, height = c.height, state = c.state,
-      blocks_last_minute = c.blocks_last_minute, last_block_age_seconds = c.last_block_age_seconds }
-  end
+  local gpu_avg, hottest = gpu_figures(gpus)
   return {
     name = target.name, url = target.url, status = st.status, version = st.node and st.node.version,
     role = st.node and st.node.role, latency_ms = math.floor(latency * 10 + 0.5) / 10,
@@ -92,10 +101,10 @@ local function sample(target)
     disk_percent = res.disk and res.disk.used_percent,
     net_rx_bytes_per_second = res.network and res.network.rx_bytes_per_second,
     net_tx_bytes_per_second = res.network and res.network.tx_bytes_per_second,
-    chains = chains, jobs = st.jobs, miners_online = st.miners and st.miners.online,
-    miners_total = st.miners and st.miners.total, gpus = gpus,
-    gpu_utilization_percent = util_n > 0 and math.floor(util_sum / util_n * 10 + 0.5) / 10 or nil,
-    gpu_temperature_max_c = hottest, services = services, alerts = st.alerts,
+    chains = pick(st.chain and st.chain.chains, { "chain_id", "height", "state", "blocks_last_minute",
+      "last_block_age_seconds" }), jobs = st.jobs, miners_online = st.miners and st.miners.online,
+    miners_total = st.miners and st.miners.total, gpus = gpus, gpu_utilization_percent = gpu_avg,
+    gpu_temperature_max_c = hottest, services = pick(st.services, { "name", "status" }), alerts = st.alerts,
     history = { minutes = #items, jobs_completed_per_minute = rate_per_minute(items, "jobs_completed"),
       blocks_per_minute = rate_per_minute(items, "blocks") },
   }
@@ -127,6 +136,40 @@ local function fit(line, width)
   return line
 end
 
+--- A node that answered, drawn: add(line) for each line.
+local function node_lines(n, add, width, style)
+  local color = n.status == "ok" and "green" or "yellow"
+  add(string.format("%s  %s  %s  aitbc %s, %s, API %.1f ms", style(n.name, "bold"), n.url, style(n.status, color),
+    tostring(n.version), tostring(n.role), n.latency_ms))
+  local w = math.max(5, math.min(20, width // 6))
+  add(string.format("  cpu %s %s  mem %s %s  disk %s %s", bar(n.cpu_percent, w), pct(n.cpu_percent),
+    bar(n.memory_percent, w), pct(n.memory_percent), bar(n.disk_percent, w), pct(n.disk_percent)))
+  add(string.format("  net rx %s  tx %s", bytes(n.net_rx_bytes_per_second), bytes(n.net_tx_bytes_per_second)))
+  for _, c in ipairs(n.chains) do
+    add(string.format("  chain %-14s height %-8s %-10s %s blocks/min", c.chain_id, tostring(c.height),
+      tostring(c.state), tostring(c.blocks_last_minute or "-")))
+  end
+  local j = n.jobs or {}
+  add(string.format("  jobs  %s running, %s queued (oldest %s s), %s completed/min over %d min of history",
+    tostring(j.running or 0), tostring(j.queued or 0), tostring(j.oldest_queued_age_seconds or "-"),
+    n.history.jobs_completed_per_minute and string.format("%.1f", n.history.jobs_completed_per_minute) or "-",
+    n.history.minutes))
+  add(string.format("  miners %s of %s online; GPUs %d%s", tostring(n.miners_online), tostring(n.miners_total),
+    #n.gpus, #n.gpus > 0 and string.format(", %s used on average, hottest %s °C", pct(n.gpu_utilization_percent),
+      tostring(n.gpu_temperature_max_c or "-")) or " reported (miners send NVML readings with their heartbeats)"))
+  for _, g in ipairs(n.gpus) do
+    add(string.format("    %s gpu%s %-22s %s %s  %s °C", tostring(g.miner_id), tostring(g.index), tostring(g.name),
+      bar(g.utilization_percent, 10), pct(g.utilization_percent), tostring(g.temperature_c or "-")))
+  end
+  local svc = {}
+  for _, s in ipairs(n.services) do
+    svc[#svc + 1] = style(s.name, s.status == "ok" and "green" or "yellow") .. (s.status == "ok" and "" or
+      ("(" .. s.status .. ")"))
+  end
+  add("  services " .. table.concat(svc, " "))
+  for _, a in ipairs(n.alerts or {}) do add(style("  ! " .. tostring(a.message), "yellow")) end
+end
+
 --- The frame as lines no wider than `width` (style(text, color) colours).
 function M.frame_lines(f, width, refresh, style)
   style = style or function(t) return t end
@@ -139,36 +182,7 @@ function M.frame_lines(f, width, refresh, style)
     if not n.version then
       add(style(string.format("%s  %s  %s%s", n.name, n.url, n.status, n.error and (": " .. n.error) or ""), "red"))
     else
-      local color = n.status == "ok" and "green" or "yellow"
-      add(string.format("%s  %s  %s  aitbc %s, %s, API %.1f ms", style(n.name, "bold"), n.url, style(n.status, color),
-        tostring(n.version), tostring(n.role), n.latency_ms))
-      local w = math.max(5, math.min(20, width // 6))
-      add(string.format("  cpu %s %s  mem %s %s  disk %s %s", bar(n.cpu_percent, w), pct(n.cpu_percent),
-        bar(n.memory_percent, w), pct(n.memory_percent), bar(n.disk_percent, w), pct(n.disk_percent)))
-      add(string.format("  net rx %s  tx %s", bytes(n.net_rx_bytes_per_second), bytes(n.net_tx_bytes_per_second)))
-      for _, c in ipairs(n.chains) do
-        add(string.format("  chain %-14s height %-8s %-10s %s blocks/min", c.chain_id, tostring(c.height),
-          tostring(c.state), tostring(c.blocks_last_minute or "-")))
-      end
-      local j = n.jobs or {}
-      add(string.format("  jobs  %s running, %s queued (oldest %s s), %s completed/min over %d min of history",
-        tostring(j.running or 0), tostring(j.queued or 0), tostring(j.oldest_queued_age_seconds or "-"),
-        n.history.jobs_completed_per_minute and string.format("%.1f", n.history.jobs_completed_per_minute) or "-",
-        n.history.minutes))
-      add(string.format("  miners %s of %s online; GPUs %d%s", tostring(n.miners_online), tostring(n.miners_total),
-        #n.gpus, #n.gpus > 0 and string.format(", %s used on average, hottest %s °C", pct(n.gpu_utilization_percent),
-          tostring(n.gpu_temperature_max_c or "-")) or " reported (miners send NVML readings with their heartbeats)"))
-      for _, g in ipairs(n.gpus) do
-        add(string.format("    %s gpu%s %-22s %s %s  %s °C", tostring(g.miner_id), tostring(g.index), tostring(g.name),
-          bar(g.utilization_percent, 10), pct(g.utilization_percent), tostring(g.temperature_c or "-")))
-      end
-      local svc = {}
-      for _, s in ipairs(n.services) do
-        svc[#svc + 1] = style(s.name, s.status == "ok" and "green" or "yellow") .. (s.status == "ok" and "" or
-          ("(" .. s.status .. ")"))
-      end
-      add("  services " .. table.concat(svc, " "))
-      for _, a in ipairs(n.alerts or {}) do add(style("  ! " .. tostring(a.message), "yellow")) end
+      node_lines(n, add, width, style)
     end
   end
   return lines

@@ -30,7 +30,7 @@ local function mark(out, status) return out:style(MARK[status] or "?", STYLE[sta
 local function pct(v) return type(v) == "number" and string.format("%.1f%%", v) or "-" end
 
 --- The status document (GET /v1/admin/status) for people.
-function M.status(d, out)
+local function status_node(d, out)
   local n = d.node or {}
   out:print(out:format_record({
     node = string.format("aitbc %s, pid %s, up %s, %s%s", tostring(n.version), tostring(n.pid),
@@ -39,19 +39,25 @@ function M.status(d, out)
       and string.format(" (%d alert%s)", #d.alerts, #d.alerts == 1 and "" or "s") or ""),
     key = n.node_key, data = n.data_dir,
   }, { "node", "status", { "key", "node key" }, { "data", "data dir" } }))
-  out:print("")
+end
+
+local function status_services(d, out)
   local rows = {}
   for i, s in ipairs(d.services or {}) do rows[i] = { service = s.name, status = s.status, inflight = s.inflight } end
   out:print(out:format_table(rows, { { "service", "service", keep = true }, "status", { "inflight", "in flight" } }))
-  out:print("")
-  rows = {}
+end
+
+local function status_chains(d, out)
+  local rows = {}
   for i, c in ipairs((d.chain or {}).chains or {}) do
     rows[i] = { chain = c.chain_id, height = c.height, last = c.last_block_age_seconds and
       (M.duration(c.last_block_age_seconds) .. " ago"), rate = c.blocks_last_minute, state = c.state }
   end
   out:print(out:format_table(rows, { { "chain", "chain", keep = true }, "height", { "last", "last block" },
     { "rate", "blocks/min" }, "state" }))
-  out:print("")
+end
+
+local function status_summary(d, out)
   local db, rep, jobs, miners = d.database or {}, d.replication or {}, d.jobs or {}, d.miners or {}
   local integrity = db.integrity or {}
   local followers = {}
@@ -68,9 +74,11 @@ function M.status(d, out)
       jobs.oldest_queued_age_seconds and (" (oldest " .. M.duration(jobs.oldest_queued_age_seconds) .. ")") or "",
       jobs.running or 0, miners.online or 0, miners.total or 0),
   }, { "database", "replication", "jobs" }))
-  out:print("")
+end
+
+local function status_resources(d, out)
   local r = d.resources or {}
-  rows = {}
+  local rows = {}
   for _, name in ipairs { "cpu", "memory", "disk" } do
     local x = r[name]
     if x then
@@ -83,7 +91,9 @@ function M.status(d, out)
     M.bytes(net.rx_bytes_per_second), M.bytes(net.tx_bytes_per_second), M.bytes(net.loopback_bytes_per_second)),
     threshold = "-", status = "-" }
   out:print(out:format_table(rows, { "resource", "used", "threshold", "status" }))
-  out:print("")
+end
+
+local function status_events(d, out)
   if #(d.alerts or {}) == 0 then
     out:print(out:style("alerts:", "dim") .. " none")
   else
@@ -103,6 +113,14 @@ function M.status(d, out)
     local parts = {}
     for _, k in ipairs(keys) do parts[#parts + 1] = k .. "=" .. tostring(d.thresholds[k]) end
     out:print(out:style("thresholds:", "dim") .. " " .. table.concat(parts, ", "))
+  end
+end
+
+--- GET /v1/admin/status for people.
+function M.status(d, out)
+  for i, part in ipairs { status_node, status_services, status_chains, status_summary, status_resources, status_events } do
+    if i > 1 then out:print("") end
+    part(d, out)
   end
 end
 

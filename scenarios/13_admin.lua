@@ -44,7 +44,9 @@ s:step("13.3", "The dashboard", function(t)
   t:expect_match(r.stdout, "services coordinator blockchain%-node marketplace monitoring", "services")
   r = t:run("aitbc admin monitor --once -o json")
   t:expect_exit(r, 0)
-  t:expect(t:json(r).nodes[1].status == "ok", "a JSON frame")
+  local node = t:json(r).nodes[1]
+  -- ok, or degraded when an alert is up (a busy machine's CPU): either way the node answered
+  t:expect(node.version and (node.status == "ok" or node.status == "degraded"), "a JSON frame of the node")
 end)
 
 s:step("13.4", "Restart a service gracefully", function(t)

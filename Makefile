@@ -4,6 +4,7 @@ DESTDIR ?=
 BUILD   ?= build
 CC      ?= cc
 CFLAGS  ?= -O2 -g
+VERSION ?= 0.1.0
 PKGS    := lua5.4 libcurl libsodium sqlite3
 # Linked at build time; libcurl is dlopen'ed on first use (its dependency
 # tree costs more start-up time than everything else), and so is libjq
@@ -30,7 +31,7 @@ LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 # modules from source was most of `aitbc --help`'s time.
 LUA_BC    := $(LUA_FILES:%=$(BUILD)/%) $(BUILD)/lua/aitbc/wallet/wordlist.lua
 
-.PHONY: all deps test check demo asan lint format install uninstall clean bench reference help
+.PHONY: all deps test check demo asan lint format install uninstall clean bench reference help variant FORCE
 
 # alloc_fail.so: fault injection the specs of the native modules load
 # (package.loadlib); a test helper, never installed.
@@ -53,17 +54,44 @@ $(BUILD)/lua/aitbc/wallet/wordlist.lua: $(BUILD)/gen/lua/aitbc/wallet/wordlist.l
 $(BUILD)/embedded.c: $(BUILD)/embed $(LUA_BC)
 	$(BUILD)/embed $@ $(LUA_BC)
 
-$(BUILD)/%.o: runtime/%.c runtime/aitbc.h runtime/server.h runtime/http_parse.h runtime/lpattern.h | $(BUILD)
+$(BUILD)/%.o: runtime/%.c runtime/aitbc.h runtime/server.h runtime/http_parse.h runtime/lpattern.h $(BUILD)/version.h | $(BUILD)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/embedded.o: $(BUILD)/embedded.c runtime/aitbc.h
+$(BUILD)/embedded.o: $(BUILD)/embedded.c runtime/aitbc.h $(BUILD)/version.h
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+# The version string (make VERSION=...): rewritten only when it changes.
+$(BUILD)/version.h: FORCE | $(BUILD)
+	@printf '#ifndef AITBC_VERSION\n#define AITBC_VERSION "%s"\n#endif\n' '$(VERSION)' > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
 $(BUILD)/aitbc: $(OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,--as-needed -o $@ $(OBJS) $(CJSON_A) $(PKG_LIBS) -ldl -lpthread -lm
+	@printf '%s\n%s\n' '$(CFLAGS)' '$(LDFLAGS)' > $(BUILD)/build-flags
+
+# make variant VARIANT_VERSION=V OUT=FILE [HEALTH_FAULT=1]: this build's
+# binary with another version string (with HEALTH_FAULT=1, a node whose
+# health check fails): the releases the update tests install and roll back
+# from.  Only the two objects that hold the version are compiled again, with
+# the flags this build was made with; nothing in $(BUILD) changes.
+VARIANT_CFLAGS = $(shell sed -n 1p $(BUILD)/build-flags)
+variant:
+	@test -n "$(OUT)" -a -n "$(VARIANT_VERSION)" -a -f $(BUILD)/build-flags || \
+	  { echo "usage: make variant VARIANT_VERSION=V OUT=FILE [HEALTH_FAULT=1], after make" >&2; exit 2; }
+	$(CC) -std=gnu11 $(WARN) $(VARIANT_CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS) \
+	  -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"' -DAITBC_JQ_SONAME='"$(call SONAME,libjq.so)"' \
+	  -DAITBC_VERSION='"$(VARIANT_VERSION)"' $(if $(HEALTH_FAULT),-DAITBC_HEALTH_FAULT) -c -o $(OUT).sys.o runtime/sys.c
+	$(CC) -std=gnu11 $(WARN) $(VARIANT_CFLAGS) -D_GNU_SOURCE -Iruntime -I$(BUILD) $(PKG_CFLAGS) \
+	  -DAITBC_CURL_SONAME='"$(call SONAME,libcurl.so)"' -DAITBC_JQ_SONAME='"$(call SONAME,libjq.so)"' \
+	  -DAITBC_VERSION='"$(VARIANT_VERSION)"' -c -o $(OUT).http.o runtime/http.c
+	$(CC) $(VARIANT_CFLAGS) $(shell sed -n 2p $(BUILD)/build-flags) -Wl,--as-needed -o $(OUT) \
+	  $(filter-out $(BUILD)/sys.o $(BUILD)/http.o,$(OBJS)) $(OUT).sys.o $(OUT).http.o $(CJSON_A) $(PKG_LIBS) -ldl -lpthread -lm
+	@rm -f $(OUT).sys.o $(OUT).http.o
 
 $(BUILD):
 	mkdir -p $@
+
+FORCE:
 
 $(BUILD)/test/alloc_fail.so: tests/support/alloc_fail.c
 	@mkdir -p $(dir $@)

@@ -8,7 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AITBC_VERSION "0.1.0"
+/* AITBC_VERSION: make writes it to $(BUILD)/version.h (make VERSION=...). */
+#include "version.h"
 
 /* host.c: everything a fresh Lua state needs (standard libraries, native
  * modules, the embedded Lua tree).  Used for the main state and for every

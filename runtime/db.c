@@ -3,6 +3,9 @@
  *   db:exec(sql)                       -> true | nil, err   (several statements)
  *   db:prepare(sql)                    -> stmt | nil, err
  *   db:changes(), db:last_insert_id(), db:backup(path), db:close()
+ *   db:backup_start(path) -> backup | nil, err; backup:step(pages) ->
+ *                            "more"|"busy"|"done", remaining, pagecount;
+ *                            backup:finish() -> true | nil, err
  *   db:limit(name [, value])           -> the previous value (name: length,
  *                                         sql_length, column, variable_number)
  *   stmt:bind(...) / stmt:bind{name=v} -> stmt | nil, err (a value SQLite
@@ -19,6 +22,7 @@
 #define DB_MT "aitbc.db"
 #define STMT_MT "aitbc.db.stmt"
 #define BLOB_MT "aitbc.db.blob"
+#define BACKUP_MT "aitbc.db.backup"
 
 typedef struct {
   sqlite3 *db;
@@ -149,6 +153,90 @@ static int l_backup(lua_State *L) {
     return 2;
   }
   lua_pushinteger(L, pages);
+  return 1;
+}
+
+/* A backup in steps, for progress: the caller steps it and reads how many
+ * pages remain.  The source's snapshot is consistent when the caller holds
+ * a read transaction on it across the steps (WAL: writers go on meanwhile);
+ * otherwise a write by another connection restarts it.  The destination is
+ * a new file written without a journal (a backup that did not finish is
+ * never used: write it under a temporary name, rename when done).
+ * The destination starts with 64 KiB pages: SQLite then copies the source
+ * (the node's pages are 1 KiB) into it in 64 KiB writes, and the file ends
+ * as the source's own page size — about 7x faster than page by page
+ * (a non-WAL destination may have another page size: sqlite3_backup_step). */
+typedef struct {
+  sqlite3 *dest;
+  sqlite3_backup *b;
+  int rc; /* the last step's result */
+} backup_t;
+
+static int backup_close(backup_t *bk) {
+  int rc = SQLITE_OK;
+  if (bk->b) rc = sqlite3_backup_finish(bk->b);
+  bk->b = NULL;
+  if (bk->dest) sqlite3_close_v2(bk->dest);
+  bk->dest = NULL;
+  return rc;
+}
+
+static int backup_gc(lua_State *L) {
+  backup_close(luaL_checkudata(L, 1, BACKUP_MT));
+  return 0;
+}
+
+static int l_backup_start(lua_State *L) {
+  db_t *d = check_db(L);
+  const char *path = luaL_checkstring(L, 2);
+  backup_t *bk = lua_newuserdatauv(L, sizeof *bk, 0);
+  memset(bk, 0, sizeof *bk);
+  luaL_setmetatable(L, BACKUP_MT);
+  const char *err = NULL;
+  if (sqlite3_open_v2(path, &bk->dest, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+          SQLITE_OK ||
+      sqlite3_exec(bk->dest,
+                   "PRAGMA page_size=65536; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+                   "CREATE TABLE aitbc_backup_page_size(x); DROP TABLE aitbc_backup_page_size;",
+                   NULL, NULL, NULL) != SQLITE_OK)
+    err = bk->dest ? sqlite3_errmsg(bk->dest) : "out of memory";
+  else if (!(bk->b = sqlite3_backup_init(bk->dest, "main", d->db, "main")))
+    err = sqlite3_errmsg(bk->dest);
+  if (err) {
+    lua_pushnil(L);
+    lua_pushstring(L, err); /* copied before the connection goes */
+    backup_close(bk);
+    return 2;
+  }
+  return 1;
+}
+
+static int l_backup_step(lua_State *L) {
+  backup_t *bk = luaL_checkudata(L, 1, BACKUP_MT);
+  int pages = (int)luaL_optinteger(L, 2, 1024);
+  luaL_argcheck(L, bk->b != NULL, 1, "the backup is finished");
+  int rc = bk->rc = sqlite3_backup_step(bk->b, pages);
+  if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+    lua_pushnil(L);
+    lua_pushstring(L, sqlite3_errstr(rc));
+    return 2;
+  }
+  lua_pushstring(L, rc == SQLITE_DONE ? "done" : rc == SQLITE_OK ? "more" : "busy");
+  lua_pushinteger(L, sqlite3_backup_remaining(bk->b));
+  lua_pushinteger(L, sqlite3_backup_pagecount(bk->b));
+  return 3;
+}
+
+static int l_backup_finish(lua_State *L) {
+  backup_t *bk = luaL_checkudata(L, 1, BACKUP_MT);
+  int done = bk->rc == SQLITE_DONE;
+  int rc = backup_close(bk);
+  if (rc != SQLITE_OK || !done) {
+    lua_pushnil(L);
+    lua_pushstring(L, rc != SQLITE_OK ? sqlite3_errstr(rc) : "the backup was not complete");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -301,7 +389,8 @@ static int l_blob(lua_State *L) {
 int luaopen_aitbc_native_db(lua_State *L) {
   static const luaL_Reg db_methods[] = {
       {"exec", l_exec},     {"prepare", l_prepare}, {"changes", l_changes}, {"last_insert_id", l_last_insert_id},
-      {"backup", l_backup}, {"limit", l_limit},     {"close", l_close},     {NULL, NULL}};
+      {"backup", l_backup}, {"limit", l_limit},     {"close", l_close},     {"backup_start", l_backup_start},
+      {NULL, NULL}};
   static const luaL_Reg stmt_methods[] = {
       {"bind", l_bind}, {"step", l_step}, {"reset", l_reset}, {"finalize", l_finalize}, {NULL, NULL}};
   luaL_newmetatable(L, DB_MT);
@@ -319,7 +408,16 @@ int luaopen_aitbc_native_db(lua_State *L) {
   lua_pushcfunction(L, l_finalize);
   lua_setfield(L, -2, "__close");
   luaL_newmetatable(L, BLOB_MT);
-  lua_pop(L, 3);
+  luaL_newmetatable(L, BACKUP_MT);
+  lua_createtable(L, 0, 2);
+  lua_pushcfunction(L, l_backup_step);
+  lua_setfield(L, -2, "step");
+  lua_pushcfunction(L, l_backup_finish);
+  lua_setfield(L, -2, "finish");
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, backup_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 4);
   lua_newtable(L);
   lua_pushcfunction(L, l_open);
   lua_setfield(L, -2, "open");

@@ -5,7 +5,7 @@
  * {suspend = seconds, wake = {keys}} and runs again when sys.notify wakes
  * one of its keys or its time is up.
  *
- *   start{host=, port=, handler="module", config="string", max_body=,
+ *   start{host=, port=, fd=, handler="module", config="string", max_body=,
  *         workers=3 x cores, max_connections=, max_per_address=,
  *         idle_timeout=, head_timeout=, log_queue=}  -> server | nil, err
  *   server:port(), server:stop([grace_seconds]), server:stats()
@@ -752,6 +752,10 @@ static int l_start(lua_State *L) {
   lua_Integer port = luaL_optinteger(L, -1, 0);
   lua_pop(L, 1);
   luaL_argcheck(L, port >= 0 && port <= 65535, 1, "port must be 0..65535");
+  lua_getfield(L, 1, "fd"); /* a listening socket this process inherited */
+  lua_Integer inherited_fd = luaL_optinteger(L, -1, -1);
+  lua_pop(L, 1);
+  luaL_argcheck(L, inherited_fd >= -1 && inherited_fd <= INT32_MAX, 1, "fd must be a descriptor number");
   read_options(L, srv);
   lua_getfield(L, 1, "host");
   char host[64];
@@ -765,7 +769,7 @@ static int l_start(lua_State *L) {
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &block, &old);
-  int rc = server_io_start(srv, host, (int)port, err, sizeof err);
+  int rc = server_io_start(srv, host, (int)port, (int)inherited_fd, err, sizeof err);
   if (rc == 0 && start_workers(srv) < 0) {
     rc = -1;
     snprintf(err, sizeof err, "cannot start the server's workers");

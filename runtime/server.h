@@ -146,7 +146,8 @@ struct server {
 };
 
 /* server_io.c */
-int server_io_start(server_t *srv, const char *host, int port, char *err, size_t errlen);
+/* inherited_fd >= 0: serve on that listening socket instead of opening one */
+int server_io_start(server_t *srv, const char *host, int port, int inherited_fd, char *err, size_t errlen);
 void server_io_wake(server_t *srv);
 void server_io_join(server_t *srv); /* after the workers: frees every connection */
 void server_complete(server_t *srv, conn_t *c, int kick_only);

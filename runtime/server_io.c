@@ -6,6 +6,7 @@
  * to this thread except while a worker runs its handler (worker_owned). */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -911,26 +912,35 @@ static void *io_main(void *arg) {
 
 /* ---- start and stop ---- */
 
-int server_io_start(server_t *srv, const char *host, int port, char *err, size_t errlen) {
+int server_io_start(server_t *srv, const char *host, int port, int inherited_fd, char *err, size_t errlen) {
   struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+  if (inherited_fd < 0 && inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
     snprintf(err, errlen, "invalid listen address '%s' (expected an IPv4 address such as 127.0.0.1)", host);
     return -1;
   }
   srv->addr_table = calloc(ADDR_BUCKETS, sizeof *srv->addr_table);
   srv->wake_table = calloc(WAKE_BUCKETS, sizeof *srv->wake_table);
-  srv->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  srv->listen_fd = inherited_fd >= 0 ? inherited_fd : socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   srv->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
   srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (!srv->addr_table || !srv->wake_table || srv->listen_fd < 0 || srv->epoll_fd < 0 || srv->wake_fd < 0) {
     snprintf(err, errlen, "cannot set up the server: %s", strerror(errno));
     return -1;
   }
-  int one = 1;
-  setsockopt(srv->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(srv->listen_fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(srv->listen_fd, 4096) < 0) {
-    snprintf(err, errlen, "cannot listen on %s:%d (%s)", host, port, strerror(errno));
-    return -1;
+  if (inherited_fd >= 0) { /* a listening socket another process holds too (aitbc serve's supervisor) */
+    int flags = fcntl(inherited_fd, F_GETFL);
+    if (flags < 0 || fcntl(inherited_fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+        fcntl(inherited_fd, F_SETFD, FD_CLOEXEC) < 0) {
+      snprintf(err, errlen, "cannot use the listening socket fd %d (%s)", inherited_fd, strerror(errno));
+      return -1;
+    }
+  } else {
+    int one = 1;
+    setsockopt(srv->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(srv->listen_fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(srv->listen_fd, 4096) < 0) {
+      snprintf(err, errlen, "cannot listen on %s:%d (%s)", host, port, strerror(errno));
+      return -1;
+    }
   }
   socklen_t len = sizeof addr;
   getsockname(srv->listen_fd, (struct sockaddr *)&addr, &len);

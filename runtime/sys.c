@@ -10,9 +10,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -26,6 +30,7 @@
 #define GROWBUF_MT "aitbc.growbuf"
 #define DIR_MT "aitbc.dir"
 #define SPAWN_FDS_MT "aitbc.spawn_fds"
+#define LOCK_MT "aitbc.file_lock"
 
 extern char **environ;
 
@@ -120,6 +125,50 @@ static int l_term_size(lua_State *L) {
   lua_pushinteger(L, ws.ws_col);
   lua_pushinteger(L, ws.ws_row);
   return 2;
+}
+
+/* term_raw(on): the terminal on stdin gives keys at once, unechoed (a
+ * full-screen view reads 'q'); term_raw(false) puts back what it was. */
+static struct termios saved_termios;
+static int termios_saved;
+
+static int l_term_raw(lua_State *L) {
+  if (!lua_toboolean(L, 1)) {
+    if (termios_saved) tcsetattr(0, TCSANOW, &saved_termios);
+    termios_saved = 0;
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  struct termios t;
+  if (tcgetattr(0, &t) != 0) return push_errno(L, "stdin");
+  if (!termios_saved) saved_termios = t, termios_saved = 1;
+  t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+  t.c_cc[VMIN] = 0;
+  t.c_cc[VTIME] = 0;
+  if (tcsetattr(0, TCSANOW, &t) != 0) return push_errno(L, "stdin");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* read_input([timeout]) -> bytes from stdin | nil, "timeout" | "eof" | "interrupted" */
+static int l_read_input(lua_State *L) {
+  double timeout = luaL_optnumber(L, 1, 0);
+  struct pollfd pfd = {0, POLLIN, 0};
+  int r = poll(&pfd, 1, (int)(timeout * 1000));
+  if (r <= 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, r == 0 ? "timeout" : "interrupted");
+    return 2;
+  }
+  char buf[256];
+  ssize_t n = read(0, buf, sizeof buf);
+  if (n <= 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, n == 0 ? "eof" : "interrupted");
+    return 2;
+  }
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
 }
 
 /* read_password(prompt) -> text | nil, err: from the terminal, not echoed.
@@ -377,6 +426,81 @@ static int l_disk_usage(lua_State *L) {
   return 1;
 }
 
+/* fsync(path) -> true | nil, err: a file's (or a directory's) data on disk. */
+static int l_fsync(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return push_errno(L, path);
+  int rc = fsync(fd), e = errno;
+  close(fd);
+  errno = e;
+  if (rc != 0) return push_errno(L, path);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* lock_file(path) -> lock | nil, "busy" | nil, err: an exclusive flock on
+ * path (created 0600), never waited for; held until lock:unlock(), its
+ * collection or the end of the process (children do not inherit it). */
+static int lock_unlock(lua_State *L) {
+  int *fd = luaL_checkudata(L, 1, LOCK_MT);
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+  return 0;
+}
+
+static int l_lock_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int *fd = lua_newuserdatauv(L, sizeof *fd, 0);
+  *fd = -1;
+  luaL_setmetatable(L, LOCK_MT);
+  if ((*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) return push_errno(L, path);
+  if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(*fd);
+    *fd = -1;
+    if (e != EWOULDBLOCK) {
+      errno = e;
+      return push_errno(L, path);
+    }
+    lua_pushnil(L);
+    lua_pushliteral(L, "busy");
+    return 2;
+  }
+  return 1;
+}
+
+/* listen(host, port) -> fd, port | nil, err: a listening TCP socket that
+ * child processes inherit (no close-on-exec).  `aitbc serve`'s supervisor
+ * holds it while node processes come and go, so that a restart refuses no
+ * connection: the kernel queues them until a process accepts. */
+static int l_listen(lua_State *L) {
+  const char *host = luaL_checkstring(L, 1);
+  lua_Integer port = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0..65535");
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "invalid listen address '%s' (expected an IPv4 address such as 127.0.0.1)", host);
+    return 2;
+  }
+  int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  if (fd < 0) return push_errno(L, "socket");
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  socklen_t len = sizeof addr;
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, 4096) != 0 ||
+      getsockname(fd, (struct sockaddr *)&addr, &len) != 0) {
+    int e = errno;
+    close(fd);
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot listen on %s:%d (%s)", host, (int)port, strerror(e));
+    return 2;
+  }
+  lua_pushinteger(L, fd);
+  lua_pushinteger(L, ntohs(addr.sin_port));
+  return 2;
+}
+
 /* ---- processes ---- */
 
 typedef struct {
@@ -438,9 +562,9 @@ static int stream_mode(lua_State *L, int opts, const char *key, const char *dflt
 }
 
 static void child_exec(char **argv, char **envp, int fds[3][2], const int modes[3], const char *cwd, int report,
-                       int new_session, int log_fd, pid_t die_with) {
-  if (die_with > 0) { /* SIGTERM when the parent goes, even if it crashes (test harnesses) */
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
+                       int new_session, int log_fd, pid_t die_with, int die_signal) {
+  if (die_with > 0) { /* a signal when the parent goes, even if it crashes (test harnesses) */
+    prctl(PR_SET_PDEATHSIG, die_signal);
     if (getppid() != die_with) _exit(127);
   }
   int devnull = open("/dev/null", O_RDWR);
@@ -573,7 +697,8 @@ static int spawn_open(spawn_fds_t *f, const char *log_path, const int modes[3]) 
 /* spawn{argv={...}, env={NAME=value|false}, cwd=, stdin=, stdout=, stderr=}
  * Streams: "inherit" (default), "pipe", "null"; stderr may also be "stdout".
  * log=PATH appends the child's stdout and stderr to that file (daemons);
- * die_with_parent=true sends the child SIGTERM when this process ends.
+ * die_with_parent=true sends the child SIGTERM when this process ends (a
+ * number: that signal).
  * env entries (false to unset) apply on top of the current environment.
  * Everything that can raise runs before the first descriptor is opened. */
 static int l_spawn(lua_State *L) {
@@ -597,6 +722,8 @@ static int l_spawn(lua_State *L) {
   int new_session = lua_toboolean(L, -1);
   lua_getfield(L, 1, "die_with_parent");
   pid_t die_with = lua_toboolean(L, -1) ? getpid() : 0;
+  int die_signal = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : SIGTERM;
+  luaL_argcheck(L, die_signal > 0 && die_signal < NSIG, 1, "die_with_parent: a signal number");
   lua_getfield(L, 1, "log");
   const char *log_path = lua_tostring(L, -1);
   lua_getfield(L, 1, "env");
@@ -612,7 +739,7 @@ static int l_spawn(lua_State *L) {
   fflush(NULL);
   pid_t pid = fork();
   if (pid < 0) return spawn_fail(L, f, "fork");
-  if (pid == 0) child_exec(argv, envp, f->pipes, modes, cwd, f->report[1], new_session, f->log, die_with);
+  if (pid == 0) child_exec(argv, envp, f->pipes, modes, cwd, f->report[1], new_session, f->log, die_with, die_signal);
   p->pid = pid;
   p->done = 0;
   /* the parent's ends go to the process object, the rest is closed */
@@ -693,6 +820,23 @@ static int l_kill(lua_State *L) {
 static int l_pid(lua_State *L) {
   lua_pushinteger(L, check_proc(L)->pid);
   return 1;
+}
+
+/* write(data) to the child's stdin -> true | nil, err (the child is gone:
+ * "write: Broken pipe"); close_stdin() ends its input. */
+static int l_write(lua_State *L) {
+  proc_t *p = check_proc(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  luaL_argcheck(L, p->in >= 0, 1, "stdin is not a pipe");
+  if (write_all(p->in, data, len) != 0) return push_errno(L, "write");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_close_stdin(lua_State *L) {
+  close_fd(&check_proc(L)->in);
+  return 0;
 }
 
 static double remaining(double deadline) { return deadline - clock_seconds(CLOCK_MONOTONIC); }
@@ -781,9 +925,15 @@ static int l_proc_gc(lua_State *L) {
 }
 
 int luaopen_aitbc_native_sys(lua_State *L) {
-  static const luaL_Reg proc_methods[] = {
-      {"wait", l_wait},     {"kill", l_kill}, {"pid", l_pid}, {"read", l_read}, {"communicate", l_communicate},
-      {"rusage", l_rusage}, {NULL, NULL}};
+  static const luaL_Reg proc_methods[] = {{"wait", l_wait},
+                                          {"kill", l_kill},
+                                          {"pid", l_pid},
+                                          {"read", l_read},
+                                          {"communicate", l_communicate},
+                                          {"rusage", l_rusage},
+                                          {"write", l_write},
+                                          {"close_stdin", l_close_stdin},
+                                          {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"time", l_time},
                                    {"monotonic", l_monotonic},
                                    {"sleep", l_sleep},
@@ -808,6 +958,11 @@ int luaopen_aitbc_native_sys(lua_State *L) {
                                    {"read_password", l_read_password},
                                    {"kill", l_kill_pid},
                                    {"getppid", l_getppid},
+                                   {"term_raw", l_term_raw},
+                                   {"read_input", l_read_input},
+                                   {"fsync", l_fsync},
+                                   {"lock_file", l_lock_file},
+                                   {"listen", l_listen},
                                    {NULL, NULL}};
   aitbc_shared_metatables(L);
   luaL_newmetatable(L, DIR_MT);
@@ -816,7 +971,14 @@ int luaopen_aitbc_native_sys(lua_State *L) {
   luaL_newmetatable(L, SPAWN_FDS_MT);
   lua_pushcfunction(L, spawn_fds_gc);
   lua_setfield(L, -2, "__gc");
-  lua_pop(L, 2);
+  luaL_newmetatable(L, LOCK_MT);
+  lua_pushcfunction(L, lock_unlock);
+  lua_setfield(L, -2, "__gc");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lock_unlock);
+  lua_setfield(L, -2, "unlock");
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 3);
   luaL_newmetatable(L, PROC_MT);
   luaL_newlib(L, proc_methods);
   lua_setfield(L, -2, "__index");
@@ -827,5 +989,9 @@ int luaopen_aitbc_native_sys(lua_State *L) {
   luaL_setfuncs(L, aitbc_shared_funcs, 0);
   lua_pushliteral(L, AITBC_VERSION);
   lua_setfield(L, -2, "version");
+#ifdef AITBC_HEALTH_FAULT /* make variant HEALTH_FAULT=1: a release whose node fails its health check */
+  lua_pushliteral(L, "health");
+  lua_setfield(L, -2, "build_fault");
+#endif
   return 1;
 }

@@ -128,4 +128,21 @@ describe("crypto", function()
       assert.is_false(crypto.equal("abc", "abcd"))
     end)
   end)
+  it("hashes a stream with SHA-256 as the one-shot does, with and without the CPU's SHA extensions", function()
+    for _, mode in ipairs { "fast", "portable" } do
+      for _, n in ipairs { 0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 70000 } do
+        local data = crypto.random(n)
+        local h, i = crypto.sha256_stream(mode), 1
+        while i <= n do
+          local k = (i * 7919) % 97 + 1
+          h:update(data:sub(i, i + k - 1))
+          i = i + k
+        end
+        assert.equal(crypto.hex(crypto.sha256(data)), crypto.hex(h:final()), mode .. " " .. n)
+      end
+    end
+    local h = crypto.sha256_stream()
+    assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", crypto.hex(h:update("abc"):final()))
+    assert.equal(crypto.hex(crypto.sha256("")), crypto.hex(h:final())) -- starts over after final
+  end)
 end)

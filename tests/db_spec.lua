@@ -96,4 +96,40 @@ describe("db (SQLite)", function()
     assert.is_nil(ok)
     assert.matches("unable to open", err)
   end)
+  it("backs up in steps a consistent snapshot while another connection writes (WAL, a read transaction held)", function()
+    for i = 1, 2000 do conn:run("INSERT INTO t (amount, note) VALUES (?, ?)", i, string.rep("x", 200)) end
+    local src = assert(db.open(dir .. "/t.db"))
+    assert(src:exec("BEGIN"))
+    local before = src:first("SELECT count(*) AS n, sum(amount) AS s FROM t")
+    local backup = assert(src.handle:backup_start(dir .. "/copy.db"))
+    local steps, state, remaining, pages = 0, nil, nil, nil -- luacheck: ignore 311
+    repeat
+      state, remaining, pages = backup:step(16)
+      steps = steps + 1
+      conn:run("INSERT INTO t (amount) VALUES (?)", 1) -- the node writes meanwhile
+    until state == "done"
+    assert(backup:finish())
+    assert(src:exec("COMMIT"))
+    src:close()
+    assert.is_true(steps > 5)
+    assert.equal(0, remaining)
+    assert.is_true(pages > 16)
+    local copy = assert(db.open(dir .. "/copy.db", { readonly = true }))
+    assert.same(before, copy:first("SELECT count(*) AS n, sum(amount) AS s FROM t"))
+    assert.equal("ok", copy:first("PRAGMA integrity_check").integrity_check)
+    assert.equal(conn:first("PRAGMA page_size").page_size, copy:first("PRAGMA page_size").page_size)
+    copy:close()
+  end)
+
+  it("says a stepped backup that did not finish is not complete", function()
+    for i = 1, 500 do conn:run("INSERT INTO t (amount, note) VALUES (?, ?)", i, string.rep("y", 500)) end
+    local backup = assert(conn.handle:backup_start(dir .. "/partial.db"))
+    assert.equal("more", (backup:step(2)))
+    local ok, err = backup:finish()
+    assert.is_nil(ok)
+    assert.matches("not complete", err)
+    local bad, berr = conn.handle:backup_start(dir .. "/no/such/dir/x.db")
+    assert.is_nil(bad)
+    assert.is_string(berr)
+  end)
 end)

@@ -77,6 +77,15 @@ describe("a database from an older aitbc", function()
     local old
     for _, row in ipairs(audit.items) do if row.request_id == "from-v1" then old = row end end
     assert.same({ ids.client, "GET /v1/jobs", 200, 1 }, { old.key_id, old.route, old.status, old.count })
+    -- each key became the key of a user of its own, with the key's role, active, and its activity from the audit log
+    local _, users = node:request("GET", "/v1/admin/users", { key = admin })
+    local by_name = {}
+    for _, u in ipairs(users.items) do by_name[u.name] = u end
+    for role, id in pairs(ids) do
+      local u = assert(by_name[role .. " from v1 (" .. id .. ")"], "a user for the " .. role .. " key")
+      assert.same({ role, "active", 1 }, { u.role, u.status, u.keys })
+    end
+    assert.equal(3, by_name["client from v1 (" .. ids.client .. ")"].requests_30d) -- v1's, whoami, the result
     assert.equal(143, node:stop()) -- a graceful stop on SIGTERM
   end)
 

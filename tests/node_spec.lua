@@ -547,7 +547,10 @@ describe("node lifecycle", function()
   end)
 
   it("runs --handler-slots handlers at once; a waiting long poll holds none of them", function()
-    local function threads(node) return #assert(sys.list_dir("/proc/" .. node.proc:pid() .. "/task")) end
+    local function threads(node) -- of the node's process (its supervisor's child: /health names it)
+      local _, health = node:request("GET", "/health")
+      return #assert(sys.list_dir("/proc/" .. health.pid .. "/task"))
+    end
     local one = nodes.start { args = { "--handler-slots", "1", "--log-level", "warn" } }
     local five = nodes.start { args = { "--handler-slots", "5", "--log-level", "warn" } }
     assert.equal(4, threads(five) - threads(one)) -- one thread per slot

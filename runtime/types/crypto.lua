@@ -21,6 +21,12 @@ function crypto.random(n) end
 function crypto.sha256(data) end
 ---@return string digest64
 function crypto.sha512(data) end
+---@class aitbc.sha256
+---@field update fun(self, data: string): aitbc.sha256
+---@field final fun(self): string  the digest; the hasher starts over
+---@param mode? "portable"  without the CPU's SHA extensions (tests)
+---@return aitbc.sha256
+function crypto.sha256_stream(mode) end
 ---@param len? integer 16..64 (default 32) @param key? string|aitbc.secret
 ---@return string
 function crypto.blake2b(data, len, key) end

@@ -15,11 +15,21 @@ function handle:changes() end
 function handle:last_insert_id() end
 ---@return integer|nil pages, string? err
 function handle:backup(path) end
+---A backup in steps (progress); consistent while the caller holds a read transaction on this connection.
+---@return aitbc.db.backup|nil, string? err
+function handle:backup_start(path) end
 ---@param name "length"|"sql_length"|"column"|"variable_number"
 ---@param value? integer  the new limit; without it, only reads
 ---@return integer previous
 function handle:limit(name, value) end
 function handle:close() end
+
+---@class aitbc.db.backup
+local backup = {}
+---@return "more"|"busy"|"done"|nil state, integer|string remaining_or_err, integer? pagecount
+function backup:step(pages) end
+---@return true|nil, string? err  nil unless the last step was "done"
+function backup:finish() end
 
 ---@class aitbc.db.stmt
 local stmt = {}

@@ -33,7 +33,8 @@ function srv:stop(grace_seconds) end
 ---@return {inflight: integer, requests: integer, states: integer, workers: integer}
 function srv:stats() end
 
----@param opts {handler: string, host?: string, port?: integer, config?: string, max_body?: integer, workers?: integer, max_connections?: integer, max_per_address?: integer, idle_timeout?: number, head_timeout?: number, log_queue?: string}
+---fd: serve on this inherited listening socket (sys.listen in aitbc serve's supervisor) instead of opening one
+---@param opts {handler: string, host?: string, port?: integer, fd?: integer, config?: string, max_body?: integer, workers?: integer, max_connections?: integer, max_per_address?: integer, idle_timeout?: number, head_timeout?: number, log_queue?: string}
 ---@return aitbc.server|nil, string? err
 function server.start(opts) end
 

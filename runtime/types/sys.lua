@@ -37,6 +37,23 @@ function sys.chmod(path, mode) end
 function sys.list_dir(path) end
 ---@return {total: integer, free: integer, available: integer}|nil, string? err
 function sys.disk_usage(path) end
+---@return true|nil, string? err  a file's or directory's data on disk
+function sys.fsync(path) end
+---@class aitbc.file_lock
+---@field unlock fun(self)
+---An exclusive flock (never waited for); children do not inherit it.
+---@return aitbc.file_lock|nil, string? "busy"|err
+function sys.lock_file(path) end
+---A listening TCP socket that child processes inherit (aitbc serve's supervisor).
+---@return integer|nil fd, integer|string port_or_err
+function sys.listen(host, port) end
+---The terminal on stdin: keys at once, unechoed (true), or as it was (false).
+---@return true|nil, string? err
+function sys.term_raw(on) end
+---@return string|nil bytes, string? "timeout"|"eof"|"interrupted"
+function sys.read_input(timeout) end
+---@type string|nil  "health" in a binary built with make variant HEALTH_FAULT=1
+sys.build_fault = nil
 
 ---@class aitbc.proc
 local proc = {}
@@ -52,6 +69,9 @@ function proc:read(timeout) end
 function proc:communicate(input, timeout) end
 ---@return {max_rss: integer, user: number, system: number}|nil
 function proc:rusage() end
+---@return true|nil, string? err  writes to the child's stdin (a pipe)
+function proc:write(data) end
+function proc:close_stdin() end
 
 -- What threads share (runtime/shared.c).
 ---@class aitbc.mutex
@@ -84,7 +104,7 @@ function sys.notify(key, mode) end
 ---@return aitbc.thread|nil, string? err
 function sys.thread(module, arg) end
 
----@param opts {argv: string[], env?: table<string,string|false>, cwd?: string, stdin?: string, stdout?: string, stderr?: string, log?: string, setsid?: boolean, die_with_parent?: boolean}
+---@param opts {argv: string[], env?: table<string,string|false>, cwd?: string, stdin?: string, stdout?: string, stderr?: string, log?: string, setsid?: boolean, die_with_parent?: boolean|integer}
 ---streams: "inherit" (default), "pipe", "null"; stderr may be "stdout"
 ---@return aitbc.proc|nil, string? err
 function sys.spawn(opts) end

@@ -102,7 +102,9 @@ function help.command(decl)
   for _, a in ipairs(decl.args or {}) do rows[#rows + 1] = { arg_usage(a), a.help or "" } end
   section(lines, "Arguments", rows)
   rows = {}
-  for _, o in ipairs(decl.options or {}) do rows[#rows + 1] = { option_label(o), option_help(o) } end
+  for _, o in ipairs(decl.options or {}) do
+    if not o.hidden then rows[#rows + 1] = { option_label(o), option_help(o) } end
+  end
   section(lines, "Options", rows)
   if decl.examples and #decl.examples > 0 then
     lines[#lines + 1] = ""

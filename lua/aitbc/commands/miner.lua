@@ -173,13 +173,14 @@ return {
         local client = mining().client(ctx, ctx.opts.miner_id)
         local sys = require "aitbc.sys"
         if not ctx.opts.every then
-          local r = client:call("POST", "/v1/miners/heartbeat", { json = {}, expect = { miner_id = "string" } })
+          local r = client:call("POST", "/v1/miners/heartbeat", { json = mining().heartbeat_body(),
+            expect = { miner_id = "string" } })
           return r, function(d, out) out:success("heartbeat sent for miner " .. d.miner_id) end
         end
         sys.on_interrupt("flag")
         while not sys.interrupted() do
           if ctx.opts.parent and not sys.kill(ctx.opts.parent, 0) then break end
-          client:request("POST", "/v1/miners/heartbeat", { json = {} })
+          client:request("POST", "/v1/miners/heartbeat", { json = mining().heartbeat_body() })
           local until_next = sys.monotonic() + ctx.opts.every
           while sys.monotonic() < until_next and not sys.interrupted() do sys.sleep(0.2) end
         end

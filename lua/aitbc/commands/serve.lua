@@ -2,14 +2,12 @@
 -- node itself is aitbc.node.serve; here are its options, --detach and what
 -- the command says.
 
---- Starts the node in a new session and returns once it answers.  Every
--- option given to this command is passed on (from its declaration).
-local function detach(ctx, opts)
-  local args = { "serve", "--url-file", opts.data_dir .. "/node.url", "--pid-file", opts.pid_file,
-    "--data-dir", opts.data_dir }
+--- The options given to this command, as arguments again (from its
+-- declaration), except those in `skip`.
+local function passed_on(ctx, opts, args, skip)
   for _, o in ipairs(ctx.command.options) do
     local v = opts[o.key]
-    if v ~= nil and not ({ detach = true, url_file = true, pid_file = true, data_dir = true })[o.key] then
+    if v ~= nil and not skip[o.key] then
       if o.type == "boolean" then
         if v then args[#args + 1] = o.long end
       elseif type(v) == "table" then -- repeatable
@@ -20,6 +18,14 @@ local function detach(ctx, opts)
       end
     end
   end
+  return args
+end
+
+--- Starts the node in a new session and returns once it answers.  Every
+-- option given to this command is passed on.
+local function detach(ctx, opts)
+  local args = passed_on(ctx, opts, { "serve", "--url-file", opts.data_dir .. "/node.url", "--pid-file", opts.pid_file,
+    "--data-dir", opts.data_dir }, { detach = true, url_file = true, pid_file = true, data_dir = true })
   local started = require("aitbc.daemon").start {
     args = args,
     ready_file = opts.data_dir .. "/node.url", log = opts.data_dir .. "/serve.out",
@@ -44,7 +50,20 @@ local function run(ctx)
   opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
   if opts.detach then return detach(ctx, opts), render_detached end
   opts.environment = ctx.settings.environment
-  serve.run(opts, function(level, text) ctx.out[level](ctx.out, text) end)
+  opts.settings = serve.node_settings(opts.data_dir)
+  local say = function(level, text) ctx.out[level](ctx.out, text) end
+  if opts.listen_fd then
+    serve.run(opts, say) -- a process of the supervisor below
+  else
+    -- the supervisor: holds the socket, runs the node in a process that inherits it
+    local child_args = passed_on(ctx, opts, { "--data-dir", opts.data_dir }, { detach = true, url_file = true,
+      pid_file = true, data_dir = true, listen_fd = true, integrity_check = true })
+    local failed = require("aitbc.node.supervisor").run(opts, child_args, say)
+    if failed then
+      ctx.exit_code = failed
+      return
+    end
+  end
   -- stopped by a signal, gracefully: 130 for Ctrl-C, 143 for SIGTERM
   local signal = require("aitbc.sys").interrupted()
   if signal then ctx.exit_code = require("aitbc.errors").signal_exit(signal) end
@@ -56,7 +75,10 @@ return {
   summary = "Run the AITBC node: jobs, miners, API keys and their storage, over HTTP",
   description = "Serves /v1 (and /api/v1) on --listen until SIGTERM or Ctrl-C, then finishes the requests in "
     .. "flight and exits 130 (Ctrl-C) or 143 (SIGTERM). The first start creates an admin API key in the data "
-    .. "directory (admin.key, mode 0600).",
+    .. "directory (admin.key, mode 0600). A small supervisor holds the listening socket and runs the node in a "
+    .. "process of its own, so that `aitbc admin restart` and `admin update` replace it without refusing a "
+    .. "connection. DATA_DIR/node.json holds the node's configuration (release channel and key, thresholds, "
+    .. "alert webhook).",
   options = {
     { "--listen", metavar = "HOST:PORT", default = "127.0.0.1:8000", help = "address to listen on (port 0: any free port)" },
     { "--data-dir", metavar = "DIR", help = "database, keys and logs (default ~/.aitbc/node)" },
@@ -92,6 +114,11 @@ return {
     { "--detach", type = "boolean", help = "run in the background (writes a pid file) and return once it answers" },
     { "--pid-file", metavar = "FILE", help = "write the process id here (default with --detach: DATA_DIR/node.pid)" },
     { "--url-file", metavar = "FILE", help = "write the node's URL here once it listens" },
+    -- set by the supervisor for the node process it starts
+    { "--listen-fd", type = "integer", min = 0, metavar = "FD", hidden = true,
+      help = "serve on this inherited listening socket (the supervisor's)" },
+    { "--integrity-check", type = "boolean", hidden = true,
+      help = "check the database and the chains' newest blocks before serving (emergency restarts)" },
   },
   examples = { "aitbc serve", "aitbc serve --listen 0.0.0.0:8000 --data-dir /var/lib/aitbc",
                "aitbc serve --detach --data-dir /tmp/node" },

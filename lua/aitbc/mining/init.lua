@@ -50,6 +50,21 @@ function mining.detect_gpus()
   return gpus, note
 end
 
+--- A heartbeat's body: this machine's GPU readings now (NVML), so the
+-- node's dashboard and metrics history see utilisation and temperature;
+-- {} when there is no GPU or no driver.
+function mining.heartbeat_body()
+  local found = require("aitbc.native.gpu").list()
+  if not found or #found == 0 then return {} end
+  local gpus = {}
+  for i, g in ipairs(found) do
+    gpus[i] = { index = g.index, name = g.name, utilization_gpu = g.utilization_gpu,
+      utilization_memory = g.utilization_memory, memory_used = g.memory_used, memory_total = g.memory_total,
+      temperature_c = g.temperature_c, power_w = g.power_w }
+  end
+  return { gpus = gpus }
+end
+
 function mining.describe(gpus)
   if #gpus == 0 then return "no GPU" end
   local parts = {}

@@ -10,6 +10,8 @@ local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
+local ops = require "aitbc.node.ops_api"
+local services = require "aitbc.node.services"
 local chain = require "aitbc.node.chain"
 local governance = require "aitbc.node.governance"
 local rental = require "aitbc.node.rental"
@@ -105,8 +107,10 @@ local ROUTES = {
   { "GET", "/v1/admin/miners", ADMIN, admin.miners },
   { "GET", "/v1/admin/audit", ADMIN, admin.audit },
 }
+for _, r in ipairs(ops.ROUTES) do ROUTES[#ROUTES + 1] = { r[1], r[2], ADMIN, r[3] } end -- node operations
 for _, r in ipairs(ROUTES) do
   r.name = r[1] .. " " .. r[2]
+  r.service = services.of(r[2]) -- a service restarting holds its requests
   r.pattern = "^" .. r[2]:gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{chain}", "([%%w_%%-%%.]+)"):gsub("{model}", "([^/]+)") .. "$"
 end
 
@@ -147,6 +151,8 @@ return function(config_text)
   local config = assert(json.decode(config_text), "node config is not JSON")
   local store = assert(store_mod.open(config.db_path))
   local logger = log.open(config.log_path, config.log_level, "coordinator")
+  local loggers = {} -- each service's lines name it
+  for _, name in ipairs(services.NAMES) do loggers[name] = log.open(config.log_path, config.log_level, name) end
   local node_key = util.read_node_key(config.node_key_path)
   local function flush_audit()
     if not store:audit_sync(5) then logger:warn("audit rows are not written yet; the report may lack the newest") end
@@ -166,6 +172,9 @@ return function(config_text)
     if k.revoked_at then util.fail(401, "api_key_revoked", "this API key was revoked at " .. util.iso(k.revoked_at)) end
     if k.expires_at and k.expires_at <= ctx.now then
       util.fail(401, "api_key_expired", "this API key expired at " .. util.iso(k.expires_at))
+    end
+    if k.user_status == "suspended" then -- all of a suspended user's keys, at once
+      util.fail(403, "user_suspended", "the user of this API key (" .. tostring(k.user_name) .. ") is suspended")
     end
     if not route[3][k.role] then
       local roles = {}
@@ -203,13 +212,16 @@ return function(config_text)
     local ok, heights = pcall(chain_heights)
     local follow, halted
     if ok and config.follow then ok, follow, halted = pcall(following, heights) end
-    local healthy = ok and not halted
+    -- a release built to fail (make variant HEALTH_FAULT=1) fails here, for the update tests
+    local fault = sys.build_fault == "health" and "this binary was built with HEALTH_FAULT=1" or nil
+    local healthy = ok and not halted and not fault
+    local states = services.states()
+    states.coordinator, states.storage = ok and states.coordinator or "unavailable", ok and "ok" or "unavailable"
+    states.chain = not ok and "unavailable" or halted and "halted" or "ok"
     return healthy and 200 or 503, {
-      status = healthy and "ok" or "degraded", version = sys.version, env = config.environment,
-      uptime_seconds = math.floor(ctx.now - config.started_at),
-      services = { coordinator = "ok", storage = ok and "ok" or "unavailable",
-        chain = not ok and "unavailable" or halted and "halted" or "ok" },
-      node_key = node_key.id, chains = ok and heights or {}, following = ok and follow or nil,
+      status = fault and "failing" or healthy and "ok" or "degraded", reason = fault, version = sys.version,
+      env = config.environment, uptime_seconds = math.floor(ctx.now - config.started_at), pid = sys.getpid(),
+      services = states, node_key = node_key.id, chains = ok and heights or {}, following = ok and follow or nil,
     }
   end
 
@@ -335,6 +347,21 @@ return function(config_text)
       if route[3] then authenticate(ctx, route) end
       local handler = route[4]
       if type(handler) == "string" then handler = builtin[handler] end
+      local service = route.service
+      if service then
+        local wait = services.enter(ctx, service, 30)
+        if wait then
+          status, body = util.SUSPEND, wait
+          return
+        end
+        ctx.log = loggers[service]
+        local hok, herr = pcall(function()
+          status, body, ctype = handler(ctx, table.unpack(arg or {}, 1, arg and arg.n or 0))
+        end)
+        services.leave(service)
+        if not hok then error(herr, 0) end
+        return
+      end
       status, body, ctype = handler(ctx, table.unpack(arg or {}, 1, arg and arg.n or 0))
     end)
     if ok then return status, body, ctype end
@@ -366,6 +393,10 @@ return function(config_text)
   --- The response the server sends: headers, body and the audit row it waits for.
   local function answer(status, body, ctype, headers, after)
     if status == 204 or body == nil then return { status = status, headers = headers, body = "", after = after } end
+    if type(body) == "table" and type(body.stream) == "function" then -- a large body, chunk by chunk (backups)
+      headers["Content-Type"] = ctype or "application/octet-stream"
+      return { status = status, headers = headers, stream = body.stream, after = after }
+    end
     if type(body) == "string" then
       headers["Content-Type"] = ctype or "text/plain"
       return { status = status, headers = headers, body = body, after = after }
@@ -389,6 +420,9 @@ return function(config_text)
     }
     local route, arg
     if not bad_field then route, arg = match(req.method, path) end
+    if route and route.name == "GET /v1/chain/{chain}/head" and req.headers["x-aitbc-follower-height"] then
+      ops.note_follower(ctx, arg[1]) -- a follower says how far it is (the leader's admin status)
+    end
     local status, body, ctype, retry_after = dispatch(ctx, route, arg, bad_field, bad_what)
     -- a long poll waits without holding a worker, and is audited once, when it answers
     if status == util.SUSPEND then return { suspend = body.seconds, wake = body.wake } end
@@ -397,7 +431,7 @@ return function(config_text)
     local logged_path = util.clip(path, AUDIT_PATH_MAX)
     local audited = audit(ctx, route, status, body, logged_path)
     if logger:enabled("info") then
-      logger:info("request", { request_id = request_id, method = req.method, path = logged_path, status = status,
+      ctx.log:info("request", { request_id = request_id, method = req.method, path = logged_path, status = status,
         ms = math.floor(elapsed * 1e4 + 0.5) / 10, key_id = ctx.audit_key_id, remote = req.remote })
     end
     -- the answer leaves only once its audit row is committed

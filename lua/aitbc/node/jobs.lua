@@ -377,9 +377,36 @@ function M.register(ctx)
   return 200, view
 end
 
+--- A heartbeat's optional GPU readings (NVML: {gpus = [{index, name,
+-- utilization_gpu, memory_used, memory_total, temperature_c, power_w}]})
+-- -> their JSON as kept with the miner | nil (none given).
+local GPU_NUMBERS = { index = { 0, 64 }, utilization_gpu = { 0, 100 }, utilization_memory = { 0, 100 },
+  memory_used = { 0, 2 ^ 50 }, memory_total = { 0, 2 ^ 50 }, temperature_c = { -50, 200 }, power_w = { 0, 5000 } }
+local function gpu_readings(ctx)
+  -- the older clients' heartbeats carry other things, or nothing: only an object with gpus is read
+  if not ctx.req.body:match("^%s*{") then return nil end
+  local body = ctx:body_object(true)
+  if body.gpus == nil then return nil end
+  if type(body.gpus) ~= "table" or #body.gpus > 16 then
+    util.invalid("gpus", "must be a list of at most 16 GPU readings ({index, name, utilization_gpu, temperature_c, ...})")
+  end
+  local out = json.array()
+  for i, g in ipairs(body.gpus) do
+    if type(g) ~= "table" then util.invalid("gpus[" .. i .. "]", "must be an object") end
+    local r = { name = util.optional_string(g, "name", 128, "gpus[" .. i .. "].name") }
+    for field, range in pairs(GPU_NUMBERS) do
+      r[field] = util.optional_number(g, field, range[1], range[2], "gpus[" .. i .. "]." .. field)
+    end
+    out[i] = r
+  end
+  return json.encode { gpus = out, at = ctx.now }
+end
+
 function M.heartbeat(ctx)
   local miner = current_miner(ctx)
+  local readings = gpu_readings(ctx)
   ctx.store:miner_touch(miner.miner_id, ctx.now)
+  if readings then ctx.store:miner_gpu_stats(miner.miner_id, readings) end
   return 200, { status = "ok", miner_id = miner.miner_id }
 end
 

@@ -6,7 +6,9 @@ local json = require "aitbc.json"
 local sys = require "aitbc.native.sys"
 local util = require "aitbc.node.util"
 
-local LEVELS = { debug = 10, info = 20, warn = 30, error = 40 }
+-- critical: a part of the node cannot do its work (a service failed its
+-- checks, the database or a chain failed verification, a process crashed).
+local LEVELS = { debug = 10, info = 20, warn = 30, error = 40, critical = 50 }
 
 local M = { LEVELS = LEVELS }
 
@@ -31,6 +33,7 @@ function Log:debug(msg, fields) self:write("debug", msg, fields) end
 function Log:info(msg, fields) self:write("info", msg, fields) end
 function Log:warn(msg, fields) self:write("warn", msg, fields) end
 function Log:error(msg, fields) self:write("error", msg, fields) end
+function Log:critical(msg, fields) self:write("critical", msg, fields) end
 
 local Writer = {}
 Writer.__index = Writer

@@ -127,7 +127,9 @@ function M.follower(url, authority)
   -- reason of a refused block, or raises when the leader cannot be read.
   local function sync_chain(store, c)
     local head = store:chain_head(c)
-    local leader = api:call("GET", "/v1/chain/" .. c .. "/head")
+    -- the leader's admin status lists its followers and how far behind they are
+    local leader = api:call("GET", "/v1/chain/" .. c .. "/head",
+      { headers = head and { ["X-Aitbc-Follower-Height"] = tostring(head.height) } or nil })
     local from = head and head.height + 1 or 0
     for h = from, math.min(leader.height, from + 199) do
       local block = api:call("GET", "/v1/chain/" .. c .. "/blocks/" .. h)
@@ -182,6 +184,22 @@ function M.genesis_params(list)
   return params
 end
 
+--- The node's configuration file, DATA_DIR/node.json (optional): the
+-- release channel and its pinned key ("release": {"channel", "public_key"}),
+-- "thresholds" for admin status and its health checks, "alerts":
+-- {"webhook"}.  A file that is not a JSON object stops the start.
+function M.node_settings(data_dir)
+  local path = data_dir .. "/node.json"
+  local text = sys.read_file(path)
+  if not text then return {} end
+  local settings, err = json.decode(text)
+  if type(settings) ~= "table" or json.is_array(settings) then
+    errors.raise("usage", path .. " is not a JSON object" .. (err and (": " .. tostring(err)) or ""),
+      "fix it, or remove it to run with the defaults")
+  end
+  return settings
+end
+
 --- The chains this node keeps (from --chains) | a usage error.
 local function chain_names(text)
   local chains = {}
@@ -207,25 +225,45 @@ local function open_node(opts, say)
   node.follow = opts.follow and M.follower(opts.follow, opts.authority)
   if node.follow then
     node.chains = node.follow.chains
-    node.follow.start(store)
     return node
   end
   local chain = require "aitbc.node.chain"
-  store:chain_follow_reset(nil, {}, node.started_at)
-  local params = M.genesis_params(opts.param)
+  node.genesis_params = M.genesis_params(opts.param)
   for _, c in ipairs(node.chains) do
-    local kept = chain.genesis(store, c, node.node_key, node.started_at, params)
-    if #kept > 0 then
-      say("warn", c .. " exists: its " .. table.concat(kept, ", ") .. " stay as they are (--param sets a new chain's; "
-        .. "change them with 'aitbc governance propose --set NAME=VALUE')")
-    end
     if opts.faucet == "on" or (opts.faucet == "auto" and chain.is_devnet(c)) then
       node.faucet_chains[#node.faucet_chains + 1] = c
     end
   end
-  local refunds = chain.refund_stranded(store, node.node_key, node.started_at)
-  if refunds > 0 then say("info", "refunded " .. refunds .. " escrow lock(s) that no job payment accounted for") end
   return node
+end
+
+--- The node's duties (producing or following blocks, sweeps, checkpoints,
+-- the metrics history) belong to one process at a time: the one holding
+-- DATA_DIR/node.lock.  A new process started by the supervisor serves
+-- requests at once, and takes the duties when the old one has exited:
+-- two processes never both produce blocks.  Returns whether it has them.
+local function take_duties(opts, node, say)
+  if node.duties then return true end
+  local lock = sys.lock_file(opts.data_dir .. "/node.lock")
+  if not lock then return false end
+  node.duties = lock
+  local store = node.store
+  if node.follow then
+    node.follow.start(store)
+    return true
+  end
+  local chain = require "aitbc.node.chain"
+  store:chain_follow_reset(nil, {}, sys.time())
+  for _, c in ipairs(node.chains) do
+    local kept = chain.genesis(store, c, node.node_key, sys.time(), node.genesis_params)
+    if #kept > 0 then
+      say("warn", c .. " exists: its " .. table.concat(kept, ", ") .. " stay as they are (--param sets a new chain's; "
+        .. "change them with 'aitbc governance propose --set NAME=VALUE')")
+    end
+  end
+  local refunds = chain.refund_stranded(store, node.node_key, sys.time())
+  if refunds > 0 then say("info", "refunded " .. refunds .. " escrow lock(s) that no job payment accounted for") end
+  return true
 end
 
 --- What every worker's Lua state and the audit writer read (aitbc.node.app).
@@ -236,23 +274,75 @@ local function node_config(opts, node)
     db_path = node.db_path, log_path = opts.data_dir .. "/node.log", log_level = opts.log_level,
     node_key_path = opts.data_dir .. "/node.key", heartbeat_timeout = opts.heartbeat_timeout,
     started_at = node.started_at, environment = opts.environment, rental_hour = opts.rental_hour,
+    data_dir = opts.data_dir, supervised = opts.listen_fd ~= nil, started_mono = sys.monotonic(),
+    thresholds = opts.settings and opts.settings.thresholds, alerts = opts.settings and opts.settings.alerts,
+    release = opts.settings and opts.settings.release,
   }
 end
 
---- Starts the audit writer and the HTTP server; returns the server and the writer thread.
+--- Starts the HTTP server (on the supervisor's socket when there is one); returns it.
 local function start_server(opts, node, config)
-  -- audit rows are committed by a thread of their own; answers wait for theirs
-  local audit_writer = assert(sys.thread("aitbc.node.audit_writer", json.encode(config)))
-  local srv, lerr = require("aitbc.server").start { host = opts.host, port = opts.port, handler = "aitbc.node.app",
-    config = json.encode(config), max_body = opts.max_body, workers = opts.handler_slots,
+  local srv, lerr = require("aitbc.server").start { host = opts.host, port = opts.port, fd = opts.listen_fd,
+    handler = "aitbc.node.app", config = json.encode(config), max_body = opts.max_body, workers = opts.handler_slots,
     max_connections = opts.max_connections, max_per_address = opts.max_per_address,
     idle_timeout = opts.idle_timeout, log_queue = "aitbc.node.log:" .. config.log_path }
   if not srv then
     node.store:audit_close()
-    audit_writer:join()
+    node.audit_writer:join()
     errors.raise("failure", lerr, "choose another port with --listen, or stop what uses it")
   end
-  return srv, audit_writer
+  return srv
+end
+
+--- A supervised process's own listener on a free loopback port: the
+-- supervisor checks this process's health there before any client reaches
+-- it on the shared socket.
+local function start_control_server(node, config)
+  local srv, err = require("aitbc.server").start { host = "127.0.0.1", port = 0, handler = "aitbc.node.app",
+    config = json.encode(config), workers = 1, max_connections = 64, log_queue = "aitbc.node.log:" .. config.log_path }
+  if not srv then
+    node.store:audit_close()
+    node.audit_writer:join()
+    errors.raise("failure", "cannot start the control listener: " .. tostring(err))
+  end
+  return srv
+end
+
+--- Tells the supervisor (stdout is its pipe): one JSON object a line.
+local function emit(event)
+  io.stdout:write(json.encode(event), "\n")
+  io.stdout:flush()
+end
+
+--- Waits for the supervisor's word to serve (its health check passed);
+-- false when it never comes (the supervisor went, or a signal).
+local function wait_to_serve(timeout)
+  local deadline, got = sys.monotonic() + timeout, ""
+  while sys.monotonic() < deadline and not sys.interrupted() do
+    local chunk, why = sys.read_input(0.1)
+    if chunk then got = got .. chunk elseif why == "eof" then return false end
+    if got:find("serve\n", 1, true) then return true end
+  end
+  return false
+end
+
+--- An emergency start checks the database and the chains before serving,
+-- and logs what fails (critical) for the operator.
+local function integrity_checks(node, logger)
+  local status = require "aitbc.node.status"
+  local problems = node.store:integrity(false, 20)
+  status.save_integrity(node.config, problems, false, sys.time())
+  local out = { database = #problems == 0 and "ok" or table.concat(problems, "; "), chains = {} }
+  if #problems > 0 then logger:critical("database quick check failed", { problems = table.concat(problems, "; ") }) end
+  for _, c in ipairs(node.chains) do
+    local v = status.verify_chain(node.store, c, node.config.authority, 20)
+    out.chains[c] = #v.problems == 0 and ("ok up to height " .. tostring(v.height)) or table.concat(v.problems, "; ")
+    if #v.problems > 0 then
+      logger:critical("chain tip verification failed", { chain = c, problems = table.concat(v.problems, "; ") })
+    end
+  end
+  logger:info("start-up integrity checks", { database = out.database })
+  return out
 end
 
 --- Produces the blocks that are due (a leader), or syncs from the leader
@@ -297,56 +387,122 @@ local function sweep(opts, node, logger)
   end
 end
 
---- Supervisor: blocks, WAL checkpoints (often, so each holds the write lock
--- only briefly), sweeps (twice a second), log writing; until a signal.
+--- The main loop: blocks, WAL checkpoints (often, so each holds the write
+-- lock only briefly), sweeps (twice a second) — with the duties, and while
+-- their service serves — plus resource samples, operations (a service's
+-- restart) and log writing; until a signal.
 local function supervise(opts, node, logger, writer)
-  local next_sweep, next_block = 0, sys.monotonic() + opts.block_time
+  local services = require "aitbc.node.services"
+  local status = require "aitbc.node.status"
+  local runner = require("aitbc.node.maintenance").new(node, logger, node.emit)
+  local sampler = status.sampler()
+  local backup = require "aitbc.node.backup"
+  local rollup = require("aitbc.node.metrics").rollup(node.store, opts.heartbeat_timeout, opts.data_dir)
+  local next_sweep, next_block, next_prune = 0, sys.monotonic() + opts.block_time, 0
+  node.hooks = {
+    chain_restart = function() next_block = sys.monotonic() end,
+    sweep = function() sweep(opts, node, logger) end,
+    monitoring_restart = function() sampler = status.sampler() end,
+  }
   while not sys.interrupted() do
-    next_block = produce_blocks(opts, node, logger, next_block)
-    local ok, err = pcall(node.store.checkpoint, node.store)
-    if not ok then logger:error("checkpoint failed", { error = tostring(err) }) end
-    if sys.monotonic() >= next_sweep then
-      sweep(opts, node, logger)
-      next_sweep = sys.monotonic() + 0.5
+    if not node.duties and take_duties(opts, node, function(_, text) logger:info(text) end) then
+      logger:info("took over the node's duties (blocks, sweeps, checkpoints)", { pid = sys.getpid() })
+      next_block = sys.monotonic()
+      if node.emit then node.emit { event = "duties" } end
     end
+    if node.duties then
+      if services.serving("blockchain-node") then next_block = produce_blocks(opts, node, logger, next_block) end
+      -- a backup holds a read transaction: a checkpoint would wait for it, holding the write lock
+      if not backup.running() then
+        local ok, err = pcall(node.store.checkpoint, node.store)
+        if not ok then logger:error("checkpoint failed", { error = tostring(err) }) end
+      end
+      if sys.monotonic() >= next_prune then
+        pcall(backup.prune, opts.data_dir, sys.time())
+        next_prune = sys.monotonic() + 60
+      end
+      if sys.monotonic() >= next_sweep and services.serving("coordinator") then
+        sweep(opts, node, logger)
+        next_sweep = sys.monotonic() + 0.5
+      end
+    end
+    if services.serving("monitoring") then
+      sampler:tick(2)
+      if node.duties then
+        local ok, err = pcall(rollup.tick, rollup, sys.time()) -- the metrics history: a row a minute
+        if not ok then logger:error("metrics rollup failed", { error = tostring(err) }) end
+      end
+    end
+    runner:tick()
     writer:drain()
-    sys.sleep(math.min(0.1, math.max(0.01, next_block - sys.monotonic())))
+    local pause = runner:busy() and 0.01 or math.min(0.1, math.max(0.01, next_block - sys.monotonic()))
+    sys.sleep(node.duties and pause or 0.05)
   end
 end
 
 --- Runs the node in the foreground until SIGTERM or Ctrl-C.  opts: the
 -- serve command's options with host, port (from --listen), data_dir (a
--- private directory: M.private_data_dir), pid_file and environment.
--- say(level, text) tells the operator (info, warn) what happens.
+-- private directory: M.private_data_dir), pid_file and environment; with
+-- listen_fd, a process of the supervisor (aitbc.node.supervisor): it serves
+-- on that socket once the supervisor, having checked its health on its own
+-- listener, says so.  say(level, text) tells the operator what happens.
 function M.run(opts, say)
   local node = open_node(opts, say)
   local config = node_config(opts, node)
+  node.config, node.data_dir, node.opts = config, opts.data_dir, opts
   sys.on_interrupt("flag")
-  local srv, audit_writer = start_server(opts, node, config)
-  local url = string.format("http://%s:%d", opts.host, srv:port())
   local log = require "aitbc.node.log"
   local writer, werr = log.writer(config.log_path)
   if not writer then errors.raise("failure", "cannot open " .. config.log_path .. ": " .. tostring(werr)) end
   local logger = log.open(config.log_path, opts.log_level, "node")
-  logger:info("node started", { url = url, pid = sys.getpid(), data_dir = opts.data_dir })
+  take_duties(opts, node, say)
+  local checks = opts.integrity_check and integrity_checks(node, logger) or nil
+  -- audit rows are committed by a thread of their own; answers wait for theirs
+  node.audit_writer = assert(sys.thread("aitbc.node.audit_writer", json.encode(config)))
+  local control, srv
+  if opts.listen_fd then
+    node.emit = emit
+    control = start_control_server(node, config)
+    emit { event = "ready", pid = sys.getpid(), version = sys.version, control = "http://127.0.0.1:" .. control:port(),
+      duties = node.duties ~= nil, integrity = checks }
+    writer:drain()
+    if not wait_to_serve(opts.serve_timeout or 120) then
+      logger:warn("the supervisor did not let this process serve; stopping", { pid = sys.getpid() })
+      control:stop(0)
+      node.store:audit_close()
+      node.audit_writer:join()
+      writer:close()
+      node.store:close()
+      return
+    end
+  end
+  srv = start_server(opts, node, config)
+  local url = string.format("http://%s:%d", opts.host, srv:port())
+  logger:info("node started", { url = url, pid = sys.getpid(), data_dir = opts.data_dir, version = sys.version,
+    duties = node.duties ~= nil })
   if node.admin_note then logger:warn(node.admin_note) end
   writer:drain()
-  if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("600", 8)) end
-  if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("600", 8)) end
-  io.stdout:write("aitbc node listening on ", url, "\n")
-  io.stdout:flush()
-  say("info", "data dir " .. opts.data_dir .. "; log " .. config.log_path .. "; Ctrl-C stops")
+  if opts.listen_fd then
+    emit { event = "serving", pid = sys.getpid() }
+  else
+    if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("600", 8)) end
+    if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("600", 8)) end
+    io.stdout:write("aitbc node listening on ", url, "\n")
+    io.stdout:flush()
+    say("info", "data dir " .. opts.data_dir .. "; log " .. config.log_path .. "; Ctrl-C stops")
+  end
   supervise(opts, node, logger, writer)
-  logger:info("shutting down", { signal = sys.interrupted() })
+  logger:info("shutting down", { signal = sys.interrupted(), pid = sys.getpid() })
   srv:stop(opts.grace) -- long polls answer at once; requests in flight get the grace period
+  if control then control:stop(0) end
   node.store:audit_close()
-  local joined, why = audit_writer:join()
+  local joined, why = node.audit_writer:join()
   if not joined then logger:error("the audit writer failed", { error = tostring(why) }) end
-  logger:info("stopped")
+  logger:info("stopped", { pid = sys.getpid() })
   writer:close()
   node.store:close()
-  if opts.pid_file then os.remove(opts.pid_file) end
-  say("info", "node stopped")
+  if opts.pid_file and not opts.listen_fd then os.remove(opts.pid_file) end
+  if not opts.listen_fd then say("info", "node stopped") end
 end
 
 return M

@@ -232,6 +232,34 @@ local MIGRATIONS = {
     CREATE INDEX listings_available ON listings(status, key_id, booked_until, updated_at);
     CREATE INDEX listings_rate ON listings(rate_units);
   ]],
+  [13] = [[
+    -- users own API keys; suspending a user disables all their keys at once
+    CREATE TABLE users (
+      user_id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, role TEXT NOT NULL, status TEXT NOT NULL,
+      note TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL, suspended_at REAL, suspended_reason TEXT)
+      WITHOUT ROWID;
+    CREATE UNIQUE INDEX users_name ON users(name);
+    ALTER TABLE api_keys ADD COLUMN user_id TEXT;
+    -- every key there is becomes the key of a user of its own, and keeps working
+    INSERT INTO users (user_id, name, role, status, created_at, updated_at)
+      SELECT 'user_' || substr(key_id, 5), coalesce(name, 'key') || ' (' || key_id || ')', role, 'active', created_at,
+        created_at FROM api_keys;
+    UPDATE api_keys SET user_id = 'user_' || substr(key_id, 5);
+    CREATE INDEX api_keys_user ON api_keys(user_id);
+  ]],
+  [14] = [[
+    -- the metrics history: a row a minute (resolution 60), after a day
+    -- folded into 15-minute rows (resolution 900), kept 30 days
+    CREATE TABLE metrics_history (
+      minute INTEGER NOT NULL, resolution INTEGER NOT NULL, jobs_submitted INTEGER NOT NULL DEFAULT 0,
+      jobs_completed INTEGER NOT NULL DEFAULT 0, jobs_failed INTEGER NOT NULL DEFAULT 0, queue_depth REAL,
+      running REAL, queue_wait_avg REAL, queue_wait_max REAL, miners_online REAL, gpu_utilization REAL,
+      gpu_temperature_max REAL, gpus INTEGER, blocks INTEGER NOT NULL DEFAULT 0, transactions INTEGER NOT NULL DEFAULT 0,
+      cpu_percent REAL, memory_percent REAL, disk_percent REAL, requests INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (minute)) WITHOUT ROWID;
+    -- a miner's latest GPU readings (NVML, from its heartbeats)
+    ALTER TABLE miners ADD COLUMN gpu_stats TEXT;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -287,13 +315,20 @@ function Store:transaction(fn) return self.db:transaction(fn) end
 
 function Store:key_create(k)
   check(self.db:transaction(function()
-    return check(self.db:run([[INSERT INTO api_keys (key_id, hash, role, name, environment, created_at, expires_at)
-      VALUES (:key_id, :hash, :role, :name, :environment, :created_at, :expires_at)]], k))
+    if not k.user_id then -- every key has a user: one made without gets a user of its own
+      k.user_id = "user_" .. k.key_id:sub(5)
+      check(self.db:run([[INSERT INTO users (user_id, name, role, status, created_at, updated_at)
+        VALUES (:user_id, coalesce(:name, 'key') || ' (' || :key_id || ')', :role, 'active', :created_at, :created_at)]], k))
+    end
+    return check(self.db:run([[INSERT INTO api_keys (key_id, hash, role, name, environment, created_at, expires_at, user_id)
+      VALUES (:key_id, :hash, :role, :name, :environment, :created_at, :expires_at, :user_id)]], k))
   end))
 end
 
+--- A key with its user's name and status.
 function Store:key_get(key_id)
-  return check(self.db:first("SELECT * FROM api_keys WHERE key_id = ?", key_id)) or nil
+  return check(self.db:first([[SELECT k.*, u.name AS user_name, u.status AS user_status FROM api_keys k
+    LEFT JOIN users u ON u.user_id = k.user_id WHERE k.key_id = ?]], key_id)) or nil
 end
 
 function Store:keys_list()
@@ -308,7 +343,8 @@ end
 --- Keys of a role that can be used now: not revoked and not expired.
 function Store:keys_count(role, now)
   return check(self.db:first([[SELECT count(*) AS n FROM api_keys WHERE role = ? AND revoked_at IS NULL
-    AND (expires_at IS NULL OR expires_at > ?)]], role, now)).n
+    AND (expires_at IS NULL OR expires_at > ?) AND NOT EXISTS (SELECT 1 FROM users u WHERE u.user_id = api_keys.user_id
+    AND u.status = 'suspended')]], role, now)).n
 end
 
 --- Revokes a key, but never the last usable admin key (without one nobody
@@ -1319,6 +1355,210 @@ function Store:completed_rates(model_pattern, since)
   local out = {}
   for i, r in ipairs(rows) do out[i] = r.rate end
   return out
+end
+
+-- ---- operations: admin status, health checks, restarts ----
+
+--- The database's own figures: pages, free pages, page size, journal mode, schema.
+function Store:db_stats()
+  local function pragma(name) return check(self.db:first("PRAGMA " .. name))[name] end
+  return { page_count = pragma("page_count"), freelist_count = pragma("freelist_count"), page_size = pragma("page_size"),
+    journal_mode = pragma("journal_mode"), schema_version = pragma("user_version") }
+end
+
+--- SQLite's integrity check (full = integrity_check, else quick_check):
+-- the problems it found (empty when the database is sound), at most max.
+function Store:integrity(full, max)
+  local rows = check(self.db:query("PRAGMA " .. (full and "integrity_check" or "quick_check") .. "(" .. (max or 20) .. ")"))
+  local problems = {}
+  for _, r in ipairs(rows) do
+    local text = r.integrity_check or r.quick_check
+    if text ~= "ok" then problems[#problems + 1] = text end
+  end
+  return problems
+end
+
+--- A chain's newest blocks, newest first.
+function Store:chain_blocks_recent(chain_id, limit)
+  return check(self.db:query("SELECT * FROM chain_blocks WHERE chain_id = ? ORDER BY height DESC LIMIT ?", chain_id, limit))
+end
+
+--- Blocks of a chain since a time (its block rate).
+function Store:chain_blocks_since(chain_id, since)
+  return check(self.db:first("SELECT count(*) AS n FROM chain_blocks WHERE chain_id = ? AND timestamp >= ?",
+    chain_id, since)).n
+end
+
+--- When the oldest job still waiting for a miner was submitted (nil: none).
+function Store:oldest_queued()
+  return check(self.db:first("SELECT min(requested_at) AS t FROM jobs WHERE state = 'QUEUED' AND held IS NULL")).t
+end
+
+--- Bytes the chain's tables and their indexes take (a chain backup's estimate).
+function Store:chain_bytes()
+  return check(self.db:first([[SELECT coalesce(sum(pgsize), 0) AS n FROM dbstat('main', 1)
+    WHERE name LIKE 'chain\_%' ESCAPE '\' OR name LIKE 'sqlite_autoindex_chain\_%' ESCAPE '\']])).n
+end
+
+--- Refused requests (401) counted since a time.
+function Store:refused_since(since)
+  return check(self.db:first("SELECT coalesce(sum(count), 0) AS n FROM audit WHERE status = 401 AND time >= ?", since)).n
+end
+
+-- ---- users: who owns the API keys ----
+
+local USER_VIEW = [[SELECT u.*,
+    (SELECT count(*) FROM api_keys k WHERE k.user_id = u.user_id) AS keys,
+    (SELECT count(*) FROM api_keys k WHERE k.user_id = u.user_id AND k.revoked_at IS NULL
+      AND (k.expires_at IS NULL OR k.expires_at > :now)) AS active_keys,
+    (SELECT max(a.time) FROM audit a JOIN api_keys k ON a.key_id = k.key_id WHERE k.user_id = u.user_id) AS last_seen,
+    (SELECT coalesce(sum(a.count), 0) FROM audit a JOIN api_keys k ON a.key_id = k.key_id
+      WHERE k.user_id = u.user_id AND a.time >= :since) AS requests
+  FROM users u]]
+
+--- Users with their keys and activity (requests since `since`).  f: {role, status, user_id, now, since}
+function Store:users_list(f)
+  local where, args = {}, { now = f.now, since = f.since }
+  for _, col in ipairs { "role", "status", "user_id" } do
+    if f[col] then where[#where + 1] = "u." .. col .. " = :" .. col args[col] = f[col] end
+  end
+  return check(self.db:query(USER_VIEW .. (#where > 0 and (" WHERE " .. table.concat(where, " AND ")) or "")
+    .. " ORDER BY u.created_at", args))
+end
+
+function Store:user_get(user_id, now, since)
+  return self:users_list { user_id = user_id, now = now, since = since }[1]
+end
+
+function Store:user_by_name(name)
+  return check(self.db:first("SELECT * FROM users WHERE name = ?", name)) or nil
+end
+
+function Store:user_insert(u)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO users (user_id, name, email, role, status, note, created_at, updated_at)
+      VALUES (:user_id, :name, :email, :role, 'active', :note, :now, :now)]], u))
+  end))
+end
+
+--- Usable admin keys that do not belong to this user (the last-admin guard).
+local OTHER_ADMINS = [[SELECT count(*) AS n FROM api_keys k JOIN users u ON u.user_id = k.user_id
+  WHERE k.role = 'admin' AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ?)
+  AND u.status = 'active' AND u.user_id <> ?]]
+
+--- Changes a user: {name, email, note, role (its keys follow), status
+-- ("active" | "suspended", reason)}.  Returns "ok", "not_found" or
+-- "last_admin" (nobody could manage the node any more: nothing changed).
+function Store:user_update(user_id, f, now)
+  return check(self.db:transaction(function()
+    local u = check(self.db:first("SELECT * FROM users WHERE user_id = ?", user_id))
+    if not u then return "not_found" end
+    local loses_admin = u.role == "admin" and u.status == "active"
+      and ((f.role and f.role ~= "admin") or f.status == "suspended")
+    if loses_admin and check(self.db:first(OTHER_ADMINS, now, user_id)).n == 0 then return "last_admin" end
+    check(self.db:run([[UPDATE users SET name = coalesce(:name, name), email = coalesce(:email, email),
+      note = coalesce(:note, note), role = coalesce(:role, role), status = coalesce(:status, status),
+      suspended_at = CASE WHEN :status = 'suspended' THEN :now WHEN :status = 'active' THEN NULL ELSE suspended_at END,
+      suspended_reason = CASE WHEN :status = 'suspended' THEN :reason WHEN :status = 'active' THEN NULL
+        ELSE suspended_reason END, updated_at = :now WHERE user_id = :user_id]],
+      { name = f.name, email = f.email, note = f.note, role = f.role, status = f.status, reason = f.reason, now = now,
+        user_id = user_id }))
+    if f.role then check(self.db:run("UPDATE api_keys SET role = ? WHERE user_id = ?", f.role, user_id)) end
+    return "ok"
+  end))
+end
+
+function Store:user_keys(user_id)
+  return check(self.db:query("SELECT * FROM api_keys WHERE user_id = ? ORDER BY created_at", user_id))
+end
+
+--- A user's requests from the audit log, newest first, and per route.
+function Store:user_activity(user_id, since, limit)
+  local rows = check(self.db:query([[SELECT a.time, a.key_id, a.method, a.route, a.path, a.status, a.remote, a.count
+    FROM audit a JOIN api_keys k ON a.key_id = k.key_id WHERE k.user_id = ? AND a.time >= ?
+    ORDER BY a.time DESC LIMIT ?]], user_id, since, limit))
+  local routes = check(self.db:query([[SELECT a.route, coalesce(sum(a.count), 0) AS requests,
+    sum(CASE WHEN a.status >= 400 THEN a.count ELSE 0 END) AS errors, max(a.time) AS last
+    FROM audit a JOIN api_keys k ON a.key_id = k.key_id WHERE k.user_id = ? AND a.time >= ?
+    GROUP BY a.route ORDER BY requests DESC]], user_id, since))
+  return rows, routes
+end
+
+-- ---- the metrics history (aitbc.node.metrics) and miners' GPU readings ----
+
+function Store:miner_gpu_stats(miner_id, stats_json)
+  check(self.db:run("UPDATE miners SET gpu_stats = ? WHERE miner_id = ?", stats_json, miner_id))
+end
+
+--- Online miners' latest GPU readings.
+function Store:miners_gpu_readings(cutoff)
+  return check(self.db:query([[SELECT miner_id, gpu_stats FROM miners WHERE status = 'ONLINE' AND last_seen >= ?
+    AND gpu_stats IS NOT NULL ORDER BY miner_id]], cutoff))
+end
+
+--- What a rollup reads now, each from a small table or a partial index:
+-- the queue and its ages, running jobs, miners' job counters (persisted:
+-- their change over a minute is the jobs ended in it), chains' heights,
+-- online miners' GPU readings.
+function Store:metrics_snapshot(now, online_cutoff)
+  local q = check(self.db:first([[SELECT count(*) AS n, avg(? - requested_at) AS wait_avg,
+    max(? - requested_at) AS wait_max FROM jobs WHERE state = 'QUEUED']], now, now))
+  local running = check(self.db:first("SELECT count(*) AS n FROM jobs WHERE state = 'RUNNING'")).n
+  local m = check(self.db:first([[SELECT coalesce(sum(jobs_completed), 0) AS completed,
+    coalesce(sum(jobs_failed), 0) AS failed FROM miners]]))
+  local miners = check(self.db:query([[SELECT gpu_stats FROM miners WHERE status = 'ONLINE' AND last_seen >= ?]],
+    online_cutoff))
+  local heights = {}
+  for _, r in ipairs(check(self.db:query("SELECT chain_id, max(height) AS h FROM chain_blocks GROUP BY chain_id"))) do
+    heights[r.chain_id] = r.h
+  end
+  return { queue_depth = q.n, queue_wait_avg = q.wait_avg, queue_wait_max = q.wait_max, running = running,
+    completed = m.completed, failed = m.failed, miners = miners, heights = heights }
+end
+
+--- Transactions in a chain's blocks above one height (a range of its key).
+function Store:chain_txs_above(chain_id, height)
+  return check(self.db:first([[SELECT coalesce(sum(tx_count), 0) AS n FROM chain_blocks
+    WHERE chain_id = ? AND height > ?]], chain_id, height)).n
+end
+
+local METRIC_COLUMNS = { "minute", "resolution", "jobs_submitted", "jobs_completed", "jobs_failed", "queue_depth",
+  "running", "queue_wait_avg", "queue_wait_max", "miners_online", "gpu_utilization", "gpu_temperature_max", "gpus",
+  "blocks", "transactions", "cpu_percent", "memory_percent", "disk_percent", "requests" }
+
+function Store:metrics_put(row)
+  local names, marks = {}, {}
+  for i, c in ipairs(METRIC_COLUMNS) do names[i], marks[i] = c, ":" .. c end
+  check(self.db:run("INSERT OR REPLACE INTO metrics_history (" .. table.concat(names, ", ") .. ") VALUES ("
+    .. table.concat(marks, ", ") .. ")", row))
+end
+
+--- Folds minute rows older than `before` into 15-minute rows (counts
+-- summed, levels averaged, maxima kept) and drops rows older than `drop`.
+function Store:metrics_downsample(before, drop)
+  return check(self.db:transaction(function()
+    check(self.db:run("DELETE FROM metrics_history WHERE minute < ?", drop))
+    local rows = check(self.db:query([[SELECT (minute / 900) * 900 AS bucket, sum(jobs_submitted) AS jobs_submitted,
+      sum(jobs_completed) AS jobs_completed, sum(jobs_failed) AS jobs_failed, avg(queue_depth) AS queue_depth,
+      avg(running) AS running, avg(queue_wait_avg) AS queue_wait_avg, max(queue_wait_max) AS queue_wait_max,
+      avg(miners_online) AS miners_online, avg(gpu_utilization) AS gpu_utilization,
+      max(gpu_temperature_max) AS gpu_temperature_max, max(gpus) AS gpus, sum(blocks) AS blocks,
+      sum(transactions) AS transactions, avg(cpu_percent) AS cpu_percent, avg(memory_percent) AS memory_percent,
+      avg(disk_percent) AS disk_percent, sum(requests) AS requests
+      FROM metrics_history WHERE resolution = 60 AND minute < ? GROUP BY bucket]], (before // 900) * 900))
+    if #rows == 0 then return 0 end
+    check(self.db:run("DELETE FROM metrics_history WHERE resolution = 60 AND minute < ?", (before // 900) * 900))
+    for _, r in ipairs(rows) do
+      r.minute, r.resolution, r.bucket = r.bucket, 900, nil
+      self:metrics_put(r)
+    end
+    return #rows
+  end))
+end
+
+function Store:metrics_range(since, until_, limit)
+  return check(self.db:query([[SELECT * FROM metrics_history WHERE minute >= ? AND minute <= ?
+    ORDER BY minute DESC LIMIT ?]], since, until_, limit))
 end
 
 return M

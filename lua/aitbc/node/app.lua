@@ -9,6 +9,7 @@ local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
+local peers = require "aitbc.node.peers"
 local chain = require "aitbc.node.chain"
 local governance = require "aitbc.node.governance"
 local rental = require "aitbc.node.rental"
@@ -52,6 +53,9 @@ local ROUTES = {
   { "POST", "/v1/agents/{id}/rollback", CLIENT, agents.rollback },
   { "POST", "/v1/agents/{id}/execute", CLIENT, agents.execute },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },
+  { "GET", "/v1/peers", PUBLIC, peers.list },
+  { "POST", "/v1/admin/peers", ADMIN, peers.add },
+  { "DELETE", "/v1/admin/peers", ADMIN, peers.remove },
   { "GET", "/v1/chains", PUBLIC, chain.chains },
   { "GET", "/v1/chain/{chain}/head", PUBLIC, chain.head },
   { "GET", "/v1/chain/{chain}/blocks/{id}", PUBLIC, chain.block },
@@ -181,8 +185,8 @@ return function(config_text)
   local function following(heights)
     local out, halted = { leader = config.follow, chains = json.array() }, false
     for c, f in pairs(chain.follow_states(store)) do
-      out.chains[#out.chains + 1] = { chain_id = c, state = f.state, height = heights[c], refused_height = f.refused_height,
-        reason = f.reason, since = f.since }
+      out.chains[#out.chains + 1] = { chain_id = c, state = f.state, height = heights[c] or store:chain_height(c),
+        refused_height = f.refused_height, reason = f.reason, since = f.since }
       halted = halted or f.state == "halted"
     end
     table.sort(out.chains, function(a, b) return a.chain_id < b.chain_id end)
@@ -192,7 +196,9 @@ return function(config_text)
   function builtin.health(ctx)
     local ok, heights = pcall(chain_heights)
     local follow, halted
-    if ok and config.follow then ok, follow, halted = pcall(following, heights) end
+    if ok then ok, follow, halted = pcall(following, heights) end
+    -- a leader lists the peers' chains it follows (aitbc serve --peer), if any
+    if ok and not config.follow and #follow.chains == 0 then follow = nil end
     local healthy = ok and not halted
     return healthy and 200 or 503, {
       status = healthy and "ok" or "degraded", version = sys.version, env = config.environment,

@@ -286,6 +286,9 @@ local function sweep(opts, node, logger)
     if not node.follow then
       chain.reward_jobs(store, node.node_key, now, node.chains[1]) -- miners' rewards
       n = n + require("aitbc.node.rental").sweep(store, node.node_key, now, opts.heartbeat_timeout) -- rental hours
+      -- peers' chains, the agent messages' outbox, swarm tasks
+      n = n + require("aitbc.node.peers").tick(node, logger, now, sys.monotonic())
+        + require("aitbc.node.swarm").sweep(store, now)
     end
     return n
   end)
@@ -332,6 +335,7 @@ function M.run(opts, say)
   if node.admin_note then logger:warn(node.admin_note) end
   writer:drain()
   if opts.pid_file then sys.write_file(opts.pid_file, sys.getpid() .. "\n", tonumber("600", 8)) end
+  if not node.follow then require("aitbc.node.peers").start(node.store, url, opts.peer, sys.time()) end
   if opts.url_file then sys.write_file(opts.url_file, url .. "\n", tonumber("600", 8)) end
   io.stdout:write("aitbc node listening on ", url, "\n")
   io.stdout:flush()

@@ -227,6 +227,46 @@ local MIGRATIONS = {
     CREATE INDEX bids_open ON bids(created_at) WHERE status = 'open';
     CREATE INDEX bids_key ON bids(key_id, created_at);
   ]],
+  [13] = [[
+    -- peers (serve --peer, POST /v1/admin/peers): other nodes whose chains
+    -- this node follows and to which it relays agent messages; name = 'self'
+    -- in node_settings is this node's own URL
+    CREATE TABLE peers (
+      url TEXT PRIMARY KEY, node_key TEXT, chains TEXT, state TEXT NOT NULL, reason TEXT, last_seen REAL,
+      added_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE TABLE node_settings (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+    -- a chain's agent directory (kept by the node that hosts the chain):
+    -- registrations signed by the agent's key
+    CREATE TABLE agent_directory (
+      chain_id TEXT NOT NULL, agent_id TEXT NOT NULL, public_key TEXT NOT NULL, capabilities TEXT NOT NULL,
+      owner_key_id TEXT, record TEXT NOT NULL, signature TEXT NOT NULL, registered_at REAL NOT NULL,
+      updated_at REAL NOT NULL, PRIMARY KEY (chain_id, agent_id)) WITHOUT ROWID;
+    -- agent messages: 'out' rows wait in the sender node's outbox until the
+    -- target's node returns a receipt; 'in' rows are the target's inbox
+    CREATE TABLE agent_messages (
+      message_id TEXT NOT NULL, direction TEXT NOT NULL, sender TEXT NOT NULL, sender_chain TEXT NOT NULL,
+      target TEXT NOT NULL, target_chain TEXT NOT NULL, envelope TEXT NOT NULL, signature TEXT NOT NULL,
+      status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL, last_error TEXT,
+      relayed_to TEXT, receipt TEXT, reply_to TEXT, created_at REAL NOT NULL, delivered_at REAL, read_at REAL,
+      PRIMARY KEY (message_id, direction)) WITHOUT ROWID;
+    CREATE INDEX agent_messages_outbox ON agent_messages(next_attempt_at) WHERE direction = 'out' AND status = 'pending';
+    CREATE INDEX agent_messages_inbox ON agent_messages(target_chain, target, created_at) WHERE direction = 'in';
+    CREATE INDEX agent_messages_sender ON agent_messages(sender_chain, sender, created_at);
+    -- swarms: pools of agents per task type, tasks, and each member's work (a job)
+    CREATE TABLE swarm_members (
+      task_type TEXT NOT NULL, agent_id TEXT NOT NULL, owner_key_id TEXT NOT NULL, joined_at REAL NOT NULL,
+      PRIMARY KEY (task_type, agent_id)) WITHOUT ROWID;
+    CREATE TABLE swarm_tasks (
+      task_id TEXT PRIMARY KEY, owner_key_id TEXT NOT NULL, task_type TEXT NOT NULL, spec TEXT NOT NULL,
+      status TEXT NOT NULL, strategy TEXT, run_id TEXT, members TEXT, result TEXT, error TEXT,
+      created_at REAL NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE INDEX swarm_tasks_active ON swarm_tasks(updated_at) WHERE status = 'running';
+    CREATE UNIQUE INDEX swarm_tasks_run ON swarm_tasks(run_id) WHERE run_id IS NOT NULL;
+    CREATE TABLE swarm_work (
+      task_id TEXT NOT NULL, seq INTEGER NOT NULL, stage TEXT NOT NULL, part INTEGER NOT NULL, agent_id TEXT NOT NULL,
+      job_id TEXT NOT NULL, state TEXT NOT NULL, tried TEXT NOT NULL, output TEXT, created_at REAL NOT NULL,
+      PRIMARY KEY (task_id, seq)) WITHOUT ROWID;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -1150,6 +1190,70 @@ end
 
 function Store:chain_follow_states()
   return check(self.db:query("SELECT * FROM chain_follow ORDER BY chain_id"))
+end
+
+function Store:chain_follow_get(chain_id)
+  return check(self.db:first("SELECT * FROM chain_follow WHERE chain_id = ?", chain_id)) or nil
+end
+
+--- A peer's chain is followed from leader (a peer's URL): listed "following" unless it is already.
+function Store:chain_follow_add(chain_id, leader, now)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO chain_follow (chain_id, leader, state, since) VALUES (?, ?, 'following', ?)
+      ON CONFLICT (chain_id) DO UPDATE SET leader = excluded.leader WHERE leader <> excluded.leader]], chain_id, leader, now))
+  end))
+end
+
+-- ---- peers ----
+
+function Store:setting_get(name)
+  local r = check(self.db:first("SELECT value FROM node_settings WHERE name = ?", name))
+  return r and r.value or nil
+end
+
+function Store:setting_set(name, value)
+  check(self.db:transaction(function()
+    return check(self.db:run("INSERT INTO node_settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+      .. "SET value = excluded.value", name, value))
+  end))
+end
+
+--- Adds a peer (nothing when it is listed); true when it was new.
+function Store:peer_add(url, now)
+  return check(self.db:transaction(function()
+    return check(self.db:run("INSERT OR IGNORE INTO peers (url, state, added_at) VALUES (?, 'new', ?)", url, now)) > 0
+  end))
+end
+
+--- What a peer answered: {node_key, chains (JSON), state, reason, last_seen}.  A
+-- node that moved (the same key at another URL) is listed once, at its new URL.
+function Store:peer_update(url, f)
+  check(self.db:transaction(function()
+    if f.node_key then
+      check(self.db:run("DELETE FROM peers WHERE node_key = ? AND url <> ?", f.node_key, url))
+      check(self.db:run("DELETE FROM chain_follow WHERE leader NOT IN (SELECT url FROM peers) AND leader LIKE 'http%'"))
+    end
+    return check(self.db:run([[UPDATE peers SET node_key = coalesce(:node_key, node_key), chains = coalesce(:chains, chains),
+      state = :state, reason = :reason, last_seen = coalesce(:last_seen, last_seen) WHERE url = :url]],
+      { url = url, node_key = f.node_key, chains = f.chains, state = f.state, reason = f.reason, last_seen = f.last_seen }))
+  end))
+end
+
+function Store:peer_remove(url)
+  return check(self.db:transaction(function()
+    check(self.db:run("DELETE FROM chain_follow WHERE leader = ?", url))
+    return check(self.db:run("DELETE FROM peers WHERE url = ?", url)) > 0
+  end))
+end
+
+function Store:peers_list()
+  return check(self.db:query("SELECT * FROM peers ORDER BY added_at, url"))
+end
+
+--- Followed peers' chains with their host's key: {chain_id, leader, node_key, state}.
+function Store:peer_chains()
+  return check(self.db:query([[SELECT f.chain_id, f.leader, f.state, p.node_key FROM chain_follow f
+    JOIN peers p ON p.url = f.leader ORDER BY f.chain_id]]))
 end
 
 -- ---- marketplace ----

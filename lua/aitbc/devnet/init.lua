@@ -246,6 +246,20 @@ local function mesh(state, admin)
       end
     end
   end
+  -- ready once every node follows the others' chains (each polls its peers every second)
+  local deadline = sys.monotonic() + 20
+  for _, b in ipairs(all) do
+    local client = api.new { url = b.url, timeout = 5 }
+    while true do
+      local chains = client:call("GET", "/v1/chains")
+      if #chains.items >= #all then break end
+      if sys.monotonic() > deadline then
+        errors.raise("failure", "node " .. b.url .. " does not follow its peers' chains after 20 s",
+          "see its log: " .. state.dir .. "/node*/node.log")
+      end
+      sys.sleep(0.2)
+    end
+  end
 end
 
 --- Nodes 2..N: started when not running (peering with the others), each with its miners.

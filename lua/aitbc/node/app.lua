@@ -3,6 +3,7 @@
 -- Each server worker state calls factory(config_json) once and then the
 -- returned handle(request) for every request.
 local admin = require "aitbc.node.admin"
+local agentcomm = require "aitbc.node.agentcomm"
 local agents = require "aitbc.node.agents"
 local events = require "aitbc.node.events"
 local apikey = require "aitbc.protocol.apikey"
@@ -54,6 +55,14 @@ local ROUTES = {
   { "POST", "/v1/agents/{id}/execute", CLIENT, agents.execute },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },
   { "GET", "/v1/peers", PUBLIC, peers.list },
+  { "POST", "/v1/agent-comm/agents", CLIENT, agentcomm.register },
+  { "GET", "/v1/agent-comm/agents", PUBLIC, agentcomm.discover },
+  { "GET", "/v1/agent-comm/chains/{chain}/agents/{id}", PUBLIC, agentcomm.agent },
+  { "POST", "/v1/agent-comm/directory", PUBLIC, agentcomm.directory_put },
+  { "POST", "/v1/agent-comm/messages", CLIENT, agentcomm.send },
+  { "GET", "/v1/agent-comm/messages/{id}", PUBLIC, agentcomm.status },
+  { "POST", "/v1/agent-comm/relay", PUBLIC, agentcomm.relay_in },
+  { "GET", "/v1/agent-comm/inbox", PUBLIC, agentcomm.inbox },
   { "POST", "/v1/admin/peers", ADMIN, peers.add },
   { "DELETE", "/v1/admin/peers", ADMIN, peers.remove },
   { "GET", "/v1/chains", PUBLIC, chain.chains },
@@ -101,7 +110,7 @@ local ROUTES = {
 }
 for _, r in ipairs(ROUTES) do
   r.name = r[1] .. " " .. r[2]
-  r.pattern = "^" .. r[2]:gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{chain}", "([%%w_%%-%%.]+)"):gsub("{model}", "([^/]+)") .. "$"
+  r.pattern = "^" .. r[2]:gsub("%-", "%%-"):gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{chain}", "([%%w_%%-%%.]+)"):gsub("{model}", "([^/]+)") .. "$"
 end
 
 --- What each role may do (for whoami and `aitbc auth test`).

@@ -39,11 +39,17 @@ function M.followed(store) return store:peer_chains() end
 --- Who hosts chain_id: "self", or the peer {url, node_key}, or nil.
 function M.host_of(ctx, chain_id)
   for _, c in ipairs(ctx.config.chains) do if c == chain_id then return "self" end end
+  local best
   for _, p in ipairs(ctx.store:peers_list()) do
     for _, c in ipairs(p.chains and json.decode(p.chains) or {}) do
-      if c == chain_id then return { url = p.url, node_key = p.node_key } end
+      -- the peer that answers, else the one heard from last
+      if c == chain_id and (not best or (p.state == "ok" and best.state ~= "ok")
+        or (p.state == best.state and (p.last_seen or 0) > (best.last_seen or 0))) then
+        best = p
+      end
     end
   end
+  return best and { url = best.url, node_key = best.node_key } or nil
 end
 
 --- Fetches and applies up to BLOCKS_PER_TICK blocks of a peer's chain,

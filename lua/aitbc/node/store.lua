@@ -1256,6 +1256,84 @@ function Store:peer_chains()
     JOIN peers p ON p.url = f.leader ORDER BY f.chain_id]]))
 end
 
+-- ---- agent directory and messages ----
+
+function Store:directory_get(chain_id, agent_id)
+  return check(self.db:first("SELECT * FROM agent_directory WHERE chain_id = ? AND agent_id = ?", chain_id, agent_id)) or nil
+end
+
+function Store:directory_put(r)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO agent_directory (chain_id, agent_id, public_key, capabilities, owner_key_id,
+      record, signature, registered_at, updated_at) VALUES (:chain_id, :agent_id, :public_key, :capabilities,
+      :owner_key_id, :record, :signature, :now, :now) ON CONFLICT (chain_id, agent_id) DO UPDATE SET
+      capabilities = excluded.capabilities, record = excluded.record, signature = excluded.signature,
+      owner_key_id = coalesce(excluded.owner_key_id, owner_key_id), updated_at = excluded.updated_at]], r))
+  end))
+end
+
+--- A chain's agents with a capability (any when nil), with their record:
+-- delivered (messages in their inbox) and answered (of those, replied to).
+function Store:directory_find(chain_id, capability, limit)
+  return check(self.db:query([[SELECT d.*,
+      (SELECT count(*) FROM agent_messages m WHERE m.direction = 'in' AND m.target_chain = d.chain_id
+        AND m.target = d.agent_id) AS delivered,
+      (SELECT count(*) FROM agent_messages m WHERE m.direction = 'in' AND m.target_chain = d.chain_id
+        AND m.target = d.agent_id AND EXISTS (SELECT 1 FROM agent_messages r WHERE r.reply_to = m.message_id
+        AND r.sender = d.agent_id)) AS answered
+    FROM agent_directory d WHERE d.chain_id = :chain_id AND (:cap IS NULL OR d.capabilities LIKE :pattern)
+    ORDER BY d.registered_at LIMIT :limit]],
+    { chain_id = chain_id, cap = capability, pattern = capability and ('%"' .. capability .. '"%'), limit = limit or 100 }))
+end
+
+function Store:message_get(message_id, direction)
+  if direction then
+    return check(self.db:first("SELECT * FROM agent_messages WHERE message_id = ? AND direction = ?", message_id,
+      direction)) or nil
+  end
+  return check(self.db:first("SELECT * FROM agent_messages WHERE message_id = ? ORDER BY direction DESC LIMIT 1",
+    message_id)) or nil
+end
+
+--- Inserts a message row (m: the columns); false when that id and direction exist (a replay).
+function Store:message_insert(m)
+  return check(self.db:transaction(function()
+    return check(self.db:run([[INSERT OR IGNORE INTO agent_messages (message_id, direction, sender, sender_chain, target,
+      target_chain, envelope, signature, status, attempts, next_attempt_at, receipt, reply_to, created_at, delivered_at)
+      VALUES (:message_id, :direction, :sender, :sender_chain, :target, :target_chain, :envelope, :signature, :status, 0,
+      :next_attempt_at, :receipt, :reply_to, :created_at, :delivered_at)]], m)) > 0
+  end))
+end
+
+--- An outbox row's fate: f {status, receipt, relayed_to, delivered_at, attempts, next_attempt_at, last_error}.
+function Store:message_update(message_id, direction, f)
+  f.message_id, f.direction = message_id, direction
+  check(self.db:transaction(function()
+    return check(self.db:run([[UPDATE agent_messages SET status = coalesce(:status, status),
+      receipt = coalesce(:receipt, receipt), relayed_to = coalesce(:relayed_to, relayed_to),
+      delivered_at = coalesce(:delivered_at, delivered_at), attempts = coalesce(:attempts, attempts),
+      next_attempt_at = :next_attempt_at, last_error = :last_error WHERE message_id = :message_id
+      AND direction = :direction]], f))
+  end))
+end
+
+function Store:outbox_due(now, limit)
+  return check(self.db:query([[SELECT * FROM agent_messages WHERE direction = 'out' AND status = 'pending'
+    AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?]], now, limit or 50))
+end
+
+function Store:inbox(chain_id, agent_id, limit)
+  return check(self.db:query([[SELECT * FROM agent_messages WHERE direction = 'in' AND target_chain = ? AND target = ?
+    ORDER BY created_at DESC LIMIT ?]], chain_id, agent_id, limit or 50))
+end
+
+function Store:inbox_read(chain_id, agent_id, now)
+  check(self.db:transaction(function()
+    return check(self.db:run([[UPDATE agent_messages SET read_at = ? WHERE direction = 'in' AND target_chain = ?
+      AND target = ? AND read_at IS NULL]], now, chain_id, agent_id))
+  end))
+end
+
 -- ---- marketplace ----
 
 --- Registers a listing, or updates the provider's listing of the same GPU

@@ -242,9 +242,12 @@ local function attempt(store, row, chains, now)
       last_error = "no peer hosts " .. row.target_chain .. " now" })
     return "pending"
   end
-  local res = require("aitbc.http").request { method = "POST", url = h.url .. "/v1/agent-comm/relay",
-    headers = { ["Content-Type"] = "application/json" }, body = json.encode { envelope = env, signature = row.signature },
-    timeout = M.RELAY_TIMEOUT }
+  local req = { method = "POST", url = h.url .. "/v1/agent-comm/relay", headers = { ["Content-Type"] = "application/json" },
+    body = json.encode { envelope = env, signature = row.signature }, timeout = M.RELAY_TIMEOUT }
+  -- a kept-alive connection to a peer that restarted fails once: the relay is
+  -- idempotent by message id, so it is sent again on a fresh one
+  local res, rerr = require("aitbc.http").request(req)
+  if not res then res, rerr = require("aitbc.http").request(req) end
   local answer = res and type(res.json) == "table" and res.json
   if answer and (res.status == 201 or (res.status == 409 and answer.message_id)) and answer.receipt then
     local ok = ac.check_receipt(answer, env, h.node_key)
@@ -261,7 +264,8 @@ local function attempt(store, row, chains, now)
     return "failed"
   end
   store:message_update(row.message_id, "out", { attempts = attempts, next_attempt_at = now + backoff(attempts),
-    relayed_to = h.url, last_error = res and ("HTTP " .. res.status) or "the peer " .. h.url .. " does not answer" })
+    relayed_to = h.url, last_error = res and ("HTTP " .. res.status)
+      or ("the peer " .. h.url .. " does not answer: " .. tostring(rerr)) })
   return "pending"
 end
 

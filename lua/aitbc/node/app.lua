@@ -17,6 +17,7 @@ local rental = require "aitbc.node.rental"
 local json = require "aitbc.json"
 local log = require "aitbc.node.log"
 local store_mod = require "aitbc.node.store"
+local swarm = require "aitbc.node.swarm"
 local sys = require "aitbc.sys"
 local util = require "aitbc.node.util"
 
@@ -55,6 +56,13 @@ local ROUTES = {
   { "POST", "/v1/agents/{id}/execute", CLIENT, agents.execute },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },
   { "GET", "/v1/peers", PUBLIC, peers.list },
+  { "POST", "/v1/swarm/members", CLIENT, swarm.join },
+  { "DELETE", "/v1/swarm/members", CLIENT, swarm.leave },
+  { "GET", "/v1/swarm/members", CLIENT, swarm.members },
+  { "POST", "/v1/swarm/tasks", CLIENT, swarm.create },
+  { "GET", "/v1/swarm/tasks/{id}", CLIENT, swarm.show },
+  { "POST", "/v1/swarm/tasks/{id}/coordinate", CLIENT, swarm.coordinate },
+  { "GET", "/v1/swarm/tasks/{id}/consensus", CLIENT, swarm.consensus },
   { "POST", "/v1/agent-comm/agents", CLIENT, agentcomm.register },
   { "GET", "/v1/agent-comm/agents", PUBLIC, agentcomm.discover },
   { "GET", "/v1/agent-comm/chains/{chain}/agents/{id}", PUBLIC, agentcomm.agent },

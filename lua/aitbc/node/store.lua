@@ -1334,6 +1334,73 @@ function Store:inbox_read(chain_id, agent_id, now)
   end))
 end
 
+-- ---- swarms ----
+
+--- Joins a pool; false when the agent was in it already.
+function Store:swarm_join(m)
+  return check(self.db:transaction(function()
+    return check(self.db:run([[INSERT OR IGNORE INTO swarm_members (task_type, agent_id, owner_key_id, joined_at)
+      VALUES (:task_type, :agent_id, :owner_key_id, :joined_at)]], m)) > 0
+  end))
+end
+
+function Store:swarm_leave(task_type, agent_id)
+  return check(self.db:transaction(function()
+    return check(self.db:run("DELETE FROM swarm_members WHERE task_type = ? AND agent_id = ?", task_type, agent_id)) > 0
+  end))
+end
+
+--- A pool's members (task_type nil: every pool), oldest first.
+function Store:swarm_members(task_type)
+  return check(self.db:query([[SELECT * FROM swarm_members WHERE (? IS NULL OR task_type = ?) ORDER BY joined_at,
+    agent_id]], task_type, task_type))
+end
+
+function Store:swarm_task_insert(t)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO swarm_tasks (task_id, owner_key_id, task_type, spec, status, created_at,
+      updated_at) VALUES (:task_id, :owner_key_id, :task_type, :spec, 'created', :now, :now)]], t))
+  end))
+end
+
+function Store:swarm_task(task_id)
+  return check(self.db:first("SELECT * FROM swarm_tasks WHERE task_id = ?", task_id)) or nil
+end
+
+function Store:swarm_task_update(task_id, f)
+  f.task_id = task_id
+  check(self.db:transaction(function()
+    return check(self.db:run([[UPDATE swarm_tasks SET status = coalesce(:status, status),
+      strategy = coalesce(:strategy, strategy), run_id = coalesce(:run_id, run_id), members = coalesce(:members, members),
+      result = coalesce(:result, result), error = coalesce(:error, error), updated_at = :now WHERE task_id = :task_id]], f))
+  end))
+end
+
+function Store:swarm_running()
+  return check(self.db:query("SELECT * FROM swarm_tasks WHERE status = 'running' ORDER BY updated_at LIMIT 100"))
+end
+
+function Store:swarm_work(task_id)
+  return check(self.db:query([[SELECT w.*, j.state AS job_state, j.result AS job_result, j.error AS job_error,
+    j.receipt AS job_receipt FROM swarm_work w LEFT JOIN jobs j ON j.job_id = w.job_id WHERE w.task_id = ?
+    ORDER BY w.seq]], task_id))
+end
+
+function Store:swarm_work_insert(w)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO swarm_work (task_id, seq, stage, part, agent_id, job_id, state, tried,
+      created_at) VALUES (:task_id, (SELECT coalesce(max(seq), 0) + 1 FROM swarm_work WHERE task_id = :task_id), :stage,
+      :part, :agent_id, :job_id, 'running', :tried, :created_at)]], w))
+  end))
+end
+
+function Store:swarm_work_set(task_id, seq, state, output)
+  check(self.db:transaction(function()
+    return check(self.db:run("UPDATE swarm_work SET state = ?, output = coalesce(?, output) WHERE task_id = ? AND seq = ?",
+      state, output, task_id, seq))
+  end))
+end
+
 -- ---- marketplace ----
 
 --- Registers a listing, or updates the provider's listing of the same GPU

@@ -74,7 +74,7 @@ local function register_here(ctx, record, signature, owner)
     fail(409, "agent_key_mismatch", "agent " .. record.agent_id .. " is registered on " .. record.chain_id
       .. " with another key; only that key may change its registration", "record.public_key")
   end
-  if old and record.timestamp <= json.decode(old.record).timestamp then
+  if old and record.timestamp < json.decode(old.record).timestamp then
     fail(409, "stale_registration", "a newer registration of " .. record.agent_id .. " is on record (a replay?)", "record")
   end
   ctx.store:directory_put { chain_id = record.chain_id, agent_id = record.agent_id, public_key = record.public_key,

@@ -218,8 +218,10 @@ local function advance(store, task, now)
       local parts, answers = 0, json.array()
       for p in pairs(by_part) do parts = math.max(parts, p) end
       for p = 1, parts do answers[p] = by_part[p] and by_part[p].output end
-      dispatch(store, task, "reduce", 0, members[1], with_instruction(task, json.encode { stage = "reduce", parts = answers }),
-        { members[1] }, now)
+      -- the reduce goes to a member whose map part succeeded
+      local reducer = (by_part[1] or next(by_part) and by_part[next(by_part)] or {}).agent_id or members[1]
+      dispatch(store, task, "reduce", 0, reducer, with_instruction(task, json.encode { stage = "reduce", parts = answers }),
+        { reducer }, now)
       return true
     elseif reduce.state == "done" then
       store:swarm_task_update(task.task_id, { status = "completed", result = json.encode { answer = reduce.output },

@@ -9,7 +9,8 @@ local s = require("aitbc.scenario").new("10. Cross-chain agent communication", {
 s:step("10.1", "Register agent in network", function(t)
   local r = t:expect_exit(t:run([[aitbc -q agent create --name "data_analyzer" --type "analysis" --model llama3]]), 0)
   t.vars.agent_id = t:expect_match(r.stdout, "(agent_%x+)", "the new agent's id")
-  r = t:run("aitbc agent-comm register --agent-id " .. t.vars.agent_id .. [[ --chain-id ait-devnet --capabilities "data-analysis"]])
+  r = t:run("aitbc agent-comm register --agent-id " .. t.vars.agent_id
+    .. [[ --chain-id ait-devnet --capabilities "data-analysis"]])
   t:expect_exit(r, 0)
   t:expect_match(r.stdout, "registered on ait%-devnet and discoverable", "a success message")
   t:expect_match(r.stdout, "hosted by node%s+http://127%.0%.0%.1:%d+", "the node whose directory lists it")

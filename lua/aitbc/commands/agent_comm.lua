@@ -6,7 +6,6 @@
 -- with a delivery receipt signed by its key, checked here.
 local ac = require "aitbc.agentcomm"
 local errors = require "aitbc.errors"
-local json = require "aitbc.json"
 local keys = require "aitbc.agentcomm.keys"
 local sys = require "aitbc.sys"
 
@@ -269,7 +268,8 @@ return {
         { "--message", metavar = "TEXT", help = "what to say" },
         as_opts[1], as_opts[2], wait_opt, ttl_opt,
       },
-      examples = { [[aitbc agent-comm send --target-agent agent_9f8e --target-chain ait-healthchain --message "request_analysis"]] },
+      examples = {
+        [[aitbc agent-comm send --target-agent agent_9f8e --target-chain ait-healthchain --message "request_analysis"]] },
       id_field = "message_id", fields = SENT_FIELDS,
       run = send,
     },

@@ -395,6 +395,15 @@ local function node_health(url)
   return tostring(h.status) .. (#why > 0 and (": " .. table.concat(why, "; ")) or "")
 end
 
+--- The miners of nodes 2..N, as rows of devnet.status.
+local function extra_miner_rows(state, rows)
+  for _, n in ipairs(state.nodes or {}) do
+    for _, m in ipairs(n.miners or {}) do
+      rows[#rows + 1] = { part = m.id, where = m.log, pid = m.pid, state = ours(m.pid, state.dir) and "running" or "stopped" }
+    end
+  end
+end
+
 --- What runs in the devnet in dir: {part, where, pid, state} per part.
 function devnet.status(dir)
   local state = devnet.read_state(dir)
@@ -414,11 +423,7 @@ function devnet.status(dir)
   for _, m in ipairs(state.miners or {}) do
     rows[#rows + 1] = { part = m.id, where = m.log, pid = m.pid, state = ours(m.pid, dir) and "running" or "stopped" }
   end
-  for _, n in ipairs(state.nodes or {}) do
-    for _, m in ipairs(n.miners or {}) do
-      rows[#rows + 1] = { part = m.id, where = m.log, pid = m.pid, state = ours(m.pid, dir) and "running" or "stopped" }
-    end
-  end
+  extra_miner_rows(state, rows)
   return rows
 end
 

@@ -118,7 +118,8 @@ local ROUTES = {
 }
 for _, r in ipairs(ROUTES) do
   r.name = r[1] .. " " .. r[2]
-  r.pattern = "^" .. r[2]:gsub("%-", "%%-"):gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{chain}", "([%%w_%%-%%.]+)"):gsub("{model}", "([^/]+)") .. "$"
+  r.pattern = "^" .. r[2]:gsub("%-", "%%-"):gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{chain}", "([%%w_%%-%%.]+)")
+    :gsub("{model}", "([^/]+)") .. "$"
 end
 
 --- What each role may do (for whoami and `aitbc auth test`).

@@ -163,76 +163,87 @@ local function answer_of(job_result)
   return type(a) == "string" and a or json.encode(a)
 end
 
---- Moves one running task on; -> whether anything changed.
-local function advance(store, task, now)
+--- Another member for a failed part (one that has not tried it), its job dispatched; -> whether it was.
+local function retry(store, task, w, members, now)
+  local tried = json.decode(w.tried)
+  local seen, next_agent = {}, nil
+  for _, a in ipairs(tried) do seen[a] = true end
+  for _, a in ipairs(members) do if not seen[a] and not next_agent then next_agent = a end end
+  if not next_agent or w.stage == "reduce" then return false end
+  tried[#tried + 1] = next_agent
+  local same_input = json.decode(store:job_get(w.job_id).payload).input
+  if not dispatch(store, task, w.stage, w.part, next_agent, same_input, tried, now) then return false end
+  store:swarm_work_set(task.task_id, w.seq, "retried", nil)
+  return true
+end
+
+--- Members' jobs that ended: their answers kept, failed parts retried elsewhere; -> whether any ended.
+local function collect(store, task, members, now)
   local changed = false
-  local work = store:swarm_work(task.task_id)
-  local members = json.decode(task.members or "[]")
-  local maps_done, maps_open, reduce = 0, 0, nil
-  for _, w in ipairs(work) do
-    if w.state == "running" then
-      if w.job_state == "COMPLETED" then
-        store:swarm_work_set(task.task_id, w.seq, "done", answer_of(w.job_result))
-        w.state, w.output, changed = "done", answer_of(w.job_result), true
-      elseif w.job_state == "FAILED" or w.job_state == "EXPIRED" or w.job_state == "CANCELED" then
-        store:swarm_work_set(task.task_id, w.seq, "failed", json.encode { error = w.job_error, state = w.job_state })
-        w.state, changed = "failed", true
-        -- the shard goes to a member that has not tried it
-        local tried = json.decode(w.tried)
-        local seen, next_agent = {}, nil
-        for _, a in ipairs(tried) do seen[a] = true end
-        for _, a in ipairs(members) do if not seen[a] and not next_agent then next_agent = a end end
-        if next_agent and w.stage ~= "reduce" then
-          tried[#tried + 1] = next_agent
-          local same_input = json.decode(store:job_get(w.job_id).payload).input
-          if dispatch(store, task, w.stage, w.part, next_agent, same_input, tried, now) then
-            store:swarm_work_set(task.task_id, w.seq, "retried", nil)
-            w.state = "retried"
-          end
-        end
-      end
+  for _, w in ipairs(store:swarm_work(task.task_id)) do
+    if w.state == "running" and w.job_state == "COMPLETED" then
+      store:swarm_work_set(task.task_id, w.seq, "done", answer_of(w.job_result))
+      changed = true
+    elseif w.state == "running" and (w.job_state == "FAILED" or w.job_state == "EXPIRED" or w.job_state == "CANCELED") then
+      store:swarm_work_set(task.task_id, w.seq, "failed", json.encode { error = w.job_error, state = w.job_state })
+      retry(store, task, w, members, now)
+      changed = true
     end
   end
-  work = store:swarm_work(task.task_id)
-  local by_part, failed_parts = {}, {}
+  return changed
+end
+
+--- A part that failed everywhere it could go, or nil.
+local function lost_part(work)
+  local done, open, failed = {}, {}, {}
+  for _, w in ipairs(work) do
+    if w.stage ~= "reduce" then
+      if w.state == "done" then done[w.part] = true
+      elseif w.state == "running" then open[w.part] = true
+      elseif w.state == "failed" then failed[w.part] = true end
+    end
+  end
+  for part in pairs(failed) do if not done[part] and not open[part] then return part end end
+end
+
+--- Map-reduce once every map part is in: the reduce job, then the result.
+local function reduce_step(store, task, work, members, now)
+  local by_part, parts, reduce = {}, 0, nil
   for _, w in ipairs(work) do
     if w.stage == "reduce" then reduce = w
-    elseif w.state == "done" then by_part[w.part] = w maps_done = maps_done + 1
-    elseif w.state == "running" then maps_open = maps_open + 1
-    elseif w.state == "failed" then failed_parts[w.part] = true end
+    elseif w.state == "done" then by_part[w.part] = w parts = math.max(parts, w.part) end
   end
-  for part in pairs(failed_parts) do
-    if not by_part[part] then
-      local still = false
-      for _, w in ipairs(work) do if w.part == part and w.stage ~= "reduce" and w.state == "running" then still = true end end
-      if not still then
-        store:swarm_task_update(task.task_id, { status = "failed", error = "part " .. part
-          .. " failed on every member that could take it", now = now })
-        return true
-      end
-    end
+  if not reduce then
+    local answers = json.array()
+    for p = 1, parts do answers[p] = by_part[p] and by_part[p].output end
+    -- the reduce goes to a member whose map part succeeded
+    local reducer = (by_part[1] or next(by_part) and by_part[next(by_part)] or {}).agent_id or members[1]
+    dispatch(store, task, "reduce", 0, reducer, with_instruction(task, json.encode { stage = "reduce", parts = answers }),
+      { reducer }, now)
+    return true
+  elseif reduce.state == "done" then
+    store:swarm_task_update(task.task_id, { status = "completed", result = json.encode { answer = reduce.output }, now = now })
+    return true
+  elseif reduce.state == "failed" then
+    store:swarm_task_update(task.task_id, { status = "failed", error = "the reduce job failed", now = now })
+    return true
   end
-  if maps_open > 0 then return changed end
-  if task.strategy == "map-reduce" then
-    if not reduce then
-      local parts, answers = 0, json.array()
-      for p in pairs(by_part) do parts = math.max(parts, p) end
-      for p = 1, parts do answers[p] = by_part[p] and by_part[p].output end
-      -- the reduce goes to a member whose map part succeeded
-      local reducer = (by_part[1] or next(by_part) and by_part[next(by_part)] or {}).agent_id or members[1]
-      dispatch(store, task, "reduce", 0, reducer, with_instruction(task, json.encode { stage = "reduce", parts = answers }),
-        { reducer }, now)
-      return true
-    elseif reduce.state == "done" then
-      store:swarm_task_update(task.task_id, { status = "completed", result = json.encode { answer = reduce.output },
-        now = now })
-      return true
-    elseif reduce.state == "failed" then
-      store:swarm_task_update(task.task_id, { status = "failed", error = "the reduce job failed", now = now })
-      return true
-    end
-    return changed
+  return false
+end
+
+--- Moves one running task on; -> whether anything changed.
+local function advance(store, task, now)
+  local members = json.decode(task.members or "[]")
+  local changed = collect(store, task, members, now)
+  local work = store:swarm_work(task.task_id)
+  local lost = lost_part(work)
+  if lost then
+    store:swarm_task_update(task.task_id, { status = "failed", error = "part " .. lost
+      .. " failed on every member that could take it", now = now })
+    return true
   end
+  for _, w in ipairs(work) do if w.stage ~= "reduce" and w.state == "running" then return changed end end
+  if task.strategy == "map-reduce" then return reduce_step(store, task, work, members, now) or changed end
   store:swarm_task_update(task.task_id, { status = "completed", now = now })
   return true
 end

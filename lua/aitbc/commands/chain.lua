@@ -87,7 +87,8 @@ return {
   summary = "Read the chain: head, blocks, transactions, accounts (chain: --chain setting, default ait-devnet)",
   commands = {
     { name = "list", summary = "Chains this node keeps: height, head, faucet, and a follower's sync state",
-      list = "items", id_field = "chain_id", fields = { "chain_id", "height", "head_hash", "faucet", "sync" }, watch = true,
+      list = "items", id_field = "chain_id", fields = { "chain_id", "height", "head_hash", "faucet", "sync", "hosted", "host",
+        "authority" }, watch = true,
       run = function(ctx)
         return (require("aitbc.api").from_context(ctx):call("GET", "/v1/chains", { expect = { items = "array" } })),
           render_chains

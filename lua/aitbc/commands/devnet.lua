@@ -12,6 +12,9 @@ local function up(ctx)
   return state, function(d, o)
     local what = string.format("node %s, %d miner(s), %s Ollama", d.node.url, #d.miners,
       d.ollama.simulated and "SIMULATED" or "real")
+    for _, n in ipairs(d.nodes or {}) do
+      what = what .. string.format("; node %d %s hosting %s, %d miner(s)", n.index, n.url, n.chain, #n.miners)
+    end
     if d.already then
       o:success("devnet already running in " .. d.dir .. ": " .. what)
       o:print("config " .. d.config_file .. " points at it. To change it: aitbc devnet down, then aitbc devnet up "
@@ -60,7 +63,9 @@ return {
         .. "again. A start that fails stops what it started.",
       options = {
         dir_opt,
-        { "--miners", type = "integer", min = 0, max = 32, default = 1, help = "how many miners" },
+        { "--miners", type = "integer", min = 0, max = 32, default = 1, help = "how many miners (per node)" },
+        { "--nodes", type = "integer", min = 1, max = 8, default = 1,
+          help = "how many nodes: each hosts its own chain (ait-devnet, ait-healthchain, ...) and follows the others'" },
         { "--port", type = "integer", min = 0, max = 65535, default = 0, help = "node port (0: any free one)" },
         { "--model", default = "llama3", metavar = "MODEL", help = "the miners' model" },
         { "--gpus", default = "1x RTX 4090", metavar = "LIST", help = "what the miners declare" },
@@ -69,7 +74,7 @@ return {
         { "--voting-period", type = "integer", min = 1, max = 1000000, metavar = "BLOCKS",
           help = "how long governance votes stay open on a new devnet chain (default 10 blocks of 2 s)" },
       },
-      examples = { "aitbc devnet up", "aitbc devnet up --miners 3 --dir /tmp/devnet" },
+      examples = { "aitbc devnet up", "aitbc devnet up --miners 3 --dir /tmp/devnet", "aitbc devnet up --nodes 2" },
       run = up,
     },
     { name = "down", summary = "Stop everything the devnet started (nothing running: says so, exit 0)",

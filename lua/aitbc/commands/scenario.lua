@@ -13,7 +13,7 @@ local function run(ctx)
   local bindir = exe:match("^(.*)/[^/]*$")
   local reports, passed, failed, skipped, n = {}, 0, 0, 0, 0
   local url = ctx.globals.url or ((sys.getenv("AITBC_URL") or "") ~= "" and sys.getenv("AITBC_URL")) or nil
-  local setup = url and runner.remote_setup(url, sys.getenv("AITBC_SCENARIO_ADMIN_KEY")) or runner.devnet_setup()
+  local remote = url and runner.remote_setup(url, sys.getenv("AITBC_SCENARIO_ADMIN_KEY"))
   if tap then out:print("TAP version 13") end
   local ran, failure = pcall(function()
     for _, file in ipairs(files) do
@@ -21,6 +21,7 @@ local function run(ctx)
       if not s then errors.raise("usage", "cannot load scenario " .. file .. ": " .. tostring(err)) end
       local home = ctx.opts.home or assert(sys.tempdir("aitbc-scenario"))
       if human then out:print(out:style(file, "bold") .. " — " .. s.title) end
+      local setup = remote or runner.devnet_setup(s.nodes)
       local results = scenario.execute(s, { bindir = bindir, home = home, cwd = home, setup = setup }, function(r)
         n = n + 1
         if r.status == "pass" then passed = passed + 1

@@ -46,6 +46,13 @@ local function run(ctx)
   local opts = ctx.opts
   opts.data_dir = config.expand(opts.data_dir or (config.home() .. "/node"))
   opts.host, opts.port = serve.parse_listen(opts.listen)
+  for _, url in ipairs(opts.peer or {}) do
+    local _, why = require("aitbc.node.peers").normalize(url)
+    if why then require("aitbc.errors").raise("usage", "--peer " .. url .. ": " .. why) end
+  end
+  if opts.follow and opts.peer then
+    require("aitbc.errors").raise("usage", "--peer and --follow exclude each other: a follower takes every chain from its leader")
+  end
   serve.private_data_dir(opts.data_dir)
   opts.pid_file = opts.pid_file and config.expand(opts.pid_file) or (opts.detach and (opts.data_dir .. "/node.pid"))
   if opts.detach then return detach(ctx, opts), render_detached end
@@ -111,6 +118,8 @@ return {
     { "--follow", metavar = "URL", help = "follow another node's chains: fetch, verify and apply every block (read-only)" },
     { "--authority", metavar = "KEY",
       help = "with --follow: the leader's node key (base64url) to trust (default: the key it announces)" },
+    { "--peer", metavar = "URL", repeatable = true,
+      help = "another node (repeatable): follow the chains it hosts (verified) and relay agent messages to it" },
     { "--detach", type = "boolean", help = "run in the background (writes a pid file) and return once it answers" },
     { "--pid-file", metavar = "FILE", help = "write the process id here (default with --detach: DATA_DIR/node.pid)" },
     { "--url-file", metavar = "FILE", help = "write the node's URL here once it listens" },

@@ -173,20 +173,116 @@ local function start_ollama(state, url, simulate, say)
     real_url, sim.url))
 end
 
-local function start_miner(state, i, key, say)
-  local id = "devnet-miner-" .. i
+local function start_miner(state, i, key, say, node)
+  node = node or state.node
+  local id = (node.index and ("devnet-n" .. node.index .. "-miner-") or "devnet-miner-") .. i
   local log = state.dir .. "/" .. id .. ".log"
   -- its own wallet, so that the jobs it completes are paid to it (payout address)
   local payout = require("aitbc.wallet").ensure_unattended(state.dir .. "/" .. id, id)
-  local proc = assert(sys.spawn { argv = { sys.exe_path(), "--url", state.node.url, "miner", "mine-ollama",
+  local proc = assert(sys.spawn { argv = { sys.exe_path(), "--url", node.url, "miner", "mine-ollama",
     "--model", state.model, "--continuous", "--miner-id", id, "--ollama-url", state.ollama.url, "--gpus", state.gpus,
     -- your own devnet runs your own agents' Lua (still in the sandbox)
     "--allow-custom-workflows" },
     env = { AITBC_MINER_KEY = key, AITBC_HOME = state.dir .. "/" .. id, AITBC_CONFIG = false, AITBC_API_KEY = false,
       AITBC_ENVIRONMENT = false }, setsid = true, stdin = "null", stdout = "null", stderr = "null", log = log })
-  state.miners[i] = { id = id, pid = proc:pid(), log = log, payout_address = payout }
+  local list = node.index and node.miners or state.miners
+  list[i] = { id = id, pid = proc:pid(), log = log, payout_address = payout }
   save(state)
   say("info", string.format("miner      %s (pid %d, log %s)", id, proc:pid(), log))
+end
+
+-- ---- more nodes (devnet up --nodes N): each hosts a chain of its own and
+-- peers with the others, following their chains ----
+
+--- The chain node i hosts: ait-devnet (the first), ait-healthchain, ...
+devnet.CHAINS = { "ait-devnet", "ait-healthchain", "ait-financechain", "ait-researchchain" }
+function devnet.chain_of(i) return devnet.CHAINS[i] or ("ait-chain" .. i) end
+
+--- The URLs of the running nodes other than node `except` (an index; 1 is state.node).
+local function node_urls(state, except)
+  local urls = {}
+  if except ~= 1 and state.node then urls[#urls + 1] = state.node.url end
+  for _, n in ipairs(state.nodes or {}) do
+    if n.index ~= except and n.url and ours(n.pid, state.dir) then urls[#urls + 1] = n.url end
+  end
+  return urls
+end
+
+local function start_extra_node(state, i, voting_period, say)
+  local dir = state.dir .. "/node" .. i
+  assert(sys.mkdir(dir, tonumber("700", 8)))
+  local args = { "serve", "--listen", "127.0.0.1:0", "--data-dir", dir, "--url-file", dir .. "/node.url",
+    "--pid-file", dir .. "/node.pid", "--chains", devnet.chain_of(i), "--faucet", "on",
+    "--param", "voting_period=" .. (voting_period or devnet.VOTING_PERIOD) }
+  for _, url in ipairs(node_urls(state, i)) do args[#args + 1] = "--peer" args[#args + 1] = url end
+  os.remove(dir .. "/node.url")
+  local proc = daemon.start { args = args, ready_file = dir .. "/node.url", log = dir .. "/serve.out",
+    env = { AITBC_CONFIG = false } }
+  local n = state.nodes[i - 1] or { index = i, miners = json.array() }
+  n.index, n.chain, n.pid, n.url, n.data_dir = i, devnet.chain_of(i), proc.pid, proc.url, dir
+  n.miners = json.array(n.miners or {})
+  state.nodes[i - 1] = n
+  save(state)
+  say("info", string.format("node %d     %s hosting %s (pid %d)", i, proc.url, n.chain, proc.pid))
+  return n
+end
+
+--- The admin key of node n (its first one, in its data directory).
+local function extra_admin(n) return ((sys.read_file(n.data_dir .. "/admin.key") or ""):gsub("%s+$", "")) end
+
+--- Every node learns every other node's URL (POST /v1/admin/peers: a URL it
+-- knows already changes nothing), so that a node restarted on a new port
+-- is followed again.
+local function mesh(state, admin)
+  local api = require "aitbc.api"
+  local all = { { url = state.node.url, key = admin } }
+  for _, o in ipairs(state.nodes) do
+    if ours(o.pid, state.dir) then all[#all + 1] = { url = o.url, key = extra_admin(o) } end
+  end
+  for _, a in ipairs(all) do
+    for _, b in ipairs(all) do
+      if a ~= b then
+        api.new { url = b.url, api_key = b.key, timeout = 10 }:call("POST", "/v1/admin/peers", { json = { url = a.url } })
+      end
+    end
+  end
+  -- ready once every node follows the others' chains (each polls its peers every second)
+  local deadline = sys.monotonic() + 20
+  for _, b in ipairs(all) do
+    local client = api.new { url = b.url, timeout = 5 }
+    while true do
+      local chains = client:call("GET", "/v1/chains")
+      if #chains.items >= #all then break end
+      if sys.monotonic() > deadline then
+        errors.raise("failure", "node " .. b.url .. " does not follow its peers' chains after 20 s",
+          "see its log: " .. state.dir .. "/node*/node.log")
+      end
+      sys.sleep(0.2)
+    end
+  end
+end
+
+--- Nodes 2..N: started when not running (peering with the others), each with its miners.
+local function bring_up_extra(state, opts, admin, say, started)
+  for i = 2, state.node_count do
+    local n = state.nodes[i - 1]
+    if not (n and ours(n.pid, state.dir)) then
+      n = start_extra_node(state, i, opts.voting_period, say)
+      started[#started + 1] = n.pid
+    end
+    if state.miner_count > 0 then
+      local old = (sys.read_file(n.data_dir .. "/miners.key") or ""):gsub("%s+$", "")
+      local key = usable_or_new(n.url, extra_admin(n), "miner", old ~= "" and old or nil, "devnet miners")
+      assert(sys.write_file(n.data_dir .. "/miners.key", key .. "\n", tonumber("600", 8)))
+      for m = 1, state.miner_count do
+        if not (n.miners[m] and ours(n.miners[m].pid, state.dir)) then
+          start_miner(state, m, key, say, n)
+          started[#started + 1] = n.miners[m].pid
+        end
+      end
+    end
+  end
+  if state.node_count > 1 then mesh(state, admin) end
 end
 
 --- Stops the parts in `started` (pids), newest first.
@@ -217,6 +313,7 @@ local function bring_up(state, opts, config, environment, say, started)
       started[#started + 1] = state.miners[i].pid
     end
   end
+  bring_up_extra(state, opts, admin, say, started)
 end
 
 --- Starts a devnet in dir, or completes the one running there.  opts:
@@ -232,9 +329,12 @@ function devnet.up(dir, opts, config, environment, say)
   if not running then
     if state then devnet.down(dir) end -- whatever a crashed devnet left behind
     state = { dir = dir, started_at = os.date("!%Y-%m-%dT%H:%M:%SZ"), miners = json.array(),
-      miner_count = opts.miners, model = opts.model, gpus = opts.gpus }
+      miner_count = opts.miners, model = opts.model, gpus = opts.gpus, node_count = opts.nodes or 1, nodes = json.array() }
   else
     state.miners = json.array(state.miners or {})
+    state.nodes = json.array(state.nodes or {})
+    -- `up --nodes N` on a running devnet with fewer adds the missing ones
+    state.node_count = math.max(state.node_count or 1, opts.nodes or 1)
     state.miner_count = state.miner_count or #state.miners
     state.model, state.gpus = state.model or opts.model, state.gpus or opts.gpus
   end
@@ -264,6 +364,10 @@ function devnet.down(dir)
     return stopped
   end
   for _, m in ipairs(state.miners or {}) do stopped[#stopped + 1] = { what = m.id, result = stop(m.pid, dir) } end
+  for _, n in ipairs(state.nodes or {}) do
+    for _, m in ipairs(n.miners or {}) do stopped[#stopped + 1] = { what = m.id, result = stop(m.pid, dir) } end
+    stopped[#stopped + 1] = { what = "node " .. n.index .. " (" .. n.chain .. ")", result = stop(n.pid, dir, 20) }
+  end
   if state.ollama and state.ollama.pid then
     stopped[#stopped + 1] = { what = "simulated ollama", result = stop(state.ollama.pid, dir) }
   end
@@ -291,13 +395,26 @@ local function node_health(url)
   return tostring(h.status) .. (#why > 0 and (": " .. table.concat(why, "; ")) or "")
 end
 
+--- The miners of nodes 2..N, as rows of devnet.status.
+local function extra_miner_rows(state, rows)
+  for _, n in ipairs(state.nodes or {}) do
+    for _, m in ipairs(n.miners or {}) do
+      rows[#rows + 1] = { part = m.id, where = m.log, pid = m.pid, state = ours(m.pid, state.dir) and "running" or "stopped" }
+    end
+  end
+end
+
 --- What runs in the devnet in dir: {part, where, pid, state} per part.
 function devnet.status(dir)
   local state = devnet.read_state(dir)
   if not (state and state.node) then errors.raise("not_found", "no devnet in " .. dir, "start one: aitbc devnet up") end
   local rows = json.array()
-  rows[#rows + 1] = { part = "node", where = state.node.url, pid = state.node.pid,
-    state = ours(state.node.pid, dir) and node_health(state.node.url) or "stopped" }
+  rows[#rows + 1] = { part = #(state.nodes or {}) > 0 and "node 1 (ait-devnet)" or "node", where = state.node.url,
+    pid = state.node.pid, state = ours(state.node.pid, dir) and node_health(state.node.url) or "stopped" }
+  for _, n in ipairs(state.nodes or {}) do
+    rows[#rows + 1] = { part = "node " .. n.index .. " (" .. n.chain .. ")", where = n.url, pid = n.pid,
+      state = ours(n.pid, dir) and node_health(n.url) or "stopped" }
+  end
   if state.ollama then
     local version = require("aitbc.ollama").new(state.ollama.url):version()
     rows[#rows + 1] = { part = state.ollama.simulated and "ollama (simulated)" or "ollama", where = state.ollama.url,
@@ -306,6 +423,7 @@ function devnet.status(dir)
   for _, m in ipairs(state.miners or {}) do
     rows[#rows + 1] = { part = m.id, where = m.log, pid = m.pid, state = ours(m.pid, dir) and "running" or "stopped" }
   end
+  extra_miner_rows(state, rows)
   return rows
 end
 

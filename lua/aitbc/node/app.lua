@@ -3,6 +3,7 @@
 -- Each server worker state calls factory(config_json) once and then the
 -- returned handle(request) for every request.
 local admin = require "aitbc.node.admin"
+local agentcomm = require "aitbc.node.agentcomm"
 local agents = require "aitbc.node.agents"
 local events = require "aitbc.node.events"
 local explorer = require "aitbc.node.explorer"
@@ -11,6 +12,7 @@ local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
 local ops = require "aitbc.node.ops_api"
+local peers = require "aitbc.node.peers"
 local services = require "aitbc.node.services"
 local chain = require "aitbc.node.chain"
 local governance = require "aitbc.node.governance"
@@ -19,6 +21,7 @@ local json = require "aitbc.json"
 local log = require "aitbc.node.log"
 local payments = require "aitbc.node.payments"
 local store_mod = require "aitbc.node.store"
+local swarm = require "aitbc.node.swarm"
 local sys = require "aitbc.sys"
 local util = require "aitbc.node.util"
 
@@ -64,6 +67,24 @@ local ROUTES = {
   { "POST", "/v1/agents/{id}/rollback", CLIENT, agents.rollback },
   { "POST", "/v1/agents/{id}/execute", CLIENT, agents.execute },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },
+  { "GET", "/v1/peers", PUBLIC, peers.list },
+  { "POST", "/v1/swarm/members", CLIENT, swarm.join },
+  { "DELETE", "/v1/swarm/members", CLIENT, swarm.leave },
+  { "GET", "/v1/swarm/members", CLIENT, swarm.members },
+  { "POST", "/v1/swarm/tasks", CLIENT, swarm.create },
+  { "GET", "/v1/swarm/tasks/{id}", CLIENT, swarm.show },
+  { "POST", "/v1/swarm/tasks/{id}/coordinate", CLIENT, swarm.coordinate },
+  { "GET", "/v1/swarm/tasks/{id}/consensus", CLIENT, swarm.consensus },
+  { "POST", "/v1/agent-comm/agents", CLIENT, agentcomm.register },
+  { "GET", "/v1/agent-comm/agents", PUBLIC, agentcomm.discover },
+  { "GET", "/v1/agent-comm/chains/{chain}/agents/{id}", PUBLIC, agentcomm.agent },
+  { "POST", "/v1/agent-comm/directory", PUBLIC, agentcomm.directory_put },
+  { "POST", "/v1/agent-comm/messages", CLIENT, agentcomm.send },
+  { "GET", "/v1/agent-comm/messages/{id}", PUBLIC, agentcomm.status },
+  { "POST", "/v1/agent-comm/relay", PUBLIC, agentcomm.relay_in },
+  { "GET", "/v1/agent-comm/inbox", PUBLIC, agentcomm.inbox },
+  { "POST", "/v1/admin/peers", ADMIN, peers.add },
+  { "DELETE", "/v1/admin/peers", ADMIN, peers.remove },
   { "GET", "/v1/chains", PUBLIC, chain.chains },
   { "GET", "/v1/chain/{chain}/head", PUBLIC, chain.head },
   { "GET", "/v1/chain/{chain}/blocks/{id}", PUBLIC, chain.block },
@@ -111,7 +132,8 @@ for _, r in ipairs(ops.ROUTES) do ROUTES[#ROUTES + 1] = { r[1], r[2], ADMIN, r[3
 for _, r in ipairs(ROUTES) do
   r.name = r[1] .. " " .. r[2]
   r.service = services.of(r[2]) -- a service restarting holds its requests
-  r.pattern = "^" .. r[2]:gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{chain}", "([%%w_%%-%%.]+)"):gsub("{model}", "([^/]+)") .. "$"
+  r.pattern = "^" .. r[2]:gsub("%-", "%%-"):gsub("{id}", "([%%w_%%-%%.]+)"):gsub("{chain}", "([%%w_%%-%%.]+)")
+    :gsub("{model}", "([^/]+)") .. "$"
 end
 
 --- What each role may do (for whoami and `aitbc auth test`).
@@ -196,22 +218,24 @@ return function(config_text)
   end
 
   --- A follower's chains: {leader, chains = [{chain_id, state, height,
-  -- refused_height, reason, since}]}, and whether one stopped following.
+  -- refused_height, reason, since}]}, and whether one stopped following; a
+  -- leader's, the peers' chains it follows (aitbc serve --peer), nil if none.
   local function following(heights)
     local out, halted = { leader = config.follow, chains = json.array() }, false
     for c, f in pairs(chain.follow_states(store)) do
-      out.chains[#out.chains + 1] = { chain_id = c, state = f.state, height = heights[c], refused_height = f.refused_height,
-        reason = f.reason, since = f.since }
+      out.chains[#out.chains + 1] = { chain_id = c, state = f.state, height = heights[c] or store:chain_height(c),
+        refused_height = f.refused_height, reason = f.reason, since = f.since }
       halted = halted or f.state == "halted"
     end
     table.sort(out.chains, function(a, b) return a.chain_id < b.chain_id end)
+    if not config.follow and #out.chains == 0 then return nil, halted end
     return out, halted
   end
 
   function builtin.health(ctx)
     local ok, heights = pcall(chain_heights)
     local follow, halted
-    if ok and config.follow then ok, follow, halted = pcall(following, heights) end
+    if ok then ok, follow, halted = pcall(following, heights) end
     -- a release built to fail (make variant HEALTH_FAULT=1) fails here, for the update tests
     local fault = sys.build_fault == "health" and "this binary was built with HEALTH_FAULT=1" or nil
     local healthy = ok and not halted and not fault

@@ -275,9 +275,15 @@ function M.commit(store, chain_id, c, now) return commit_tx(store, chain_id, c, 
 
 local chain_of = util.chain_of
 
-local function writable(ctx)
+local function writable(ctx, chain_id)
   if ctx.config.follow then
     fail(409, "follower", "this node follows " .. ctx.config.follow .. "; send transactions there")
+  end
+  -- a peer's chain this node only follows: its host takes its transactions
+  local f = chain_id and ctx.store:chain_follow_get(chain_id)
+  if f then
+    fail(409, "peer_chain", chain_id .. " is hosted by the peer " .. f.leader .. "; this node only follows it: send its "
+      .. "transactions there (aitbc --url " .. f.leader .. " ...)", "chain_id")
   end
 end
 
@@ -414,6 +420,7 @@ function M.pay_job(ctx, job_id)
     fail(400, "invalid_payment", "the payment must be an escrow_lock transaction for job " .. job_id, "tx")
   end
   local chain_id = chain_of(ctx, tx.chain_id)
+  writable(ctx, chain_id)
   local c = check_tx(chain_id, tx, body.signature, PAYMENT, ctx.now)
   if job.payment_status == "awaiting" and c.amount ~= job.payment_amount then
     fail(400, "invalid_payment", string.format("job %s was submitted with payment_amount %s AITBC; the escrow lock must "
@@ -606,13 +613,22 @@ end
 -- that a follower can be followed too; `this_node_key` is this node's own.
 function M.chains(ctx)
   local items = json.array()
-  local following = ctx.config.follow and M.follow_states(ctx.store) or {}
+  local following = M.follow_states(ctx.store)
+  local authority = ctx.config.authority or ctx.node_key.id
   for _, c in ipairs(ctx.config.chains) do
     local head = ctx.store:chain_head(c)
     items[#items + 1] = { chain_id = c, height = head and head.height, head_hash = head and head.hash,
-      faucet = not ctx.config.follow and faucet_on(ctx, c), sync = following[c] }
+      faucet = not ctx.config.follow and faucet_on(ctx, c), sync = ctx.config.follow and following[c] or nil,
+      hosted = not ctx.config.follow, authority = authority }
   end
-  local authority = ctx.config.authority or ctx.node_key.id
+  -- peers' chains this node follows (aitbc serve --peer): their host signs their blocks
+  if not ctx.config.follow then
+    for _, f in ipairs(require("aitbc.node.peers").followed(ctx.store)) do
+      local head = ctx.store:chain_head(f.chain_id)
+      items[#items + 1] = { chain_id = f.chain_id, height = head and head.height, head_hash = head and head.hash,
+        faucet = false, hosted = false, host = f.leader, authority = f.node_key, sync = following[f.chain_id] }
+    end
+  end
   return 200, { items = items, block_time = ctx.config.block_time, authority = authority, node_key = authority,
     this_node_key = ctx.node_key.id, follows = ctx.config.follow,
     faucet = addresses.of(crypto.unbase64(authority, "urlsafe")) }
@@ -630,7 +646,7 @@ end
 --- Seals the pending transactions into a block now (admins; tests and
 -- scripts that should not wait for --block-time).
 function M.seal(ctx, chain_id)
-  writable(ctx)
+  writable(ctx, chain_id)
   chain_of(ctx, chain_id)
   local height = M.produce(ctx.store, chain_id, ctx.node_key, ctx.now)
   return 201, block_view(assert(ctx.store:chain_block(chain_id, height)))
@@ -679,7 +695,7 @@ function M.history(ctx, chain_id, address)
 end
 
 function M.submit(ctx, chain_id)
-  writable(ctx)
+  writable(ctx, chain_id)
   chain_of(ctx, chain_id)
   local body = ctx:body_object()
   if body.transactions ~= nil then return M.submit_batch(ctx, chain_id, body.transactions) end
@@ -779,7 +795,7 @@ local function check_faucet_limits(ctx, chain_id, from, to, amount)
 end
 
 function M.faucet(ctx, chain_id)
-  writable(ctx)
+  writable(ctx, chain_id)
   chain_of(ctx, chain_id)
   if not faucet_on(ctx, chain_id) then
     fail(403, "faucet_disabled", "the faucet is off on " .. chain_id .. " (aitbc serve --faucet on turns it on; "

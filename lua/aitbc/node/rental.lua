@@ -59,7 +59,7 @@ local function lock_of(ctx, body, listing_id, hours, how)
       .. "pay with: " .. how, "tx")
   end
   if type(body.tx) ~= "table" or type(body.tx.payload) ~= "table" then invalid("tx", "must be a signed rental_lock") end
-  local chain_id = util.chain_of(ctx, body.tx.chain_id)
+  local chain_id = util.hosted_chain_of(ctx, body.tx.chain_id)
   local c = chain.check_rental(chain_id, body, ctx.now)
   if c.tx.payload.listing_id ~= listing_id or c.tx.payload.hours ~= hours then
     invalid("tx.payload", "must lock for " .. listing_id .. " and " .. hours .. " hour(s), as this request asks")

@@ -376,6 +376,9 @@ local function sweep(opts, node, logger)
     if not node.follow then
       chain.reward_jobs(store, node.node_key, now, node.chains[1]) -- miners' rewards
       n = n + require("aitbc.node.rental").sweep(store, node.node_key, now, opts.heartbeat_timeout) -- rental hours
+      -- peers' chains, the agent messages' outbox, swarm tasks
+      n = n + require("aitbc.node.peers").tick(node, logger, now, sys.monotonic())
+        + require("aitbc.node.swarm").sweep(store, now)
     end
     return n
   end)
@@ -482,6 +485,7 @@ function M.run(opts, say)
     duties = node.duties ~= nil })
   if node.admin_note then logger:warn(node.admin_note) end
   writer:drain()
+  if not node.follow then require("aitbc.node.peers").start(node.store, url, opts.peer, sys.time()) end
   if opts.listen_fd then
     emit { event = "serving", pid = sys.getpid() }
   else

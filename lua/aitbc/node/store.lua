@@ -260,6 +260,46 @@ local MIGRATIONS = {
     -- a miner's latest GPU readings (NVML, from its heartbeats)
     ALTER TABLE miners ADD COLUMN gpu_stats TEXT;
   ]],
+  [15] = [[
+    -- peers (serve --peer, POST /v1/admin/peers): other nodes whose chains
+    -- this node follows and to which it relays agent messages; name = 'self'
+    -- in node_settings is this node's own URL
+    CREATE TABLE peers (
+      url TEXT PRIMARY KEY, node_key TEXT, chains TEXT, state TEXT NOT NULL, reason TEXT, last_seen REAL,
+      added_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE TABLE node_settings (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+    -- a chain's agent directory (kept by the node that hosts the chain):
+    -- registrations signed by the agent's key
+    CREATE TABLE agent_directory (
+      chain_id TEXT NOT NULL, agent_id TEXT NOT NULL, public_key TEXT NOT NULL, capabilities TEXT NOT NULL,
+      owner_key_id TEXT, record TEXT NOT NULL, signature TEXT NOT NULL, registered_at REAL NOT NULL,
+      updated_at REAL NOT NULL, PRIMARY KEY (chain_id, agent_id)) WITHOUT ROWID;
+    -- agent messages: 'out' rows wait in the sender node's outbox until the
+    -- target's node returns a receipt; 'in' rows are the target's inbox
+    CREATE TABLE agent_messages (
+      message_id TEXT NOT NULL, direction TEXT NOT NULL, sender TEXT NOT NULL, sender_chain TEXT NOT NULL,
+      target TEXT NOT NULL, target_chain TEXT NOT NULL, envelope TEXT NOT NULL, signature TEXT NOT NULL,
+      status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL, last_error TEXT,
+      relayed_to TEXT, receipt TEXT, reply_to TEXT, created_at REAL NOT NULL, delivered_at REAL, read_at REAL,
+      PRIMARY KEY (message_id, direction)) WITHOUT ROWID;
+    CREATE INDEX agent_messages_outbox ON agent_messages(next_attempt_at) WHERE direction = 'out' AND status = 'pending';
+    CREATE INDEX agent_messages_inbox ON agent_messages(target_chain, target, created_at) WHERE direction = 'in';
+    CREATE INDEX agent_messages_sender ON agent_messages(sender_chain, sender, created_at);
+    -- swarms: pools of agents per task type, tasks, and each member's work (a job)
+    CREATE TABLE swarm_members (
+      task_type TEXT NOT NULL, agent_id TEXT NOT NULL, owner_key_id TEXT NOT NULL, joined_at REAL NOT NULL,
+      PRIMARY KEY (task_type, agent_id)) WITHOUT ROWID;
+    CREATE TABLE swarm_tasks (
+      task_id TEXT PRIMARY KEY, owner_key_id TEXT NOT NULL, task_type TEXT NOT NULL, spec TEXT NOT NULL,
+      status TEXT NOT NULL, strategy TEXT, run_id TEXT, members TEXT, result TEXT, error TEXT,
+      created_at REAL NOT NULL, updated_at REAL NOT NULL) WITHOUT ROWID;
+    CREATE INDEX swarm_tasks_active ON swarm_tasks(updated_at) WHERE status = 'running';
+    CREATE UNIQUE INDEX swarm_tasks_run ON swarm_tasks(run_id) WHERE run_id IS NOT NULL;
+    CREATE TABLE swarm_work (
+      task_id TEXT NOT NULL, seq INTEGER NOT NULL, stage TEXT NOT NULL, part INTEGER NOT NULL, agent_id TEXT NOT NULL,
+      job_id TEXT NOT NULL, state TEXT NOT NULL, tried TEXT NOT NULL, output TEXT, created_at REAL NOT NULL,
+      PRIMARY KEY (task_id, seq)) WITHOUT ROWID;
+  ]],
 }
 M.SCHEMA_VERSION = #MIGRATIONS
 
@@ -1219,6 +1259,215 @@ end
 
 function Store:chain_follow_states()
   return check(self.db:query("SELECT * FROM chain_follow ORDER BY chain_id"))
+end
+
+function Store:chain_follow_get(chain_id)
+  return check(self.db:first("SELECT * FROM chain_follow WHERE chain_id = ?", chain_id)) or nil
+end
+
+--- A peer's chain is followed from leader (a peer's URL): listed "following" unless it is already.
+function Store:chain_follow_add(chain_id, leader, now)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO chain_follow (chain_id, leader, state, since) VALUES (?, ?, 'following', ?)
+      ON CONFLICT (chain_id) DO UPDATE SET leader = excluded.leader WHERE leader <> excluded.leader]], chain_id, leader, now))
+  end))
+end
+
+-- ---- peers ----
+
+function Store:setting_get(name)
+  local r = check(self.db:first("SELECT value FROM node_settings WHERE name = ?", name))
+  return r and r.value or nil
+end
+
+function Store:setting_set(name, value)
+  check(self.db:transaction(function()
+    return check(self.db:run("INSERT INTO node_settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+      .. "SET value = excluded.value", name, value))
+  end))
+end
+
+--- Adds a peer (nothing when it is listed); true when it was new.
+function Store:peer_add(url, now)
+  return check(self.db:transaction(function()
+    return check(self.db:run("INSERT OR IGNORE INTO peers (url, state, added_at) VALUES (?, 'new', ?)", url, now)) > 0
+  end))
+end
+
+--- What a peer answered: {node_key, chains (JSON), state, reason, last_seen}.  A
+-- node that moved (the same key at another URL) is listed once, at its new URL.
+function Store:peer_update(url, f)
+  check(self.db:transaction(function()
+    if f.node_key then
+      check(self.db:run("DELETE FROM peers WHERE node_key = ? AND url <> ?", f.node_key, url))
+      check(self.db:run("DELETE FROM chain_follow WHERE leader NOT IN (SELECT url FROM peers) AND leader LIKE 'http%'"))
+    end
+    return check(self.db:run([[UPDATE peers SET node_key = coalesce(:node_key, node_key), chains = coalesce(:chains, chains),
+      state = :state, reason = :reason, last_seen = coalesce(:last_seen, last_seen) WHERE url = :url]],
+      { url = url, node_key = f.node_key, chains = f.chains, state = f.state, reason = f.reason, last_seen = f.last_seen }))
+  end))
+end
+
+function Store:peer_remove(url)
+  return check(self.db:transaction(function()
+    check(self.db:run("DELETE FROM chain_follow WHERE leader = ?", url))
+    return check(self.db:run("DELETE FROM peers WHERE url = ?", url)) > 0
+  end))
+end
+
+function Store:peers_list()
+  return check(self.db:query("SELECT * FROM peers ORDER BY added_at, url"))
+end
+
+--- Followed peers' chains with their host's key: {chain_id, leader, node_key, state}.
+function Store:peer_chains()
+  return check(self.db:query([[SELECT f.chain_id, f.leader, f.state, p.node_key FROM chain_follow f
+    JOIN peers p ON p.url = f.leader ORDER BY f.chain_id]]))
+end
+
+-- ---- agent directory and messages ----
+
+function Store:directory_get(chain_id, agent_id)
+  return check(self.db:first("SELECT * FROM agent_directory WHERE chain_id = ? AND agent_id = ?", chain_id, agent_id)) or nil
+end
+
+function Store:directory_put(r)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO agent_directory (chain_id, agent_id, public_key, capabilities, owner_key_id,
+      record, signature, registered_at, updated_at) VALUES (:chain_id, :agent_id, :public_key, :capabilities,
+      :owner_key_id, :record, :signature, :now, :now) ON CONFLICT (chain_id, agent_id) DO UPDATE SET
+      capabilities = excluded.capabilities, record = excluded.record, signature = excluded.signature,
+      owner_key_id = coalesce(excluded.owner_key_id, owner_key_id), updated_at = excluded.updated_at]], r))
+  end))
+end
+
+--- A chain's agents with a capability (any when nil), with their record:
+-- delivered (messages in their inbox) and answered (of those, replied to).
+function Store:directory_find(chain_id, capability, limit)
+  return check(self.db:query([[SELECT d.*,
+      (SELECT count(*) FROM agent_messages m WHERE m.direction = 'in' AND m.target_chain = d.chain_id
+        AND m.target = d.agent_id) AS delivered,
+      (SELECT count(*) FROM agent_messages m WHERE m.direction = 'in' AND m.target_chain = d.chain_id
+        AND m.target = d.agent_id AND EXISTS (SELECT 1 FROM agent_messages r WHERE r.reply_to = m.message_id
+        AND r.sender = d.agent_id)) AS answered
+    FROM agent_directory d WHERE d.chain_id = :chain_id AND (:cap IS NULL OR d.capabilities LIKE :pattern)
+    ORDER BY d.registered_at LIMIT :limit]],
+    { chain_id = chain_id, cap = capability, pattern = capability and ('%"' .. capability .. '"%'), limit = limit or 100 }))
+end
+
+function Store:message_get(message_id, direction)
+  if direction then
+    return check(self.db:first("SELECT * FROM agent_messages WHERE message_id = ? AND direction = ?", message_id,
+      direction)) or nil
+  end
+  return check(self.db:first("SELECT * FROM agent_messages WHERE message_id = ? ORDER BY direction DESC LIMIT 1",
+    message_id)) or nil
+end
+
+--- Inserts a message row (m: the columns); false when that id and direction exist (a replay).
+function Store:message_insert(m)
+  return check(self.db:transaction(function()
+    return check(self.db:run([[INSERT OR IGNORE INTO agent_messages (message_id, direction, sender, sender_chain, target,
+      target_chain, envelope, signature, status, attempts, next_attempt_at, receipt, reply_to, created_at, delivered_at)
+      VALUES (:message_id, :direction, :sender, :sender_chain, :target, :target_chain, :envelope, :signature, :status, 0,
+      :next_attempt_at, :receipt, :reply_to, :created_at, :delivered_at)]], m)) > 0
+  end))
+end
+
+--- An outbox row's fate: f {status, receipt, relayed_to, delivered_at, attempts, next_attempt_at, last_error}.
+function Store:message_update(message_id, direction, f)
+  f.message_id, f.direction = message_id, direction
+  check(self.db:transaction(function()
+    return check(self.db:run([[UPDATE agent_messages SET status = coalesce(:status, status),
+      receipt = coalesce(:receipt, receipt), relayed_to = coalesce(:relayed_to, relayed_to),
+      delivered_at = coalesce(:delivered_at, delivered_at), attempts = coalesce(:attempts, attempts),
+      next_attempt_at = :next_attempt_at, last_error = :last_error WHERE message_id = :message_id
+      AND direction = :direction]], f))
+  end))
+end
+
+function Store:outbox_due(now, limit)
+  return check(self.db:query([[SELECT * FROM agent_messages WHERE direction = 'out' AND status = 'pending'
+    AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?]], now, limit or 50))
+end
+
+function Store:inbox(chain_id, agent_id, limit)
+  return check(self.db:query([[SELECT * FROM agent_messages WHERE direction = 'in' AND target_chain = ? AND target = ?
+    ORDER BY created_at DESC LIMIT ?]], chain_id, agent_id, limit or 50))
+end
+
+function Store:inbox_read(chain_id, agent_id, now)
+  check(self.db:transaction(function()
+    return check(self.db:run([[UPDATE agent_messages SET read_at = ? WHERE direction = 'in' AND target_chain = ?
+      AND target = ? AND read_at IS NULL]], now, chain_id, agent_id))
+  end))
+end
+
+-- ---- swarms ----
+
+--- Joins a pool; false when the agent was in it already.
+function Store:swarm_join(m)
+  return check(self.db:transaction(function()
+    return check(self.db:run([[INSERT OR IGNORE INTO swarm_members (task_type, agent_id, owner_key_id, joined_at)
+      VALUES (:task_type, :agent_id, :owner_key_id, :joined_at)]], m)) > 0
+  end))
+end
+
+function Store:swarm_leave(task_type, agent_id)
+  return check(self.db:transaction(function()
+    return check(self.db:run("DELETE FROM swarm_members WHERE task_type = ? AND agent_id = ?", task_type, agent_id)) > 0
+  end))
+end
+
+--- A pool's members (task_type nil: every pool), oldest first.
+function Store:swarm_members(task_type)
+  return check(self.db:query([[SELECT * FROM swarm_members WHERE (? IS NULL OR task_type = ?) ORDER BY joined_at,
+    agent_id]], task_type, task_type))
+end
+
+function Store:swarm_task_insert(t)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO swarm_tasks (task_id, owner_key_id, task_type, spec, status, created_at,
+      updated_at) VALUES (:task_id, :owner_key_id, :task_type, :spec, 'created', :now, :now)]], t))
+  end))
+end
+
+function Store:swarm_task(task_id)
+  return check(self.db:first("SELECT * FROM swarm_tasks WHERE task_id = ?", task_id)) or nil
+end
+
+function Store:swarm_task_update(task_id, f)
+  f.task_id = task_id
+  check(self.db:transaction(function()
+    return check(self.db:run([[UPDATE swarm_tasks SET status = coalesce(:status, status),
+      strategy = coalesce(:strategy, strategy), run_id = coalesce(:run_id, run_id), members = coalesce(:members, members),
+      result = coalesce(:result, result), error = coalesce(:error, error), updated_at = :now WHERE task_id = :task_id]], f))
+  end))
+end
+
+function Store:swarm_running()
+  return check(self.db:query("SELECT * FROM swarm_tasks WHERE status = 'running' ORDER BY updated_at LIMIT 100"))
+end
+
+function Store:swarm_work(task_id)
+  return check(self.db:query([[SELECT w.*, j.state AS job_state, j.result AS job_result, j.error AS job_error,
+    j.receipt AS job_receipt FROM swarm_work w LEFT JOIN jobs j ON j.job_id = w.job_id WHERE w.task_id = ?
+    ORDER BY w.seq]], task_id))
+end
+
+function Store:swarm_work_insert(w)
+  check(self.db:transaction(function()
+    return check(self.db:run([[INSERT INTO swarm_work (task_id, seq, stage, part, agent_id, job_id, state, tried,
+      created_at) VALUES (:task_id, (SELECT coalesce(max(seq), 0) + 1 FROM swarm_work WHERE task_id = :task_id), :stage,
+      :part, :agent_id, :job_id, 'running', :tried, :created_at)]], w))
+  end))
+end
+
+function Store:swarm_work_set(task_id, seq, state, output)
+  check(self.db:transaction(function()
+    return check(self.db:run("UPDATE swarm_work SET state = ?, output = coalesce(?, output) WHERE task_id = ? AND seq = ?",
+      state, output, task_id, seq))
+  end))
 end
 
 -- ---- marketplace ----

@@ -38,8 +38,21 @@ end
 --- A chain this node keeps, by name | 404.
 function util.chain_of(ctx, chain_id)
   for _, c in ipairs(ctx.config.chains) do if c == chain_id then return c end end
+  -- a peer's chain this node follows (aitbc serve --peer)
+  if type(chain_id) == "string" and ctx.store:chain_follow_get(chain_id) then return chain_id end
   util.fail(404, "unknown_chain",
     "this node has no chain " .. tostring(chain_id) .. " (it has " .. table.concat(ctx.config.chains, ", ") .. ")")
+end
+
+--- A chain this node hosts (writes go only there) | 404, or 409 for a peer's chain it only follows.
+function util.hosted_chain_of(ctx, chain_id)
+  chain_id = util.chain_of(ctx, chain_id)
+  local f = ctx.store:chain_follow_get(chain_id)
+  if f and not ctx.config.follow then
+    util.fail(409, "peer_chain", chain_id .. " is hosted by the peer " .. f.leader .. "; this node only follows it",
+      "chain_id")
+  end
+  return chain_id
 end
 
 util.iso = require("aitbc.timefmt").iso

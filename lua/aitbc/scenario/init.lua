@@ -23,8 +23,9 @@ local scenario = {}
 local Scenario = {}
 Scenario.__index = Scenario
 
-function scenario.new(title)
-  return setmetatable({ title = title, steps = {} }, Scenario)
+--- opts: {nodes = N}: the devnet it runs on has N peer nodes (cross-chain scenarios).
+function scenario.new(title, opts)
+  return setmetatable({ title = title, steps = {}, nodes = opts and opts.nodes or 1 }, Scenario)
 end
 
 function Scenario:step(id, name, fn)

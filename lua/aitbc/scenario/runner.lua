@@ -27,9 +27,12 @@ end
 -- `aitbc devnet up` typed as the README tells a user; after them `aitbc
 -- devnet down`, unless the devnet was running already (--home naming a
 -- HOME where one runs: it is left running).
-function runner.devnet_setup()
-  return { name = "aitbc devnet up", fn = function(t)
-    local r = t:run("aitbc devnet up")
+-- A scenario that needs several nodes (cross-chain ones) says so
+-- (scenario.new(title, {nodes = 2})): then `aitbc devnet up --nodes N`.
+function runner.devnet_setup(nodes)
+  local line = "aitbc devnet up" .. ((nodes or 1) > 1 and (" --nodes " .. nodes) or "")
+  return { name = line, fn = function(t)
+    local r = t:run(line)
     t:expect_exit(r, 0)
     if r.stdout:find("devnet already running", 1, true) then return nil end
     return function(after) after:run("aitbc devnet down") end

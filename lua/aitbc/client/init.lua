@@ -241,7 +241,7 @@ function client.cancel(ctx, job_id)
 end
 
 --- Jobs of this key, newest first.  filter: state (any case), model, type,
--- from_time, to_time (RFC 3339 or a date), limit (20), offset.  Returns
+-- from_time, to_time (as people type times: aitbc.timefmt.human), limit (20), offset.  Returns
 -- {items, total, limit, offset}.
 function client.list(ctx, filter)
   filter = filter or {}
@@ -254,14 +254,16 @@ function client.list(ctx, filter)
         .. filter.state .. "'")
     end
   end
+  local times = {}
   for _, f in ipairs { { "from_time", "--since" }, { "to_time", "--until" } } do
-    if filter[f[1]] and not timefmt.parse(filter[f[1]]) then
-      usage(f[2] .. " must be a time: RFC 3339 (2026-11-22T10:00:00Z) or a date (2026-11-22), got '"
-        .. filter[f[1]] .. "'")
+    if filter[f[1]] then
+      local t, err = timefmt.human(filter[f[1]])
+      if not t then usage(f[2] .. ": " .. err) end
+      times[f[1]] = timefmt.iso(t)
     end
   end
   return (client.node(ctx):call("GET", "/v1/jobs", { query = { state = state, model = filter.model, type = filter.type,
-    from_time = filter.from_time, to_time = filter.to_time, limit = filter.limit or 20, offset = filter.offset },
+    from_time = times.from_time, to_time = times.to_time, limit = filter.limit or 20, offset = filter.offset },
     expect = { total = "integer", items = { "array",
       { job_id = "string", state = "string", requested_at = "string", assigned_miner_id = "string?" } } } }))
 end

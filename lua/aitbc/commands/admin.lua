@@ -229,7 +229,7 @@ end
 --- --since/--until -> seconds | a usage error naming the option.
 local function when(text, option)
   if not text then return nil end
-  local t, err = require("aitbc.ops.timeparse").parse(text)
+  local t, err = require("aitbc.timefmt").human(text)
   if not t then errors.raise("usage", option .. ": " .. err) end
   return t
 end

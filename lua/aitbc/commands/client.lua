@@ -276,13 +276,13 @@ return {
           .. "(any case)" },
         { "--model", metavar = "MODEL", help = "only this model" },
         { "--type", metavar = "TYPE", help = "only this job type: inference, agent, multimodal" },
-        { "--since", metavar = "TIME", help = "submitted at or after: RFC 3339 (2026-11-22T10:00:00Z) or a date" },
-        { "--until", metavar = "TIME", help = "submitted at or before: RFC 3339 or a date" },
+        { "--since", metavar = "TIME", help = "submitted at or after: \"1 hour ago\", yesterday, 2026-11-22T10:00:00Z…" },
+        { "--until", metavar = "TIME", help = "submitted at or before (the same forms)" },
         { "--limit", type = "integer", min = 1, max = 500, default = 20, help = "how many" },
         { "--offset", type = "integer", min = 0, default = 0, help = "skip this many" },
       },
       examples = { "aitbc client list --state completed", "aitbc client list --state QUEUED --limit 5",
-        "aitbc client list --type agent --since 2026-11-01" },
+        "aitbc client list --type agent --since yesterday" },
       run = function(ctx)
         local o = ctx.opts
         local res = C().list(ctx, { state = o.state, model = o.model, type = o.type, from_time = o.since,

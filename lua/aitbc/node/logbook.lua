@@ -5,7 +5,7 @@
 -- when its time, level and service (read with patterns) pass the filter.
 local json = require "aitbc.json"
 local log = require "aitbc.node.log"
-local timeparse = require "aitbc.ops.timeparse"
+local timefmt = require "aitbc.timefmt"
 
 local M = {}
 
@@ -17,7 +17,7 @@ M.MAX_ENTRIES = 10000
 --- Seconds of an entry's "time" (ISO, UTC) | nil.
 local function entry_time(line)
   local t = line:match('"time":"([^"]+)"')
-  return t and timeparse.iso(t)
+  return t and timefmt.parse(t)
 end
 
 --- A line's time, and whether it passes the filter (its time first: the

@@ -9,6 +9,7 @@ local apikey = require "aitbc.protocol.apikey"
 local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
+local optimize = require "aitbc.node.optimize"
 local chain = require "aitbc.node.chain"
 local governance = require "aitbc.node.governance"
 local rental = require "aitbc.node.rental"
@@ -51,6 +52,10 @@ local ROUTES = {
   { "GET", "/v1/agents/{id}/versions", CLIENT, agents.versions },
   { "POST", "/v1/agents/{id}/rollback", CLIENT, agents.rollback },
   { "POST", "/v1/agents/{id}/execute", CLIENT, agents.execute },
+  { "GET", "/v1/agents/{id}/inputs", CLIENT, optimize.agent_inputs },
+  { "GET", "/v1/optimize/history", CLIENT, optimize.history },
+  { "GET", "/v1/optimize/models", CLIENT, optimize.models },
+  { "POST", "/v1/admin/history/import", ADMIN, optimize.import },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },
   { "GET", "/v1/chains", PUBLIC, chain.chains },
   { "GET", "/v1/chain/{chain}/head", PUBLIC, chain.head },

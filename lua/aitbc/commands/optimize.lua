@@ -96,6 +96,58 @@ local interval_opt = { "--interval", metavar = "DURATION", default = "15m",
 local days_opt = { "--days", type = "integer", min = 1, max = 90, default = 30, metavar = "N",
   help = "how much history to read" }
 
+local function render_selfopt(d, out)
+  local function summary(m)
+    if not m then return "-" end
+    return string.format("median %.1f %s (IQR %.1f–%.1f, min %.1f, max %.1f; %d runs)%s%s", m.median, m.unit, m.p25, m.p75,
+      m.min, m.max, m.runs, m.tokens_per_second and string.format(", %.1f tokens/s", m.tokens_per_second) or "",
+      m.accuracy and string.format(", accuracy %.0f %%", m.accuracy * 100) or "")
+  end
+  local imp = d.improvement
+  local verdict
+  if #d.changes == 0 then
+    verdict = "no change beat the baseline beyond the noise under the quality guard: the agent is unchanged"
+  elseif d.target == "accuracy" then
+    verdict = string.format("accuracy %.0f %% → %.0f %%", (imp.accuracy_before or 0) * 100, (imp.accuracy_after or 0) * 100)
+  else
+    verdict = string.format("%.1f %% %s (median %.1f → %.1f %s)", imp.percent, d.target == "cost" and "cheaper" or "faster",
+      imp.median_before, imp.median_after, imp.unit)
+  end
+  out:print("")
+  out:print(out:style("Optimization report", "bold") .. " for agent " .. d.agent_id .. " (target " .. d.target .. ")")
+  out:print(out:format_record({ probes = string.format("%s, %d run(s) each", d.probe_set.source, d.probe_set.runs_per_probe),
+    baseline = summary(d.baseline), optimised = summary(d.final), improvement = verdict,
+    jobs = string.format("%d jobs on the network", d.jobs) },
+    { { "probes", "probe set" }, "baseline", { "optimised", "after" }, "improvement", { "jobs", "measured with" } }))
+  if #d.changes > 0 then
+    out:print("")
+    out:print(out:style("Parameter changes", "bold"))
+    local rows = {}
+    for i, c in ipairs(d.changes) do rows[i] = { parameter = c.name, before = tostring(c.before), after = tostring(c.after) } end
+    out:print(out:format_table(rows, { "parameter", "before", "after" }))
+  end
+  out:print("")
+  out:print(out:style("What was tried", "bold"))
+  local rows = {}
+  for i, t in ipairs(d.trials) do
+    rows[i] = { ["#"] = tostring(i), knob = t.knob, change = tostring(t.from) .. " → " .. tostring(t.value),
+      median = t.median and string.format("%.1f", t.median) or "-",
+      agreement = t.agreement and string.format("%.2f", t.agreement) or "-", outcome = t.outcome, why = t.why or "" }
+  end
+  out:print(out:format_table(rows, { "#", "knob", "change", "median", "agreement", "outcome", "why" }))
+  if d.stopped then out:print(out:style(d.stopped, "dim")) end
+  if d.version_after then
+    out:success(string.format("saved as version %d of agent %s (was %d); undo: aitbc agent rollback %s %d", d.version_after,
+      d.agent_id, d.version_before, d.agent_id, d.version_before))
+  elseif #d.changes > 0 then
+    out:print("not saved (--dry-run)")
+  end
+  if d.simulated then
+    out:print(out:style("the miners' Ollama is aitbc's simulated one: its timings come from its model of the hardware",
+      "yellow"))
+  end
+end
+
 return {
   name = "optimize",
   category = "Workflows",
@@ -105,6 +157,45 @@ return {
     .. "rollback undoes it); predict forecasts load, queue wait or miners from the node's own jobs and recommends "
     .. "how many miners to run.",
   commands = {
+    {
+      name = "self-opt",
+      summary = "Tune an agent with real jobs (speed, cost or accuracy) and save the winner as a new version",
+      fields = { "agent_id", "target", "probe_set", "baseline", "final", "improvement", "changes", "trials", "jobs",
+        "version_before", "version_after", "simulated", "stopped" },
+      options = {
+        { "--agent-id", metavar = "AGENT", help = "the agent to optimise" },
+        { "--target", choices = { "inference-speed", "cost", "accuracy" }, default = "inference-speed",
+          help = "what to improve" },
+        { "--runs", type = "integer", min = 1, max = 20, default = 3, metavar = "N",
+          help = "runs of each probe per configuration (medians over them)" },
+        { "--probes", type = "integer", min = 1, max = 20, default = 3, metavar = "N", help = "probe set size" },
+        { "--guard", type = "number", min = 0, max = 1, default = 0.8, metavar = "SHARE",
+          help = "how much the answers must agree with the baseline's (word overlap)" },
+        { "--max-trials", type = "integer", min = 1, max = 100, default = 20, metavar = "N",
+          help = "configurations to try at most" },
+        { "--seed", type = "integer", min = 0, default = 1, metavar = "N", help = "benchmark tasks' seed (as probes)" },
+        { "--dry-run", type = "boolean", help = "measure and report, but save nothing" },
+      },
+      examples = { [[aitbc optimize self-opt --agent-id agent_0a1b2c3d4e5f6a7b --target "inference-speed"]],
+        [[aitbc optimize self-opt --agent-id agent_0a1b2c3d4e5f6a7b --target accuracy --runs 1]] },
+      run = function(ctx)
+        local o = ctx.opts
+        if not o.agent_id then errors.raise("usage", "--agent-id is required: the agent to optimise") end
+        local client = api(ctx)
+        local agent = client:call("GET", require("aitbc.api").path("/v1/agents/{agent_id}", { agent_id = o.agent_id }),
+          { expect = { agent_id = "string", definition = "object" } })
+        local tty = ctx.out.format == "table"
+        if tty then
+          ctx.out:print(string.format("Optimization started: agent %s (%s, version %d), target %s", agent.agent_id,
+            agent.name, agent.current_version or agent.version, o.target))
+        end
+        local report, why = require("aitbc.optimize.selfopt").run { client = client, agent = agent, target = o.target,
+          runs = o.runs, probes = o.probes, guard = o.guard, max_trials = o.max_trials, seed = o.seed,
+          save = not o.dry_run, on_progress = tty and function(text) ctx.out:info(text) end or nil }
+        if not report then errors.raise("failure", why) end
+        return report, render_selfopt
+      end,
+    },
     {
       name = "predict",
       summary = "Forecast network load, queue wait or miners, with intervals, a back-test and scaling advice",

@@ -15,8 +15,9 @@ local function round(x, digits)
   return math.floor(x * f + 0.5) / f
 end
 
---- GET /v1/optimize/history?interval=S&days=D: one point per interval
--- (UTC-aligned, the current unfinished one left out) from the first job
+--- GET /v1/optimize/history?interval=S&days=D&partial=0|1: one point per
+-- interval (UTC-aligned, the current unfinished one left out unless
+-- partial=1) from the first job
 -- on: jobs submitted, mean and longest queue wait of the jobs that
 -- started, miners present (registered and heard from, or starting a job),
 -- jobs served and their mean service time; and the service time over the
@@ -27,7 +28,9 @@ function M.history(ctx)
     invalid("interval", "must divide a day (e.g. 300, 900, 3600) so that days line up")
   end
   local days = util.query_integer(ctx.query, "days", 1, 90, 30)
-  local to = math.floor(ctx.now / interval) * interval
+  -- partial=1: the current interval too, so far (a dashboard's last point)
+  local partial = util.query_integer(ctx.query, "partial", 0, 1, 0) == 1
+  local to = math.floor(ctx.now / interval) * interval + (partial and interval or 0)
   local span_from = to - days * 86400
   local h = ctx.store:job_history(span_from, to, interval)
   -- history starts with the first job (none: no history at all)

@@ -97,7 +97,7 @@ local function answer(prompt, images, limit, quirks)
   if p:find("hello") or p:find("hi%f[%A]") then
     text = "Hello! I am the AITBC simulated model."
   elseif expr then
-    if quirks.small and math.abs(value) >= 1000 then value = value + 10 end
+    if quirks.small and math.abs(value) >= 1000 then value = value + value // 8 end -- a carry lost
     if quirks.wander and math.random() < quirks.wander then value = value + math.random(1, 9) end
     text = "The answer is " .. number_text(value) .. "."
   else

@@ -95,11 +95,13 @@ local function run_job(client, agent, config, probe)
   local m = type(res.metrics) == "table" and res.metrics or {}
   local r = type(res.result) == "table" and res.result or { answer = res.result }
   if not m.eval_duration then return nil, "job " .. job.job_id .. ": the miner reported no Ollama timings" end
+  local correct -- nil: no known answer
+  if probe.answer ~= nil then correct = (benchmark.grade(probe, r.answer)) end
   local gen_ms = ((m.prompt_eval_duration or 0) + m.eval_duration) / 1e6
   return { job_id = job.job_id, answer = tostring(r.answer or ""), ms = gen_ms, load_ms = (m.load_duration or 0) / 1e6,
     tokens = (m.prompt_eval_count or 0) + (m.eval_count or 0), eval_count = m.eval_count or 0,
     tokens_per_second = m.eval_duration > 0 and (m.eval_count or 0) / (m.eval_duration / 1e9) or nil,
-    correct = probe.answer ~= nil and (benchmark.grade(probe, r.answer)) or nil, simulated = m.simulated }
+    correct = correct, simulated = m.simulated }
 end
 
 --- Measures a configuration: a warm-up job, then each probe `runs` times.

@@ -12,7 +12,7 @@ local function api(ctx, role) return require("aitbc.api").from_context(ctx, { ro
 local TARGETS = { "network-load", "queue-wait", "miners" }
 
 --- "15m" and friends -> seconds, or a usage error naming the option.
-local function duration(ctx, name, text, min, max)
+local function duration(name, text, min, max)
   local s = require("aitbc.optimize.predict").duration(text)
   if not s or s < min or s > max then
     errors.raise("usage", string.format("--%s %s is not a duration from %ds to %ds", name, tostring(text), min, max),
@@ -38,8 +38,8 @@ local function render_forecast(d, out)
   out:print(out:style(string.format("Forecast of %s (%s) for the next %s, in %s intervals", d.target, d.what,
     P.span_text(d.horizon_seconds), P.span_text(d.interval_seconds)), "bold"))
   local m, bt = d.model, d.backtest
-  local params = string.format("α %.2f, β %.2f%s, φ %.2f", m.alpha, m.beta, m.gamma and string.format(", γ %.2f", m.gamma)
-    or "", m.phi)
+  local gamma = m.gamma and string.format(", γ %.2f", m.gamma) or ""
+  local params = string.format("α %.2f, β %.2f%s, φ %.2f", m.alpha, m.beta, gamma, m.phi)
   out:print(out:format_record({
     history = string.format("%s → %s UTC, %d intervals (first job %s)", d.history.from, d.history.to, d.history.points,
       d.history.first_job_at or "-"),
@@ -47,8 +47,8 @@ local function render_forecast(d, out)
     note = m.note,
     backtest = bt.holdout and string.format("last %s held out: MAE %s %s, RMSE %s, MASE %s (against %s naive); "
       .. "80 %% interval held %d %%, 95 %% held %d %%", P.span_text(bt.holdout * d.interval_seconds), fmt(bt.mae, 2),
-      d.unit, fmt(bt.rmse, 2), fmt(bt.mase, 2), bt.naive_lag == 1 and "last-value" or "seasonal", math.floor(bt.coverage80 * 100 + 0.5),
-      math.floor(bt.coverage95 * 100 + 0.5)) or ("skipped: " .. tostring(bt.skipped)),
+      d.unit, fmt(bt.rmse, 2), fmt(bt.mase, 2), bt.naive_lag == 1 and "last-value" or "seasonal",
+      math.floor(bt.coverage80 * 100 + 0.5), math.floor(bt.coverage95 * 100 + 0.5)) or ("skipped: " .. tostring(bt.skipped)),
     service = type(d.service.mean_s) == "number" and string.format("%.2f s per job (measured over %d jobs, Cs² %s)",
       d.service.mean_s, d.service.samples, fmt(d.service.cv2, 2)) or "unknown (no job completed in the history)",
   }, { "history", "model", "note", { "backtest", "back-test" }, { "service", "service time" } }))
@@ -214,8 +214,8 @@ return {
         [[aitbc optimize predict --horizon 48h --export csv > forecast.csv]] },
       run = function(ctx)
         local o = ctx.opts
-        local horizon = duration(ctx, "horizon", o.horizon, 60, 7 * 86400)
-        local interval = duration(ctx, "interval", o.interval, 60, 86400)
+        local horizon = duration("horizon", o.horizon, 60, 7 * 86400)
+        local interval = duration("interval", o.interval, 60, 86400)
         if 86400 % interval ~= 0 then
           errors.raise("usage", "--interval " .. o.interval .. " does not divide a day", "use 5m, 15m, 30m or 1h")
         end
@@ -237,7 +237,7 @@ return {
         "service_s" },
       options = { interval_opt, days_opt },
       run = function(ctx)
-        local interval = duration(ctx, "interval", ctx.opts.interval, 60, 86400)
+        local interval = duration("interval", ctx.opts.interval, 60, 86400)
         local h = fetch_history(ctx, interval, ctx.opts.days)
         return h, function(d, out)
           if #d.points == 0 then out:print("no history yet: no job was submitted to this node") return end

@@ -15,6 +15,28 @@ local function round(x, digits)
   return math.floor(x * f + 0.5) / f
 end
 
+--- One interval's point; adds its service times to totals.
+local function point(h, b, t0, interval, totals)
+  local r = h.buckets[b] or { jobs = 0, waited = 0, wait_sum = 0, wait_max = 0 }
+  local present, slots = {}, 0
+  for _, s in ipairs(h.spans) do
+    if s.from < t0 + interval and s.to >= t0 then present[s.miner_id], slots = true, slots + (s.concurrency or 1) end
+  end
+  local served, service = 0, 0
+  for id, m in pairs(h.miners[b] or {}) do
+    if not present[id] then present[id], slots = true, slots + 1 end
+    served, service = served + m.served, service + m.service_sum
+    totals.service_sq = totals.service_sq + m.service_sq
+  end
+  local miners = 0
+  for _ in pairs(present) do miners = miners + 1 end
+  totals.served, totals.service_sum = totals.served + served, totals.service_sum + service
+  return { t = util.iso(t0), jobs = r.jobs, miners = miners, slots = slots, served = served,
+    queue_wait_s = r.waited > 0 and round(r.wait_sum / r.waited) or json.null,
+    queue_wait_max_s = r.waited > 0 and round(r.wait_max) or json.null,
+    service_s = served > 0 and round(service / served) or json.null }
+end
+
 --- GET /v1/optimize/history?interval=S&days=D&partial=0|1: one point per
 -- interval (UTC-aligned, the current unfinished one left out unless
 -- partial=1) from the first job
@@ -37,30 +59,10 @@ function M.history(ctx)
   local from = not h.first and to or math.max(span_from, math.floor(h.first / interval) * interval)
   local offset = (from - span_from) // interval -- the buckets were counted from the span's start
   local points = json.array()
-  local served, service_sum, service_sq = 0, 0, 0
+  local totals = { served = 0, service_sum = 0, service_sq = 0 }
   local n = math.max(0, math.floor((to - from) / interval))
-  for i = 0, n - 1 do
-    local b = i + offset
-    local t0 = from + i * interval
-    local r = h.buckets[b] or { jobs = 0, waited = 0, wait_sum = 0, wait_max = 0 }
-    local present, slots = {}, 0
-    for _, s in ipairs(h.spans) do
-      if s.from < t0 + interval and s.to >= t0 then present[s.miner_id], slots = true, slots + (s.concurrency or 1) end
-    end
-    local p_served, p_service = 0, 0
-    for id, m in pairs(h.miners[b] or {}) do
-      if not present[id] then present[id], slots = true, slots + 1 end
-      p_served, p_service = p_served + m.served, p_service + m.service_sum
-      service_sq = service_sq + m.service_sq
-    end
-    local miners = 0
-    for _ in pairs(present) do miners = miners + 1 end
-    served, service_sum = served + p_served, service_sum + p_service
-    points[#points + 1] = { t = util.iso(t0), jobs = r.jobs, miners = miners, slots = slots, served = p_served,
-      queue_wait_s = r.waited > 0 and round(r.wait_sum / r.waited) or json.null,
-      queue_wait_max_s = r.waited > 0 and round(r.wait_max) or json.null,
-      service_s = p_served > 0 and round(p_service / p_served) or json.null }
-  end
+  for i = 0, n - 1 do points[#points + 1] = point(h, i + offset, from + i * interval, interval, totals) end
+  local served, service_sum, service_sq = totals.served, totals.service_sum, totals.service_sq
   local mean = served > 0 and service_sum / served or nil
   local cv2 = mean and mean > 0 and served > 1 and math.max(0, service_sq / served - mean * mean) / (mean * mean) or nil
   return 200, { interval_seconds = interval, from = util.iso(from), to = util.iso(to), first_job_at = util.iso(h.first),

@@ -288,6 +288,28 @@ return function(config_text)
     return reply(404, { error = string.format("model \"%s\" not found, try pulling it first", tostring(name)) })
   end
 
+  --- What a request costs here (the whole prompt: system and earlier
+  -- turns too), and the prompt the model sees: cut from the start to
+  -- num_ctx, as Ollama truncates.
+  local function charge(body, chat, messages, prompt, model_name)
+    local all = {}
+    if chat then
+      for _, m in ipairs(messages) do all[#all + 1] = tostring(m.content or "") end
+    else
+      all = { tostring(body.system or ""), tostring(prompt or "") }
+    end
+    local full = table.concat(all, "\n")
+    local options = type(body.options) == "table" and body.options or {}
+    local cost = costs(hw, model_name, options, #full // 4 + 1, nil)
+    cost.load = swap_loaded(cost.config) and 0 or cost.load
+    if cost.kept < #full // 4 + 1 then -- truncated: the model sees only the end
+      local seen = full:sub(-cost.kept * 4)
+      prompt = #seen < #tostring(prompt or "") and seen or prompt
+    end
+    body.small = cost.small
+    return cost, prompt
+  end
+
   --- What the model says: tokens, or a tool call (and no tokens).
   local function decide(body, chat, messages, prompt, images)
     local used_tools = false
@@ -319,22 +341,8 @@ return function(config_text)
     if images and #images > 0 and not model.name:find("llava") then
       return reply(400, { error = "model \"" .. model.name .. "\" does not support images" })
     end
-    -- what it costs here: the whole prompt (system and earlier turns too), cut from the start to num_ctx
-    local all = {}
-    if chat then
-      for _, m in ipairs(messages) do all[#all + 1] = tostring(m.content or "") end
-    else
-      all = { tostring(body.system or ""), tostring(prompt or "") }
-    end
-    local full = table.concat(all, "\n")
-    local options = type(body.options) == "table" and body.options or {}
-    local cost = costs(hw, model.name, options, #full // 4 + 1, nil)
-    cost.load = swap_loaded(cost.config) and 0 or cost.load
-    if cost.kept < #full // 4 + 1 then -- truncated: the model sees only the end
-      local seen = full:sub(-cost.kept * 4)
-      prompt = #seen < #tostring(prompt or "") and seen or prompt
-    end
-    body.small = cost.small
+    local cost
+    cost, prompt = charge(body, chat, messages, prompt, model.name)
     local tokens, tool_call = decide(body, chat, messages, prompt, images)
     local load_s, prompt_s = cost.load * jitter(), cost.prompt * jitter()
     local eval_s = 0

@@ -7,18 +7,8 @@ local timefmt = require "aitbc.timefmt"
 
 local M = { COLUMNS = { "time", "jobs", "queue_wait_s", "service_s", "miners" } }
 
---- Points from a file's text: CSV with a header naming (some of) the
--- columns, or JSON (a list of points, or {points = [...]}).  -> points |
--- nil, why (naming the line)
-function M.parse(text)
-  local first = text:match("^%s*(.)")
-  if first == "[" or first == "{" then
-    local doc, err = json.decode(text)
-    if type(doc) ~= "table" then return nil, "not JSON: " .. tostring(err) end
-    local points = doc.points or doc
-    if type(points) ~= "table" or #points == 0 then return nil, "holds no points (a list of {time, jobs, ...})" end
-    return points
-  end
+--- Points from CSV with a header naming (some of) the columns.
+local function parse_csv(text)
   local lines = {}
   for line in text:gmatch("[^\r\n]+") do
     if line:match("%S") and not line:match("^%s*#") then lines[#lines + 1] = line end
@@ -53,6 +43,18 @@ function M.parse(text)
     end
     points[#points + 1] = p
   end
+  return points
+end
+
+--- Points from a file's text: CSV, or JSON (a list of points, or
+-- {points = [...]}).  -> points | nil, why (naming the line)
+function M.parse(text)
+  local first = text:match("^%s*(.)")
+  if first ~= "[" and first ~= "{" then return parse_csv(text) end
+  local doc, err = json.decode(text)
+  if type(doc) ~= "table" then return nil, "not JSON: " .. tostring(err) end
+  local points = doc.points or doc
+  if type(points) ~= "table" or #points == 0 then return nil, "holds no points (a list of {time, jobs, ...})" end
   return points
 end
 

@@ -116,6 +116,36 @@ local function recommendations(rows, plan, online, opts)
   return out
 end
 
+--- For queue-wait and miners: the first interval where the forecast
+-- itself calls for more miners.
+local function target_warning(rows, opts)
+  for _, r in ipairs(rows) do
+    if opts.target == "queue-wait" and r.mean > opts.max_wait then
+      return string.format("the queue wait is forecast above %s s from %s UTC (%.1f s): add miners before then",
+        opts.max_wait, clock(r.time), r.mean)
+    elseif opts.target == "miners" and r.mean + 0.5 < r.miners_needed_hi80 then
+      return string.format("miners present are forecast at %.1f at %s UTC, short of the %d needed: recruit or book "
+        .. "miners before then", r.mean, clock(r.time), r.miners_needed_hi80)
+    end
+  end
+end
+
+--- Rows of the forecast, with miners needed for the load forecast.
+local function forecast_rows(fc, load_fc, t0, interval, service, slots, max_wait)
+  local rows = {}
+  for i = 1, #fc do
+    local f = fc[i]
+    local r = { time = t0 + (i - 1) * interval, mean = f.mean, lo80 = f.lo80, hi80 = f.hi80, lo95 = f.lo95, hi95 = f.hi95,
+      load = load_fc[i].mean, load_hi80 = load_fc[i].hi80 }
+    if type(service.mean_s) == "number" and service.mean_s > 0 then
+      r.miners_needed = miners_for(r.load, interval, service, max_wait, slots)
+      r.miners_needed_hi80 = miners_for(r.load_hi80, interval, service, max_wait, slots)
+    end
+    rows[i] = r
+  end
+  return rows
+end
+
 --- Forecasts from a history document (the node's answer).  opts: {target,
 -- horizon (seconds), max_wait (seconds)}.  -> report | nil, why
 function M.from_history(h, opts)
@@ -146,18 +176,7 @@ function M.from_history(h, opts)
   local slots = 1
   local last = points[n]
   if last and last.miners and last.miners > 0 and last.slots then slots = math.max(1, last.slots / last.miners) end
-  local rows = {}
-  local t0 = from + n * interval
-  for i = 1, steps do
-    local f = fc[i]
-    local r = { time = t0 + (i - 1) * interval, mean = f.mean, lo80 = f.lo80, hi80 = f.hi80, lo95 = f.lo95, hi95 = f.hi95,
-      load = load_fc[i].mean, load_hi80 = load_fc[i].hi80 }
-    if type(service.mean_s) == "number" and service.mean_s > 0 then
-      r.miners_needed = miners_for(r.load, interval, service, opts.max_wait, slots)
-      r.miners_needed_hi80 = miners_for(r.load_hi80, interval, service, opts.max_wait, slots)
-    end
-    rows[i] = r
-  end
+  local rows = forecast_rows(fc, load_fc, from + n * interval, interval, service, slots, opts.max_wait)
   local report = {
     target = opts.target, what = target.what, unit = target.unit, interval_seconds = interval,
     horizon_seconds = opts.horizon, steps = steps,
@@ -176,24 +195,8 @@ function M.from_history(h, opts)
     report.schedule = plan
     report.recommendations = recommendations(rows, plan, h.miners_online or 0,
       { max_wait = opts.max_wait, unit = M.TARGETS["network-load"].unit })
-    if opts.target == "queue-wait" then
-      for _, r in ipairs(rows) do
-        if r.mean > opts.max_wait then
-          table.insert(report.recommendations, 1, string.format("the queue wait is forecast above %s s from %s UTC "
-            .. "(%.1f s): add miners before then", opts.max_wait, clock(r.time), r.mean))
-          break
-        end
-      end
-    elseif opts.target == "miners" then
-      for _, r in ipairs(rows) do
-        if r.mean + 0.5 < r.miners_needed_hi80 then
-          table.insert(report.recommendations, 1, string.format("miners present are forecast at %.1f at %s UTC, "
-            .. "short of the %d needed: recruit or book miners before then", r.mean, clock(r.time),
-            r.miners_needed_hi80))
-          break
-        end
-      end
-    end
+    local first = target_warning(rows, opts)
+    if first then table.insert(report.recommendations, 1, first) end
   else
     report.recommendations = { "no job has completed in the history yet, so the service time is unknown: miners "
       .. "needed cannot be computed (run some jobs first)" }

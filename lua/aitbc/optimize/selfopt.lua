@@ -202,6 +202,55 @@ local function describe(knob, config)
   return v == nil and "default" or tostring(v)
 end
 
+--- Judges a measured trial against the baseline (guard) and the best so
+-- far; fills in its outcome.  -> whether it is the new best
+local function judge(trial, baseline, best_m, m, opts)
+  local kept, agreement, guard_why = guard(baseline, m, opts.guard, opts.target)
+  trial.median, trial.p25, trial.p75, trial.accuracy, trial.agreement = m.median, m.p25, m.p75, m.accuracy, agreement
+  if not kept then
+    trial.outcome, trial.why = "rejected", guard_why
+  elseif better(best_m, m, opts.target) then
+    trial.outcome, trial.why = "kept", string.format("median %.1f → %.1f %s", best_m.median, m.median, m.unit)
+    return true
+  else
+    trial.outcome, trial.why = "no gain", string.format("median %.1f vs %.1f %s: within the noise or worse", m.median,
+      best_m.median, m.unit)
+  end
+  return false
+end
+
+--- What changed from base to best: {name, before, after}.
+local function changes_of(base, best)
+  local changes = json.array()
+  if best.model ~= base.model then changes[#changes + 1] = { name = "model", before = base.model, after = best.model } end
+  for _, k in ipairs { "num_ctx", "num_batch", "num_thread", "num_predict", "temperature" } do
+    if best.parameters[k] ~= base.parameters[k] then
+      changes[#changes + 1] = { name = k, before = base.parameters[k] == nil and "default" or base.parameters[k],
+        after = best.parameters[k] }
+    end
+  end
+  if best.system_prompt ~= base.system_prompt then
+    changes[#changes + 1] = { name = "system_prompt", before = #(base.system_prompt or "") .. " characters",
+      after = #(best.system_prompt or "") .. " characters" }
+  end
+  return changes
+end
+
+--- Saves the winner as a new version of the agent (the note says what
+-- changed and by how much); -> the new version
+local function save(client, agent, report, base, best)
+  local parts = {}
+  for _, c in ipairs(report.changes) do parts[#parts + 1] = c.name .. " " .. tostring(c.before) .. "→" .. tostring(c.after) end
+  local note = string.format("optimize self-opt %s: %s; median %.0f→%.0f %s", report.target, table.concat(parts, ", "),
+    report.baseline.median, report.final.median, report.baseline.unit)
+  local path = require("aitbc.api").path("/v1/agents/{agent_id}", { agent_id = agent.agent_id })
+  return client:call("PATCH", path, { json = { parameters = best.parameters,
+    model = best.model ~= base.model and best.model or nil,
+    system_prompt = best.system_prompt ~= base.system_prompt and best.system_prompt or nil,
+    note = note:sub(1, 200), expected_version = agent.current_version or agent.version }, expect = { version = "integer" } })
+    .version
+end
+
 --- Runs the optimisation.  opts: {client, agent (its view), target, runs,
 -- probes, guard, max_trials, seed, save (false: report only),
 -- on_progress = function(text)}.  -> report | nil, why
@@ -234,39 +283,18 @@ function M.run(opts)
     cand.apply(config)
     local trial = { knob = cand.knob, value = cand.value, from = describe(cand.knob, best) }
     local m, err = measure(client, agent, config, probes, opts, report)
-    if not m then
-      trial.outcome, trial.why = "failed", err
-    else
+    if m then
       jobs = jobs + m.jobs
-      local kept, agreement, guard_why = guard(baseline, m, opts.guard, target)
-      trial.median, trial.p25, trial.p75, trial.accuracy, trial.agreement = m.median, m.p25, m.p75, m.accuracy, agreement
-      if not kept then
-        trial.outcome, trial.why = "rejected", guard_why
-      elseif better(best_m, m, target) then
-        trial.outcome, trial.why = "kept", string.format("median %.1f → %.1f %s", best_m.median, m.median, m.unit)
-        best, best_m = config, m
-      else
-        trial.outcome, trial.why = "no gain", string.format("median %.1f vs %.1f %s: within the noise or worse", m.median,
-          best_m.median, m.unit)
-      end
+      if judge(trial, baseline, best_m, m, opts) then best, best_m = config, m end
+    else
+      trial.outcome, trial.why = "failed", err
     end
     report.trials[#report.trials + 1] = trial
     say(string.format("trial %d: %s = %s: %s (%s)", i, trial.knob, tostring(trial.value), trial.outcome, trial.why or ""))
   end
   report.jobs = jobs
   report.final = best_m
-  local changes = json.array()
-  if best.model ~= base.model then changes[#changes + 1] = { name = "model", before = base.model, after = best.model } end
-  for _, k in ipairs { "num_ctx", "num_batch", "num_thread", "num_predict", "temperature" } do
-    if best.parameters[k] ~= base.parameters[k] then
-      changes[#changes + 1] = { name = k, before = base.parameters[k] == nil and "default" or base.parameters[k],
-        after = best.parameters[k] }
-    end
-  end
-  if best.system_prompt ~= base.system_prompt then
-    changes[#changes + 1] = { name = "system_prompt", before = #(base.system_prompt or "") .. " characters",
-      after = #(best.system_prompt or "") .. " characters" }
-  end
+  local changes = changes_of(base, best)
   report.changes = changes
   if target == "accuracy" then
     report.improvement = { accuracy_before = baseline.accuracy, accuracy_after = best_m.accuracy }
@@ -275,18 +303,7 @@ function M.run(opts)
   report.improvement.median_before, report.improvement.median_after = baseline.median, best_m.median
   report.improvement.unit = baseline.unit
   report.improvement.percent = baseline.median > 0 and (baseline.median - best_m.median) / baseline.median * 100 or 0
-  if #changes > 0 and opts.save ~= false then
-    local parts = {}
-    for _, c in ipairs(changes) do parts[#parts + 1] = c.name .. " " .. tostring(c.before) .. "→" .. tostring(c.after) end
-    local note = string.format("optimize self-opt %s: %s; median %.0f→%.0f %s", target, table.concat(parts, ", "),
-      baseline.median, best_m.median, baseline.unit)
-    local path = require("aitbc.api").path("/v1/agents/{agent_id}", { agent_id = agent.agent_id })
-    local updated = client:call("PATCH", path, { json = { parameters = best.parameters,
-      model = best.model ~= base.model and best.model or nil,
-      system_prompt = best.system_prompt ~= base.system_prompt and best.system_prompt or nil,
-      note = note:sub(1, 200), expected_version = agent.current_version or agent.version }, expect = { version = "integer" } })
-    report.version_after = updated.version
-  end
+  if #changes > 0 and opts.save ~= false then report.version_after = save(client, agent, report, base, best) end
   return report
 end
 

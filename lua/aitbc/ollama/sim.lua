@@ -214,10 +214,15 @@ local function costs(hw, model, options, prompt_tokens, loaded)
   if threads > hw.cores then speed = speed * (hw.cores / threads) ^ 0.5 end
   local cpu_token = gpu_token * 10 / speed
   local token = (1 - on_cpu) * gpu_token + on_cpu * cpu_token
+  -- prompt evaluation and loading scale with token_delay up to its default
+  -- only: a test that slows the stream to watch it does not wait seconds
+  -- before the first token
+  local base = math.min(hw.delay, 0.005) / hw.delay
+  if hw.delay == 0 then base = 0 end
   local kept = math.min(prompt_tokens, ctx)
-  local prompt = math.ceil(kept / batch) * gpu_token * 0.6 + kept * token / 25
+  local prompt = (math.ceil(kept / batch) * gpu_token * 0.6 + kept * token / 25) * base
   local config = table.concat({ model, ctx, batch, threads }, "|")
-  local load = config ~= loaded and weights * 0.02 * hw.delay / 0.005 or 0
+  local load = config ~= loaded and weights * 0.02 * math.min(hw.delay, 0.005) / 0.005 or 0
   return { load = load, prompt = prompt, token = token, kept = kept, config = config, on_cpu = on_cpu,
     small = b < 3 }
 end
@@ -272,7 +277,7 @@ return function(config_text)
   end
   -- the configuration in memory (model, num_ctx, num_batch, num_thread),
   -- shared by the worker threads as a process-wide counter holding its hash
-  local loaded_key = prefix .. "loaded"
+  local loaded_key = "ollama-sim-loaded|" .. tostring(config.state or "default") -- not under prefix: not a model
   local function swap_loaded(cfg)
     local h = string.unpack("<I4", crypto.sha256(cfg)) + 1
     lock:lock()

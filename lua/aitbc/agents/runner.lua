@@ -112,6 +112,8 @@ function M.context(opts)
     usage.prompt_tokens = usage.prompt_tokens + (final.prompt_eval_count or 0)
     usage.completion_tokens = usage.completion_tokens + (final.eval_count or 0)
     usage.eval_duration = (usage.eval_duration or 0) + (final.eval_duration or 0)
+    usage.prompt_eval_duration = (usage.prompt_eval_duration or 0) + (final.prompt_eval_duration or 0)
+    usage.load_duration = (usage.load_duration or 0) + (final.load_duration or 0)
     return { content = final.message.content or "", tool_calls = tool_calls_of(final.message, usage.calls, allowed),
       tokens = { prompt = final.prompt_eval_count or 0, completion = final.eval_count or 0 },
       done_reason = final.done_reason, model = model }
@@ -217,7 +219,8 @@ function M.run(opts)
   result.steps = ctx.usage.steps
   result.usage = { model_calls = ctx.usage.calls, tool_calls = ctx.usage.tool_calls,
     prompt_tokens = ctx.usage.prompt_tokens, completion_tokens = ctx.usage.completion_tokens,
-    eval_duration = ctx.usage.eval_duration, seconds = ctx.elapsed() } -- eval_duration: ns generating, as Ollama counts
+    eval_duration = ctx.usage.eval_duration, prompt_eval_duration = ctx.usage.prompt_eval_duration,
+    load_duration = ctx.usage.load_duration, seconds = ctx.elapsed() } -- the durations: ns, as Ollama counts them
   ctx.emit("agent.finished", result.usage)
   return result
 end

@@ -262,6 +262,7 @@ local function run_agent(ctx, client, ollama, state, job, opts, log, poster)
     usage.model_calls or 0, usage.tool_calls or 0, elapsed, result.partial and " (best effort: a limit was reached)" or ""))
   return post_result(client, job, result, { duration_ms = math.floor(elapsed * 1000),
     eval_count = usage.completion_tokens, prompt_eval_count = usage.prompt_tokens, eval_duration = usage.eval_duration,
+    prompt_eval_duration = usage.prompt_eval_duration, load_duration = usage.load_duration,
     steps = result.steps, model_calls = usage.model_calls, tool_calls = usage.tool_calls,
     simulated = opts.simulated or nil }, log)
 end

@@ -52,6 +52,25 @@ local function own(ctx, agent_id, version)
   end
   return row
 end
+M.own = own
+
+--- A trial's changes to the definition ({parameters, model, system_prompt},
+-- what `optimize self-opt` tries), checked as the definition they make.
+local function with_overrides(def, overrides)
+  if overrides == nil then return def end
+  if type(overrides) ~= "table" then invalid("overrides", "must be an object {parameters, model, system_prompt}") end
+  local merged = json.decode(json.encode(def))
+  for k, v in pairs(overrides) do
+    if k == "parameters" or k == "system_prompt" then
+      merged[k] = v
+    elseif k == "model" then
+      merged.models.text = v
+    else
+      invalid("overrides." .. tostring(k), "is not something a trial may change (parameters, model, system_prompt)")
+    end
+  end
+  return definition.check(merged, { invalid = function(field, message) invalid("overrides." .. field, message) end })
+end
 
 function M.create(ctx)
   local def = definition.check(ctx:body_object(), V)
@@ -134,12 +153,12 @@ function M.delete(ctx, agent_id)
 end
 
 --- POST /v1/agents/{id}/execute {input, data?, images?, version?,
--- ttl_seconds?}: a job of type agent (multimodal with images) carrying the
+-- ttl_seconds?, overrides?, trial?}: a job of type agent (multimodal with images) carrying the
 -- definition as it is now, so later changes do not touch it.
 function M.execute(ctx, agent_id)
   local body = ctx:body_object()
   local row = own(ctx, agent_id, util.optional_integer(body, "version", 1, 1 << 40))
-  local def = json.decode(row.definition)
+  local def = with_overrides(json.decode(row.definition), body.overrides)
   local input = util.optional_string(body, "input", M.MAX_INPUT)
   local imgs = body.images ~= nil and images.check_list(body.images, "images", M.MAX_IMAGES, V) or nil
   if not input and not imgs then invalid("input", "is required: what the agent should work on") end
@@ -151,7 +170,7 @@ function M.execute(ctx, agent_id)
   local job_type = imgs and "multimodal" or "agent"
   local needs = definition.needs(def, imgs ~= nil)
   local payload = { agent = { agent_id = agent_id, version = row.defined_version, name = row.name, definition = def },
-    input = input, data = data, images = imgs }
+    input = input, data = data, images = imgs, trial = body.overrides ~= nil or body.trial == true or nil }
   local job = jobs.enqueue(ctx, { job_type = job_type, payload = payload, model = needs.models[1], needs = needs,
     ttl = util.optional_integer(body, "ttl_seconds", 1, 86400, 900),
     run_timeout = def.limits.seconds + 60 })

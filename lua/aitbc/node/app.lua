@@ -12,6 +12,7 @@ local crypto = require "aitbc.crypto"
 local jobs = require "aitbc.node.jobs"
 local market = require "aitbc.node.marketplace"
 local ops = require "aitbc.node.ops_api"
+local optimize = require "aitbc.node.optimize"
 local peers = require "aitbc.node.peers"
 local services = require "aitbc.node.services"
 local chain = require "aitbc.node.chain"
@@ -66,6 +67,10 @@ local ROUTES = {
   { "GET", "/v1/agents/{id}/versions", CLIENT, agents.versions },
   { "POST", "/v1/agents/{id}/rollback", CLIENT, agents.rollback },
   { "POST", "/v1/agents/{id}/execute", CLIENT, agents.execute },
+  { "GET", "/v1/agents/{id}/inputs", CLIENT, optimize.agent_inputs },
+  { "GET", "/v1/optimize/history", CLIENT, optimize.history },
+  { "GET", "/v1/optimize/models", CLIENT, optimize.models },
+  { "POST", "/v1/admin/history/import", ADMIN, optimize.import },
   { "GET", "/v1/auth/whoami", ANY, admin.whoami },
   { "GET", "/v1/peers", PUBLIC, peers.list },
   { "POST", "/v1/swarm/members", CLIENT, swarm.join },

@@ -1810,4 +1810,65 @@ function Store:metrics_range(since, until_, limit)
     ORDER BY minute DESC LIMIT ?]], since, until_, limit))
 end
 
+-- ---- optimize: the network's own history, self-optimisation's probes ----
+
+--- Per-interval history from the jobs table, over [from, to): buckets
+-- (0-based, interval seconds each) with jobs submitted, queue waits of the
+-- jobs that started (sum, count, max), service times of the completed ones
+-- (sum, sum of squares, count) and the miners that started a job in it;
+-- plus the miners' presence spans (registered_at .. last_seen) and the
+-- first job's time.  -> {buckets = {[b] = row}, miners = {[b] = {id = true}},
+-- spans = {{miner_id, from, to, concurrency}}, first = time | nil}
+function Store:job_history(from, to, interval)
+  local args = { from = from, to = to, interval = interval }
+  local out = { buckets = {}, miners = {}, spans = {} }
+  for _, r in ipairs(check(self.db:query([[SELECT CAST((requested_at - :from) / :interval AS INTEGER) AS b,
+      count(*) AS jobs, count(started_at) AS waited, coalesce(sum(started_at - requested_at), 0) AS wait_sum,
+      coalesce(max(started_at - requested_at), 0) AS wait_max FROM jobs
+      WHERE requested_at >= :from AND requested_at < :to GROUP BY b]], args))) do
+    out.buckets[r.b] = r
+  end
+  for _, r in ipairs(check(self.db:query([[SELECT CAST((started_at - :from) / :interval AS INTEGER) AS b, miner_id,
+      count(CASE WHEN state = 'COMPLETED' THEN 1 END) AS served,
+      coalesce(sum(CASE WHEN state = 'COMPLETED' THEN finished_at - started_at END), 0) AS service_sum,
+      coalesce(sum(CASE WHEN state = 'COMPLETED' THEN (finished_at - started_at) * (finished_at - started_at) END), 0)
+        AS service_sq FROM jobs
+      WHERE started_at >= :from AND started_at < :to AND miner_id IS NOT NULL GROUP BY b, miner_id]], args))) do
+    out.miners[r.b] = out.miners[r.b] or {}
+    out.miners[r.b][r.miner_id] = r
+  end
+  out.spans = check(self.db:query([[SELECT miner_id, registered_at AS "from", last_seen AS "to", concurrency FROM miners
+    WHERE last_seen >= :from AND registered_at < :to]], args))
+  out.first = check(self.db:first("SELECT min(requested_at) AS t FROM jobs")).t
+  return out
+end
+
+--- Imports past jobs (history from elsewhere, for forecasts): rows
+-- {job_id, client_key_id, model, requested_at, started_at, finished_at,
+-- miner_id}, stored COMPLETED as job type "imported", owed no reward, in
+-- one transaction.  -> the number imported
+function Store:jobs_import(rows)
+  return check(self.db:transaction(function()
+    for _, j in ipairs(rows) do
+      check(self.db:run([[INSERT INTO jobs (job_id, client_key_id, state, payload, model, model_key, constraints,
+          ttl_seconds, requested_at, expires_at, started_at, finished_at, miner_id, attempts, job_type, reward_status)
+        VALUES (:job_id, :client_key_id, 'COMPLETED', '{"imported":true}', :model, lower(:model), '{}', 0,
+          :requested_at, :requested_at, :started_at, :finished_at, :miner_id, 1, 'imported', 'none')]], j))
+    end
+    return #rows
+  end))
+end
+
+--- The inputs an agent was last run on (its owner's runs, trials of the
+-- optimiser left out), newest first.
+function Store:agent_recent_inputs(agent_id, limit)
+  local rows = check(self.db:query([[SELECT json_extract(payload, '$.input') AS input FROM jobs
+    WHERE job_type = 'agent' AND json_extract(payload, '$.agent.agent_id') = ?
+      AND json_extract(payload, '$.trial') IS NULL AND json_extract(payload, '$.input') IS NOT NULL
+    ORDER BY requested_at DESC LIMIT ?]], agent_id, limit))
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r.input end
+  return out
+end
+
 return M

@@ -12,7 +12,27 @@
 -- /api/pull and /api/delete install and remove models (instantly, nothing
 -- is downloaded), as `ollama pull` and `ollama rm` do.
 -- Run with `aitbc ollama serve-sim`; config (JSON): {models = {...},
--- token_delay = seconds, state = a name for this server's model list}.
+-- token_delay = seconds, state = a name for this server's model list,
+-- vram_gb, cores}.
+--
+-- Its timings follow a small model of the hardware it pretends to be (a
+-- GPU of vram_gb, default 6, beside `cores` CPU cores, default 8), so that
+-- Ollama's options change them as they do on a real machine, and what it
+-- reports (load_duration, prompt_eval_duration, eval_duration) is what it
+-- sleeps:
+--   * a token of an 8B model takes token_delay on the GPU; the size comes
+--     from the tag (llama3.2:1b, :3b, :70b; else 7-8B), Q4 weights 0.56 GB
+--     per billion parameters;
+--   * the weights, the KV cache (num_ctx, default 2048) and the compute
+--     buffer (num_batch, default 512) must fit in VRAM: what does not runs
+--     on the CPU, ten times slower with `cores` threads, slower still with
+--     fewer num_thread, and with more threads than cores (contention);
+--   * the prompt is evaluated num_batch tokens at a time, and cut from the
+--     start to num_ctx (as Ollama truncates: the answer then differs);
+--   * changing the model, num_ctx, num_batch or num_thread reloads it;
+--   * num_predict caps the answer; temperature above 1 makes it wander
+--     (other words, arithmetic now and then off); models under 3B get large
+--     products wrong; each timing jitters by up to ±4 %.
 local crypto = require "aitbc.crypto"
 local images_mod = require "aitbc.agents.images"
 local json = require "aitbc.json"
@@ -67,14 +87,18 @@ end
 
 --- The answer, as tokens: a greeting, the value of arithmetic in the
 -- prompt, or a summary of the prompt, then words chosen by the prompt's
--- hash.  Same prompt, same answer.
-local function answer(prompt, images, limit)
+-- hash.  Same prompt, same answer (below temperature 1; a model under 3B
+-- gets products past 1000 wrong).
+local function answer(prompt, images, limit, quirks)
+  quirks = quirks or {}
   local p = (prompt or ""):lower()
   local text
   local expr, value = arithmetic(prompt or "")
   if p:find("hello") or p:find("hi%f[%A]") then
     text = "Hello! I am the AITBC simulated model."
   elseif expr then
+    if quirks.small and math.abs(value) >= 1000 then value = value + value // 8 end -- a carry lost
+    if quirks.wander and math.random() < quirks.wander then value = value + math.random(1, 9) end
     text = "The answer is " .. number_text(value) .. "."
   else
     local words = {}
@@ -82,7 +106,7 @@ local function answer(prompt, images, limit)
     text = "You asked about " .. table.concat(words, " ", 1, math.min(#words, 6)) .. "."
   end
   if images and #images > 0 then text = text .. describe_images(images) end
-  local digest = crypto.sha256(prompt or "")
+  local digest = crypto.sha256((prompt or "") .. (quirks.wander and tostring(math.random()) or ""))
   for i = 1, 8 do text = text .. " " .. VOCABULARY[digest:byte(i) % #VOCABULARY + 1] end
   local tokens = split_tokens(text .. ". [simulated]")
   while limit and limit > 0 and #tokens > limit do table.remove(tokens) end
@@ -166,9 +190,49 @@ local function full_name(name)
   return name:find(":") and name or (name .. ":latest")
 end
 
+--- Billions of parameters of a model, from its tag (llama3.2:1b, qwen2.5:0.5b,
+-- llama3:70b-instruct); 8 when the tag does not say.
+local function model_billions(name)
+  local tag = name:match(":(.*)$") or ""
+  return tonumber(tag:match("^(%d+%.?%d*)b") or tag:match("[%-_](%d+%.?%d*)b")) or 8
+end
+
+--- What a request costs on the simulated hardware: seconds of load,
+-- prompt evaluation and per generated token, and how many prompt tokens
+-- fit (the rest is cut).  options: Ollama's; loaded: the configuration now
+-- in memory (a change reloads).
+local function costs(hw, model, options, prompt_tokens, loaded)
+  local b = model_billions(model)
+  local ctx = math.tointeger(options.num_ctx) or 2048
+  local batch = math.min(math.tointeger(options.num_batch) or 512, ctx)
+  local threads = math.tointeger(options.num_thread) or hw.cores
+  local weights = 0.56 * b
+  local need = weights + ctx * 0.016 * b / 1024 + batch * 0.5 / 1024
+  local on_cpu = math.min(1, math.max(0, need - hw.vram_gb) / weights) -- the share of layers that spill
+  local gpu_token = hw.delay * b / 8
+  local speed = math.min(threads, hw.cores) / hw.cores
+  if threads > hw.cores then speed = speed * (hw.cores / threads) ^ 0.5 end
+  local cpu_token = gpu_token * 10 / speed
+  local token = (1 - on_cpu) * gpu_token + on_cpu * cpu_token
+  -- prompt evaluation and loading scale with token_delay up to its default
+  -- only: a test that slows the stream to watch it does not wait seconds
+  -- before the first token
+  local base = math.min(hw.delay, 0.005) / hw.delay
+  if hw.delay == 0 then base = 0 end
+  local kept = math.min(prompt_tokens, ctx)
+  local prompt = (math.ceil(kept / batch) * gpu_token * 0.6 + kept * token / 25) * base
+  local config = table.concat({ model, ctx, batch, threads }, "|")
+  local load = config ~= loaded and weights * 0.02 * math.min(hw.delay, 0.005) / 0.005 or 0
+  return { load = load, prompt = prompt, token = token, kept = kept, config = config, on_cpu = on_cpu,
+    small = b < 3 }
+end
+
+local function jitter() return 1 + 0.04 * (2 * math.random() - 1) end
+
 return function(config_text)
   local config = json.decode(config_text ~= "" and config_text or "{}") or {}
   local delay = config.token_delay or 0.005
+  local hw = { delay = delay, vram_gb = config.vram_gb or 6, cores = config.cores or 8 }
   -- The installed models are shared by the server's worker threads (each
   -- has its own Lua state): process-wide counters, 1 per installed model,
   -- named after this server (config.state); seeded once, changed by
@@ -211,11 +275,44 @@ return function(config_text)
     lock:unlock()
     return was ~= on
   end
+  -- the configuration in memory (model, num_ctx, num_batch, num_thread),
+  -- shared by the worker threads as a process-wide counter holding its hash
+  local loaded_key = "ollama-sim-loaded|" .. tostring(config.state or "default") -- not under prefix: not a model
+  local function swap_loaded(cfg)
+    local h = string.unpack("<I4", crypto.sha256(cfg)) + 1
+    lock:lock()
+    local was = sys.counters()[loaded_key] or 0
+    if was ~= h then sys.counter_add(loaded_key, h - was) end
+    lock:unlock()
+    return was == h
+  end
   local function reply(status, body)
     return { status = status, headers = { ["Content-Type"] = "application/json" }, body = json.encode(body) }
   end
   local function missing(name)
     return reply(404, { error = string.format("model \"%s\" not found, try pulling it first", tostring(name)) })
+  end
+
+  --- What a request costs here (the whole prompt: system and earlier
+  -- turns too), and the prompt the model sees: cut from the start to
+  -- num_ctx, as Ollama truncates.
+  local function charge(body, chat, messages, prompt, model_name)
+    local all = {}
+    if chat then
+      for _, m in ipairs(messages) do all[#all + 1] = tostring(m.content or "") end
+    else
+      all = { tostring(body.system or ""), tostring(prompt or "") }
+    end
+    local full = table.concat(all, "\n")
+    local options = type(body.options) == "table" and body.options or {}
+    local cost = costs(hw, model_name, options, #full // 4 + 1, nil)
+    cost.load = swap_loaded(cost.config) and 0 or cost.load
+    if cost.kept < #full // 4 + 1 then -- truncated: the model sees only the end
+      local seen = full:sub(-cost.kept * 4)
+      prompt = #seen < #tostring(prompt or "") and seen or prompt
+    end
+    body.small = cost.small
+    return cost, prompt
   end
 
   --- What the model says: tokens, or a tool call (and no tokens).
@@ -228,8 +325,10 @@ return function(config_text)
       if name then return {}, { ["function"] = { name = name, arguments = args } } end
     end
     if body.format == "json" then return { json_answer(prompt) } end
-    local limit = type(body.options) == "table" and math.tointeger(body.options.num_predict) or nil
-    return answer(prompt, images, limit)
+    local options = type(body.options) == "table" and body.options or {}
+    local limit = math.tointeger(options.num_predict)
+    local t = tonumber(options.temperature) or 0.8
+    return answer(prompt, images, limit, { small = body.small, wander = t > 1 and (t - 1) or nil })
   end
 
   --- A generate or chat answer, streamed as NDJSON or whole; a chat that
@@ -247,23 +346,34 @@ return function(config_text)
     if images and #images > 0 and not model.name:find("llava") then
       return reply(400, { error = "model \"" .. model.name .. "\" does not support images" })
     end
+    local cost
+    cost, prompt = charge(body, chat, messages, prompt, model.name)
     local tokens, tool_call = decide(body, chat, messages, prompt, images)
-    local started = sys.monotonic()
+    local load_s, prompt_s = cost.load * jitter(), cost.prompt * jitter()
+    local eval_s = 0
+    local function token_time()
+      local t = cost.token * jitter()
+      eval_s = eval_s + t
+      return t
+    end
     local function chunk(text, done)
       local obj = { model = model.name, created_at = iso(), done = done }
       if chat then obj.message = { role = "assistant", content = text } else obj.response = text end
       if done then
-        local elapsed = math.max(1, math.floor((sys.monotonic() - started) * 1e9))
+        local ns = function(x) return math.max(1, math.floor(x * 1e9)) end
         obj.done_reason = "stop"
-        obj.total_duration, obj.load_duration = elapsed + 1000000, 1000000
-        obj.prompt_eval_count = #tostring(prompt or "") // 4 + 1
-        obj.prompt_eval_duration = 500000
-        obj.eval_count, obj.eval_duration = math.max(#tokens, 1), elapsed
+        obj.load_duration, obj.prompt_eval_duration, obj.eval_duration = ns(load_s), ns(prompt_s), ns(eval_s)
+        obj.total_duration = ns(load_s + prompt_s + eval_s) + 200000
+        obj.prompt_eval_count = cost.kept
+        obj.eval_count = math.max(#tokens, 1)
       end
       return json.encode(obj)
     end
+    if load_s + prompt_s > 0 then sys.sleep(load_s + prompt_s) end
     if body.stream == false then
-      if delay > 0 then sys.sleep(delay * #tokens) end
+      local total = 0
+      for _ = 1, math.max(#tokens, 1) do total = total + token_time() end
+      if total > 0 then sys.sleep(total) end
       local final = json.decode(chunk("", true))
       if chat then
         final.message.content = table.concat(tokens)
@@ -284,7 +394,10 @@ return function(config_text)
       end
       local n = tool_call and i - 1 or i
       if n > #tokens + 1 then return nil end
-      if delay > 0 then sys.sleep(delay) end
+      if n <= math.max(#tokens, 1) then
+        local t = token_time()
+        if t > 0 then sys.sleep(t) end
+      end
       if n == #tokens + 1 then return chunk("", true) .. "\n" end
       return chunk(tokens[n], false) .. "\n"
     end }

@@ -190,6 +190,21 @@ local function run_custom(ctx)
   return value, nil, kind
 end
 
+--- A swarm member's training round (fed-avg, lua/aitbc/swarm/fedavg.lua):
+-- the trainer, not the agent's workflow, runs in the sandbox on the
+-- member's shard; its epochs are events.
+local function run_training(ctx, train)
+  local ok, value, kind = sandbox.run {
+    name = "trainer", code = require("aitbc.swarm.fedavg").TRAINER, seconds = ctx.limits.seconds, memory = 64 << 20,
+    instructions = 2e9,
+    input = { input = ctx.input, model = train.model, epochs = train.epochs, learning_rate = train.learning_rate,
+      label = train.label, weights = train.weights, scale = train.scale },
+    functions = { emit = function(kind, data) ctx.emit(tostring(kind), data) end },
+  }
+  if not ok then return nil, "training failed (" .. kind .. "): " .. tostring(value) end
+  return value
+end
+
 --- Runs the agent of a job; -> result {answer, partial, steps, usage, ...} | nil, err
 function M.run(opts)
   local ctx = M.context(opts)
@@ -197,7 +212,9 @@ function M.run(opts)
   ctx.emit("agent.started", { agent_id = opts.payload.agent.agent_id, version = opts.payload.agent.version,
     type = def.type, model = ctx.images and def.models.vision or def.models.text })
   local result, err
-  if def.type == "custom" and not ctx.images then
+  if type(opts.payload.train) == "table" then
+    result, err = run_training(ctx, opts.payload.train)
+  elseif def.type == "custom" and not ctx.images then
     result, err = run_custom(ctx)
   else
     local workflow = require("aitbc.agents." .. (ctx.images and "vision" or def.type))

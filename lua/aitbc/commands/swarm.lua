@@ -46,7 +46,8 @@ end
 
 local function progress_line(v)
   local p = v.progress or {}
-  return string.format("%s: %d/%d part(s) done%s%s", v.status, p.done or 0, p.parts or 0,
+  return string.format("%s: %d/%d part(s) done%s%s%s", v.status, p.done or 0, p.parts or 0,
+    p.rounds and string.format(" (round %d of %d)", p.round, p.rounds) or "",
     (p.failed or 0) > 0 and string.format(", %d failed (retried on another member)", p.failed) or "",
     p.reduce and (", reduce " .. p.reduce) or "")
 end
@@ -66,10 +67,12 @@ local function create(ctx)
   if o.input_file then input = require("aitbc.config").read_input(o.input_file, "--input-file") end
   if not input then errors.raise("usage", "--input TEXT or --input-file FILE is required") end
   local d = api(ctx):call("POST", "/v1/swarm/tasks", { json = { task_type = o.task_type, input = input, shards = o.shards,
-    members = o.members, csv = o.csv or nil, instruction = o.instruction }, expect = { task_id = "string" } })
+    members = o.members, csv = o.csv or nil, instruction = o.instruction, regression = o.regression, label = o.label,
+    rounds = o.rounds, epochs = o.epochs, learning_rate = o.learning_rate }, expect = { task_id = "string" } })
   return d, function(v, out)
     out:success("swarm task " .. v.task_id .. " created (" .. v.input_bytes .. " bytes of input)")
-    out:print("dispatch it: aitbc swarm coordinate --task-id " .. v.task_id .. " --strategy map-reduce")
+    out:print("dispatch it: aitbc swarm coordinate --task-id " .. v.task_id
+      .. " --strategy map-reduce (or vote, fed-avg, pipeline)")
   end
 end
 
@@ -105,6 +108,38 @@ local function status(ctx)
   return api(ctx):call("GET", task_path("/v1/swarm/tasks/{task_id}", ctx.opts.task_id)), render_task
 end
 
+local function training_text(c)
+  local spread = c.weight_spread or {}
+  return string.format("%s on %d %s after %d of %d round(s); loss %.4f; weight spread %.4f max, %.4f mean "
+    .. "(%d member(s) reporting)", c.accuracy and string.format("accuracy %.1f%%", c.accuracy * 100) or "regression",
+    c.evaluated_records or 0, c.evaluated_on or "records", c.rounds_done or 0, c.rounds or 0, c.loss or 0,
+    spread.max or 0, spread.mean or 0, c.members_reporting or 0)
+end
+
+--- A consensus's confidence in words, per strategy.
+local function confidence_text(v)
+  local c = v.confidence or {}
+  if v.strategy == "fed-avg" then
+    return training_text(c)
+  elseif v.strategy == "pipeline" then
+    return string.format("%d of %d stage(s) done", c.stages_done or 0, c.stages or 0)
+  elseif v.strategy == "vote" then
+    return string.format("%.0f%% agree (%d of %d vote(s)); coverage %.0f%%%s", (c.share_agreeing or 0) * 100,
+      #(v.agreeing or {}), c.votes or 0, (c.coverage or 0) * 100, v.tie and "; a TIE: no majority" or "")
+  end
+  return string.format("coverage %.0f%% (%d of %d shard(s)), %d retried, reduce %s", (c.coverage or 0) * 100,
+    c.shards_done or 0, c.shards or 0, c.retried or 0, c.reduced and "done" or "not done")
+end
+
+--- The agreed result in words: a trained model as its equation.
+local function answer_text(answer)
+  if type(answer) ~= "table" then return answer end
+  local terms = { string.format("%.4f", answer.weights[1]) }
+  for j, name in ipairs(answer.features) do terms[#terms + 1] = string.format("%+.4f*%s", answer.weights[j + 1], name) end
+  return string.format("%s regression of %s: %s (features standardized)", answer.model, answer.label,
+    table.concat(terms, " "))
+end
+
 local function consensus(ctx)
   need(ctx.opts, "task-id")
   local d = api(ctx):call("GET", task_path("/v1/swarm/tasks/{task_id}/consensus", ctx.opts.task_id))
@@ -112,18 +147,11 @@ local function consensus(ctx)
     if v.partial then
       out:warn(string.format("partial: task is %s; %d member part(s) have not reported", v.status, #v.missing))
     end
-    local c = v.confidence or {}
-    local conf
-    if v.strategy == "vote" then
-      conf = string.format("%.0f%% agree (%d of %d vote(s)); coverage %.0f%%%s", (c.share_agreeing or 0) * 100,
-        #(v.agreeing or {}), c.votes or 0, (c.coverage or 0) * 100, v.tie and "; a TIE: no majority" or "")
-    else
-      conf = string.format("coverage %.0f%% (%d of %d shard(s)), %d retried, reduce %s", (c.coverage or 0) * 100,
-        c.shards_done or 0, c.shards or 0, c.retried or 0, c.reduced and "done" or "not done")
-    end
+    local conf = confidence_text(v)
     local dissent = {}
     for _, x in ipairs(v.dissenters or {}) do dissent[#dissent + 1] = x.agent_id .. ": " .. tostring(x.answer) end
-    out:print(out:format_record({ task_id = v.task_id, strategy = v.strategy, answer = v.answer or "(none yet)",
+    local answer = answer_text(v.answer)
+    out:print(out:format_record({ task_id = v.task_id, strategy = v.strategy, answer = answer or "(none yet)",
       confidence = conf, dissenters = #dissent > 0 and table.concat(dissent, "; ") or nil },
       { { "task_id", "task" }, "strategy", { "answer", "agreed result" }, "confidence", "dissenters" }))
   end
@@ -158,11 +186,24 @@ return {
             help = "members wanted (default: the whole pool)" },
           { "--csv", type = "boolean", help = "the input is CSV: every shard keeps its header line" },
           { "--instruction", metavar = "TEXT", help = "what each member should do with its part" },
+          { "--regression", choices = { "logistic", "linear" },
+            help = "fed-avg: the model each member trains (default logistic: a 0/1 label)" },
+          { "--label", metavar = "COLUMN", help = "fed-avg: the CSV column to predict (default: the last)" },
+          { "--rounds", type = "integer", min = 1, max = 100, metavar = "R", help = "fed-avg: averaging rounds (default 5)" },
+          { "--epochs", type = "integer", min = 1, max = 1000, metavar = "E",
+            help = "fed-avg: passes over its shard each member makes per round (default 5)" },
+          { "--learning-rate", type = "number", min = 1e-9, max = 10, metavar = "RATE",
+            help = "fed-avg: the gradient step (default 0.1)" },
         },
         id_field = "task_id", fields = TASK_FIELDS, run = create },
     } },
-    { name = "coordinate", summary = "Dispatch a task to its pool with a strategy (map-reduce, vote)",
-      options = { task_id_opt, { "--strategy", default = "map-reduce", choices = { "map-reduce", "vote" } },
+    { name = "coordinate",
+      summary = "Dispatch a task to its pool with a strategy (map-reduce, vote, fed-avg, pipeline)",
+      description = "map-reduce: shards of the input to distinct members, then a reduce job. vote: the same input to "
+        .. "every member, the majority of their answers. fed-avg: each member trains a logistic or linear regression "
+        .. "on its shard of the CSV, the weights averaged by samples for R rounds and scored on held-out records "
+        .. "(every 5th). pipeline: the members in pool order are stages, each one's answer the next one's input.",
+      options = { task_id_opt, { "--strategy", default = "map-reduce", choices = require("aitbc.swarm").STRATEGY_LIST },
         { "--wait", type = "boolean", help = "show progress until the task ends" },
         { "--timeout-wait", type = "number", min = 1, max = 86400, default = 600, metavar = "SECONDS",
           help = "with --wait: give up after this long" } },

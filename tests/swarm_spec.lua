@@ -176,3 +176,90 @@ describe("swarms", function()
     end
   end)
 end)
+
+-- Escrow on members' jobs: the task's creator pays each one from a wallet
+-- (--pay-per-job); each job is held, offered to no miner, until its escrow
+-- is funded, and released to the miner that completed it.
+describe("swarm member jobs paid by the task's creator", function()
+  local node, home, env, miner_home, sim
+
+  local function aitbc(args) return node:cli(args, { home = home, env = env, timeout = 90 }) end
+  local function balance(h) return tonumber(node:cli({ "-o", "json", "wallet", "balance" }, { home = h }).json().available) end
+
+  setup(function()
+    node = nodes.start { args = { "--block-time", "0.2", "--log-level", "warn" } }
+    home, miner_home = cli.tempdir(), cli.tempdir()
+    env = { AITBC_CLIENT_KEY = node:key("client"), AITBC_WALLET_PASSWORD = "payer pw" }
+    assert.equal(0, aitbc({ "wallet", "create", "--name", "payer" }).code)
+    assert.equal(0, aitbc({ "wallet", "faucet", "--amount", "100" }).code)
+    local miner_env = { AITBC_HOME = miner_home, AITBC_MINER_KEY = node:key("miner"), AITBC_WALLET_PASSWORD = "rig password" }
+    assert.equal(0, node:cli({ "wallet", "create", "--name", "rig" }, { home = miner_home, env = miner_env }).code)
+    local url
+    sim, url = cli.echo_server { handler = "aitbc.ollama.sim", config = '{"token_delay": 0}' }
+    assert(cli.spawn { argv = { cli.bin, "--url", node.url, "miner", "mine-ollama", "--model", "llama3", "--continuous",
+      "--miner-id", "paid-rig", "--ollama-url", url, "--poll-wait", "2", "--allow-custom-workflows" },
+      env = miner_env, stdout = "null", stderr = "null" })
+  end)
+  teardown(function() node:stop() sim:stop(1) end)
+
+  local function agent(name)
+    assert(sys.write_file(home .. "/" .. name .. ".json", json.encode { model = "llama3", workflow = COUNT,
+      limits = { steps = 2, tokens = 100, seconds = 30 } }))
+    local r = aitbc { "-q", "agent", "create", "--name", name, "--type", "custom", "--config", home .. "/" .. name .. ".json" }
+    assert.equal(0, r.code, r.err)
+    local id = r.out:gsub("%s+$", "")
+    assert.equal(0, aitbc({ "swarm", "join", "--agent-id", id, "--task-type", "paid-count" }).code)
+    return id
+  end
+
+  local function status(task_id) return aitbc({ "-o", "json", "swarm", "status", "--task-id", task_id }).json() end
+
+  it("holds each member job until the creator's escrow for it is funded, then releases it to the miner", function()
+    agent("paid-a") agent("paid-b")
+    local r = aitbc { "-q", "swarm", "task", "create", "--task-type", "paid-count", "--input", "a b c\nd e\n",
+      "--shards", "2", "--pay-per-job", "2" }
+    assert.equal(0, r.code, r.err)
+    local task_id = r.out:gsub("%s+$", "")
+    local payer_before = balance(home)
+    -- dispatched through the API (nobody pays yet): both map jobs are held
+    local code = node:request("POST", "/v1/swarm/tasks/" .. task_id .. "/coordinate",
+      { key = env.AITBC_CLIENT_KEY, json = { strategy = "map-reduce" } })
+    assert.equal(202, code)
+    local st = status(task_id)
+    assert.equal(2, #st.work)
+    for _, w in ipairs(st.work) do
+      assert.equal("awaiting", w.payment_status)
+      assert.equal("QUEUED", w.job_state)
+      local job = aitbc({ "-o", "json", "client", "status", w.job_id }).json()
+      assert.is_true(job.held_for_payment)
+    end
+    r = aitbc { "swarm", "pay", "--task-id", task_id }
+    assert.equal(0, r.code, r.err)
+    assert.matches("paid for 2 held job%(s%) of task " .. task_id .. " %(2 AITBC each%)", r.out)
+    -- the maps run once funded; the reduce job that follows is held in turn
+    cli.wait_for("the reduce job, held", function()
+      for _, w in ipairs(status(task_id).work) do if w.stage == "reduce" and w.payment_status == "awaiting" then return true end end
+    end)
+    r = aitbc { "swarm", "pay", "--task-id", task_id }
+    assert.equal(0, r.code, r.err)
+    assert.matches("paid for 1 held job%(s%)", r.out)
+    cli.wait_for("the task to complete", function() return status(task_id).status == "completed" end)
+    assert.equal("5", aitbc({ "-o", "json", "swarm", "consensus", "--task-id", task_id }).json().answer)
+    cli.wait_for("every escrow released to the miner", function()
+      for _, w in ipairs(status(task_id).work) do if w.payment_status ~= "released" then return false end end
+      return true
+    end)
+    assert.equal(payer_before - 6, balance(home))
+  end)
+
+  it("coordinate --wait pays the held jobs as they come", function()
+    local r = aitbc { "-q", "swarm", "task", "create", "--task-type", "paid-count", "--input", "x y\nz\n", "--shards", "2",
+      "--pay-per-job", "1.5" }
+    local task_id = r.out:gsub("%s+$", "")
+    r = aitbc { "swarm", "coordinate", "--task-id", task_id, "--wait" }
+    assert.equal(0, r.code, r.err)
+    assert.matches("status%s+completed", r.out)
+    assert.matches("paid 1.5 AITBC for map 1's job", r.err)
+    assert.matches("paid 1.5 AITBC for reduce 0's job", r.err)
+  end)
+end)

@@ -413,6 +413,7 @@ function M.view(store, task)
   return { task_id = task.task_id, task_type = task.task_type, status = task.status, strategy = task.strategy,
     tracking_id = task.run_id, members = task.members and json.decode(task.members) or json.array(),
     shards = spec.shards, members_wanted = spec.members, input_bytes = #spec.input,
+    pay_per_job = spec.pay_per_job and require("aitbc.money").format(spec.pay_per_job) or nil,
     progress = { parts = total_parts, done = done, failed = failed, reduce = task.strategy == "map-reduce" and
       (function() for _, w in ipairs(work) do if w.stage == "reduce" then return w.state end end return "waiting" end)()
       or nil, round = state and state.round, rounds = state and state.rounds }, work = items, error = task.error,

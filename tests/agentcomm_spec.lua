@@ -65,6 +65,32 @@ describe("agent-comm across two peer nodes", function()
     assert.matches("no agent on ait%-healthchain", r.out)
   end)
 
+  it("an agent's Ed25519 key is made at agent create, 0600, and registration signs with it", function()
+    local r = run { "-o", "json", "agent", "create", "--name", "keyed", "--type", "chat", "--model", "llama3" }
+    assert.equal(0, r.code, r.err)
+    local made = r.json()
+    assert.equal(home .. "/agent-keys/" .. made.agent_id .. ".key", made.key_file)
+    assert.equal(tonumber("600", 8), sys.stat(made.key_file).mode & tonumber("777", 8))
+    assert.equal(43, #made.public_key)
+    r = run { "-o", "json", "agent-comm", "register", "--agent-id", made.agent_id, "--chain-id", "ait-devnet",
+      "--capabilities", "keys" }
+    assert.equal(0, r.code, r.err)
+    assert.equal(made.public_key, r.json().public_key)
+    -- an agent made before keys came with create: register still makes its key
+    r = run { "-o", "json", "agent", "create", "--name", "older", "--type", "chat", "--model", "llama3" }
+    local older = r.json()
+    assert(os.remove(older.key_file))
+    r = run { "-o", "json", "agent-comm", "register", "--agent-id", older.agent_id, "--chain-id", "ait-devnet",
+      "--capabilities", "keys" }
+    assert.equal(0, r.code, r.err)
+    assert.truthy(sys.stat(older.key_file))
+    assert.are_not.equal(older.public_key, r.json().public_key)
+    -- and the text output names the key
+    r = run { "agent", "create", "--name", "shown", "--type", "chat", "--model", "llama3" }
+    assert.matches("agent key%s+[%w_-]+\n", r.out)
+    assert.matches("key file%s+.-agent%-keys/agent_%x+%.key %(yours only: mode 0600%)", r.out)
+  end)
+
   it("a message is transmitted, delivered and its receipt verified against the target chain's node key", function()
     local r = run { "-o", "json", "agent-comm", "send", "--target-agent", a2, "--target-chain", "ait-healthchain",
       "--message", "request_analysis" }

@@ -142,6 +142,7 @@ bench: all
 	$(BUILD)/aitbc run bench/marketplace.lua
 	$(BUILD)/aitbc run bench/chain.lua
 	$(BUILD)/aitbc run bench/agents.lua
+	$(BUILD)/aitbc run bench/swarm.lua
 
 reference: all
 	$(BUILD)/aitbc reference > $(BUILD)/REFERENCE.md

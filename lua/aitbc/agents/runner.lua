@@ -166,15 +166,18 @@ local function guarded(fn, req)
   error(type(value) == "table" and (value.message or tostring(value)) or tostring(value), 0)
 end
 
---- A custom workflow in the sandbox: the same llm/tools/emit as host
--- functions; its input {input, data, definition}.
-local function run_custom(ctx)
+--- A custom workflow (or an on_message handler: name, code, message) in
+-- the sandbox: the same llm/tools/emit as host functions; its input
+-- {input, data, tools, limits, message}.
+local function run_custom(ctx, handler)
   local def = ctx.definition
   local datasets = {}
   for name, d in pairs(ctx.data) do datasets[name] = d.content end
   local ok, value, kind, stats = sandbox.run {
-    name = "workflow", code = def.workflow, seconds = def.limits.seconds, memory = 64 << 20, instructions = 5e8,
-    input = { input = ctx.input, data = datasets, tools = json.array(ctx.tool_names), limits = def.limits },
+    name = handler and handler.name or "workflow", code = handler and handler.code or def.workflow,
+    seconds = def.limits.seconds, memory = 64 << 20, instructions = 5e8,
+    input = { input = ctx.input, data = datasets, tools = json.array(ctx.tool_names), limits = def.limits,
+      message = handler and handler.message },
     functions = {
       llm = { chat = function(req) return guarded(ctx.chat, req) end,
         generate = function(req) return guarded(ctx.generate, req) end },
@@ -214,6 +217,8 @@ function M.run(opts)
   local result, err
   if type(opts.payload.train) == "table" then
     result, err = run_training(ctx, opts.payload.train)
+  elseif type(opts.payload.on_message) == "table" and type(def.on_message) == "string" then
+    result, err = run_custom(ctx, { name = "on_message", code = def.on_message, message = opts.payload.on_message })
   elseif def.type == "custom" and not ctx.images then
     result, err = run_custom(ctx)
   else

@@ -60,6 +60,8 @@ local function definition_from(ctx)
     def.data = load_files(def.data, base)
     local workflow = file_ref(def.workflow, base) -- custom: its Lua in a file
     if workflow then def.workflow = require("aitbc.config").read_input(workflow, "the workflow") end
+    local handler = file_ref(def.on_message, base) -- an on_message handler in a file
+    if handler then def.on_message = require("aitbc.config").read_input(handler, "the on_message handler") end
   end
   if o.name then def.name = o.name end
   if o.type then def.type = o.type end

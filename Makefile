@@ -143,6 +143,7 @@ bench: all
 	$(BUILD)/aitbc run bench/chain.lua
 	$(BUILD)/aitbc run bench/agents.lua
 	$(BUILD)/aitbc run bench/optimize.lua
+	$(BUILD)/aitbc run bench/swarm.lua
 
 reference: all
 	$(BUILD)/aitbc reference > $(BUILD)/REFERENCE.md

@@ -1,8 +1,12 @@
 --- Spec §7: agent swarms (7.1–7.3), typed as written after `aitbc devnet up
--- --nodes 2`.  Two agents of the user join the distributed-training pool;
--- their workflow (Lua, run in the miners' sandbox) counts the records of
--- its shard, and the reduce job adds the counts: the agreed result is
--- known (12 records), and the confidence is counted from what came back.
+-- --nodes 2`.  Two agents of the user join the distributed-training pool.
+-- The spec's map-reduce: their workflow (Lua, run in the miners' sandbox)
+-- counts the records of its shard, and the reduce job adds the counts: the
+-- agreed result is known (40 records).  And the pool's own strategy,
+-- fed-avg: each member trains a logistic regression on its shard of the
+-- same CSV (whose label is x > y, separable), the weights averaged for 5
+-- rounds and scored on the held-out fifth.  Confidence is counted from
+-- what came back.
 local s = require("aitbc.scenario").new("7. Agent swarms", { nodes = 2 })
 
 s:step("7.1", "Join an agent swarm", function(t)
@@ -21,7 +25,7 @@ LUA
 cat > member.json <<'JSON'
 {"model": "llama3", "workflow": "file:count.lua", "limits": {"steps": 2, "tokens": 100, "seconds": 30}}
 JSON
-seq 1 12 | awk 'BEGIN{print "x,y,label"} {print $1","$1*2","($1%2)}' > train.csv]]), 0)
+seq 1 40 | awk 'BEGIN{print "x,y,label"} {x=$1%10; y=($1*7)%11; print x","y","(x>y?1:0)}' > train.csv]]), 0)
   local ids = {}
   for i = 1, 2 do
     local r = t:expect_exit(t:run("aitbc -q agent create --name trainer" .. i .. " --type custom --config member.json"), 0)
@@ -47,13 +51,26 @@ s:step("7.2", "Coordinate swarm execution", function(t)
   t:wait_for("the swarm to finish", function()
     return t:run("aitbc swarm status --task-id " .. t.vars.task_id).stdout:find("status%s+completed")
   end, 90)
+  -- the same pool trains a model on the same records: federated averaging
+  r = t:expect_exit(t:run("aitbc -q swarm task create --task-type distributed-training --input-file train.csv"), 0)
+  t.vars.training_id = t:expect_match(r.stdout, "(swt_%x+)", "the training task's id")
+  r = t:run("aitbc swarm coordinate --task-id " .. t.vars.training_id .. [[ --strategy "fed-avg" --wait]])
+  t:expect_exit(r, 0)
+  t:expect_match(r.stdout, "dispatched to 2 member%(s%) with fed%-avg", "training dispatched")
+  t:expect_match(r.stdout, "status%s+completed", "5 rounds trained")
 end)
 
 s:step("7.3", "Achieve swarm consensus", function(t)
   local r = t:run("aitbc swarm consensus --task-id " .. t.vars.task_id)
   t:expect_exit(r, 0)
-  t:expect_match(r.stdout, "agreed result%s+12\n", "the agreed result (12 records)")
+  t:expect_match(r.stdout, "agreed result%s+40\n", "the agreed result (40 records)")
   t:expect_match(r.stdout, "coverage 100%% %(3 of 3 shard%(s%)%)", "confidence metrics")
+  r = t:expect_exit(t:run("aitbc swarm consensus --task-id " .. t.vars.training_id), 0)
+  t:expect_match(r.stdout, "logistic regression of label: [-%d.]+ [-+][%d.]+%*x [-+][%d.]+%*y", "the trained model")
+  local accuracy = tonumber(t:expect_match(r.stdout, "accuracy ([%d.]+)%% on 8 held%-out records after 5 of 5 round",
+    "held-out accuracy"))
+  t:expect(accuracy >= 75, "the model classifies most held-out records (" .. accuracy .. "%)")
+  t:expect_match(r.stdout, "weight spread [%d.]+ max", "how far members' weights spread")
 end)
 
 return s

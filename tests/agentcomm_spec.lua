@@ -15,6 +15,11 @@ describe("agent-comm across two peer nodes", function()
   local a1, a2
 
   local function run(args, timeout) return n1:cli(args, { home = home, env = env, timeout = timeout or 60 }) end
+  -- the other tests send as the agent registered last: analyst on ait-devnet
+  local function restore_sender()
+    assert.equal(0, run({ "agent-comm", "register", "--agent-id", a1, "--chain-id", "ait-devnet", "--capabilities",
+      "data-analysis" }).code)
+  end
 
   local function start_n2()
     n2 = nodes.start { data_dir = n2_dir, args = { "--chains", "ait-healthchain", "--peer", n1.url, "--block-time", "0.2",
@@ -63,6 +68,81 @@ describe("agent-comm across two peer nodes", function()
     r = run { "agent-comm", "discover", "--chain-id", "ait-healthchain", "--capability", "data-analysis" }
     assert.equal(0, r.code)
     assert.matches("no agent on ait%-healthchain", r.out)
+  end)
+
+  it("an agent's Ed25519 key is made at agent create, 0600, and registration signs with it", function()
+    local r = run { "-o", "json", "agent", "create", "--name", "keyed", "--type", "chat", "--model", "llama3" }
+    assert.equal(0, r.code, r.err)
+    local made = r.json()
+    assert.equal(home .. "/agent-keys/" .. made.agent_id .. ".key", made.key_file)
+    assert.equal(tonumber("600", 8), sys.stat(made.key_file).mode & tonumber("777", 8))
+    assert.equal(43, #made.public_key)
+    r = run { "-o", "json", "agent-comm", "register", "--agent-id", made.agent_id, "--chain-id", "ait-devnet",
+      "--capabilities", "keys" }
+    assert.equal(0, r.code, r.err)
+    assert.equal(made.public_key, r.json().public_key)
+    -- an agent made before keys came with create: register still makes its key
+    r = run { "-o", "json", "agent", "create", "--name", "older", "--type", "chat", "--model", "llama3" }
+    local older = r.json()
+    assert(os.remove(older.key_file))
+    r = run { "-o", "json", "agent-comm", "register", "--agent-id", older.agent_id, "--chain-id", "ait-devnet",
+      "--capabilities", "keys" }
+    assert.equal(0, r.code, r.err)
+    assert.truthy(sys.stat(older.key_file))
+    assert.are_not.equal(older.public_key, r.json().public_key)
+    -- and the text output names the key
+    r = run { "agent", "create", "--name", "shown", "--type", "chat", "--model", "llama3" }
+    assert.matches("agent key%s+[%w_-]+\n", r.out)
+    assert.matches("key file%s+.-agent%-keys/agent_%x+%.key %(yours only: mode 0600%)", r.out)
+    restore_sender()
+  end)
+
+  it("an agent with an on_message handler answers a message: the handler runs as a job, the reply comes back", function()
+    local url
+    local sim
+    sim, url = cli.echo_server { handler = "aitbc.ollama.sim", config = '{"token_delay": 0}' }
+    assert(cli.spawn { argv = { cli.bin, "--url", n1.url, "miner", "mine-ollama", "--model", "llama3", "--continuous",
+      "--miner-id", "listener-rig", "--ollama-url", url, "--poll-wait", "2", "--allow-custom-workflows" },
+      env = { AITBC_HOME = cli.tempdir(), AITBC_MINER_KEY = n1:key("miner") }, stdout = "null", stderr = "null" })
+    assert(sys.write_file(home .. "/responder.json", require("aitbc.json").encode { name = "responder", type = "chat",
+      model = "llama3", on_message = "return function(req) return 'ack ' .. req.message.message .. ' from ' "
+        .. ".. req.message.sender .. ' (' .. req.input .. ')' end" }))
+    local r = run { "-q", "agent", "create", "--config", home .. "/responder.json" }
+    assert.equal(0, r.code, r.err)
+    local responder = r.out:gsub("%s+$", "")
+    assert.equal(0, run({ "agent-comm", "register", "--agent-id", responder, "--chain-id", "ait-healthchain",
+      "--capabilities", "answers" }).code)
+    r = run { "-o", "json", "agent-comm", "send", "--agent-id", a1, "--chain-id", "ait-devnet", "--target-agent", responder,
+      "--target-chain", "ait-healthchain", "--message", "ping" }
+    assert.equal(0, r.code, r.err)
+    local asked = r.json().message_id
+    r = run({ "-o", "json", "agent-comm", "listen", "--agent-id", responder, "--chain-id", "ait-healthchain", "--once" }, 90)
+    assert.equal(0, r.code, r.err)
+    local answered = r.json().answered
+    assert.equal(1, #answered)
+    assert.equal(asked, answered[1].message_id)
+    assert.equal("ack ping from " .. a1 .. " (ping)", answered[1].reply)
+    assert.equal("delivered", answered[1].status)
+    local job = run({ "-o", "json", "client", "status", answered[1].job_id }).json()
+    assert.equal("COMPLETED", job.state)
+    assert.equal("listener-rig", job.assigned_miner_id)
+    -- the reply, signed by the responder's key, is in the sender's inbox
+    r = run { "-o", "json", "agent-comm", "inbox", "--agent-id", a1, "--chain-id", "ait-devnet" }
+    local reply
+    for _, m in ipairs(r.json().items) do if m.reply_to == asked then reply = m end end
+    assert.truthy(reply)
+    assert.equal(responder, reply.sender)
+    assert.is_true(reply.verified)
+    -- answered once: a second pass finds nothing new
+    r = run { "agent-comm", "listen", "--agent-id", responder, "--chain-id", "ait-healthchain", "--once" }
+    assert.equal(0, r.code, r.err)
+    assert.matches("no new message for " .. responder, r.out)
+    -- an agent without a handler is told how to get one
+    r = run { "agent-comm", "listen", "--agent-id", a2, "--chain-id", "ait-healthchain", "--once" }
+    assert.equal(2, r.code)
+    assert.matches("has no on_message handler", r.err)
+    sim:stop(1)
+    restore_sender()
   end)
 
   it("a message is transmitted, delivered and its receipt verified against the target chain's node key", function()

@@ -1,6 +1,6 @@
 --- The agents' own Ed25519 keys, kept by their owner (DESIGN.md §9):
--- AITBC_HOME/agent-keys/<agent_id>.key (a hex seed, mode 0600), made the
--- first time an agent needs one; and which chains each agent is
+-- AITBC_HOME/agent-keys/<agent_id>.key (a hex seed, mode 0600), made at
+-- `agent create` (or at `agent-comm register` for agents made before); and which chains each agent is
 -- registered on (agent-keys/registered.json), so that `send` and `inbox`
 -- know who speaks when no --agent-id is given (the last registered).
 local crypto = require "aitbc.crypto"

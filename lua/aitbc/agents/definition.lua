@@ -14,7 +14,9 @@
 --     "data": {"q3": {"format": "csv", "content": "..."}},   -- or {"q3": "file:q3.csv"} in the CLI
 --     "fields": ["revenue", "region"],     -- extract: what to pull out
 --     "http_allow": ["https://api.example.com/"],            -- http_get may read these
---     "workflow": "return function(input) ... end"           -- custom: Lua, run in the sandbox
+--     "workflow": "return function(input) ... end",          -- custom: Lua, run in the sandbox
+--     "on_message": true                   -- answer agent messages (aitbc agent-comm listen): true runs the
+--                                          -- agent on the message; Lua source runs that handler in the sandbox
 --   }
 local inference = require "aitbc.jobs.inference"
 local tools = require "aitbc.agents.tools"
@@ -29,7 +31,7 @@ M.MAX_WORKFLOW = 64 * 1024
 local FORMATS = { csv = true, json = true, text = true }
 local KNOWN = { name = true, type = true, model = true, models = true, system_prompt = true, tools = true,
   limits = true, parameters = true, data = true, fields = true, http_allow = true, workflow = true,
-  description = true }
+  description = true, on_message = true }
 
 local function text(def, field, max, v)
   local s = def[field]
@@ -128,6 +130,21 @@ local function check_workflow(def, kind, v)
   return wf
 end
 
+--- on_message: true (the agent itself answers a message) or a Lua handler's source.
+local function check_on_message(def, v)
+  local h = def.on_message
+  if h == nil or h == false then return nil end
+  if h == true then return true end
+  if type(h) ~= "string" then
+    v.invalid("on_message", "must be true (the agent answers messages) or Lua source returning function(msg) ... end")
+  end
+  if #h > M.MAX_WORKFLOW then v.invalid("on_message", "must be at most " .. M.MAX_WORKFLOW .. " bytes") end
+  if h:byte(1) == 27 then v.invalid("on_message", "must be Lua source, not bytecode") end
+  local ok, err = load(h, "=on_message", "t", {})
+  if not ok then v.invalid("on_message", "does not compile: " .. tostring(err)) end
+  return h
+end
+
 local function check_http_allow(def, v)
   if def.http_allow == nil then return nil end
   if type(def.http_allow) ~= "table" then v.invalid("http_allow", "must be a list of URL prefixes") end
@@ -157,7 +174,7 @@ function M.check(def, v)
     name = name, type = kind, models = models, system_prompt = text(def, "system_prompt", 16 * 1024, v),
     description = text(def, "description", 2000, v), tools = check_tools(def, v), limits = check_limits(def, v),
     data = M.check_data(def.data, "data", v), http_allow = check_http_allow(def, v),
-    workflow = check_workflow(def, kind, v),
+    workflow = check_workflow(def, kind, v), on_message = check_on_message(def, v),
   }
   inference.check_options(def.parameters, "parameters", v)
   out.parameters = def.parameters
@@ -177,10 +194,11 @@ function M.check(def, v)
   return out
 end
 
---- What a miner needs to run this agent: {models, vision_model?, tools, custom_workflow}.
-function M.needs(def, with_images)
+--- What a miner needs to run this agent: {models, vision_model?, tools, custom_workflow};
+-- for_message: to run its on_message handler (Lua: a custom workflow).
+function M.needs(def, with_images, for_message)
   local needs = { models = { def.models.text }, tools = #def.tools > 0 and def.type == "analysis" or nil,
-    custom_workflow = def.type == "custom" or nil }
+    custom_workflow = (def.type == "custom" or (for_message and type(def.on_message) == "string")) or nil }
   if with_images then
     needs.vision, needs.vision_model = true, def.models.vision
     needs.models = { def.models.vision }

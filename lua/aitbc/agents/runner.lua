@@ -168,15 +168,18 @@ local function guarded(fn, req)
   error(type(value) == "table" and (value.message or tostring(value)) or tostring(value), 0)
 end
 
---- A custom workflow in the sandbox: the same llm/tools/emit as host
--- functions; its input {input, data, definition}.
-local function run_custom(ctx)
+--- A custom workflow (or an on_message handler: name, code, message) in
+-- the sandbox: the same llm/tools/emit as host functions; its input
+-- {input, data, tools, limits, message}.
+local function run_custom(ctx, handler)
   local def = ctx.definition
   local datasets = {}
   for name, d in pairs(ctx.data) do datasets[name] = d.content end
   local ok, value, kind, stats = sandbox.run {
-    name = "workflow", code = def.workflow, seconds = def.limits.seconds, memory = 64 << 20, instructions = 5e8,
-    input = { input = ctx.input, data = datasets, tools = json.array(ctx.tool_names), limits = def.limits },
+    name = handler and handler.name or "workflow", code = handler and handler.code or def.workflow,
+    seconds = def.limits.seconds, memory = 64 << 20, instructions = 5e8,
+    input = { input = ctx.input, data = datasets, tools = json.array(ctx.tool_names), limits = def.limits,
+      message = handler and handler.message },
     functions = {
       llm = { chat = function(req) return guarded(ctx.chat, req) end,
         generate = function(req) return guarded(ctx.generate, req) end },
@@ -192,6 +195,21 @@ local function run_custom(ctx)
   return value, nil, kind
 end
 
+--- A swarm member's training round (fed-avg, lua/aitbc/swarm/fedavg.lua):
+-- the trainer, not the agent's workflow, runs in the sandbox on the
+-- member's shard; its epochs are events.
+local function run_training(ctx, train)
+  local ok, value, kind = sandbox.run {
+    name = "trainer", code = require("aitbc.swarm.fedavg").TRAINER, seconds = ctx.limits.seconds, memory = 64 << 20,
+    instructions = 2e9,
+    input = { input = ctx.input, model = train.model, epochs = train.epochs, learning_rate = train.learning_rate,
+      label = train.label, weights = train.weights, scale = train.scale },
+    functions = { emit = function(kind, data) ctx.emit(tostring(kind), data) end },
+  }
+  if not ok then return nil, "training failed (" .. kind .. "): " .. tostring(value) end
+  return value
+end
+
 --- Runs the agent of a job; -> result {answer, partial, steps, usage, ...} | nil, err
 function M.run(opts)
   local ctx = M.context(opts)
@@ -199,7 +217,11 @@ function M.run(opts)
   ctx.emit("agent.started", { agent_id = opts.payload.agent.agent_id, version = opts.payload.agent.version,
     type = def.type, model = ctx.images and def.models.vision or def.models.text })
   local result, err
-  if def.type == "custom" and not ctx.images then
+  if type(opts.payload.train) == "table" then
+    result, err = run_training(ctx, opts.payload.train)
+  elseif type(opts.payload.on_message) == "table" and type(def.on_message) == "string" then
+    result, err = run_custom(ctx, { name = "on_message", code = def.on_message, message = opts.payload.on_message })
+  elseif def.type == "custom" and not ctx.images then
     result, err = run_custom(ctx)
   else
     local workflow = require("aitbc.agents." .. (ctx.images and "vision" or def.type))

@@ -11,7 +11,7 @@ local function agent_path(template, id) return require("aitbc.api").path(templat
 local AGENT = { agent_id = "string", name = "string", type = "string", version = "integer", definition = "object" }
 local AGENT_FIELDS = { "agent_id", "name", "type", "version", "current_version", "created_at", "updated_at", "definition" }
 local CREATED_FIELDS = { "agent_id", "name", "type", "version", "current_version", "created_at", "updated_at",
-  "definition", "status", "warnings" }
+  "definition", "status", "warnings", "public_key", "key_file" }
 local FORMATS = { csv = "csv", json = "json" }
 
 --- A usage error naming the config file and the field.
@@ -60,6 +60,8 @@ local function definition_from(ctx)
     def.data = load_files(def.data, base)
     local workflow = file_ref(def.workflow, base) -- custom: its Lua in a file
     if workflow then def.workflow = require("aitbc.config").read_input(workflow, "the workflow") end
+    local handler = file_ref(def.on_message, base) -- an on_message handler in a file
+    if handler then def.on_message = require("aitbc.config").read_input(handler, "the on_message handler") end
   end
   if o.name then def.name = o.name end
   if o.type then def.type = o.type end
@@ -218,9 +220,16 @@ return {
       run = function(ctx)
         local def = definition_from(ctx)
         local agent = api(ctx):call("POST", "/v1/agents", { json = def, expect = AGENT })
+        -- its own Ed25519 key, kept by its owner (0600): it signs the agent's
+        -- registrations and messages (aitbc agent-comm)
+        local key = require("aitbc.agentcomm.keys").get(agent.agent_id, true)
+        agent.public_key, agent.key_file = key.id, key.path
+        key.secret:wipe()
         return agent, function(d, out)
           out:success("agent " .. d.name .. " registered and ready: " .. d.agent_id)
           render_agent(d, out)
+          out:print(out:format_record({ public_key = d.public_key, key_file = d.key_file .. " (yours only: mode 0600)" },
+            { { "public_key", "agent key" }, { "key_file", "key file" } }))
           for _, w in ipairs(d.warnings or {}) do out:warn(w) end
           out:print(out:style("next: aitbc agent execute " .. d.agent_id .. ' --input "..."', "dim"))
         end

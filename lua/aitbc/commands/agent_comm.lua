@@ -198,6 +198,80 @@ local function reply(ctx)
   return transmit(ctx, env, key), render_sent
 end
 
+-- ---- listen: on_message handlers ----
+
+--- The messages this owner's listener answered (agent-keys/<agent>.answered.json): none is answered twice.
+local function answered_path(agent_id) return require("aitbc.config").home() .. "/agent-keys/" .. agent_id .. ".answered.json" end
+
+--- Runs the agent's on_message handler as a job on one message; -> the answer text.
+local function handle(ctx, client, agent_id, m)
+  local job = client:call("POST", path("/v1/agents/{agent_id}/execute", { agent_id = agent_id }), { json = {
+    input = m.message, message = { message_id = m.message_id, sender = m.sender, sender_chain = m.sender_chain,
+      session = m.session, message = m.message } }, expect = { job_id = "string" } })
+  ctx.out:info(string.format("message %s from %s@%s: handler job %s", m.message_id, m.sender, m.sender_chain, job.job_id))
+  local res = require("aitbc.client").result(ctx, job.job_id, { wait = true, timeout = ctx.opts.timeout })
+  local answer = type(res.result) == "table" and res.result.answer or res.result
+  return type(answer) == "string" and answer or require("aitbc.json").encode(answer), job.job_id
+end
+
+--- One pass over the inbox: each unanswered message (not itself a reply:
+-- replies end an exchange, so two listening agents do not answer each
+-- other forever) answered by the handler's job, the answer signed and sent.
+local function listen_once(ctx, client, agent_id, chain_id, done, answered)
+  local json = require "aitbc.json"
+  for _, m in ipairs(read_inbox(ctx, agent_id, chain_id).items) do
+    if not m.reply_to and not done[m.message_id] and ac.verify(m.envelope, m.signature, m.envelope.public_key) then
+      local ok, answer, job_id = pcall(handle, ctx, client, agent_id, m)
+      local entry = { message_id = m.message_id, from = m.sender .. "@" .. m.sender_chain, job_id = job_id }
+      if ok then
+        local key = keys.get(agent_id, false)
+        local env = ac.envelope { sender = agent_id, sender_chain = chain_id, target = m.sender,
+          target_chain = m.sender_chain, message = answer, public_key = key.id, now = sys.time(), ttl = ctx.opts.ttl,
+          reply_to = m.message_id, session = m.session }
+        local sent = transmit(ctx, env, key)
+        entry.reply, entry.reply_id, entry.status = answer, sent.message_id, sent.status
+      else
+        entry.error = errors.is(answer) and answer.message or tostring(answer)
+        ctx.out:warn("message " .. m.message_id .. ": the handler failed: " .. entry.error)
+      end
+      done[m.message_id] = { job_id = entry.job_id, reply_id = entry.reply_id, error = entry.error }
+      assert(sys.write_file(answered_path(agent_id), json.encode(done) .. "\n", tonumber("600", 8)))
+      answered[#answered + 1] = entry
+    end
+  end
+end
+
+local function listen(ctx)
+  local o = ctx.opts
+  local agent_id, chain_id = keys.speaker(o.agent_id, o.chain_id)
+  local client = api(ctx)
+  local agent = client:call("GET", path("/v1/agents/{agent_id}", { agent_id = agent_id }),
+    { expect = { definition = "object" } })
+  if not agent.definition.on_message then
+    errors.raise("usage", "agent " .. agent_id .. " has no on_message handler",
+      "add \"on_message\": true (the agent answers) or Lua source to its definition: aitbc agent update " .. agent_id)
+  end
+  local done = require("aitbc.json").decode(sys.read_file(answered_path(agent_id)) or "") or {}
+  local answered = require("aitbc.json").array()
+  local deadline = o["for"] and sys.monotonic() + o["for"]
+  if not o.once then ctx.out:info("listening for " .. agent_id .. "'s messages on " .. chain_id .. " (Ctrl-C stops)") end
+  repeat
+    listen_once(ctx, client, agent_id, chain_id, done, answered)
+    if o.once or (deadline and sys.monotonic() >= deadline) then break end
+    sys.sleep(1)
+  until sys.interrupted()
+  return { agent_id = agent_id, chain_id = chain_id, answered = answered }, function(d, out)
+    if #d.answered == 0 then out:print("no new message for " .. d.agent_id .. " on " .. d.chain_id) return end
+    for _, a in ipairs(d.answered) do
+      if a.error then out:warn(string.format("%s from %s: not answered: %s", a.message_id, a.from, a.error))
+      else
+        out:success(string.format("%s from %s answered by job %s: reply %s %s", a.message_id, a.from, a.job_id,
+          a.reply_id, a.status))
+      end
+    end
+  end
+end
+
 local function status(ctx)
   local client = api(ctx)
   local view = client:call("GET", path("/v1/agent-comm/messages/{id}", { id = ctx.args.message_id }),
@@ -289,6 +363,21 @@ return {
         wait_opt, ttl_opt },
       id_field = "message_id", fields = SENT_FIELDS,
       run = reply,
+    },
+    {
+      name = "listen",
+      summary = "Answer your agent's messages with its on_message handler, each run as a job",
+      description = "For an agent whose definition has on_message (true: the agent answers; Lua source: that "
+        .. "handler, in the sandbox): each message in its inbox that is not itself a reply runs as a job of the "
+        .. "agent on a miner, and its answer goes back signed with the agent's key (kept here, never sent). "
+        .. "Answered messages are remembered in agent-keys/AGENT.answered.json.",
+      options = { as_opts[1], as_opts[2],
+        { "--once", type = "boolean", help = "answer what is in the inbox now, then stop" },
+        { "--for", type = "number", min = 1, max = 86400, metavar = "SECONDS", help = "listen this long, then stop" },
+        { "--timeout", type = "number", min = 1, default = 300, metavar = "SECONDS", help = "how long a handler job may take" },
+        wait_opt, ttl_opt },
+      list = "answered", fields = { "message_id", "from", "job_id", "reply", "reply_id", "status", "error" },
+      run = listen,
     },
     {
       name = "status",

@@ -168,9 +168,15 @@ function M.execute(ctx, agent_id)
       .. "aitbc agent update " .. agent_id .. " --vision-model llava")
   end
   local job_type = imgs and "multimodal" or "agent"
-  local needs = definition.needs(def, imgs ~= nil)
+  -- a message to the agent (aitbc agent-comm listen): its on_message handler answers
+  local message = util.optional_object(body, "message")
+  if message and not def.on_message then
+    invalid("message", "agent " .. agent_id .. " has no on_message handler in its definition")
+  end
+  local needs = definition.needs(def, imgs ~= nil, message ~= nil)
   local payload = { agent = { agent_id = agent_id, version = row.defined_version, name = row.name, definition = def },
-    input = input, data = data, images = imgs, trial = body.overrides ~= nil or body.trial == true or nil }
+    input = input, data = data, images = imgs, on_message = message,
+    trial = body.overrides ~= nil or body.trial == true or nil }
   local job = jobs.enqueue(ctx, { job_type = job_type, payload = payload, model = needs.models[1], needs = needs,
     ttl = util.optional_integer(body, "ttl_seconds", 1, 86400, 900),
     run_timeout = def.limits.seconds + 60 })

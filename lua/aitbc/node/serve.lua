@@ -427,6 +427,10 @@ local function supervise(opts, node, logger, writer)
       if sys.monotonic() >= next_sweep and services.serving("coordinator") then
         sweep(opts, node, logger)
         next_sweep = sys.monotonic() + 0.5
+      elseif not node.follow and services.serving("coordinator") then
+        -- running swarm tasks move on as their members' jobs end, not at the next sweep
+        local ok, err = pcall(require("aitbc.node.swarm").sweep, node.store, sys.time())
+        if not ok then logger:error("swarm sweep failed", { error = tostring(err) }) end
       end
     end
     if services.serving("monitoring") then

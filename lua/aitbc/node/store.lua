@@ -1451,7 +1451,8 @@ end
 
 function Store:swarm_work(task_id)
   return check(self.db:query([[SELECT w.*, j.state AS job_state, j.result AS job_result, j.error AS job_error,
-    j.receipt AS job_receipt FROM swarm_work w LEFT JOIN jobs j ON j.job_id = w.job_id WHERE w.task_id = ?
+    j.receipt AS job_receipt, j.payment_status AS job_payment_status,
+    j.payment_amount AS job_payment_amount FROM swarm_work w LEFT JOIN jobs j ON j.job_id = w.job_id WHERE w.task_id = ?
     ORDER BY w.seq]], task_id))
 end
 

@@ -3,8 +3,10 @@
 -- returned (never a constant: shares, coverage and dissent are counted).
 local json = require "aitbc.json"
 
-local M = { STRATEGIES = { ["map-reduce"] = true, vote = true }, MAX_SHARDS = 1000, MAX_INPUT = 512 * 1024 }
-M.STRATEGY_NAMES = "map-reduce, vote"
+local M = { STRATEGIES = { ["map-reduce"] = true, vote = true, ["fed-avg"] = true, pipeline = true },
+  MAX_SHARDS = 1000, MAX_INPUT = 512 * 1024 }
+M.STRATEGY_LIST = { "map-reduce", "vote", "fed-avg", "pipeline" }
+M.STRATEGY_NAMES = table.concat(M.STRATEGY_LIST, ", ")
 
 --- Splits text into n shards of whole lines, as even as the lines allow
 -- (records of a CSV keep its header line in every shard).  -> list of text

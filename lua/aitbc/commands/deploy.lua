@@ -45,7 +45,7 @@ local function live(ctx)
       return
     end
     if not human or not ev.instance then return end
-    local what = ev.address or ev.detail or ""
+    local what = ev.address and (ev.address .. (ev.detail and (" (" .. ev.detail .. ")") or "")) or ev.detail or ""
     if ev.state == "healthy" then what = seconds(ev.seconds) .. (ev.detail and (" (" .. ev.detail .. ")") or "") end
     io.stdout:write("  ", string.format("%-16s ", ev.instance), out:style(string.format("%-8s", ev.state),
       STATE_STYLE[ev.state] or "dim"), " ", what, "\n")
@@ -248,7 +248,7 @@ local function destroy(ctx)
   result.deployment = d.name
   return result, function(v, out)
     out:success(string.format("deployment %s destroyed: %d container(s) and its configuration removed%s", v.deployment,
-      v.containers_removed, v.image and ("; image " .. v.image) or ""))
+      v.containers_removed, v.image and ("; image " .. d.image .. " " .. v.image) or ""))
   end
 end
 
@@ -373,6 +373,16 @@ local function engine_status(ctx)
   end
 end
 
+local function engine_start()
+  local engine = require "aitbc.deploy.engine"
+  local eng, started = engine.own_service()
+  return { engine = eng.label, pid = eng.pid, started = started, env = engine.own_env(), log = engine.own_paths().log },
+    function(v, out)
+      out:success(string.format("Podman's API service %s at %s (pid %d); the deploy commands use it",
+        v.started and "started" or "already runs", v.engine, v.pid))
+    end
+end
+
 local function engine_stop()
   local result = require("aitbc.deploy.engine").stop_service()
   return { result = result }, function(v, out)
@@ -478,6 +488,8 @@ return {
       commands = {
         { name = "status", summary = "Which engine is used (starting Podman's service if none answers)",
           options = { engine_opt }, run = engine_status },
+        { name = "start", summary = "Start aitbc's own Podman service (AITBC_HOME/engine), even if another "
+          .. "engine answers; the deploy commands then use it", run = engine_start },
         { name = "stop", summary = "Stop the Podman service aitbc started (its containers keep running)",
           run = engine_stop },
       },

@@ -240,6 +240,26 @@ function M.start_service(home, podman)
   return eng
 end
 
+--- Starts aitbc's own Podman service unless it runs already; returns the
+-- engine and whether it was started now.  (Discovery tries its socket
+-- first, so the deploy commands then use it.)
+function M.own_service(home)
+  local p = own_paths(home)
+  if own_pid(home) and sys.stat(p.socket) then
+    local eng = M.new({ socket = p.socket, label = "unix://" .. p.socket }, "started by aitbc")
+    if eng:identify(3) then
+      eng.pid, eng.own = own_pid(home), true
+      return eng, false
+    end
+  end
+  local podman = M.which("podman")
+  if not podman then
+    errors.raise("network", "podman is not installed", "install it (Debian: apt-get install podman runc, or "
+      .. "'make deps')", { code = "no_engine" })
+  end
+  return M.start_service(home, podman), true
+end
+
 --- Stops the Podman service aitbc started in home: "stopped", "killed" or
 -- "not running".  Its containers keep running (conmon holds them).
 function M.stop_service(home)

@@ -103,24 +103,23 @@ function Engine:call(method, path, opts)
 end
 
 --- What the engine says it is: {kind = "podman"|"docker", version,
--- api_version} | nil, err.  Also sets self.podman and self.libpod.
+-- api_version} | nil, err.  Also sets self.podman and self.libpod.  Read
+-- from /_ping's headers (Podman's /version runs its helpers to ask their
+-- versions: 0.4 s here).
 function Engine:identify(timeout)
-  local res, err = self:request("GET", "/version", { timeout = timeout or 3, connect_timeout = timeout or 3 })
+  local res, err = self:request("GET", "/_ping", { timeout = timeout or 3, connect_timeout = timeout or 3 })
   if not res then return nil, err end
-  if res.status ~= 200 or type(res.json) ~= "table" then
+  local h = res.headers
+  if res.status ~= 200 or not h["api-version"] then
     return nil, errors.new("network", self.label .. " answers, but not as a container engine (HTTP " .. res.status .. ")",
       nil, { code = "not_an_engine" })
   end
-  local v = res.json
-  local podman
-  for _, c in ipairs(type(v.Components) == "table" and v.Components or {}) do
-    if type(c) == "table" and tostring(c.Name):find("Podman", 1, true) then podman = c.Version or v.Version end
-  end
+  local podman = h["libpod-api-version"]
   self.podman = podman ~= nil
   self.kind = podman and "podman" or "docker"
-  self.version = tostring(podman or v.Version or "?")
-  self.api_version = v.ApiVersion
-  if podman then self.libpod = "/v" .. (self.version:match("^(%d+)") or "4") .. ".0.0/libpod" end
+  self.version = podman or (h["server"] or ""):match("^Docker/(%S+)") or "?"
+  self.api_version = h["api-version"]
+  if podman then self.libpod = "/v" .. (podman:match("^(%d+)") or "4") .. ".0.0/libpod" end
   return { kind = self.kind, version = self.version, api_version = self.api_version }
 end
 

@@ -280,6 +280,19 @@ describe("deployments on a container engine (Podman)", function()
     assert.equal(0, r.code, r.err)
     assert.matches("prod%-api%-1 | aitbc node listening on http://0%.0%.0%.0:8000", r.out)
     assert.matches("prod%-api%-2 | ", r.out)
+    -- -f follows every instance at once until Ctrl-C (exit 130, no error)
+    local proc = assert(cli.spawn { argv = { cli.bin, "deploy", "logs", "prod-api", "-f", "--tail", "1" },
+      env = { AITBC_HOME = e.home, CONTAINER_HOST = false, DOCKER_HOST = false }, stdout = "pipe", stderr = "pipe" })
+    local seen = ""
+    while not (seen:find("prod%-api%-1 | ") and seen:find("prod%-api%-2 | ")) do
+      local chunk = proc:read(30)
+      assert.is_string(chunk, "no log lines: " .. seen)
+      seen = seen .. chunk
+    end
+    proc:kill(2)
+    local code, _, err = proc:communicate(nil, 10)
+    assert.equal(130, code)
+    assert.equal("", err)
   end)
 
   it("stops a start whose instance fails its health check, shows its last log lines and rolls back", function()

@@ -280,9 +280,15 @@ local function logs(ctx)
   if ctx.opts.follow then
     local reqs = {}
     for i, inst in ipairs(targets) do reqs[i] = eng:follow_request(inst.id, ctx.opts.tail, printer(inst)) end
-    local results = require("aitbc.http").request_many(reqs)
-    for _, res in ipairs(results) do
-      if res.kind == "interrupted" or require("aitbc.sys").interrupted() then errors.raise("interrupted", "interrupted") end
+    local ok, results = pcall(require("aitbc.http").request_many, reqs)
+    local signal = require("aitbc.sys").interrupted()
+    if not ok and not signal then error(results, 0) end
+    for _, res in ipairs(ok and results or { { kind = "interrupted" } }) do
+      if res.kind == "interrupted" or signal then -- Ctrl-C is the way out of -f, as of --watch
+        ctx.exit_code = errors.signal_exit(signal or 2)
+        return nil
+      end
+      if res.error then errors.raise("network", "following the logs: " .. res.error) end
     end
     return nil
   end

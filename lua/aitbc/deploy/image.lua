@@ -147,7 +147,7 @@ function M.dockerfile()
     "EXPOSE " .. M.PORT,
     string.format('LABEL org.opencontainers.image.title="aitbc-api" org.opencontainers.image.version="%s"', sys.version),
     "STOPSIGNAL SIGTERM",
-    "HEALTHCHECK --interval=5s --timeout=3s --start-period=2s --retries=3 CMD " .. check,
+    "HEALTHCHECK --interval=2s --timeout=3s --start-period=2s --retries=3 CMD " .. check,
     string.format('ENTRYPOINT ["/usr/bin/aitbc", "serve", "--listen", "0.0.0.0:%d"]', M.PORT),
     "",
   }, "\n")

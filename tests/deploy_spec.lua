@@ -323,6 +323,21 @@ describe("deployments on a container engine (Podman)", function()
     assert.equal(0, e.run({ "deploy", "destroy", "sick", "--yes" }).code)
   end)
 
+  it("never touches a container that is not its own, and undoes a start the engine refused half-way", function()
+    if not need_engine() then return end
+    local foreign = e.engine:create("clash-2", { Image = "aitbc-api:latest" })
+    assert.equal(0, e.run({ "deploy", "create", "--name", "clash", "--image", "aitbc-api:latest", "--instances", "2" })
+      .code)
+    local r = e.run { "deploy", "start", "clash" }
+    assert.equal(1, r.code)
+    assert.matches("a container named clash%-2 exists that is not part of this deployment", r.err)
+    assert.matches("clash%-1%s+removed", r.out)
+    assert.equal(0, #containers("clash"))
+    assert.equal(0, e.run({ "deploy", "destroy", "clash", "--yes" }).code)
+    assert.equal(foreign, e.engine:inspect("clash-2").Id, "the foreign container is still there")
+    e.engine:remove(foreign)
+  end)
+
   it("offers to build a missing aitbc-api image, and refuses other missing images", function()
     if not need_engine() then return end
     local r = e.run { "-o", "json", "deploy", "create", "--name", "x", "--image", "aitbc-api:other" }

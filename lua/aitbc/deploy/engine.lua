@@ -425,7 +425,10 @@ function Engine:logs(id, tail)
   local res, err = self:request("GET", "/containers/" .. http.escape(id) .. "/logs",
     { query = { stdout = "true", stderr = "true", tail = tail or 20 }, on_data = function(chunk) feed(chunk) end })
   if not res then return nil, err end
-  if res.status >= 400 then return nil, errors.new("failure", "logs of " .. id .. ": " .. engine_message(res)) end
+  if res.status >= 400 then -- the error document went through the demuxer as text
+    res.body = table.concat(parts)
+    return nil, errors.new(res.status == 404 and "not_found" or "failure", "logs of " .. id .. ": " .. engine_message(res))
+  end
   return table.concat(parts)
 end
 

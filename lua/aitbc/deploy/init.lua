@@ -400,7 +400,7 @@ local function bring_up(eng, d, n, existing, on_event, made, started, started_at
     local name = instance_name(d, n)
     local ok, id = pcall(eng.create, eng, name, M.create_body(d, n))
     if not ok then
-      if errors.is(id) and id.status == 409 then
+      if errors.is(id) and (id.status == 409 or id.message:find("already in use", 1, true)) then -- Podman: 500
         id.message = id.message .. " — a container named " .. name .. " exists that is not part of this deployment"
         id.hint = "remove or rename it, or give the deployment another name"
       end
@@ -446,11 +446,12 @@ function M.start(eng, d, on_event, opts)
     end
   end
   for n = 1, d.instances do
-    local inst, failed, err = bring_up(eng, d, n, existing, on_event, made, started, started_at)
-    if not inst then
-      fail(eng, d, failed, start_failure(err),
-        on_event, made, started, opts, "start")
+    local up, inst, failed, err = pcall(bring_up, eng, d, n, existing, on_event, made, started, started_at)
+    if not up then -- the engine refused to create one (a name taken ...): undo the others, then say why
+      if not opts.keep_failed and not sys.interrupted() then roll_back(eng, made, started, on_event) end
+      error(inst, 0)
     end
+    if not inst then fail(eng, d, failed, start_failure(err), on_event, made, started, opts, "start") end
     pending[#pending + 1] = inst
   end
   local ok, failed, health = wait_healthy(eng, d, pending, on_event, started_at)

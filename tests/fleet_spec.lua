@@ -64,6 +64,7 @@ describe("node registry", function()
     local list = run({ "-o", "json", "node", "list" }).json().items
     assert.same({ "us-east-1", "local" }, { list[1].name, list[2].name })
     assert.equal(url, list[2].url)
+    assert.matches("^us%-east%-1\nlocal\n", run({ "__complete", "node", "test", "--node" }).out) -- shell completion
   end)
 
   it("refuses a taken name, bad values naming the field, and says when a node is not there", function()

@@ -403,7 +403,7 @@ end
 local engine_opt = { "--engine", metavar = "ADDRESS",
   help = "the container engine: unix:///path/to/podman.sock or tcp://host:port (default: CONTAINER_HOST, DOCKER_HOST, "
     .. "the usual sockets, else a Podman service aitbc starts)" }
-local name_arg = { "name", help = "the deployment's name" }
+local name_arg = { "name", help = "the deployment's name", complete = "deployment" }
 local grace_opt = { "--grace", type = "number", min = 0, max = 600, default = 10, metavar = "SECONDS",
   help = "how long an instance may take to stop before it is killed" }
 local keep_opt = { "--keep-failed", type = "boolean",

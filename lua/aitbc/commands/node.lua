@@ -177,7 +177,7 @@ local function chains(ctx)
   end
 end
 
-local name_arg = { "name", help = "the node's name" }
+local name_arg = { "name", help = "the node's name", complete = "node" }
 local timeout_opt = { "--timeout", type = "number", min = 0.1, max = 60, default = 2, metavar = "SECONDS",
   help = "how long to wait for each node" }
 
@@ -219,11 +219,11 @@ return {
       summary = "Reach a node: latency (min/p50/p95/max), version, chains and how its heights compare",
       description = "Probes GET /health --probes times (the first opens the connection), reads /v1/node and "
         .. "/v1/chains, and compares its chains with the other registered nodes'. Exits 5 when it does not answer.",
-      args = { { "name", optional = true, help = "the node (or --node)" } },
+      args = { { "name", optional = true, help = "the node (or --node)", complete = "node" } },
       fields = { "name", "url", "type", "reachable", "probes", "failed_probes", "latency_ms", "status", "version",
         "node_key", "started_at", "uptime_seconds", "chains", "compared_with", "api_key" },
       options = {
-        { "--node", metavar = "NAME", help = "the node's name" },
+        { "--node", metavar = "NAME", help = "the node's name", complete = "node" },
         { "--probes", type = "integer", min = 1, max = 1000, default = 5, metavar = "N", help = "how many probes" },
         timeout_opt,
       },

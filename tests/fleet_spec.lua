@@ -159,6 +159,38 @@ describe("node test", function()
     local doc = cli.run({ "-o", "json", "node", "test", "--node", "gone" }, { home = home }).json()
     assert.equal("node_unreachable", doc.error.code)
   end)
+
+  it("something else answering is no node: exit 1; a degraded node is reported, exit 1", function()
+    local home = cli.tempdir()
+    local foreign, foreign_url = cli.echo_server { handler = "support.impostor_app", config = "foreign" }
+    local degraded, degraded_url = cli.echo_server { handler = "support.impostor_app", config = "degraded" }
+    finally(function() foreign:stop(0) degraded:stop(0) end)
+    assert.equal(0, cli.run({ "node", "add", "web", foreign_url }, { home = home }).code)
+    assert.equal(0, cli.run({ "node", "add", "sick", degraded_url }, { home = home }).code)
+    local r = cli.run({ "-o", "json", "node", "test", "--node", "web" }, { home = home })
+    assert.equal(1, r.code)
+    assert.equal("not_a_node", r.json().error.code)
+    assert.matches("answers, but not as an aitbc node: HTTP 404 from /health", r.json().error.message)
+    r = cli.run({ "node", "test", "--node", "sick" }, { home = home })
+    assert.equal(1, r.code)
+    assert.matches("latency%s+min [%d.]+ ms", r.out)
+    assert.matches("status%s+degraded", r.out)
+    assert.matches("sick is reachable but not healthy: status degraded", r.err)
+  end)
+
+  it("a node that does not answer its first probe gets no more", function()
+    local home = cli.tempdir()
+    local silent, url = cli.echo_server { handler = "support.impostor_app", config = "silent" }
+    finally(function() silent:stop(0) end)
+    assert.equal(0, cli.run({ "node", "add", "slow", url }, { home = home }).code)
+    local r = cli.run({ "-o", "json", "node", "test", "--node", "slow", "--timeout", "0.2", "--probes", "20" },
+      { home = home })
+    assert.equal(5, r.code)
+    local e = r.json().error
+    assert.equal("node_unreachable", e.code)
+    assert.matches("no answer within 0%.2 s", e.message)
+    assert.equal(1, e.details.probes_sent)
+  end)
 end)
 
 describe("node chains", function()

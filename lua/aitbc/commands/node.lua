@@ -122,8 +122,8 @@ local function render_test(v, out)
   if v.compared_with == 0 then
     out:print(out:style("no other node registered to compare heights with (aitbc node add ...)", "dim"))
   end
-  out:success(string.format("%s is reachable%s", v.name, v.status == "ok" and " and healthy" or (", status " ..
-    tostring(v.status))))
+  if v.status == "ok" then out:success(v.name .. " is reachable and healthy")
+  else out:warn(string.format("%s is reachable but not healthy: status %s", v.name, tostring(v.status))) end
 end
 
 local function test(ctx)
@@ -131,18 +131,26 @@ local function test(ctx)
   if not name then errors.raise("usage", "which node? --node NAME", "see 'aitbc node list'", { field = "node" }) end
   local node = fleet().get(name)
   local nodes = fleet().read().nodes
-  local report, err, failures = require("aitbc.fleet.probe").test(node, nodes, keys_of(ctx, nodes),
+  local report, why = require("aitbc.fleet.probe").test(node, nodes, keys_of(ctx, nodes),
     { timeout = ctx.opts.timeout, probes = ctx.opts.probes })
   if not report then
+    local url = fleet().url(node)
+    if why.not_a_node then
+      errors.raise("failure", string.format("node %s (%s) answers, but not as an aitbc node: HTTP %s from /health",
+        node.name, url, tostring(why.not_a_node)),
+        "is that the node's API port? check its address with 'aitbc node show " .. node.name .. "'",
+        { code = "not_a_node", details = { status = why.not_a_node } })
+    end
+    local err = why.unreachable
     if err.kind == "interrupted" then error(err, 0) end
     local reason = ({ connect = "connection refused or host unreachable", resolve = "host name not found",
       timeout = "no answer within " .. ctx.opts.timeout .. " s" })[err.code] or err.detail or err.message
-    local e = require("aitbc.errors").new("network", string.format("node %s (%s) is unreachable: %s (%d/%d probes "
-      .. "failed)", node.name, fleet().url(node), reason, failures, ctx.opts.probes),
+    errors.raise("network", string.format("node %s (%s) is unreachable: %s", node.name, url, reason),
       "is it running there? check its address with 'aitbc node show " .. node.name .. "'",
-      { code = "node_unreachable" })
-    error(e, 0)
+      { code = "node_unreachable", details = { probes_sent = why.sent } })
   end
+  -- reachable but not healthy (a follower halted on a block it refuses ...): the report, and exit 1
+  if report.status ~= "ok" then ctx.exit_code = 1 end
   return report, render_test
 end
 

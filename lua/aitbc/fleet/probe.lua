@@ -199,23 +199,34 @@ end
 
 local function ms(x) return x and math.floor(x * 1e6 + 0.5) / 1e3 end
 
+--- An answer to /health from an aitbc node: {status, version, ...} (200 when
+-- healthy, 503 when degraded).  Anything else answering there is not one.
+local function health_document(res)
+  local doc = (res.status == 200 or res.status == 503) and (res.json or json.decode(res.body or "")) or nil
+  return type(doc) == "table" and type(doc.status) == "string" and doc or nil
+end
+
 --- Probes of /health, each timed end to end: samples (seconds), failures,
--- the last failure, the last health document.
+-- the last failure, the last health document, the last other answer's
+-- status.  A node that does not answer the first probe gets no more: one
+-- timeout says it, --probes of them only make the wait longer.
 local function probe(node, key, count, timeout)
-  local samples, failures, last_error, health = {}, 0, nil, nil
+  local samples, failures, last_error, health, other = {}, 0, nil, nil, nil
   for _ = 1, count do
     local t0 = sys.monotonic()
     local res, err = http.request(request(node, "/health", key, timeout))
     local dt = sys.monotonic() - t0
     if res then
       samples[#samples + 1] = dt
-      if res.status == 200 or res.status == 503 then health = res.json end
+      local doc = health_document(res)
+      if doc then health = doc else other = res.status end
     else
       if err.kind == "interrupted" then error(err, 0) end
       failures, last_error = failures + 1, err
+      if #samples == 0 then break end
     end
   end
-  return samples, failures, last_error, health
+  return samples, failures, last_error, health, other
 end
 
 local function latency(samples)
@@ -244,15 +255,17 @@ end
 
 --- node test: probes of /health (the first opens the connection, the
 -- others reuse it), /v1/node, /v1/chains compared with the other
--- registered nodes, and the stored key's role.  Returns the report, or
--- nil, the last error and how many probes failed when none got an answer.
+-- registered nodes, and the stored key's role.  Returns the report, or nil
+-- and why: {unreachable = the last transport error, failures, sent} when
+-- no probe got an answer, {not_a_node = the HTTP status} when what answers
+-- gave no aitbc health document.
 function M.test(node, others, keys, opts)
   opts = opts or {}
   local timeout, count = opts.timeout or M.DEFAULT_TIMEOUT, opts.probes or 5
   local key = keys and keys[node.name]
-  local samples, failures, last_error, health = probe(node, key, count, timeout)
-  if #samples == 0 then return nil, last_error, failures end
-  health = type(health) == "table" and health or {}
+  local samples, failures, last_error, health, other = probe(node, key, count, timeout)
+  if #samples == 0 then return nil, { unreachable = last_error, failures = failures, sent = failures } end
+  if not health then return nil, { not_a_node = other, sent = #samples + failures } end
   local report = { name = node.name, url = fleet.url(node), type = node.type, reachable = true, probes = count,
     failed_probes = failures, latency_ms = latency(samples), status = health.status or "unknown",
     uptime_seconds = health.uptime_seconds }

@@ -323,6 +323,27 @@ describe("deployments on a container engine (Podman)", function()
     assert.equal(0, e.run({ "deploy", "destroy", "sick", "--yes" }).code)
   end)
 
+  it("rolls back a start interrupted by Ctrl-C (exit 130)", function()
+    if not need_engine() then return end
+    -- unhealthy only after the image's start period: Ctrl-C comes while start waits
+    assert.equal(0, e.run({ "deploy", "create", "--name", "halt", "--image", "aitbc-api:latest", "--instances", "2",
+      "--command", "--listen 0.0.0.0:9000" }).code)
+    local proc = assert(cli.spawn { argv = { cli.bin, "deploy", "start", "halt" },
+      env = { AITBC_HOME = e.home, CONTAINER_HOST = false, DOCKER_HOST = false }, stdout = "pipe", stderr = "pipe" })
+    local seen = ""
+    while not seen:find("halt%-2%s+started") do
+      local chunk = proc:read(30)
+      assert.is_string(chunk, "no start lines: " .. seen)
+      seen = seen .. chunk
+    end
+    proc:kill(2)
+    local code, rest = proc:communicate(nil, 60)
+    assert.equal(130, code)
+    assert.matches("halt%-1%s+removed", seen .. rest)
+    assert.equal(0, #containers("halt"), "rolled back")
+    assert.equal(0, e.run({ "deploy", "destroy", "halt", "--yes" }).code)
+  end)
+
   it("never touches a container that is not its own, and undoes a start the engine refused half-way", function()
     if not need_engine() then return end
     local foreign = e.engine:create("clash-2", { Image = "aitbc-api:latest" })

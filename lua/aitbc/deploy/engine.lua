@@ -14,7 +14,9 @@
 --   eng:call("GET", "/containers/json", { query = { all = "true" } })
 --
 -- Paths are the Docker API's (prefixed with its version here); eng.podman
--- says whether Podman's own routes (libpod: on-demand health checks) exist.
+-- says whether Podman's own routes (libpod: on-demand health checks) exist;
+-- eng.ignore_interrupt = true lets requests finish after Ctrl-C (the
+-- clean-up of an interrupted start).
 local errors = require "aitbc.errors"
 local http = require "aitbc.http"
 local json = require "aitbc.json"
@@ -67,7 +69,8 @@ function Engine:request(method, path, opts)
   local prefix = opts.libpod and (self.libpod or "/v4.0.0/libpod") or M.API
   local req = { method = method, url = http.with_query(self.base .. prefix .. path, opts.query),
     unix_socket = self.socket, headers = opts.headers, body = opts.body, json = opts.json,
-    timeout = opts.timeout or 60, connect_timeout = opts.connect_timeout or 5, on_data = opts.on_data }
+    timeout = opts.timeout or 60, connect_timeout = opts.connect_timeout or 5, on_data = opts.on_data,
+    ignore_interrupt = self.ignore_interrupt }
   local res, err = http.request(req)
   if not res then return nil, transport_error(self, err) end
   return res

@@ -426,9 +426,23 @@ local function bring_up(eng, d, n, existing, on_event, made, started, started_at
   return inst
 end
 
+--- After Ctrl-C: removes what this start created (a container whose
+-- create was cut short included: any of the deployment's not there
+-- before) and stops what it started, with requests that finish anyway.
+local function roll_back_interrupted(eng, d, before, started, on_event)
+  eng.ignore_interrupt = true
+  local ok, now = pcall(M.instances, eng, d)
+  local made = {}
+  for _, inst in ipairs(ok and now or {}) do
+    if not before[inst.id] then made[#made + 1] = inst end
+  end
+  roll_back(eng, made, started, on_event)
+  eng.ignore_interrupt = nil
+end
+
 --- Starts every instance (creating the missing ones), then waits until all
 -- are healthy.  A failure rolls back what this start did, unless
--- opts.keep_failed.  Returns {instances, seconds}.
+-- opts.keep_failed; so does Ctrl-C.  Returns {instances, seconds}.
 function M.start(eng, d, on_event, opts)
   opts = opts or {}
   local t0 = sys.monotonic()
@@ -437,25 +451,35 @@ function M.start(eng, d, on_event, opts)
       "build or pull it first (aitbc-api: make image)", { code = "image_not_found" })
   end
   local current = M.instances(eng, d)
-  local existing = by_number(current)
+  local existing, before = by_number(current), {}
+  for _, inst in ipairs(current) do before[inst.id] = true end
   local made, started, started_at, pending = {}, {}, { [0] = t0 }, {}
-  for _, inst in ipairs(current) do -- instances beyond the count (scaled down while stopped)
-    if inst.n > d.instances or inst.n < 1 then
-      eng:remove(inst.id)
-      on_event { instance = inst.name, n = inst.n, state = "removed", detail = "beyond " .. d.instances .. " instances" }
+  local ok, err = pcall(function()
+    for _, inst in ipairs(current) do -- instances beyond the count (scaled down while stopped)
+      if inst.n > d.instances or inst.n < 1 then
+        eng:remove(inst.id)
+        on_event { instance = inst.name, n = inst.n, state = "removed", detail = "beyond " .. d.instances
+          .. " instances" }
+      end
     end
-  end
-  for n = 1, d.instances do
-    local up, inst, failed, err = pcall(bring_up, eng, d, n, existing, on_event, made, started, started_at)
-    if not up then -- the engine refused to create one (a name taken ...): undo the others, then say why
-      if not opts.keep_failed and not sys.interrupted() then roll_back(eng, made, started, on_event) end
-      error(inst, 0)
+    for n = 1, d.instances do
+      local up, inst, failed, why = pcall(bring_up, eng, d, n, existing, on_event, made, started, started_at)
+      if not up then -- the engine refused to create one (a name taken ...): undo the others, then say why
+        if not opts.keep_failed and not sys.interrupted() then roll_back(eng, made, started, on_event) end
+        error(inst, 0)
+      end
+      if not inst then fail(eng, d, failed, start_failure(why), on_event, made, started, opts, "start") end
+      pending[#pending + 1] = inst
     end
-    if not inst then fail(eng, d, failed, start_failure(err), on_event, made, started, opts, "start") end
-    pending[#pending + 1] = inst
+    local healthy, failed, health = wait_healthy(eng, d, pending, on_event, started_at)
+    if not healthy then fail(eng, d, failed, health, on_event, made, started, opts, "start") end
+  end)
+  if not ok then
+    if (sys.interrupted() or type(err) == "table" and err.kind == "interrupted") and not opts.keep_failed then
+      roll_back_interrupted(eng, d, before, started, on_event)
+    end
+    error(err, 0)
   end
-  local ok, failed, health = wait_healthy(eng, d, pending, on_event, started_at)
-  if not ok then fail(eng, d, failed, health, on_event, made, started, opts, "start") end
   on_event { state = "running", detail = d.instances .. "/" .. d.instances .. " healthy",
     seconds = sys.monotonic() - t0 }
   return { instances = M.instances(eng, d), seconds = sys.monotonic() - t0 }

@@ -52,8 +52,9 @@ print("aitbc deploy and fleet benchmark")
 
 local function bench_deploy()
   local engine = require "aitbc.deploy.engine"
-  if not engine.which("podman") then
-    print("skip: deploy start: podman is not installed (make deps installs it)")
+  local why = not engine.which("podman") and "podman is not installed (make deps installs it)" or engine.unusable()
+  if why then
+    print("skip: deploy start: " .. why)
     return
   end
   local home = assert(sys.tempdir("aitbc-bench-deploy"))

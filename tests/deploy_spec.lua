@@ -115,6 +115,30 @@ describe("deploy without an engine", function()
     assert.equal("invalid_engine", r.json().error.code)
   end)
 
+  it("where containers cannot run (no cgroup filesystem) says so before starting Podman (exit 5)", function()
+    if not engine.which("podman") then return pending("podman is not installed") end
+    local home = cli.tempdir()
+    local env = { CONTAINER_HOST = false, DOCKER_HOST = false, XDG_RUNTIME_DIR = home }
+    local r
+    if not sys.stat("/sys/fs/cgroup") then -- this machine is one (a chroot without /sys)
+      r = cli.run({ "-o", "json", "deploy", "engine", "start" }, { home = home, env = env })
+    else -- hide /sys in a private mount namespace, as a chroot without it has
+      if not engine.which("unshare") then return pending("cannot hide /sys here: no unshare") end
+      local line = "mount -t tmpfs tmpfs /sys && exec " .. cli.shell_quote(cli.bin) .. " -o json deploy engine start"
+      local proc = assert(sys.spawn { argv = { "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+        line }, env = { AITBC_HOME = home, CONTAINER_HOST = false, DOCKER_HOST = false, XDG_RUNTIME_DIR = home },
+        stdout = "pipe", stderr = "pipe" })
+      local code, out, err = proc:communicate(nil, 30)
+      if code ~= 5 and err:find("unshare", 1, true) then return pending("unshare refused (not root?): " .. err) end
+      r = { code = code, json = function() return json.decode(out) end }
+    end
+    assert.equal(5, r.code)
+    local e = r.json().error
+    assert.equal("no_engine", e.code)
+    assert.matches("no container engine can run here: this machine has no cgroup filesystem", e.message)
+    assert.is_nil(sys.stat(home .. "/engine/podman.pid"), "podman was not started")
+  end)
+
   it("with no engine at all names what to install (exit 5)", function()
     for _, p in ipairs { "/run/podman/podman.sock", "/var/run/docker.sock" } do
       if sys.stat(p) then return pending("an engine answers at " .. p .. " on this machine") end

@@ -17,6 +17,7 @@ function M.unavailable()
   if not engine.which("runc") and not sys.stat("/usr/sbin/runc") then
     return "runc is not installed (make deps installs it)"
   end
+  return engine.unusable()
 end
 
 --- Starts the engine; returns it ({home, socket, pid, engine, env, run}),
@@ -27,7 +28,11 @@ function M.start()
   local home = cli.tempdir()
   local env = { CONTAINER_HOST = false, DOCKER_HOST = false }
   local r = cli.run({ "-o", "json", "deploy", "engine", "start" }, { home = home, env = env, timeout = 60 })
-  if r.code ~= 0 then return nil, "the engine did not start: " .. (r.out .. r.err):gsub("%s+$", "") end
+  if r.code ~= 0 then
+    local doc = json.decode(r.out)
+    local message = type(doc) == "table" and type(doc.error) == "table" and doc.error.message or (r.out .. r.err)
+    return nil, "the engine did not start: " .. tostring(message):gsub("%s+$", "")
+  end
   local started = json.decode(r.out)
   local e = { home = home, pid = started.pid, socket = started.engine:gsub("^unix://", ""), env = env }
   e.engine = require("aitbc.deploy.engine").new({ socket = e.socket, label = started.engine }, "test")

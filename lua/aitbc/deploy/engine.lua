@@ -205,10 +205,25 @@ local function write(path, text)
   if not ok then errors.raise("failure", "cannot write " .. path .. ": " .. tostring(err)) end
 end
 
+--- Why containers cannot run on this machine at all, or nil: without the
+-- cgroup filesystem (a chroot without /sys) Podman only says "no such
+-- file or directory".
+function M.unusable()
+  if not sys.stat("/sys/fs/cgroup") then
+    return "this machine has no cgroup filesystem (/sys/fs/cgroup is missing), which containers need"
+  end
+end
+
 --- Starts `podman system service` on AITBC_HOME/engine/podman.sock and
 -- waits until it answers; returns the engine.
 function M.start_service(home, podman)
   local p = own_paths(home)
+  local unusable = M.unusable()
+  if unusable then
+    errors.raise("network", "no container engine can run here: " .. unusable,
+      "mount /sys (a chroot or minimal container lacks it), or point --engine, CONTAINER_HOST or DOCKER_HOST "
+        .. "at an engine elsewhere", { code = "no_engine" })
+  end
   if #p.socket > 107 then
     errors.raise("failure", "the engine socket path " .. p.socket .. " is longer than a unix socket allows (107 bytes)",
       "use a shorter AITBC_HOME, or start an engine yourself and name it with --engine")

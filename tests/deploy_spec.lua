@@ -319,6 +319,39 @@ describe("deployments on a container engine (Podman)", function()
     assert.equal("", err)
   end)
 
+  it("shows whole last lines of a container that writes its lines in pieces", function()
+    if not need_engine() then return end
+    -- an image FROM aitbc-api whose entry point writes each line in two pieces, a moment apart
+    local w = image.tar_writer()
+    w.file("Dockerfile", table.concat({ "FROM aitbc-api:latest", "COPY pieces.lua /pieces.lua", "HEALTHCHECK NONE",
+      'ENTRYPOINT ["/usr/bin/aitbc", "run", "/pieces.lua"]', "" }, "\n"))
+    w.file("pieces.lua", table.concat({ 'local sys = require "aitbc.sys"',
+      'for i = 1, 4 do io.stdout:write("line ", i, " begins") io.stdout:flush() sys.sleep(0.2)',
+      '  io.stdout:write(" and ends\\n") io.stdout:flush() end',
+      'io.stdout:write("done\\n") io.stdout:flush()', "sys.sleep(3600)", "" }, "\n"))
+    e.engine:build(w.finish(), "aitbc-pieces:test")
+    assert.equal(0, e.run({ "deploy", "create", "--name", "pieces", "--image", "aitbc-pieces:test" }).code)
+    local r = e.run { "deploy", "start", "pieces" }
+    assert.equal(0, r.code, r.out .. r.err)
+    cli.wait_for("the last line", function() return e.run({ "deploy", "logs", "pieces" }).out:find("done\n") end)
+    r = e.run { "deploy", "logs", "pieces", "--tail", "2" }
+    assert.equal(0, r.code, r.err)
+    assert.equal("line 4 begins and ends\ndone\n", r.out)
+    -- -f starts from the same two lines
+    local proc = assert(cli.spawn { argv = { cli.bin, "deploy", "logs", "pieces", "-f", "--tail", "2" },
+      env = { AITBC_HOME = e.home, CONTAINER_HOST = false, DOCKER_HOST = false }, stdout = "pipe", stderr = "pipe" })
+    local seen = ""
+    while not seen:find("done\n") do
+      local chunk = proc:read(30)
+      assert.is_string(chunk, "no log lines: " .. seen)
+      seen = seen .. chunk
+    end
+    proc:kill(2)
+    assert.equal(130, (proc:communicate(nil, 10)))
+    assert.equal("line 4 begins and ends\ndone\n", seen)
+    assert.equal(0, e.run({ "deploy", "destroy", "pieces", "--yes" }).code)
+  end)
+
   it("stops a start whose instance fails its health check, shows its last log lines and rolls back", function()
     if not need_engine() then return end
     -- the node listens on 9000, its health check asks 8000: unhealthy, for real

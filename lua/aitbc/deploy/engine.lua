@@ -436,25 +436,64 @@ function M.log_demuxer(on_text)
   end
 end
 
+--- The last n lines of text (a last line without its newline counts).
+function M.last_lines(text, n)
+  local i = #text - (text:sub(-1) == "\n" and 1 or 0)
+  if n <= 0 then return "" end
+  while i > 0 do
+    if text:byte(i) == 10 then
+      n = n - 1
+      if n == 0 then return text:sub(i + 1) end
+    end
+    i = i - 1
+  end
+  return text
+end
+
+-- Podman (4.3) counts `tail` in its log records, and a line written in
+-- pieces is several records: its tail cuts lines and runs them together.
+-- Its logs are read whole and cut here instead.
+local function engine_tail(self, tail)
+  if self.podman then return "all" end
+  return tail or 20
+end
+
 --- The last `tail` lines a container wrote (stdout and stderr), as text.
 function Engine:logs(id, tail)
   local parts = {}
   local feed = M.log_demuxer(function(text) parts[#parts + 1] = text end)
   local res, err = self:request("GET", "/containers/" .. http.escape(id) .. "/logs",
-    { query = { stdout = "true", stderr = "true", tail = tail or 20 }, on_data = function(chunk) feed(chunk) end })
+    { query = { stdout = "true", stderr = "true", tail = engine_tail(self, tail) },
+      on_data = function(chunk) feed(chunk) end })
   if not res then return nil, err end
   if res.status >= 400 then -- the error document went through the demuxer as text
     res.body = table.concat(parts)
     return nil, errors.new(res.status == 404 and "not_found" or "failure", "logs of " .. id .. ": " .. engine_message(res))
   end
-  return table.concat(parts)
+  local text = table.concat(parts)
+  return self.podman and M.last_lines(text, tail or 20) or text
 end
 
---- The request that follows a container's log (for http.request_many).
+--- The request that follows a container's log (for http.request_many).  On
+-- Podman the whole log comes, its lines but the last `tail` dropped here.
 function Engine:follow_request(id, tail, on_text)
-  local feed = M.log_demuxer(on_text)
+  tail = tail or 20
+  local skip = 0
+  if self.podman then
+    local sofar = self:logs(id, math.maxinteger) or ""
+    local _, lines = sofar:gsub("\n", "")
+    skip = math.max(0, lines - tail)
+  end
+  local feed = M.log_demuxer(function(text, stream)
+    while skip > 0 and text ~= "" do
+      local nl = text:find("\n", 1, true)
+      if not nl then return end
+      text, skip = text:sub(nl + 1), skip - 1
+    end
+    if text ~= "" then on_text(text, stream) end
+  end)
   return { method = "GET", url = http.with_query(self.base .. M.API .. "/containers/" .. http.escape(id) .. "/logs",
-    { stdout = "true", stderr = "true", follow = "true", tail = tail or 20 }), unix_socket = self.socket,
+    { stdout = "true", stderr = "true", follow = "true", tail = engine_tail(self, tail) }), unix_socket = self.socket,
     timeout = 0, connect_timeout = 5, on_data = function(chunk) feed(chunk) return true end }
 end
 

@@ -132,6 +132,8 @@ local function tar_writer()
   return w
 end
 
+M.tar_writer = tar_writer
+
 -- ---- the context ----
 
 function M.dockerfile()

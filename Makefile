@@ -13,7 +13,7 @@ LINK_PKGS := lua5.4 libsodium sqlite3
 DEB_PKGS := build-essential pkg-config ca-certificates liblua5.4-dev lua-cjson-dev \
             libcurl4-openssl-dev libsodium-dev libsqlite3-dev libjq-dev \
             lua5.4 lua-busted lua-check clang-format wrk python3-mnemonic \
-            podman runc busybox-static
+            podman runc
 
 # Lazily expanded: pkg-config runs when a recipe needs it, after `deps`.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))

@@ -56,10 +56,14 @@ s:step("9.3", "List hosted chains", function(t)
   t:expect_exit(t:run("aitbc node add follower " .. serve(t, "follower", "--follow " .. devnet)), 0)
   t:expect_exit(t:run("aitbc node add health " .. serve(t, "health", "--chains ait-healthchain") ..
     " --type validator"), 0)
-  local r = t:wait_for("the follower to catch up", function()
-    local out = t:run("aitbc node chains")
-    return out.stdout:find("follower\tsynced") and out
-  end, 30)
+  local r
+  local deadline = sys.monotonic() + 30
+  repeat
+    r = t:run("aitbc node chains")
+    if not r.stdout:find("follower\tsynced") then sys.sleep(0.2) end
+  until r.stdout:find("follower\tsynced") or sys.monotonic() > deadline
+  t:expect(r.stdout:find("follower\tsynced"), "the follower catches up; the last 'node chains':\n" .. r.stdout .. r.stderr
+    .. "\nthe follower's log ends:\n" .. (sys.read_file(t.home .. "/follower.log") or ""):sub(-1500))
   t:expect_exit(r, 0)
   t:expect_match(r.stdout, "^NODE\tait%-devnet\tait%-healthchain\n", "nodes as rows, chains as columns")
   t:expect_match(r.stdout, "\ndevnet\tsynced\tnot hosted\n", "the devnet's node")

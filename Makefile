@@ -13,7 +13,8 @@ LINK_PKGS := lua5.4 libsodium sqlite3
 # Debian packages the build, the tests and the linters need.
 DEB_PKGS := build-essential pkg-config ca-certificates liblua5.4-dev lua-cjson-dev \
             libcurl4-openssl-dev libsodium-dev libsqlite3-dev libjq-dev \
-            lua5.4 lua-busted lua-check clang-format wrk python3-mnemonic
+            lua5.4 lua-busted lua-check clang-format wrk python3-mnemonic \
+            podman runc
 
 # Lazily expanded: pkg-config runs when a recipe needs it, after `deps`.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
@@ -31,7 +32,7 @@ LUA_FILES := $(shell find lua -name '*.lua' | LC_ALL=C sort)
 # modules from source was most of `aitbc --help`'s time.
 LUA_BC    := $(LUA_FILES:%=$(BUILD)/%) $(BUILD)/lua/aitbc/wallet/wordlist.lua
 
-.PHONY: all deps test check demo asan lint format install uninstall clean bench reference help variant FORCE
+.PHONY: all deps test check demo asan lint format install uninstall clean bench reference image help variant FORCE
 
 # alloc_fail.so: fault injection the specs of the native modules load
 # (package.loadlib); a test helper, never installed.
@@ -144,6 +145,12 @@ bench: all
 	$(BUILD)/aitbc run bench/agents.lua
 	$(BUILD)/aitbc run bench/optimize.lua
 	$(BUILD)/aitbc run bench/swarm.lua
+	$(BUILD)/aitbc run bench/deploy.lua
+
+# aitbc-api:latest FROM scratch (the binary, its libraries, CA certificates),
+# built by the container engine `aitbc deploy` uses.
+image: all
+	$(BUILD)/aitbc deploy image
 
 reference: all
 	$(BUILD)/aitbc reference > $(BUILD)/REFERENCE.md
@@ -166,4 +173,5 @@ help:
 	@echo "make asan       build with ASan/UBSan and run the tests with it; a report from any process fails it"
 	@echo "make lint       luacheck + clang-format check"
 	@echo "make bench      start-up and node benchmarks (bench/startup, bench/node)"
+	@echo "make image      build the aitbc-api:latest container image (FROM scratch) for 'aitbc deploy'"
 	@echo "make install    install to \$$(DESTDIR)\$$(PREFIX)/bin (PREFIX=$(PREFIX))"

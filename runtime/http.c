@@ -1,13 +1,15 @@
 /* aitbc.native.http: an HTTP client over libcurl.
  *   request{method, url, headers, body, timeout, connect_timeout, insecure,
- *           on_data}                -> response | nil, message, kind
+ *           on_data, unix_socket}   -> response | nil, message, kind
  *   request_many{req, req, ...}     -> {response | {error=, kind=}, ...}
  * A response is {status=, headers={lower-case name = value}, body=, time=}.
  * on_data(chunk) streams the body instead (return false to stop); it runs
  * under pcall so a Lua error never unwinds through libcurl, and is re-raised
  * once the transfer is over.  Kinds: connect, resolve, timeout, tls, url,
  * aborted, interrupted, network.  Only http:// and https:// URLs are
- * fetched (libcurl would also read file://, ftp://, …).
+ * fetched (libcurl would also read file://, ftp://, …).  unix_socket: the
+ * path of a unix socket to connect to instead of the URL's host (a
+ * container engine's API); the URL still names the scheme and the path.
  * Every handle and buffer is owned by a userdata (__gc), so a raise at any
  * point leaks nothing, and nothing raises while libcurl is on the C stack. */
 #define CURL_DISABLE_TYPECHECK
@@ -301,6 +303,14 @@ static transfer_t *transfer_new(lua_State *L, int idx) {
   check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_TIMEOUT_MS, opt_millis(L, idx, "timeout", 30)), "timeout");
   check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_CONNECTTIMEOUT_MS, opt_millis(L, idx, "connect_timeout", 10)),
                "connect_timeout");
+  lua_getfield(L, idx, "unix_socket");
+  if (!lua_isnil(L, -1)) {
+    size_t plen = 0;
+    const char *path = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &plen) : NULL;
+    if (!path || plen == 0 || strlen(path) != plen) luaL_error(L, "unix_socket must be a non-empty path without NUL");
+    check_setopt(L, curl_easy_setopt(t->easy, CURLOPT_UNIX_SOCKET_PATH, path), "unix_socket");
+  }
+  lua_pop(L, 1);
   lua_getfield(L, idx, "insecure");
   if (lua_toboolean(L, -1)) {
     curl_easy_setopt(t->easy, CURLOPT_SSL_VERIFYPEER, 0L);

@@ -209,6 +209,49 @@ static int l_read_password(lua_State *L) {
   return 1;
 }
 
+/* read_key(seconds) -> the key pressed on the terminal on stdin (one byte),
+ * or nil, "timeout" | "interrupted" | "not a terminal".  The terminal is
+ * non-canonical and silent only while this waits (a live display's "q"). */
+static int l_read_key(lua_State *L) {
+  double until = clock_seconds(CLOCK_MONOTONIC) + luaL_checknumber(L, 1);
+  struct termios old, raw;
+  if (!isatty(0) || tcgetattr(0, &old) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not a terminal");
+    return 2;
+  }
+  raw = old;
+  raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+  raw.c_cc[VMIN] = 1;
+  raw.c_cc[VTIME] = 0;
+  tcsetattr(0, TCSANOW, &raw);
+  const char *why = "timeout";
+  char c = 0;
+  for (;;) {
+    if (aitbc_interrupted()) {
+      why = "interrupted";
+      break;
+    }
+    double left = until - clock_seconds(CLOCK_MONOTONIC);
+    if (left <= 0) break;
+    struct pollfd pfd = {.fd = 0, .events = POLLIN};
+    int ms = left > 0.05 ? 50 : (int)(left * 1000) + 1; /* wake up to notice signals */
+    if (poll(&pfd, 1, ms) > 0) {
+      /* nothing to read: end of input, the terminal went away */
+      why = read(0, &c, 1) == 1 ? NULL : "not a terminal";
+      break;
+    }
+  }
+  tcsetattr(0, TCSANOW, &old);
+  if (why) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+  }
+  lua_pushlstring(L, &c, 1);
+  return 1;
+}
+
 /* kill(pid, signal=15) for any process (0 probes whether it exists) -> true | nil, err */
 static int l_kill_pid(lua_State *L) {
   pid_t pid = (pid_t)luaL_checkinteger(L, 1);
@@ -956,6 +999,7 @@ int luaopen_aitbc_native_sys(lua_State *L) {
                                    {"spawn", l_spawn},
                                    {"on_interrupt", l_on_interrupt},
                                    {"read_password", l_read_password},
+                                   {"read_key", l_read_key},
                                    {"kill", l_kill_pid},
                                    {"getppid", l_getppid},
                                    {"term_raw", l_term_raw},

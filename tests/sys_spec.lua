@@ -27,6 +27,21 @@ describe("sys", function()
     assert.is_nil((sys.mkdir(dir .. "/f/g")))
   end)
 
+  it("removes a tree without following its symbolic links, dangling ones included", function()
+    local outside, tree = cli.tempdir(), cli.tempdir()
+    assert(sys.write_file(outside .. "/keep", "x"))
+    assert(sys.mkdir(tree .. "/a/l"))
+    assert(sys.mkdir(tree .. "/a/target"))
+    for _, link in ipairs { { outside, tree .. "/a/l/out" }, { "../target", tree .. "/a/l/in" },
+                            { "../gone", tree .. "/a/l/dangling" } } do
+      local p = assert(sys.spawn { argv = { "ln", "-s", link[1], link[2] } })
+      assert.equal(0, p:wait())
+    end
+    assert.is_true(sys.remove_tree(tree))
+    assert.is_nil(sys.stat(tree))
+    assert.equal("x", sys.read_file(outside .. "/keep"))
+  end)
+
   it("spawns a process, feeds stdin, captures stdout, stderr and the exit code", function()
     local p = assert(sys.spawn { argv = { "/bin/sh", "-c", "cat; echo oops >&2; exit 3" },
       stdin = "pipe", stdout = "pipe", stderr = "pipe" })

@@ -99,8 +99,11 @@ function sys.tempdir(prefix)
 end
 
 --- Removes a file or a directory tree (like rm -rf); refuses "/" and "".
+-- A symbolic link is removed, never followed (unlink comes first: it
+-- succeeds on links, dangling ones included, and on files).
 function sys.remove_tree(path)
   assert(type(path) == "string" and path ~= "" and path ~= "/", "refusing to remove " .. tostring(path))
+  if os.remove(path) then return true end
   local st = native.stat(path)
   if not st then return true end
   if st.type == "directory" then

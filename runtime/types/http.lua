@@ -12,6 +12,7 @@ http.curl_version = ""
 ---@field connect_timeout? number   seconds (default 10)
 ---@field insecure? boolean         skip TLS verification (on by default)
 ---@field on_data? fun(chunk: string): boolean?  stream the body; return false to stop
+---@field unix_socket? string       connect to this unix socket instead of the URL's host (still http(s)://)
 
 ---@class aitbc.http.response
 ---@field status integer

@@ -18,6 +18,9 @@ function sys.setenv(name, value) end
 function sys.isatty(fd) end
 ---@return integer|nil columns, integer? rows
 function sys.term_size(fd) end
+---A key pressed on the terminal (stdin) within seconds, read without echo.
+---@return string|nil key, string? why "timeout"|"interrupted"|"not a terminal"
+function sys.read_key(seconds) end
 ---@return integer
 function sys.getpid() end
 ---@return string

@@ -5,7 +5,7 @@
 -- table mode, one compact JSON document per line in json mode (NDJSON).
 -- A failure of the first run ends the command as usual; a later one is shown
 -- and the watch goes on (a node restarting must not end it).  Ctrl-C is the
--- way out: exit 130, without an error message.
+-- way out: exit 130, without an error message; on a terminal, q too (exit 0).
 local errors = require "aitbc.errors"
 local sys = require "aitbc.sys"
 
@@ -27,10 +27,29 @@ function M.run(decl, ctx, interval, emit)
   error(code, 0)
 end
 
+--- Waits interval seconds; with keys (a terminal on stdin) a q ends the
+-- wait early.  Returns "next", "quit" or "interrupted".
+local function pause(interval, keys)
+  local deadline = sys.monotonic() + interval
+  while keys do
+    local left = deadline - sys.monotonic()
+    if left <= 0 then return "next" end
+    local key, why = sys.read_key(left)
+    if key == "q" or key == "Q" then return "quit" end
+    if why == "interrupted" or sys.interrupted() then return "interrupted" end
+    if why == "timeout" then return "next" end
+    if why == "not a terminal" then break end
+  end
+  local slept, why = pcall(sys.sleep, math.max(0, deadline - sys.monotonic()))
+  if not slept or why == "interrupted" or sys.interrupted() then return "interrupted" end
+  return "next"
+end
+
 function M.loop(decl, ctx, interval, emit)
   if interval == true then interval = M.DEFAULT_INTERVAL end
   local out = ctx.out
   local tty = out.tty and out.format == "table" and not out.shape
+  local keys = tty and sys.isatty(0)
   out.compact = true
   local frames = 0
   while true do
@@ -38,8 +57,9 @@ function M.loop(decl, ctx, interval, emit)
     if not ok and interrupted(result) then return errors.EXIT.interrupted end
     if not ok and frames == 0 then error(result, 0) end
     if tty then
-      io.stdout:write("\27[H\27[2J", out:style(string.format("every %gs: aitbc %s    %s    (Ctrl-C to stop)", interval,
-        table.concat({ decl.path, table.unpack(ctx.raw) }, " "), os.date("%H:%M:%S")), "dim"), "\n\n")
+      io.stdout:write("\27[H\27[2J", out:style(string.format("every %gs: aitbc %s    %s    (%s to stop)", interval,
+        table.concat({ decl.path, table.unpack(ctx.raw) }, " "), os.date("%H:%M:%S"), keys and "q or Ctrl-C" or "Ctrl-C"),
+        "dim"), "\n\n")
     elseif frames > 0 and out.format == "table" and not out.shape then
       io.stdout:write("\n")
     end
@@ -50,8 +70,9 @@ function M.loop(decl, ctx, interval, emit)
     end
     io.stdout:flush()
     frames = frames + 1
-    local slept, why = pcall(sys.sleep, interval)
-    if not slept or why == "interrupted" or sys.interrupted() then return errors.EXIT.interrupted end
+    local after = pause(interval, keys)
+    if after == "quit" then return errors.EXIT.ok end
+    if after == "interrupted" then return errors.EXIT.interrupted end
   end
 end
 

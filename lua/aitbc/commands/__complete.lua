@@ -31,6 +31,16 @@ local LIVE = {
     return ids
   end,
   wallet = function() return require("aitbc.wallet").names() end,
+  deployment = function()
+    local names = {}
+    for _, d in ipairs(require("aitbc.deploy").all()) do names[#names + 1] = d.name end
+    return names
+  end,
+  node = function()
+    local names = {}
+    for _, n in ipairs(require("aitbc.fleet").read().nodes) do names[#names + 1] = n.name end
+    return names
+  end,
   key = function(ctx)
     local ids = {}
     for _, e in ipairs(require("aitbc.auth.keys").of_environment(ctx.config.file)) do ids[#ids + 1] = e.key_id end

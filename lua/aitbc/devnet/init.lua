@@ -347,6 +347,9 @@ function devnet.up(dir, opts, config, environment, say)
   end
   state.config_file = config.path
   save(state)
+  -- the fleet registry (AITBC_HOME/nodes.json): `aitbc node test|chains` know the devnet's node as "devnet"
+  local registered, why = pcall(require("aitbc.fleet").register, "devnet", state.node.url, "validator")
+  if not registered then say("warn", "could not register the node in the fleet registry: " .. tostring(why)) end
   state.already = running and #started == 0 or nil
   return state
 end

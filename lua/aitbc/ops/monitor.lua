@@ -9,25 +9,15 @@ local sys = require "aitbc.sys"
 
 local M = {}
 
---- The fleet registry's nodes: {name, url, key}.  The registry is
--- AITBC_HOME/nodes.json ({"version": 1, "nodes": [{name, host, port,
--- scheme}]}, kept by `aitbc node add`) and a node's key is the config
--- file's node_keys[name].key.  This is the one place that reads it (to be
--- pointed at aitbc.fleet once that module is in).
+--- The fleet registry's nodes (aitbc.fleet, kept by `aitbc node add`):
+-- {name, url, key}, a node's key from the config file's node_keys[name].
 function M.fleet_nodes(ctx)
-  local path = require("aitbc.config").home() .. "/nodes.json"
-  local text = sys.read_file(path)
-  local doc = text and json.decode(text)
-  local out = {}
-  if type(doc) ~= "table" or type(doc.nodes) ~= "table" then return out end
+  local fleet = require "aitbc.fleet"
   local keys = type(ctx.config.file.node_keys) == "table" and ctx.config.file.node_keys or {}
-  for _, n in ipairs(doc.nodes) do
-    if type(n) == "table" and type(n.name) == "string" and type(n.host) == "string" then
-      local host = n.host:find(":", 1, true) and ("[" .. n.host .. "]") or n.host
-      local k = keys[n.name]
-      out[#out + 1] = { name = n.name, url = string.format("%s://%s:%d", n.scheme or "http", host,
-        math.tointeger(tonumber(n.port)) or 8000), key = type(k) == "table" and k.key or nil }
-    end
+  local out = {}
+  for _, n in ipairs(fleet.read().nodes) do
+    local k = keys[n.name]
+    out[#out + 1] = { name = n.name, url = fleet.url(n), key = type(k) == "table" and k.key or nil }
   end
   return out
 end

@@ -33,6 +33,14 @@ function Scenario:step(id, name, fn)
   return self
 end
 
+--- fn(t) runs after the steps, whatever became of them, before the run's
+-- own clean-up (`devnet down`): what the user types to tidy up (a
+-- deployment destroyed).  Its failures are not reported.
+function Scenario:finally(fn)
+  self.finally_fn = fn
+  return self
+end
+
 --- A failed expectation: stops the step, reported with its message.
 local Failure = {}
 Failure.__index = Failure
@@ -217,6 +225,7 @@ function scenario.execute(s, env, on_step)
     if on_step then on_step(r) end
     if sys.interrupted() then break end
   end
+  if s.finally_fn and ready then pcall(s.finally_fn, step_env()) end
   for _, proc in ipairs(cleanup) do -- background commands, newest first
     proc:kill(15)
     if not proc:communicate(nil, 15) then proc:kill(9) proc:wait() end

@@ -39,10 +39,23 @@ function Node:request(method, path, opts)
   local headers = {}
   for k, v in pairs(opts.headers or {}) do headers[k] = v end
   if opts.key then headers["X-Api-Key"] = opts.key end
-  local res = assert(http.request { method = method, url = self.url .. path, headers = headers, json = opts.json,
-    body = opts.body, timeout = opts.timeout or 30 })
+  local res, err = http.request { method = method, url = self.url .. path, headers = headers, json = opts.json,
+    body = opts.body, timeout = opts.timeout or 30 }
+  if not res then error(method .. " " .. path .. ": " .. tostring(err) .. "\n" .. self:diagnosis(), 2) end
   local decoded = res.body ~= "" and json.decode(res.body) or nil
   return res.status, decoded, res
+end
+
+--- What a failed request leaves to go on: whether the node process is
+-- still there, and the end of its log.
+function Node:diagnosis()
+  local exited = self.proc and self.proc:wait(true)
+  local text = sys.read_file(self.dir .. "/node.log") or ""
+  local lines = {}
+  for line in text:gmatch("[^\n]+") do lines[#lines + 1] = line end
+  return string.format("node process: %s; the last lines of its node.log:\n%s",
+    exited and ("exited, code " .. tostring(exited)) or "running",
+    table.concat(lines, "\n", math.max(1, #lines - 14)))
 end
 
 --- A new API key of role; returns the key and its id.

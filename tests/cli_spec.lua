@@ -23,6 +23,18 @@ describe("aitbc CLI", function()
     assert.matches("Examples:", sub.out)
   end)
 
+  it("lists every command in its help from the build's index, which matches the declarations", function()
+    local registry = require "aitbc.cli.registry"
+    local index = require "aitbc.cli.command_index"
+    local declared = {}
+    for _, d in ipairs(registry.all()) do
+      declared[#declared + 1] = { name = d.name, summary = d.summary or "", category = d.category }
+    end
+    assert.same(declared, index)
+    local help = cli.run({ "--help" }).out
+    for _, d in ipairs(declared) do assert.matches("\n  " .. d.name:gsub("%-", "%%-") .. "%s+", help) end
+  end)
+
   it("prints its version", function()
     assert.matches("^aitbc %d+%.%d+%.%d+\n$", cli.run({ "--version" }).out)
     local v = cli.run({ "--output", "json", "version" }).json()

@@ -71,7 +71,7 @@ function help.top()
     "Usage: aitbc [global options] <command> [<subcommand>] [options] [arguments]",
   }
   local groups, order = {}, {}
-  for _, decl in ipairs(registry.all()) do
+  for _, decl in ipairs(registry.summaries()) do
     local cat = decl.category or "Commands"
     if not groups[cat] then groups[cat] = {} order[#order + 1] = cat end
     table.insert(groups[cat], { decl.name, decl.summary or "" })

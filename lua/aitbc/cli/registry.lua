@@ -104,6 +104,20 @@ function registry.get(name)
   return cache[name]
 end
 
+--- {name, summary, category} of every visible top-level command, in name
+-- order, without loading one: the build's index (made from the
+-- declarations by a first binary), or the declarations when running from
+-- source (AITBC_LUA_DIR) or before the index exists.
+function registry.summaries()
+  local dir = os.getenv("AITBC_LUA_DIR")
+  if (not dir or dir == "") and package.preload["aitbc.cli.command_index"] then
+    return require("aitbc.cli.command_index")
+  end
+  local out = {}
+  for _, d in ipairs(registry.all()) do out[#out + 1] = { name = d.name, summary = d.summary, category = d.category } end
+  return out
+end
+
 --- Every declaration, in name order (help, completion, the reference).
 function registry.all()
   local out = {}

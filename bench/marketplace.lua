@@ -14,7 +14,8 @@ local sys = require "aitbc.sys"
 local n = tonumber(arg[1] or "10000")
 local dir = assert(sys.tempdir("aitbc-bench-market"))
 local node = assert(sys.spawn { argv = { sys.exe_path(), "serve", "--listen", "127.0.0.1:0", "--data-dir", dir,
-  "--log-level", "warn", "--heartbeat-timeout", "3600" }, stdout = "pipe", stderr = "null" })
+  "--log-level", "warn", "--heartbeat-timeout", "3600" }, stdout = "pipe", stderr = "null",
+  die_with_parent = true }) -- a failed run leaves no node behind
 local line = ""
 while not line:find("\n") do line = line .. assert(node:read(10)) end
 local url = line:match("listening on (%S+)")

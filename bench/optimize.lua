@@ -9,7 +9,8 @@ local sys = require "aitbc.sys"
 local days = tostring(math.tointeger(tonumber(arg[1] or "30")) or 30)
 local dir = assert(sys.tempdir("aitbc-bench-optimize"))
 local node = assert(sys.spawn { argv = { sys.exe_path(), "serve", "--listen", "127.0.0.1:0", "--data-dir", dir,
-  "--log-level", "warn" }, stdout = "pipe", stderr = "null" })
+  "--log-level", "warn" }, stdout = "pipe", stderr = "null",
+  die_with_parent = true }) -- a failed run leaves no node behind
 local line = ""
 while not line:find("\n") do line = line .. assert(node:read(10)) end
 local url = line:match("listening on (%S+)")

@@ -1558,7 +1558,8 @@ function Store:offers(f)
   local order = f.order .. ", l.listing_id"
   local joins = " LEFT JOIN (" .. PROVIDERS .. ") p ON p.key_id = l.key_id LEFT JOIN (" .. RATINGS
     .. ") r ON r.key_id = l.key_id"
-  -- the page's ids first (sorting ids, not rows), then their rows
+  -- the page's ids first (sorting ids, not rows), then their rows; CROSS JOIN keeps the page the outer
+  -- loop (with its LIMIT bound, the planner would walk every listing instead: 6.5 ms, not 0.6)
   local page = "SELECT l.listing_id FROM listings l" .. clause .. " ORDER BY " .. order .. " LIMIT :limit OFFSET :offset"
   if f.order:find("reputation", 1, true) then
     page, order = self:offers_by_reputation(clause, args, f.order:find("DESC", 1, true) ~= nil)
@@ -1566,7 +1567,7 @@ function Store:offers(f)
   local rows = check(self.db:query("SELECT l.*, coalesce(p.completed, 0) AS completed, coalesce(p.failed, 0) AS failed, "
     .. "coalesce(p.expired, 0) AS expired, coalesce(r.n, 0) AS ratings, coalesce(r.stars, 0) AS stars, "
     .. AVAILABLE .. " AS available, " .. REPUTATION .. " AS reputation FROM (" .. page .. ") k "
-    .. "JOIN listings l ON l.listing_id = k.listing_id" .. joins .. " ORDER BY " .. order, args))
+    .. "CROSS JOIN listings l ON l.listing_id = k.listing_id" .. joins .. " ORDER BY " .. order, args))
   -- available and nothing else: counted from listings_available alone
   if f.available_only and not filtered then clause = " WHERE " .. AVAILABLE end
   local total = check(self.db:first("SELECT count(*) AS n FROM listings l" .. clause, args)).n

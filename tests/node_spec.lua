@@ -312,6 +312,23 @@ describe("aitbc serve", function()
       node:request("POST", "/v1/miners/" .. job.job_id .. "/fail", { key = big, json = { error_code = "OOM", error_message = "out of memory" } })
     end)
 
+    it("finds the job a miner fits behind many it does not (the queue is read a page at a time)", function()
+      local small = node:key("miner")
+      register(small, { miner_id = "deep-small", capabilities = { gpus = { { name = "RTX 3060", memory_gb = 12 } },
+        models = { "deepmodel" } } })
+      local big_ones = {}
+      for i = 1, 70 do
+        big_ones[i] = submit { payload = { prompt = "big " .. i }, model = "deepmodel", constraints = { min_vram_gb = 48 } }
+      end
+      local fits = submit { payload = { prompt = "small" }, model = "deepmodel", constraints = { min_vram_gb = 8 } }
+      local s, got = poll(small, "deep-small")
+      assert.equal(200, s)
+      assert.equal(fits.job_id, got.job_id)
+      for _, j in ipairs(big_ones) do node:request("POST", "/v1/jobs/" .. j.job_id .. "/cancel", { key = client }) end
+      node:request("POST", "/v1/miners/" .. got.job_id .. "/result", { key = small, headers = { ["X-Miner-ID"] = "deep-small" },
+        json = { result = "ok" } })
+    end)
+
     it("gives a job only to a miner whose GPU name, region and price fit", function()
       local rigs = {
         { id = "gtx-eu-0.1", gpu = "GeForce GTX 1060", region = "eu", price = "0.1" },

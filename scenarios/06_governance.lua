@@ -9,6 +9,7 @@ local s = require("aitbc.scenario").new("6. Governance and DAO")
 s:step("6.1", "Create a proposal", function(t)
   t:setenv("AITBC_WALLET_PASSWORD", "scenario wallet password")
   t:expect_exit(t:run("aitbc wallet create --name voter"), 0)
+  t:expect_exit(t:run("aitbc wallet switch voter"), 0) -- (a user of §3 and §4 has another wallet active)
   t:expect_exit(t:run("aitbc wallet faucet --amount 2000"), 0)
   t:expect_exit(t:run("aitbc wallet stake 500 --wait"), 0)
   local r = t:run([[aitbc governance propose --title "Increase Miner Rewards" --description "Proposal to increase ]]

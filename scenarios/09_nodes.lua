@@ -66,10 +66,16 @@ s:step("9.3", "List hosted chains", function(t)
     .. "\nthe follower's log ends:\n" .. (sys.read_file(t.home .. "/follower.log") or ""):sub(-1500))
   t:expect_exit(r, 0)
   t:expect_match(r.stdout, "^NODE\tait%-devnet\tait%-healthchain\n", "nodes as rows, chains as columns")
-  t:expect_match(r.stdout, "\ndevnet\tsynced\tnot hosted\n", "the devnet's node")
-  t:expect_match(r.stdout, "\nus%-east%-1\tsynced\tnot hosted\n", "us-east-1")
-  t:expect_match(r.stdout, "\nfollower\tsynced\tnot hosted\n", "a follower, synced")
-  t:expect_match(r.stdout, "\nhealth\tnot hosted\tsynced\n", "a node with another chain")
+  if r.stdout:find("\ndevnet\tsynced\tnot hosted\n") then -- a one-node devnet, as after `aitbc devnet up`
+    t:expect_match(r.stdout, "\nus%-east%-1\tsynced\tnot hosted\n", "us-east-1")
+    t:expect_match(r.stdout, "\nfollower\tsynced\tnot hosted\n", "a follower, synced")
+    t:expect_match(r.stdout, "\nhealth\tnot hosted\tsynced\n", "a node with another chain")
+  else -- a user who ran §7 and §10 has a two-node devnet: its node follows node 2's ait-healthchain
+    t:expect_match(r.stdout, "\ndevnet\tsynced\tsynced\n", "the devnet's node, its own chain and its peer's")
+    t:expect_match(r.stdout, "\nus%-east%-1\tsynced\tsynced\n", "us-east-1")
+    t:expect_match(r.stdout, "\nfollower\tsynced\t%a[%w ]*\n", "a follower, synced on the devnet's chain")
+    t:expect_match(r.stdout, "\nhealth\tnot hosted\tdiverged\n", "another ait-healthchain, by another authority")
+  end
   t:expect_match(r.stdout, "\ngone\tunreachable\tunreachable\n", "an unreachable node")
 end)
 

@@ -15,6 +15,10 @@ local function up(ctx)
     for _, n in ipairs(d.nodes or {}) do
       what = what .. string.format("; node %d %s hosting %s, %d miner(s)", n.index, n.url, n.chain, #n.miners)
     end
+    if d.extended then -- (the phrase scripts look for: it was running, so whoever started it stops it)
+      o:success("devnet already running in " .. d.dir .. ", now with " .. (#(d.nodes or {}) + 1) .. " nodes: " .. what)
+      return
+    end
     if d.already then
       o:success("devnet already running in " .. d.dir .. ": " .. what)
       o:print("config " .. d.config_file .. " points at it. To change it: aitbc devnet down, then aitbc devnet up "

@@ -351,6 +351,7 @@ function devnet.up(dir, opts, config, environment, say)
   local registered, why = pcall(require("aitbc.fleet").register, "devnet", state.node.url, "validator")
   if not registered then say("warn", "could not register the node in the fleet registry: " .. tostring(why)) end
   state.already = running and #started == 0 or nil
+  state.extended = running and #started > 0 or nil -- `up --nodes N` added nodes to a running devnet
   return state
 end
 

@@ -28,8 +28,9 @@ function daemon.start(opts)
     sys.sleep(0.02)
   end
   proc:kill(15)
+  local log = opts.log and sys.read_file(opts.log) or ""
   errors.raise("failure", opts.args[1] .. " did not start within " .. (opts.timeout or 15) .. " seconds"
-    .. (opts.log and ("; see " .. opts.log) or ""))
+    .. (opts.log and ("; see " .. opts.log) or "") .. (log ~= "" and (": " .. log:gsub("%s+$", ""):sub(-600)) or ""))
 end
 
 --- Whether a process (not necessarily our child) is alive.  A zombie (it

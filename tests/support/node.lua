@@ -18,12 +18,15 @@ function M.start(opts)
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   local proc = assert(cli.spawn { argv = argv, stdout = "pipe", stderr = "pipe", env = { AITBC_HOME = dir },
     die_with_parent = true })
-  local line = ""
+  -- (up in a tenth of a second; a start that took over 10 s was seen once under a full run's load,
+  -- so it gets what serve's supervisor gives its node process, and its log when it fails)
+  local line, deadline = "", sys.monotonic() + 45
   while not line:find("\n") do
-    local chunk, err = proc:read(10)
+    local chunk, err = proc:read(math.max(0.1, deadline - sys.monotonic()))
     if not chunk then
       local _, _, stderr = proc:communicate(nil, 5)
-      error("node did not start (" .. tostring(err) .. "): " .. tostring(stderr))
+      error("node did not start (" .. tostring(err) .. "): " .. tostring(stderr) .. "\nits node.log ends:\n"
+        .. (sys.read_file(dir .. "/node.log") or ""):sub(-1500))
     end
     line = line .. chunk
   end

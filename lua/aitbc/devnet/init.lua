@@ -135,7 +135,10 @@ local function start_node(state, port, voting_period, say)
   local node = daemon.start { args = { "serve", "--listen", "127.0.0.1:" .. port, "--data-dir", dir .. "/node",
     "--url-file", dir .. "/node/node.url", "--pid-file", dir .. "/node/node.pid",
     "--param", "voting_period=" .. (voting_period or devnet.VOTING_PERIOD) },
-    ready_file = dir .. "/node/node.url", log = dir .. "/node/serve.out", env = { AITBC_CONFIG = false } }
+    ready_file = dir .. "/node/node.url", log = dir .. "/node/serve.out", env = { AITBC_CONFIG = false },
+    -- it is up in a tenth of a second; a slow start (once in a full test run) is given what serve's own
+    -- supervisor gives its node process before it gives up, and says why when it does
+    timeout = 45 }
   state.node = { pid = node.pid, url = node.url, data_dir = dir .. "/node" }
   save(state)
   say("info", "node       " .. node.url .. " (pid " .. node.pid .. ")")
@@ -217,7 +220,7 @@ local function start_extra_node(state, i, voting_period, say)
   for _, url in ipairs(node_urls(state, i)) do args[#args + 1] = "--peer" args[#args + 1] = url end
   os.remove(dir .. "/node.url")
   local proc = daemon.start { args = args, ready_file = dir .. "/node.url", log = dir .. "/serve.out",
-    env = { AITBC_CONFIG = false } }
+    env = { AITBC_CONFIG = false }, timeout = 45 } -- (as the first node's)
   local n = state.nodes[i - 1] or { index = i, miners = json.array() }
   n.index, n.chain, n.pid, n.url, n.data_dir = i, devnet.chain_of(i), proc.pid, proc.url, dir
   n.miners = json.array(n.miners or {})

@@ -568,6 +568,30 @@ M.FAUCET_DEVNET = {
 
 --- Whether `aitbc serve --faucet auto` turns the faucet on for a chain:
 -- devnet chains only, named so (the default "ait-devnet").
+M.BLOCKS_PER_PULL = 200
+
+--- Fetches and applies the blocks of chain c that the node behind client
+-- (an aitbc.api client) has beyond ours, at most BLOCKS_PER_PULL, each
+-- verified against the authority's key; the head request says how far we
+-- are (the sealer's status lists its followers' lag).  -> nil, or the
+-- refused height and why.  Followers (serve --follow) and peers use it.
+function M.pull_blocks(store, client, c, authority_public)
+  local head = store:chain_head(c)
+  local leader = client:call("GET", "/v1/chain/" .. c .. "/head",
+    { headers = head and { ["X-Aitbc-Follower-Height"] = tostring(head.height) } or nil })
+  local from = head and head.height + 1 or 0
+  for h = from, math.min(leader.height, from + M.BLOCKS_PER_PULL - 1) do
+    local block = client:call("GET", "/v1/chain/" .. c .. "/blocks/" .. h)
+    local txs = {}
+    for i, hash in ipairs(block.transactions) do
+      local t = client:call("GET", "/v1/chain/" .. c .. "/transactions/" .. hash)
+      txs[i] = { tx = t.tx, signature = t.signature }
+    end
+    local ok, e = pcall(M.follow_block, store, c, block, txs, authority_public)
+    if not ok then return h, type(e) == "table" and (e.follow_error or e.message) or tostring(e) end
+  end
+end
+
 function M.is_devnet(chain_id) return chain_id:lower():find("devnet", 1, true) ~= nil end
 
 local function faucet_on(ctx, chain_id)

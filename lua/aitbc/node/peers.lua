@@ -9,7 +9,7 @@ local crypto = require "aitbc.crypto"
 local json = require "aitbc.json"
 local util = require "aitbc.node.util"
 
-local M = { INTERVAL = 1, TIMEOUT = 3, BLOCKS_PER_TICK = 200 }
+local M = { INTERVAL = 1, TIMEOUT = 3 }
 
 --- A peer's URL in one spelling (no trailing slash) | nil, why.
 function M.normalize(url)
@@ -50,24 +50,6 @@ function M.host_of(ctx, chain_id)
     end
   end
   return best and { url = best.url, node_key = best.node_key } or nil
-end
-
---- Fetches and applies up to BLOCKS_PER_TICK blocks of a peer's chain,
--- verified against its key; -> nil, or the refused height and why.
-local function sync_chain(store, client, c, public)
-  local head = store:chain_head(c)
-  local leader = client:call("GET", "/v1/chain/" .. c .. "/head")
-  local from = head and head.height + 1 or 0
-  for h = from, math.min(leader.height, from + M.BLOCKS_PER_TICK - 1) do
-    local block = client:call("GET", "/v1/chain/" .. c .. "/blocks/" .. h)
-    local txs = {}
-    for i, hash in ipairs(block.transactions) do
-      local t = client:call("GET", "/v1/chain/" .. c .. "/transactions/" .. hash)
-      txs[i] = { tx = t.tx, signature = t.signature }
-    end
-    local ok, e = pcall(chain.follow_block, store, c, block, txs, public)
-    if not ok then return h, type(e) == "table" and (e.follow_error or e.message) or tostring(e) end
-  end
 end
 
 --- The chains a peer hosts (not those it follows itself, nor ours).
@@ -112,7 +94,7 @@ local function poll(store, p, node, logger, now)
     local public = crypto.unbase64(item.authority or key or "", "urlsafe")
     if not halted[c] and public and #public == 32 then
       store:chain_follow_add(c, p.url, now)
-      local ok, height, why = pcall(sync_chain, store, client, c, public)
+      local ok, height, why = pcall(chain.pull_blocks, store, client, c, public)
       if not ok then
         store:chain_follow_set(c, "unreachable", nil, "the peer " .. p.url .. " does not answer: " .. tostring(height), now)
       elseif height then

@@ -123,35 +123,16 @@ function M.follower(url, authority)
     states[c] = state
   end
 
-  --- Fetches and applies up to 200 blocks; returns the height and the
-  -- reason of a refused block, or raises when the leader cannot be read.
-  local function sync_chain(store, c)
-    local head = store:chain_head(c)
-    -- the leader's admin status lists its followers and how far behind they are
-    local leader = api:call("GET", "/v1/chain/" .. c .. "/head",
-      { headers = head and { ["X-Aitbc-Follower-Height"] = tostring(head.height) } or nil })
-    local from = head and head.height + 1 or 0
-    for h = from, math.min(leader.height, from + 199) do
-      local block = api:call("GET", "/v1/chain/" .. c .. "/blocks/" .. h)
-      local txs = {}
-      for i, hash in ipairs(block.transactions) do
-        local t = api:call("GET", "/v1/chain/" .. c .. "/transactions/" .. hash)
-        txs[i] = { tx = t.tx, signature = t.signature }
-      end
-      local ok, e = pcall(chain.follow_block, store, c, block, txs, public)
-      if not ok then return h, type(e) == "table" and (e.follow_error or e.message) or tostring(e) end
-    end
-  end
-
   function f.start(store)
     store:chain_follow_reset(url, chains, sys.time())
     for _, c in ipairs(chains) do states[c] = "following" end
   end
 
+  --- Each chain: up to chain.BLOCKS_PER_PULL blocks from the leader; a refused block halts it.
   function f.sync(store, logger)
     for _, c in ipairs(chains) do
       if states[c] ~= "halted" then
-        local ok, height, why = pcall(sync_chain, store, c)
+        local ok, height, why = pcall(chain.pull_blocks, store, api, c, public)
         if not ok then
           if states[c] ~= "unreachable" then
             logger:warn("cannot read " .. c .. " from the leader for now", { chain = c, leader = url, error = tostring(height) })
